@@ -1,0 +1,80 @@
+"""Kaldi text tables and data directories.
+
+A table is one ``key value`` per line; the value is the rest of the line after the first run of
+whitespace (so paths with spaces survive in ``wav.scp``).  Files are sorted as ``LC_ALL=C sort`` sorts,
+which for UTF-8 is the order of the encoded bytes, i.e. Python's code-point order of ``str``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+_SPLIT = re.compile(r"\s+")
+
+
+def c_sort_key(key: str) -> bytes:
+    """Sort key equal to ``LC_ALL=C sort`` on UTF-8 text."""
+    return key.encode("utf-8")
+
+
+def read_table(path: str | os.PathLike, allow_empty_value: bool = True) -> dict[str, str]:
+    """Read a Kaldi table into an insertion-ordered dict.
+
+    Raises ValueError naming the file and line for a duplicate key or a line with no key.
+    """
+    path = Path(path)
+    table: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if line.endswith("\r"):
+                line = line[:-1]
+            if not line.strip():
+                raise ValueError(f"{path}:{lineno}: empty line")
+            parts = _SPLIT.split(line.strip(), maxsplit=1)
+            key = parts[0]
+            value = parts[1] if len(parts) > 1 else ""
+            if not value and not allow_empty_value:
+                raise ValueError(f"{path}:{lineno}: key {key!r} has no value")
+            if key in table:
+                raise ValueError(f"{path}:{lineno}: duplicate key {key!r}")
+            table[key] = value
+    return table
+
+
+def read_keys(path: str | os.PathLike) -> list[str]:
+    """The first field of every line (a key list or any table)."""
+    return list(read_table(path).keys())
+
+
+def write_table(path: str | os.PathLike, items: Mapping[str, object] | Iterable[tuple[str, object]]) -> Path:
+    """Write a table sorted in C order, atomically (temporary file, then rename)."""
+    path = Path(path)
+    pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+    pairs.sort(key=lambda kv: c_sort_key(kv[0]))
+    seen = set()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for key, value in pairs:
+            value = str(value)
+            if not key or _SPLIT.search(key):
+                raise ValueError(f"{path}: key {key!r} is empty or contains whitespace")
+            if "\n" in value or "\r" in value:
+                raise ValueError(f"{path}: value of {key!r} contains a newline")
+            if key in seen:
+                raise ValueError(f"{path}: duplicate key {key!r}")
+            seen.add(key)
+            f.write(f"{key} {value}\n" if value != "" else f"{key}\n")
+    os.replace(tmp, path)
+    return path
+
+
+def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
+    """Speaker -> its utterances, both in C order."""
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted(utt2spk, key=c_sort_key):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    return {spk: spk2utt[spk] for spk in sorted(spk2utt, key=c_sort_key)}

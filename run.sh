@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# EmotionTalk speech emotion recognition recipe (Kaldi/ESPnet style).
+#   ./run.sh                         # whole recipe on the embedded mini corpus (generated in stage 1)
+#   ./run.sh --db_root /data/EmotionTalk --upstream hubert_base --stage 2
+# Stages: 1 data prep -> data/   2 upstream features -> dump/   3 training -> exp/
+#         4 scoring -> exp/.../decode_*/   5 results -> exp/RESULTS.md
+# Outputs go under the current working directory; run from the repo root or from egs/emotiontalk/.
+set -euo pipefail
+
+log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
+
+# ---- options (override with --name value; see utils/parse_options.sh) ----
+stage=1
+stop_stage=5
+db_root=            # extracted EmotionTalk release; empty: generate and use the mini corpus
+mini_dir=downloads/mini_emotiontalk   # where the mini corpus is generated when db_root is empty
+strict=false        # true: any excluded utterance in stage 1 is an error
+sets="train val test"
+upstream=fbank      # conf/upstream/<upstream>.yaml
+nj=4                # parallel jobs for feature extraction
+ngpu=0              # GPUs per extraction/training job (0: CPU)
+num_threads=1       # CPU threads per job
+heads=superb        # conf/train/<head>.yaml, several allowed
+tasks="speech_four multi_four speech_all multi_all"
+seeds="1 2 3"
+cmd_backend=${cmd_backend:-local}   # local | slurm (cmd.sh)
+overwrite=false     # true: redo stages whose outputs exist
+python=python3
+
+help_message=$(cat <<HELP
+Usage: $0 [options]
+  --stage N / --stop_stage N   stages to run (1 data, 2 features, 3 train, 4 score, 5 results)
+  --db_root DIR                extracted EmotionTalk release (default: generate the mini corpus)
+  --upstream NAME              conf/upstream/NAME.yaml (default: ${upstream})
+  --heads "A B"                conf/train/A.yaml ... (default: ${heads})
+  --tasks "T ..."              default: ${tasks}
+  --seeds "1 2 3"              training seeds
+  --nj N --ngpu N --num_threads N --cmd_backend local|slurm --strict true|false --overwrite true|false
+  --config FILE                read options from a file of name=value lines
+HELP
+)
+
+# shellcheck disable=SC1091
+. ./path.sh
+# shellcheck disable=SC1091
+. utils/parse_options.sh
+# shellcheck disable=SC1091
+. ./cmd.sh
+
+if [ "$#" -ne 0 ]; then
+    log "unexpected arguments: $*"; echo "${help_message}" >&2; exit 1
+fi
+
+# ---- stage 1: EmotionTalk release -> Kaldi data dirs ----
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+    if [ -z "${db_root}" ]; then
+        db_root=${mini_dir}
+        log "Stage 1: no --db_root given: generating the mini corpus in ${db_root}"
+        ${python} local/make_mini_corpus.py --out "${db_root}"
+    fi
+    log "Stage 1: data preparation from ${db_root} into data/{${sets// /,}}"
+    ${python} local/data_prep.py --db_root "${db_root}" --out data --strict "${strict}"
+    for x in ${sets}; do
+        utils/validate_data_dir.sh "data/${x}"
+    done
+fi
+
+# ---- stage 2: upstream features -> dump/<tag>/<set> (issue 3) ----
+
+# ---- stage 3: downstream training (issue 4) ----
+
+# ---- stage 4: scoring (issue 4) ----
+
+# ---- stage 5: results (issue 4) ----
+
+log "Successfully finished stages ${stage}-${stop_stage}"

@@ -1,0 +1,32 @@
+"""Shared test fixtures. Area-specific helpers live in tests/helpers_*.py."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+META_DIR = ROOT.parent / "shared" / "emotiontalk-meta"
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Tests never reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def meta_dir() -> Path:
+    """The real official EmotionTalk label files (../shared/emotiontalk-meta); skip when absent."""
+    if not (META_DIR / "mm.csv").is_file():
+        pytest.skip(f"EmotionTalk metadata not found at {META_DIR}")
+    return META_DIR
