@@ -1,0 +1,581 @@
+"""EmotionTalk release -> Kaldi data directories ``data/{train,val,test}`` (stage 1).
+
+The release is four extracted tars (Audio, Text, Video, Multimodal). Each modality folder holds ``json/``
+(Audio also ``wav/``, Multimodal also ``mp4/``), possibly one level deeper (``Audio/Audio/json``), so the
+folders are searched for rather than assumed. Below them the path is
+``G{ggggg}/G{ggggg}_{dd}/G{ggggg}_{dd}_{ss}/<uid>.<ext>`` and the file stem is the uid
+``G{ggggg}_{dd}_{ss}_{ttt}`` (group, dialogue, global speaker id, turn). Files are matched by uid; the
+media path inside the JSON (``file_path`` or ``file_name``) is only quoted in messages, because its root
+is the annotation tool's, not ours.
+
+Rules, decided here:
+
+- Utterance id ``S<ss>-<uid>``, speaker ``S<ss>``, with ``<ss>`` taken from the uid (the path). The JSON
+  ``speaker_id`` (integer or zero-padded string) must name the same speaker in every modality where it is
+  present; otherwise the utterance is excluded ("speaker mismatch", both values in the message). A JSON
+  without ``speaker_id`` is accepted (the path is authoritative).
+- An utterance is kept only if every modality present in the release has exactly one parsable JSON with a
+  known label (the Multimodal one also a sentiment in [-2, 2]) and its WAV is readable, complete and
+  non-empty; so all per-utterance files share one key set. Anything else is an exclusion, written as
+  ``uid<TAB>file<TAB>category: detail`` (one line per problem) to ``data/<set>/excluded``; all of them,
+  including files whose name is not a release uid or whose group is not in the official split, also go to
+  ``data/excluded``.
+- ``text`` is the Text JSON ``content`` (the Audio one where Text is absent) with markup tags removed and
+  whitespace collapsed; ``text_raw`` is that content as is, except that line breaks become spaces (a table
+  line cannot hold them).
+- Audio is referenced in place (absolute path in ``wav.scp``), never copied or resampled; ``utt2dur``
+  comes from the header.
+- Official split by group: val = G00001 + G00012, test = G00003 + G00015, train = the other 11.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from tqdm import tqdm
+
+from etser.audio_info import AudioError, audio_info
+from etser.datadir import c_sort_key, utt2spk_to_spk2utt, write_table
+from etser.tasks import EMOTIONS_ALL, EMOTIONS_FOUR, LABEL_SOURCES
+
+SETS = ("train", "val", "test")
+SPLIT_GROUPS = {"val": (1, 12), "test": (3, 15)}
+NUM_GROUPS = 15
+# Label source (suffix of utt2emo_<source>) -> the release's folder name.
+MODALITY_FOLDERS = {"audio": "Audio", "text": "Text", "video": "Video", "multi": "Multimodal"}
+MODALITIES = tuple(sorted(set(LABEL_SOURCES.values())))  # audio, multi, text, video
+# Folder names accepted for a modality (compared lowercased, without non-letters).
+_MODALITY_ALIASES = {"audio": "audio", "speech": "audio", "text": "text", "video": "video", "visual": "video",
+                     "multimodal": "multi", "multi": "multi"}
+SOURCE_TITLES = {"audio": "Speech (utt2emo_audio)", "multi": "Multi (utt2emo_multi)",
+                 "text": "Text (utt2emo_text)", "video": "Video (utt2emo_video)"}
+# Spellings the dataset README itself uses for the seven labels.
+_LABEL_ALIASES = {"anger": "angry", "disgust": "disgusted", "fear": "fearful", "surprise": "surprised",
+                  "happiness": "happy", "sadness": "sad"}
+SENTIMENT_KEY = "Continuous label_result"
+UID_RE = re.compile(r"G(\d{5})_(\d{2})_(\d{2})_(\d{3})")
+# Every file stage 1 writes into a set dir (stale ones of an earlier run are removed).
+TABLE_FILES = ("wav.scp", "utt2spk", "spk2utt", "text", "text_raw", "utt2sentiment", "utt2caption",
+               "utt2dur") + tuple(f"utt2emo_{m}" for m in MODALITIES)
+_SKIP_DIRS = {"__MACOSX", ".git"}
+_MAX_SEARCH_DEPTH = 6
+_MESSAGES_PER_REASON = 10
+
+
+class DataPrepError(Exception):
+    """The release cannot be prepared at all (no Audio folder, a set with no utterances, --strict)."""
+
+
+# ---------------------------------------------------------------- transcripts
+
+_TAG_WORDS = r"over|interrupted|laughing|sobbing|crying|screaming"
+_TAGS = re.compile(
+    # a complete tag of ASCII words: [over/] [/over] [over] [/over/] [Sobbing] ...
+    r"\[\s*/?\s*[A-Za-z][A-Za-z ]*?\s*/?\s*\]"
+    # a tag word with bracket debris after it: [[/over]  /over]  [over/]]  over]
+    rf"|(?<![A-Za-z])[\[\]]*\s*/?\s*(?:{_TAG_WORDS})\s*/?\s*[\[\]]+"
+    # a tag word with an opening bracket but no closing one: [over/呀  [over
+    rf"|[\[\]]+\s*/?\s*(?:{_TAG_WORDS})\s*/?(?![A-Za-z])",
+    re.IGNORECASE)
+_FULLWIDTH_BRACKETS = str.maketrans({"【": "[", "】": "]"})
+_BRACKETS = re.compile(r"[\[\]]")
+_SPACES = re.compile(r"\s+")
+
+
+def clean_transcript(raw: str) -> str:
+    """Remove the release's markup tags (well-formed, malformed, full-width), keep the spoken words."""
+    text = raw.translate(_FULLWIDTH_BRACKETS)
+    text = _TAGS.sub("", text)
+    text = _BRACKETS.sub("", text)  # what is left of a broken tag is a lone bracket
+    return _SPACES.sub(" ", text).strip()
+
+
+# ---------------------------------------------------------------- finding the release
+
+
+@dataclass
+class Release:
+    """Where each modality's folders are: modality -> kind ('json', 'wav', 'mp4') -> folders."""
+    root: Path
+    folders: dict[str, dict[str, list[Path]]]
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if self.folders.get(m, {}).get("json"))
+
+
+def _modality_of(name: str) -> str | None:
+    return _MODALITY_ALIASES.get(re.sub(r"[^a-z]", "", name.lower()))
+
+
+def find_release(db_root: str | os.PathLike) -> Release:
+    """Search db_root (breadth first, a few levels) for json/wav/mp4 folders inside modality folders.
+
+    Group folders (``G00001``...) and the media folders themselves are not descended into, so the search
+    costs a few directory listings however large the release is.
+    """
+    root = Path(os.path.abspath(db_root))
+    if not root.is_dir():
+        raise DataPrepError(f"--db_root {root} is not a directory")
+    folders: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
+    level = [(root, _modality_of(root.name))]
+    for _ in range(_MAX_SEARCH_DEPTH):
+        next_level = []
+        for d, modality in level:
+            try:
+                entries = sorted(os.scandir(d), key=lambda e: e.name)
+            except OSError:
+                continue
+            for e in entries:
+                if not e.is_dir() or e.name in _SKIP_DIRS or e.name.startswith("._"):
+                    continue
+                kind = e.name.lower()
+                if kind in ("json", "wav", "mp4"):
+                    if modality is not None:
+                        folders[modality][kind].append(Path(e.path))
+                    continue
+                if re.fullmatch(r"G\d{5}", e.name):
+                    continue
+                next_level.append((Path(e.path), _modality_of(e.name) or modality))
+        level = next_level
+    return Release(root, {m: dict(k) for m, k in folders.items()})
+
+
+def index_files(folders: Iterable[Path], suffix: str) -> dict[str, list[Path]]:
+    """File stem -> every file with that suffix below the folders (macOS ``._*`` files skipped)."""
+    found: dict[str, list[Path]] = defaultdict(list)
+    for top in folders:
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+            for name in filenames:
+                if name.startswith("._") or not name.lower().endswith(suffix):
+                    continue
+                found[name[:-len(suffix)]].append(Path(dirpath, name))
+    return found
+
+
+def split_of(group: int) -> str | None:
+    if not 1 <= group <= NUM_GROUPS:
+        return None
+    for name, groups in SPLIT_GROUPS.items():
+        if group in groups:
+            return name
+    return "train"
+
+
+def groups_of(split: str) -> list[int]:
+    return [g for g in range(1, NUM_GROUPS + 1) if split_of(g) == split]
+
+
+# ---------------------------------------------------------------- one utterance
+
+
+@dataclass
+class Exclusion:
+    uid: str
+    file: str
+    reason: str   # short category, e.g. "bad JSON"
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.uid}\t{self.file}\t{self.reason}: {self.detail}"
+
+
+@dataclass
+class Utterance:
+    uid: str
+    split: str
+    speaker: str
+    wav: str = ""
+    text: str = ""
+    text_raw: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    sentiment: float | None = None
+    caption: str = "{}"
+    duration: float = 0.0
+
+    @property
+    def utt_id(self) -> str:
+        return f"{self.speaker}-{self.uid}"
+
+
+def read_json(path: Path) -> dict:
+    """Parse one release JSON (BOM tolerated); ValueError saying what is wrong."""
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 ({e})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"does not parse: {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"top level is a {type(obj).__name__}, not an object")
+    return obj
+
+
+def parse_label(value: object) -> str:
+    """'Happy ' -> 'happy'; ValueError for anything not one of the seven labels."""
+    if not isinstance(value, str):
+        raise ValueError(f"emotion_result {value!r} is not one of {', '.join(EMOTIONS_ALL)}")
+    label = value.strip().lower()
+    label = _LABEL_ALIASES.get(label, label)
+    if label not in EMOTIONS_ALL:
+        raise ValueError(f"emotion_result {value!r} is not one of {', '.join(EMOTIONS_ALL)}")
+    return label
+
+
+def parse_speaker(value: object) -> int | None:
+    """7, '07', '7' -> 7; None for anything that is not a speaker number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _one_line(s: str) -> str:
+    return s.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
+class _Collector:
+    """Exclusions with console messages, a few per reason, the rest counted."""
+
+    def __init__(self, echo: bool):
+        self.items: list[tuple[str | None, Exclusion]] = []
+        self.shown = Counter()
+        self.echo = echo
+
+    def add(self, split: str | None, uid: str, file: Path | str, reason: str, detail: str) -> None:
+        exc = Exclusion(uid, str(file), reason, detail)
+        self.items.append((split, exc))
+        self.shown[reason] += 1
+        if self.echo and self.shown[reason] <= _MESSAGES_PER_REASON:
+            tqdm.write(f"WARNING: excluding {uid}: {reason}: {detail} ({file})", file=sys.stderr)
+
+
+def _check_json(uid: str, split: str, ss: int, modality: str, paths: list[Path] | None, expected: Path,
+                out: _Collector) -> dict | None:
+    """The modality's JSON of one utterance, or None after recording why it is unusable."""
+    folder = MODALITY_FOLDERS[modality]
+    if not paths:
+        out.add(split, uid, expected, "missing JSON", f"no {folder} JSON for this utterance")
+        return None
+    if len(paths) > 1:
+        out.add(split, uid, paths[0], "duplicate uid",
+                f"{folder} JSON found {len(paths)} times: " + ", ".join(map(str, paths)))
+        return None
+    path = paths[0]
+    try:
+        obj = read_json(path)
+    except (ValueError, OSError) as e:
+        out.add(split, uid, path, "bad JSON", f"{folder} JSON {e}")
+        return None
+    ok = True
+    label = obj.get("emotion_result")
+    if label is None or (isinstance(label, str) and not label.strip()):
+        out.add(split, uid, path, "no label", f"{folder} JSON has no emotion_result")
+        ok = False
+    else:
+        try:
+            obj["emotion_result"] = parse_label(label)
+        except ValueError as e:
+            out.add(split, uid, path, "unknown label", f"{folder} JSON {e}")
+            ok = False
+    if "speaker_id" in obj and obj["speaker_id"] is not None:
+        spk = parse_speaker(obj["speaker_id"])
+        if spk != ss:
+            out.add(split, uid, path, "speaker mismatch",
+                    f"the path says speaker {ss:02d}, the {folder} JSON speaker_id says {obj['speaker_id']!r}")
+            ok = False
+    if modality == "multi":
+        value = obj.get(SENTIMENT_KEY)
+        if value is None:
+            out.add(split, uid, path, "no label", f"{folder} JSON has no {SENTIMENT_KEY!r}")
+            ok = False
+        else:
+            try:
+                sentiment = float(value)
+                if not -2.0 <= sentiment <= 2.0:
+                    raise ValueError
+                obj[SENTIMENT_KEY] = sentiment
+            except (TypeError, ValueError):
+                out.add(split, uid, path, "bad sentiment",
+                        f"{folder} JSON {SENTIMENT_KEY!r} is {value!r}, not a number in [-2, 2]")
+                ok = False
+    return obj if ok else None
+
+
+def _media_path(obj: dict | None) -> str:
+    if not obj:
+        return ""
+    value = obj.get("file_path", obj.get("file_name"))
+    return f" (its JSON names {value!r})" if value else ""
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass
+class PrepResult:
+    release: Release
+    sets: dict[str, list[Utterance]]
+    exclusions: list[tuple[str | None, Exclusion]]
+    stats: str
+    seconds: float
+    found: int
+
+    def excluded_uids(self) -> set[str]:
+        return {e.uid for _, e in self.exclusions}
+
+
+def _expected_path(folders: list[Path], uid: str, ext: str) -> Path:
+    g, d, s, _ = UID_RE.fullmatch(uid).groups()
+    base = folders[0] if folders else Path(".")
+    return base / f"G{g}" / f"G{g}_{d}" / f"G{g}_{d}_{s}" / f"{uid}{ext}"
+
+
+def collect(release: Release, sets: Iterable[str] = SETS, progress: bool = True,
+            echo: bool = True) -> tuple[dict[str, list[Utterance]], _Collector, int]:
+    """Read every JSON and audio header of the requested sets; kept utterances and exclusions."""
+    sets = tuple(sets)
+    modalities = release.modalities
+    if "audio" not in modalities or not release.folders["audio"].get("wav"):
+        seen = {m: sorted(k) for m, k in release.folders.items()}
+        raise DataPrepError(
+            f"no Audio/json and Audio/wav folders found under {release.root} (found: {seen or 'nothing'}); "
+            "--db_root must be the folder where the Audio, Text, Video and Multimodal tars were extracted")
+    json_index = {m: index_files(release.folders[m]["json"], ".json") for m in modalities}
+    wav_index = index_files(release.folders["audio"]["wav"], ".wav")
+    uids = set(wav_index).union(*json_index.values())
+    out = _Collector(echo)
+    kept: dict[str, list[Utterance]] = {s: [] for s in sets}
+    for uid in tqdm(sorted(uids), desc="stage 1: reading JSON and audio headers", unit="utt", file=sys.stderr,
+                    mininterval=1.0, disable=not progress):
+        some_file = next(iter(wav_index.get(uid, []) or [p for m in modalities for p in json_index[m].get(uid, [])]))
+        m = UID_RE.fullmatch(uid)
+        if not m:
+            out.add(None, uid, some_file, "bad file name",
+                    "not a release uid G<ggggg>_<dd>_<ss>_<ttt>")
+            continue
+        group, ss = int(m.group(1)), int(m.group(3))
+        split = split_of(group)
+        if split is None:
+            out.add(None, uid, some_file, "unknown group",
+                    f"group G{group:05d} is not one of the official split's G00001-G{NUM_GROUPS:05d}")
+            continue
+        if split not in kept:
+            continue
+        objs = {mod: _check_json(uid, split, ss, mod, json_index[mod].get(uid),
+                                 _expected_path(release.folders[mod]["json"], uid, ".json"), out)
+                for mod in modalities}
+        wavs = wav_index.get(uid)
+        if not wavs:
+            out.add(split, uid, _expected_path(release.folders["audio"]["wav"], uid, ".wav"), "missing audio",
+                    "no WAV for this utterance" + _media_path(objs.get("audio")))
+            continue
+        if len(wavs) > 1:
+            out.add(split, uid, wavs[0], "duplicate uid",
+                    f"WAV found {len(wavs)} times: " + ", ".join(map(str, wavs)))
+            continue
+        try:
+            info = audio_info(wavs[0])
+        except AudioError as e:
+            out.add(split, uid, wavs[0], e.kind, str(e))
+            continue
+        if any(o is None for o in objs.values()):
+            continue
+        raw = next((objs[mod]["content"] for mod in ("text", "audio")
+                    if mod in objs and isinstance(objs[mod].get("content"), str)), "")
+        raw = _one_line(raw)
+        caption = objs["audio"].get("sourceAttr")
+        utt = Utterance(
+            uid=uid, split=split, speaker=f"S{ss:02d}", wav=str(wavs[0]),
+            text=clean_transcript(raw), text_raw=raw,
+            labels={mod: o["emotion_result"] for mod, o in objs.items()},
+            sentiment=objs["multi"][SENTIMENT_KEY] if "multi" in objs else None,
+            caption=json.dumps(caption if caption is not None else {}, ensure_ascii=False, separators=(",", ":")),
+            duration=info.duration)
+        kept[split].append(utt)
+    return kept, out, len(uids)
+
+
+def write_set(set_dir: Path, utts: list[Utterance], modalities: Iterable[str]) -> None:
+    """Write one Kaldi data dir (every table sorted under LC_ALL=C, identical key sets)."""
+    set_dir.mkdir(parents=True, exist_ok=True)
+    written = {
+        "wav.scp": {u.utt_id: u.wav for u in utts},
+        "utt2spk": {u.utt_id: u.speaker for u in utts},
+        "text": {u.utt_id: u.text for u in utts},
+        "text_raw": {u.utt_id: u.text_raw for u in utts},
+        "utt2caption": {u.utt_id: u.caption for u in utts},
+        "utt2dur": {u.utt_id: f"{u.duration:.4f}" for u in utts},
+    }
+    for m in modalities:
+        written[f"utt2emo_{m}"] = {u.utt_id: u.labels[m] for u in utts}
+    if "multi" in modalities:
+        written["utt2sentiment"] = {u.utt_id: f"{u.sentiment:g}" for u in utts}
+    written["spk2utt"] = {s: " ".join(us) for s, us in utt2spk_to_spk2utt(written["utt2spk"]).items()}
+    for name, table in written.items():
+        write_table(set_dir / name, table)
+    for name in TABLE_FILES:
+        if name not in written and (set_dir / name).exists():
+            (set_dir / name).unlink()
+
+
+def write_excluded(path: Path, items: Iterable[Exclusion]) -> None:
+    lines = sorted((e.line() for e in items), key=c_sort_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line.replace("\n", " ") + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def _md_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _group_names(split: str) -> str:
+    return " ".join(f"G{g:05d}" for g in groups_of(split))
+
+
+def shared_speakers(sets: dict[str, list[Utterance]]) -> list[tuple[str, str, list[str]]]:
+    """(set a, set b, speakers in both) for every pair of sets that share speakers."""
+    spk = {s: {u.speaker for u in utts} for s, utts in sets.items()}
+    names = list(sets)
+    return [(a, b, sorted(spk[a] & spk[b])) for i, a in enumerate(names) for b in names[i + 1:]
+            if spk[a] & spk[b]]
+
+
+def format_stats(release: Release, sets: dict[str, list[Utterance]],
+                 exclusions: list[tuple[str | None, Exclusion]]) -> str:
+    modalities = release.modalities
+    excluded_uids = defaultdict(set)
+    for split, e in exclusions:
+        excluded_uids[split].add(e.uid)
+    found = ", ".join(f"{MODALITY_FOLDERS[m]} ({', '.join(sorted(release.folders[m]))})" for m in modalities)
+    out = ["# EmotionTalk data preparation (stage 1)", "",
+           f"Release: `{release.root}`; modality folders found: {found}.", "",
+           "## Splits", ""]
+    rows = []
+    for s, utts in sets.items():
+        speakers = sorted({u.speaker for u in utts})
+        rows.append([s, _group_names(s), len(utts), f"{sum(u.duration for u in utts) / 3600:.2f}",
+                     len(speakers), " ".join(speakers), len(excluded_uids[s])])
+    total = sum(len(u) for u in sets.values())
+    rows.append(["total", "", total, f"{sum(u.duration for us in sets.values() for u in us) / 3600:.2f}",
+                 len({u.speaker for us in sets.values() for u in us}), "",
+                 len({e.uid for _, e in exclusions})])
+    out += [_md_table(["set", "groups", "utterances", "hours", "speakers", "speaker ids", "excluded"], rows), ""]
+    shared = shared_speakers(sets)
+    if shared:
+        out += ["Speakers shared between sets: " + "; ".join(
+            f"{a} and {b} share {', '.join(spk)}" for a, b, spk in shared) + ".", ""]
+    else:
+        out += ["No speaker is shared between sets.", ""]
+
+    classes = sorted(EMOTIONS_ALL)  # alphabetical, as in the dataset README's table
+    out += ["## Utterances per class", ""]
+    for m in modalities:
+        rows = []
+        for s, utts in sets.items():
+            c = Counter(u.labels[m] for u in utts)
+            rows.append([s] + [c[k] for k in classes] + [len(utts)])
+        out += [f"### {SOURCE_TITLES[m]}", "", _md_table(["set"] + [k.capitalize() for k in classes] + ["Total"],
+                                                           rows), ""]
+    out += [f"## Four-class subset ({', '.join(EMOTIONS_FOUR)})", ""]
+    rows = [[SOURCE_TITLES[m]] + [sum(u.labels[m] in EMOTIONS_FOUR for u in utts) for utts in sets.values()]
+            for m in modalities]
+    out += [_md_table(["label source"] + list(sets), rows), ""]
+    if "multi" in modalities:
+        out += ["## Continuous sentiment (utt2sentiment)", ""]
+        rows = []
+        for s, utts in sets.items():
+            v = [u.sentiment for u in utts]
+            rows.append([s, f"{sum(v) / len(v):.3f}" if v else "-", min(v, default="-"), max(v, default="-")])
+        out += [_md_table(["set", "mean", "min", "max"], rows), ""]
+    out += ["## Excluded utterances", ""]
+    if exclusions:
+        by_reason = defaultdict(set)
+        for _, e in exclusions:
+            by_reason[e.reason].add(e.uid)
+        rows = [[r, len(u)] for r, u in sorted(by_reason.items())]
+        out += [_md_table(["reason", "utterances"], rows), "",
+                "Details: `data/<set>/excluded` and `data/excluded` (uid, file, reason)."]
+    else:
+        out += ["None."]
+    return "\n".join(out) + "\n"
+
+
+def exclusion_summary(exclusions: list[tuple[str | None, Exclusion]]) -> str:
+    by_reason = defaultdict(set)
+    for _, e in exclusions:
+        by_reason[e.reason].add(e.uid)
+    n = len({e.uid for _, e in exclusions})
+    parts = ", ".join(f"{r}: {len(u)}" for r, u in sorted(by_reason.items()))
+    return f"{n} utterance(s) excluded ({parts})"
+
+
+def prepare(db_root: str | os.PathLike, out_dir: str | os.PathLike, sets: Iterable[str] = SETS,
+            strict: bool = False, progress: bool = True, echo: bool = True) -> PrepResult:
+    """Stage 1: write ``out_dir/<set>/`` for each set, ``out_dir/excluded`` and ``out_dir/stats.md``.
+
+    Raises DataPrepError when nothing usable is found, when a set ends up empty, or (strict) when any
+    utterance is excluded; the exclusion lists are written in every case.
+    """
+    start = time.perf_counter()
+    sets = tuple(sets)
+    unknown = [s for s in sets if s not in SETS]
+    if unknown or not sets:
+        raise DataPrepError(f"unknown set(s) {unknown}; choose from {', '.join(SETS)}")
+    out_dir = Path(out_dir)
+    release = find_release(db_root)
+    kept, collector, found = collect(release, sets, progress=progress, echo=echo)
+    exclusions = collector.items
+    write_excluded(out_dir / "excluded", (e for _, e in exclusions))
+    for s in sets:
+        write_excluded(out_dir / s / "excluded", (e for split, e in exclusions if split == s))
+    problems = []
+    if strict and exclusions:
+        problems.append(f"--strict true: {exclusion_summary(exclusions)}")
+    empty = [s for s in sets if not kept[s]]
+    if empty:
+        problems += [f"no usable utterance for set {s} (groups {_group_names(s)}) under {release.root}"
+                     for s in empty]
+    if problems:
+        # Leave no data dir that looks complete when the stage fails.
+        for s in sets:
+            for name in TABLE_FILES:
+                (out_dir / s / name).unlink(missing_ok=True)
+        if exclusions:
+            problems.append(f"see {out_dir / 'excluded'}")
+        raise DataPrepError("; ".join(problems))
+    for s in sets:
+        write_set(out_dir / s, kept[s], release.modalities)
+    stats = format_stats(release, kept, exclusions)
+    (out_dir / "stats.md").write_text(stats, encoding="utf-8")
+    return PrepResult(release, kept, exclusions, stats, time.perf_counter() - start, found)
+
+
+def figures_line(result: PrepResult) -> str:
+    n = sum(len(u) for u in result.sets.values())
+    excluded = len(result.excluded_uids())
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return (f"stage 1: {result.found} utterances found, {n} kept, {excluded} excluded; "
+            f"{result.seconds:.1f} s, {n / max(result.seconds, 1e-9):.0f} utt/s, peak RSS {peak_mb:.0f} MB")
