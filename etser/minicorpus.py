@@ -1,0 +1,717 @@
+"""The embedded mini corpus: a small synthetic EmotionTalk release, generated deterministically.
+
+It lets the whole recipe (stages 1-5) run in minutes on 2 CPU cores with no download, and it exercises
+stage 1 on the real release's layout and quirks:
+
+    <out>/Audio/Audio/{json,wav}/G00001/G00001_02/G00001_02_01/G00001_02_01_002.{json,wav}
+    <out>/Text/json/...                  (one modality is nested one level deeper, like some tar extractions)
+    <out>/Video/json/...
+    <out>/Multimodal/Multimodal/{json,mp4}/...
+    <out>/mini_corpus.json               (marker: parameters, generator version, counts, tree hash)
+
+All 15 groups with their real actor pairs and the official split (val = G00001 + G00012, test = G00003 +
+G00015; val and test share speakers 02 and 13).  Quirks: ``file_path`` (Audio JSON) or ``file_name``;
+``speaker_id`` as int or zero-padded string; transcript markup (``[over/]…[/over]``, ``[over]…[over]``,
+full-width ``【over/】…【/over】``, malformed ``[[/over]``, ``[laughing]``, ``[Sobbing]`` …); a UTF-8 BOM in
+some JSON; macOS ``._*`` debris; WAV at 44.1 kHz (most) or 16 kHz, mono or stereo, PCM16.  No file is
+broken: bad inputs are made by the tests that need them.
+
+The speech is a source-filter synthesis whose emotion lives in the prosody (pitch level, range and contour,
+syllable rate, energy, spectral tilt, breathiness, jitter, tremor); speakers differ in base pitch, vocal
+tract length, speaking rate, level, voice quality and microphone colouring.  The audio-modality label is the
+emotion synthesised; the Multimodal, Text and Video labels agree with it most of the time and otherwise
+differ as they do in the real corpus.  Every random draw comes from a ``numpy`` generator seeded by
+(seed, what is drawn), so a corpus is byte-identical for the same (seed, scale) on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy import signal
+
+from etser.tasks import EMOTIONS_ALL
+
+# Bump when anything changes what is written: a marker with another version is regenerated.
+VERSION = 1
+MARKER = "mini_corpus.json"
+SR = 16000                # synthesis rate; 44.1 kHz files are upsampled from it
+HOP, NFFT = 128, 512      # the formant filter runs in the STFT domain, one envelope per 8 ms frame
+
+# group -> (actor pair, first dialogue numbers): the real pairs and dialogue numbering of the release.
+GROUPS = {
+    1: ("01", "02", 2), 2: ("07", "08", 1), 3: ("02", "13", 11), 4: ("05", "09", 1), 5: ("06", "10", 3),
+    6: ("07", "12", 1), 7: ("11", "14", 1), 8: ("07", "11", 1), 9: ("12", "14", 1), 10: ("05", "08", 1),
+    11: ("06", "09", 1), 12: ("13", "15", 1), 13: ("16", "17", 1), 14: ("18", "19", 1), 15: ("20", "21", 1),
+}
+SPLIT_GROUPS = {"val": (1, 12), "test": (3, 15)}
+SPEAKERS = sorted({s for a, b, _ in GROUPS.values() for s in (a, b)})
+UTTS_PER_GROUP = 40
+DIALOGUES_PER_GROUP = 2
+
+# Audio-label quota per 40 utterances of a group, in EMOTIONS_ALL order (neutral, happy, sad, angry,
+# surprised, disgusted, fearful): neutral most frequent as in the real corpus, but every class in every
+# group so each split has them all and val/test hold >= 10 of each Four class.
+CLASS_QUOTA = (12, 6, 5, 6, 4, 4, 3)
+
+# How often the other label sources agree with the audio label.  The real corpus agrees less
+# (Multi 68 %, Video 57 %, Text 46 %); higher here so that the Multi tasks stay learnable on 600 clips.
+AGREEMENT = {"multi": 0.88, "video": 0.83, "text": 0.80}
+# Where a disagreeing label goes: the off-diagonal of the real audio-vs-Multi confusion (official label
+# files), per audio label, in EMOTIONS_ALL order (the diagonal entry is ignored).
+CONFUSION = {
+    "neutral":   (0, .15, .03, .03, .07, .06, .03),
+    "happy":     (.08, 0, .005, .005, .04, .01, .01),
+    "sad":       (.16, .04, 0, .01, .01, .01, .03),
+    "angry":     (.06, .01, .01, 0, .02, .07, .01),
+    "surprised": (.18, .15, .01, .04, 0, .04, .05),
+    "disgusted": (.19, .05, .01, .22, .05, 0, .02),
+    "fearful":   (.14, .02, .03, .02, .05, .03, 0),
+}
+# Continuous sentiment (Multimodal "Continuous label_result") in steps of 0.2, by Multi label:
+# (mean, std, min, max) in steps; neutral slightly negative like the real mean of -0.55.
+SENTIMENT = {
+    "neutral": (-1, 1.5, -4, 2), "happy": (6, 2, 2, 10), "sad": (-7, 2, -10, -3), "angry": (-7, 2, -10, -3),
+    "surprised": (2, 2.5, -2, 7), "disgusted": (-5, 2, -9, -2), "fearful": (-5, 2, -9, -2),
+}
+
+
+@dataclass(frozen=True)
+class EmotionStyle:
+    """How an emotion departs from neutral speech; scaled per utterance by an intensity."""
+    f0_st: float        # pitch level shift, semitones
+    range_st: float     # pitch range, semitones
+    contour: str        # utterance-level pitch shape
+    rate: float         # syllables per second
+    energy_db: float    # level relative to neutral
+    tilt_db: float      # extra spectral tilt, dB per octave (negative: darker)
+    open_q: float       # glottal open quotient: low = tense/pressed, high = lax/breathy
+    breath: float       # aspiration noise share
+    jitter: float       # relative F0 perturbation
+    tremor_st: float    # 5-7 Hz vibrato depth, semitones
+    f1_shift: float     # relative formant shifts (wider mouth, smiling lips)
+    f2_shift: float
+    pause: float        # pause length factor at commas
+
+
+STYLES = {
+    "neutral":   EmotionStyle(0.0, 3.0, "decl", 4.6, 0.0, 0.0, 0.55, 0.06, 0.010, 0.0, 0.00, 0.00, 1.0),
+    "happy":     EmotionStyle(3.5, 7.0, "arch", 5.3, 4.0, 2.0, 0.50, 0.04, 0.010, 0.0, 0.06, 0.07, 0.8),
+    "sad":       EmotionStyle(-2.5, 1.5, "flat", 3.2, -7.0, -4.0, 0.72, 0.30, 0.020, 0.0, -0.05, -0.04, 1.8),
+    "angry":     EmotionStyle(2.5, 6.0, "fall", 5.6, 8.0, 5.0, 0.38, 0.02, 0.020, 0.0, 0.12, 0.02, 0.6),
+    "surprised": EmotionStyle(5.5, 9.0, "rise", 4.8, 4.0, 2.0, 0.50, 0.08, 0.012, 0.0, 0.08, 0.03, 0.9),
+    "disgusted": EmotionStyle(-1.5, 4.0, "fall", 3.7, -1.0, -1.0, 0.45, 0.12, 0.035, 0.0, -0.03, -0.06, 1.4),
+    "fearful":   EmotionStyle(4.5, 2.5, "flat", 6.2, -3.0, -2.5, 0.66, 0.28, 0.030, 0.6, 0.02, 0.02, 0.7),
+}
+
+# Adult male vowel targets F1-F4 (Hz); speakers scale them by their vocal tract length factor.
+VOWELS = np.array([
+    [730, 1090, 2440, 3400],   # a
+    [270, 2290, 3010, 3700],   # i
+    [300, 870, 2240, 3300],    # u
+    [500, 1500, 2500, 3500],   # e (schwa-like)
+    [570, 840, 2410, 3400],    # o
+    [280, 1900, 2400, 3500],   # ü
+], dtype=float)
+BANDWIDTHS = np.array([70.0, 100.0, 140.0, 180.0, 250.0])
+F5 = 4400.0
+
+EMOTION_ZH = {"neutral": "中性", "happy": "开心", "sad": "悲伤", "angry": "生气", "surprised": "惊讶",
+              "disgusted": "厌恶", "fearful": "害怕"}
+# Transcript vocabulary: a syllable is a character, so a transcript fixes the syllable count.
+WORDS = ("我们", "今天", "然后", "就是", "那个", "你知道吗", "其实", "朋友", "后来", "他说", "怎么",
+         "真的", "一起", "回家", "吃饭", "工作", "时候", "觉得", "还是", "已经", "这样", "东西", "学校",
+         "电话", "没有", "可以", "一下", "事情", "老师", "妈妈", "周末", "出去", "看看", "突然", "天气",
+         "昨天", "晚上", "知道", "不行", "对啊", "嗯", "哎", "好", "去", "说", "走", "看", "想", "那",
+         "哪里", "为什么", "上班", "房子", "礼物", "比赛", "消息", "考试", "电影", "地铁", "医院")
+INTERJECTIONS = {"happy": ("哈哈", "太好了"), "sad": ("唉", "算了吧"), "angry": ("凭什么", "够了"),
+                 "surprised": ("啊", "真的吗", "天哪"), "disgusted": ("咦", "恶心"), "fearful": ("怎么办", "别")}
+NONVERBAL = {"happy": ("[laughing]",), "sad": ("[Sobbing]", "[crying]"), "angry": ("[screaming]",),
+             "fearful": ("[screaming]",)}
+END_PUNCT = {"neutral": "。", "happy": "！", "sad": "。", "angry": "！", "surprised": "？",
+             "disgusted": "。", "fearful": "。"}
+
+# Video is not read by the recipe: mp4 files are tiny placeholders (an ISO-BMFF ``ftyp`` box only).
+MP4_PLACEHOLDER = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+# macOS AppleDouble header, as left by archives made on a Mac (``._name`` files).
+APPLEDOUBLE = (b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02"
+               b"\x00\x00\x00\x09\x00\x00\x00\x32\x00\x00\x0e\xb0" + b"\x00" * 52)
+
+
+def _rng(seed: int, *what: int) -> np.random.Generator:
+    """Independent generator per (seed, what): each utterance is the same whatever else is generated."""
+    return np.random.default_rng(np.random.SeedSequence([seed, *what]))
+
+
+def split_of_group(group: int) -> str:
+    for split, groups in SPLIT_GROUPS.items():
+        if group in groups:
+            return split
+    return "train"
+
+
+@dataclass
+class Speaker:
+    sid: str
+    female: bool
+    f0: float             # base pitch, Hz
+    vtl: float            # formant scale (shorter vocal tract: higher)
+    rate: float           # speaking rate factor
+    level_db: float
+    tilt_db: float
+    breath: float
+    jitter: float
+    range_f: float
+    floor_db: float       # recording noise floor
+    mic_db: np.ndarray = field(repr=False)   # microphone colouring at the STFT bins
+    age: str = "青年"
+
+
+def make_speakers(seed: int) -> dict[str, Speaker]:
+    freqs = np.fft.rfftfreq(NFFT, 1 / SR)
+    speakers = {}
+    for i, sid in enumerate(SPEAKERS):
+        r = _rng(seed, 1, int(sid))
+        female = i % 2 == 0       # fixed alternation: both sexes in every split
+        f0 = r.uniform(185, 245) if female else r.uniform(100, 140)
+        vtl = r.uniform(1.10, 1.20) if female else r.uniform(0.94, 1.03)
+        logf = np.log2(np.maximum(freqs, 60) / 60)
+        mic = sum(r.uniform(-1.2, 1.2) * np.cos(k * logf * 0.55 + r.uniform(0, 2 * np.pi)) for k in (1, 2, 3))
+        speakers[sid] = Speaker(
+            sid=sid, female=female, f0=f0, vtl=vtl, rate=r.uniform(0.9, 1.1), level_db=r.uniform(-2.5, 2.5),
+            tilt_db=r.uniform(-1.5, 1.5), breath=r.uniform(0.0, 0.06), jitter=r.uniform(0.004, 0.012),
+            range_f=r.uniform(0.85, 1.15), floor_db=r.uniform(-66, -58), mic_db=mic,
+            age="中年" if r.random() < 0.25 else "青年")
+    return speakers
+
+
+@dataclass
+class Utterance:
+    uid: str
+    group: int
+    dialogue: int
+    speaker: str
+    turn: int
+    split: str
+    labels: dict[str, str]          # label source (audio, multi, text, video) -> emotion
+    sentiment: float
+    content: str                    # raw transcript with markup
+    n_syll: int
+    pauses: tuple[int, ...]         # syllable indices followed by a comma pause
+    prosody: dict[str, float | str]
+    sample_rate: int
+    channels: int
+    quirks: dict[str, bool]
+
+    @property
+    def emotion(self) -> str:
+        return self.labels["audio"]
+
+    @property
+    def rel_dir(self) -> str:
+        g, d, s = f"G{self.group:05d}", f"G{self.group:05d}_{self.dialogue:02d}", self.uid.rsplit("_", 1)[0]
+        return f"{g}/{d}/{s}"
+
+
+def _allocate(n: int, weights) -> np.ndarray:
+    """Split n into integer counts proportional to weights (largest remainder), >= 1 each when n allows."""
+    w = np.asarray(weights, float) / sum(weights)
+    counts = np.floor(n * w).astype(int)
+    if n >= len(w):
+        counts = np.maximum(counts, 1)
+    while counts.sum() > n:
+        counts[np.argmax(counts)] -= 1
+    rem = n * w - counts
+    for k in np.argsort(-rem, kind="stable")[: n - counts.sum()]:
+        counts[k] += 1
+    return counts
+
+
+def _other_label(r: np.random.Generator, emo: str, agree: float) -> str:
+    if r.random() < agree:
+        return emo
+    p = np.array(CONFUSION[emo], float)
+    p[EMOTIONS_ALL.index(emo)] = 0
+    return EMOTIONS_ALL[r.choice(len(p), p=p / p.sum())]
+
+
+def _transcript(r: np.random.Generator, emo: str, n_syll: int) -> tuple[str, tuple[int, ...]]:
+    """Chinese-looking text of exactly n_syll characters, with the release's markup; comma positions."""
+    words: list[str] = []
+    if emo in INTERJECTIONS and r.random() < 0.3:
+        words.append(str(r.choice(INTERJECTIONS[emo])))
+    while sum(map(len, words)) < n_syll:
+        words.append(str(r.choice(WORDS)))
+    excess = sum(map(len, words)) - n_syll
+    if excess:
+        words[-1] = words[-1][: len(words[-1]) - excess]
+    # commas after some words (never the last): a pause in the audio
+    pieces, pauses, pos = [], [], 0
+    for i, w in enumerate(words):
+        pos += len(w)
+        pieces.append(w)
+        if i < len(words) - 1 and pos >= 3 and r.random() < 0.18:
+            pieces.append("，")
+            pauses.append(pos - 1)
+    # overlap markup around a span of pieces
+    u = r.random()
+    if u < 0.36 and len(pieces) >= 2:
+        i = int(r.integers(0, len(pieces) - 1))
+        j = int(r.integers(i + 1, min(len(pieces), i + 3) + 1))
+        v = r.random()
+        if v < 0.75:
+            opened, closed = "[over/]", "[/over]"
+        elif v < 0.85:
+            opened, closed = "[over]", "[over]"
+        elif v < 0.93:
+            opened, closed = "【over/】", "【/over】"
+        else:
+            opened, closed = ("[over/]", str(r.choice(["[[/over]", "[/over/]"])))
+        pieces = pieces[:i] + [opened] + pieces[i:j] + [closed] + pieces[j:]
+    text = "".join(pieces)
+    if emo in NONVERBAL and r.random() < 0.25:
+        tag = str(r.choice(NONVERBAL[emo]))
+        text = tag + text if r.random() < 0.5 else text + tag
+    if r.random() < 0.05:
+        text += "[interrupted]"
+    return text + END_PUNCT[emo], tuple(pauses)
+
+
+def _prosody(r: np.random.Generator, emo: str) -> dict[str, float | str]:
+    """Per-utterance prosody: the emotion's departure from neutral, scaled by a random intensity."""
+    s, n = STYLES[emo], STYLES["neutral"]
+    k = r.uniform(0.55, 1.25) if emo != "neutral" else 0.0
+
+    def mix(attr: str, sd: float) -> float:
+        base, target = getattr(n, attr), getattr(s, attr)
+        return float(base + k * (target - base) + r.normal(0, sd))
+
+    return {
+        "intensity": round(float(k), 3), "contour": s.contour,
+        "f0_st": mix("f0_st", 1.0), "range_st": max(0.8, mix("range_st", 0.6)),
+        "rate": max(2.4, mix("rate", 0.3)), "energy_db": mix("energy_db", 1.5),
+        "tilt_db": mix("tilt_db", 0.8), "open_q": float(np.clip(mix("open_q", 0.03), 0.3, 0.8)),
+        "breath": float(np.clip(mix("breath", 0.02), 0.0, 0.5)), "jitter": max(0.002, mix("jitter", 0.003)),
+        "tremor_st": max(0.0, mix("tremor_st", 0.05)), "f1_shift": mix("f1_shift", 0.02),
+        "f2_shift": mix("f2_shift", 0.02), "pause": max(0.4, mix("pause", 0.1)),
+    }
+
+
+def plan_corpus(seed: int = 0, scale: float = 1.0) -> list[Utterance]:
+    """Everything about every utterance except its audio, in uid order."""
+    if not 0 < scale <= 20:
+        raise ValueError(f"scale must be in (0, 20], got {scale}")
+    speakers = make_speakers(seed)
+    n_group = max(2, round(UTTS_PER_GROUP * scale))
+    utts: list[Utterance] = []
+    for group, (spk_a, spk_b, first_dialogue) in GROUPS.items():
+        r = _rng(seed, 2, group)
+        emotions = [e for e, c in zip(EMOTIONS_ALL, _allocate(n_group, CLASS_QUOTA)) for _ in range(c)]
+        emotions = [emotions[i] for i in r.permutation(n_group)]
+        per_dialogue = _allocate(n_group, [1] * DIALOGUES_PER_GROUP)
+        ei = 0
+        for di, n_dia in enumerate(per_dialogue):
+            dialogue = first_dialogue + di
+            spk = spk_a if r.random() < 0.5 else spk_b
+            turn = 0
+            for _ in range(n_dia):
+                turn += 2 if r.random() < 0.06 else 1      # the release has gaps in turn numbers
+                uid = f"G{group:05d}_{dialogue:02d}_{spk}_{turn:03d}"
+                u = _rng(seed, 3, group, dialogue, turn)
+                emo = emotions[ei]
+                ei += 1
+                labels = {"audio": emo}
+                labels.update({src: _other_label(u, emo, p) for src, p in AGREEMENT.items()})
+                mean, sd, lo, hi = SENTIMENT[labels["multi"]]
+                sentiment = round(0.2 * int(np.clip(round(u.normal(mean, sd)), lo, hi)), 1) + 0.0
+                prosody = _prosody(u, emo)
+                rate = prosody["rate"] * speakers[spk].rate
+                target = u.uniform(1.15, 2.8)
+                n_syll = int(max(3, round((target - 0.3) * rate)))
+                content, pauses = _transcript(u, emo, n_syll)
+                sample_rate = 44100 if u.random() < 0.75 else 16000
+                channels = 2 if u.random() < 0.4 else 1
+                quirks = {
+                    "bom": u.random() < 0.08, "int_speaker_id": u.random() < 0.45,
+                    "audio_file_name": u.random() < 0.1, "no_caption": u.random() < 0.12,
+                    "appledouble": u.random() < 0.015,
+                }
+                utts.append(Utterance(uid, group, dialogue, spk, turn, split_of_group(group), labels,
+                                      sentiment, content, n_syll, pauses, prosody, sample_rate, channels, quirks))
+                if r.random() < 0.8:       # mostly alternating turns, sometimes the same speaker again
+                    spk = spk_b if spk == spk_a else spk_a
+    return utts
+
+
+# ---------------------------------------------------------------- synthesis
+
+_TONES = (lambda u: 0.5 + 0 * u, lambda u: -0.5 + u, lambda u: -0.3 - 0.6 * np.sin(np.pi * u),
+          lambda u: 0.7 - 1.4 * u)   # Mandarin tones 1-4, in units of half the pitch range
+
+
+def _contour(shape: str, x: np.ndarray) -> np.ndarray:
+    """Utterance-level pitch shape over progress x in [0, 1], in units of the pitch range."""
+    if shape == "decl":
+        return 0.5 - x
+    if shape == "arch":
+        return 0.8 * np.sin(np.pi * x) - 0.3
+    if shape == "rise":
+        return -0.3 + 1.4 * np.clip((x - 0.6) / 0.4, 0, 1) ** 2
+    if shape == "fall":
+        return 0.7 - 1.2 * x
+    return 0.2 * (0.5 - x)       # flat
+
+
+def _smooth(x: np.ndarray, width: int, axis: int = 0) -> np.ndarray:
+    k = np.hanning(width + 2)[1:-1]
+    k /= k.sum()
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (width // 2, width - 1 - width // 2)
+    xp = np.pad(x, pad, mode="edge")
+    return np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), axis, xp)
+
+
+def synthesize(utt: Utterance, spk: Speaker, seed: int) -> tuple[np.ndarray, float, float]:
+    """16 kHz mono float signal of one utterance; also speech start and end in seconds."""
+    r = _rng(seed, 4, utt.group, utt.dialogue, utt.turn)
+    p = utt.prosody
+    rate = float(p["rate"]) * spk.rate
+    n_syll = utt.n_syll
+
+    # timing: syllable onsets and durations, comma pauses, leading/trailing silence; 1-3 s in all
+    durs = r.uniform(0.75, 1.25, n_syll) / rate
+    gaps = np.zeros(n_syll)
+    for k in utt.pauses:
+        gaps[k] = r.uniform(0.12, 0.28) * float(p["pause"])
+    lead, tail = r.uniform(0.08, 0.2), r.uniform(0.1, 0.25)
+    speech = durs.sum() + gaps.sum()
+    squeeze = min(1.0, (3.0 - lead - tail - 0.01) / speech)
+    durs, gaps = durs * squeeze, gaps * squeeze
+    onsets = lead + np.concatenate([[0.0], np.cumsum(durs + gaps)[:-1]])
+    end = float(onsets[-1] + durs[-1])
+    total = max(1.0, end + tail)
+    n = int(total * SR)
+    t = np.arange(n) / SR
+    n_frames = n // HOP + 1
+    tf = np.arange(n_frames) * HOP / SR
+
+    def syllable_at(times):
+        k = np.clip(np.searchsorted(onsets, times, side="right") - 1, 0, n_syll - 1)
+        u = (times - onsets[k]) / durs[k]
+        return k, u, (times >= onsets[0]) & (u < 1)
+
+    # per-syllable draws
+    cons = np.where(r.random(n_syll) < 0.65, r.uniform(0.15, 0.32, n_syll), 0.0)
+    amp = r.uniform(0.65, 1.0, n_syll) ** max(0.2, 1.0 + 0.1 * float(p["energy_db"]))   # loud: stronger accents
+    cons_amp = r.uniform(0.1, 0.3, n_syll)
+    vowels = r.integers(0, len(VOWELS), n_syll)
+    tones = r.integers(0, 4, n_syll)
+    fric_hi = r.random(n_syll) < 0.5
+
+    # sample-level envelopes: voiced nucleus and consonant noise
+    k, u, inside = syllable_at(t)
+    cf = cons[k]
+    w = np.clip((u - cf) / (1 - cf), 0, 1)
+    dv = durs[k] * (1 - cf)
+    att = np.clip(w * dv / 0.025, 0, 1)
+    rel = np.clip((1 - w) * dv / 0.045, 0, 1)
+    venv = np.where(inside & (u >= cf), np.sin(att * np.pi / 2) ** 2 * np.sin(rel * np.pi / 2) ** 2 * amp[k], 0)
+    cenv = np.where(inside & (u < cf) & (cf > 0), np.sin(np.pi * u / np.maximum(cf, 1e-3)) ** 2, 0) * cons_amp[k]
+
+    # F0 contour (frames), then per-sample with jitter and tremor
+    kf, uf, _ = syllable_at(tf)
+    x = np.clip((tf - onsets[0]) / max(end - onsets[0], 1e-3), 0, 1)
+    rng_st = float(p["range_st"]) * spk.range_f
+    tone_curve = np.select([tones[kf] == i for i in range(4)], [f(np.clip(uf, 0, 1)) for f in _TONES])
+    st = float(p["f0_st"]) + rng_st * _contour(str(p["contour"]), x) + 0.35 * rng_st * tone_curve
+    st += _smooth(r.normal(0, 0.6, n_frames), 25)
+    st += float(p["tremor_st"]) * np.sin(2 * np.pi * r.uniform(5, 7) * tf + r.uniform(0, 2 * np.pi))
+    st = _smooth(st, 5)
+    jit = spk.jitter + float(p["jitter"])
+    f0 = spk.f0 * 2 ** (st / 12) * (1 + jit * r.standard_normal(n_frames))
+    f0_s = np.interp(t, tf, f0)
+
+    # glottal source: Rosenberg pulse per period, differentiated (lip radiation), with shimmer
+    phase = np.cumsum(f0_s / SR)
+    ph = phase % 1.0
+    oq = float(p["open_q"])
+    a, b = 0.6 * oq, 0.4 * oq
+    g = np.where(ph < a, 0.5 * (1 - np.cos(np.pi * ph / a)),
+                 np.where(ph < a + b, np.cos(np.pi * (ph - a) / (2 * b)), 0.0))
+    dg = np.diff(g, prepend=0.0)
+    period = phase.astype(np.int64)
+    dg *= 1 + 2 * jit * r.standard_normal(period[-1] + 1)[period]
+    dg /= np.sqrt(np.mean(dg ** 2)) + 1e-12
+    breath = float(np.clip(spk.breath + float(p["breath"]), 0, 0.6))
+    aspiration = r.standard_normal(n) * (0.3 + g)
+    source = venv * ((1 - breath) * dg + 1.6 * breath * aspiration)
+
+    # vocal tract: cascade of 5 resonators moving between vowel targets, spectral tilt, microphone
+    formants = VOWELS[vowels[kf]] * spk.vtl
+    formants[:, 0] *= 1 + float(p["f1_shift"])
+    formants[:, 1] *= 1 + float(p["f2_shift"])
+    formants = _smooth(formants, 6)
+    formants = np.concatenate([formants, np.full((n_frames, 1), F5 * spk.vtl)], axis=1)
+    freqs = np.fft.rfftfreq(NFFT, 1 / SR)
+    z1 = np.exp(-2j * np.pi * freqs / SR)
+    env = np.ones((n_frames, len(freqs)))
+    for j in range(formants.shape[1]):
+        rr = np.exp(-np.pi * BANDWIDTHS[j] * (1 + 1.5 * breath) / SR)
+        c = 2 * rr * np.cos(2 * np.pi * np.minimum(formants[:, j:j + 1], 0.45 * SR) / SR)
+        env *= np.abs(1 - c + rr * rr) / np.abs(1 - c * z1 + rr * rr * z1 * z1)
+    tilt = spk.tilt_db + float(p["tilt_db"])
+    octaves = np.log2(np.maximum(freqs, 125) / 500)
+    env *= 10 ** ((tilt * octaves + spk.mic_db) / 20)
+    _, _, spec = signal.stft(source, SR, nperseg=NFFT, noverlap=NFFT - HOP)
+    spec = spec[:, :n_frames] * env[: spec.shape[1]].T
+    _, y = signal.istft(spec, SR, nperseg=NFFT, noverlap=NFFT - HOP)
+    y = np.pad(y, (0, max(0, n - len(y))))[:n]
+
+    # consonants: noise through a fricative resonance (post-alveolar ~3 kHz or alveolar ~6 kHz)
+    noise = r.standard_normal(n) * cenv
+    for hi, fc in ((False, 3000.0), (True, 6000.0)):
+        sel = np.where(fric_hi[k] == hi, noise, 0.0)
+        rr = np.exp(-np.pi * 1500 / SR)
+        y += 0.5 * signal.lfilter([1 - rr], [1, -2 * rr * np.cos(2 * np.pi * fc * spk.vtl ** 0.5 / SR), rr * rr], sel)
+
+    # level: the voiced part at the target loudness; a steady recording noise floor; no clipping
+    voiced = venv > 0.3 * venv.max()
+    level_db = -26 + spk.level_db + float(p["energy_db"])
+    y *= 10 ** (level_db / 20) / (np.sqrt(np.mean(y[voiced] ** 2)) + 1e-12)
+    floor = signal.lfilter([1.0], [1.0, -0.9], r.standard_normal(n))
+    y += floor * 10 ** (spk.floor_db / 20) / np.sqrt(np.mean(floor ** 2))
+    peak = np.max(np.abs(y))
+    if peak > 0.9:
+        y = 0.9 * np.tanh(y / 0.9)
+    return y, float(onsets[0]), end
+
+
+def to_wav_bytes(y: np.ndarray, utt: Utterance, seed: int) -> bytes:
+    """The release's audio file: 44.1 kHz (upsampled) or 16 kHz, mono or stereo, PCM16."""
+    r = _rng(seed, 5, utt.group, utt.dialogue, utt.turn)
+    if utt.sample_rate != SR:
+        g = math.gcd(utt.sample_rate, SR)
+        y = signal.resample_poly(y, utt.sample_rate // g, SR // g)
+    if utt.channels == 2:   # a second microphone: other gain, its own noise
+        y2 = y * r.uniform(0.7, 1.0) + r.normal(0, 10 ** (-70 / 20), len(y))
+        y = np.stack([y, y2], axis=1)
+    pcm = np.clip(np.round(y * 32767), -32768, 32767).astype(np.int16)
+    buf = io.BytesIO()
+    sf.write(buf, pcm, utt.sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- JSON of each modality
+
+def _annotators(r: np.random.Generator, label: str, n: int) -> list[str]:
+    """n annotator labels whose majority is ``label``."""
+    votes = [label] * (n // 2 + 1)
+    votes += [_other_label(r, label, 0.5) for _ in range(n - len(votes))]
+    return [votes[i] for i in r.permutation(n)]
+
+
+def _caption(utt: Utterance, spk: Speaker, plain: str) -> dict[str, str]:
+    p = utt.prosody
+    pitch = spk.f0 * 2 ** (float(p["f0_st"]) / 12) / (210 if spk.female else 120)
+    pitch_zh = "偏高" if pitch > 1.15 else "偏低" if pitch < 0.9 else "适中"
+    rate = float(p["rate"]) * spk.rate
+    rate_zh = "较快" if rate > 5.2 else "较慢" if rate < 4.0 else "适中"
+    energy = float(p["energy_db"])
+    vol_zh = "较大" if energy > 3 else "较小" if energy < -3 else "适中"
+    sex = "女" if spk.female else "男"
+    emo = EMOTION_ZH[utt.emotion]
+    return {
+        "speaker": f"{sex}性，{spk.age}，音调{pitch_zh}",
+        "style": f"语速{rate_zh}，音量{vol_zh}",
+        "emotion": emo,
+        "overall": f"一位{spk.age}{sex}性以{rate_zh}的语速、{vol_zh}的音量，带着{emo}的情绪说道：“{plain}”",
+    }
+
+
+def _plain(content: str) -> str:
+    """The transcript with markup removed (for captions and paragraphs only)."""
+    import re
+    return re.sub(r"\[[^\]]*\]+|【[^】]*】", "", content)
+
+
+def modality_json(utt: Utterance, spk: Speaker, seed: int, start: float, end: float) -> dict[str, bytes]:
+    """The four JSON files of one utterance, encoded (BOM where the quirk says so)."""
+    r = _rng(seed, 6, utt.group, utt.dialogue, utt.turn)
+    rel = f"{utt.rel_dir}/{utt.uid}"
+    sid: int | str = int(utt.speaker) if utt.quirks["int_speaker_id"] else utt.speaker
+    plain = _plain(utt.content)
+    n_ann = int(r.integers(3, 6))
+    docs: dict[str, dict] = {}
+
+    audio = {"file_name" if utt.quirks["audio_file_name"] else "file_path": f"{rel}.wav",
+             "speaker_id": sid, "content": utt.content, "emotion_result": utt.labels["audio"],
+             "data": [{"annotator": f"A{i + 1:02d}", "emotion": e}
+                      for i, e in enumerate(_annotators(r, utt.labels["audio"], n_ann))],
+             "paragraphs": [{"bg": int(round(start * 1000)), "ed": int(round(end * 1000)), "text": plain}]}
+    if not utt.quirks["no_caption"]:
+        audio["sourceAttr"] = _caption(utt, spk, plain)
+    docs["Audio"] = audio
+    docs["Text"] = {"file_name": rel, "speaker_id": sid, "content": utt.content,
+                    "emotion_result": utt.labels["text"],
+                    "data": {f"A{i + 1:02d}": e for i, e in enumerate(_annotators(r, utt.labels["text"], n_ann))}}
+    docs["Video"] = {"file_name": f"{rel}.mp4", "speaker_id": sid, "emotion_result": utt.labels["video"],
+                     "data": [{"annotator": f"A{i + 1:02d}", "emotion": e}
+                              for i, e in enumerate(_annotators(r, utt.labels["video"], n_ann))]}
+    votes = _annotators(r, utt.labels["multi"], n_ann)
+    docs["Multimodal"] = {"file_name": f"{rel}.mp4", "speaker_id": sid, "emotion_result": utt.labels["multi"],
+                          "Continuous label_result": utt.sentiment,
+                          "data": [{"annotator": f"A{i + 1:02d}", "emotion": e,
+                                    "sentiment": round(float(np.clip(utt.sentiment + 0.2 * r.integers(-2, 3), -2, 2)), 1)}
+                                   for i, e in enumerate(votes)]}
+    out = {}
+    for modality, doc in docs.items():
+        text = json.dumps(doc, ensure_ascii=False, indent=2 if modality == "Audio" else None)
+        out[modality] = ("\ufeff" if utt.quirks["bom"] else "").encode() + text.encode("utf-8")
+    return out
+
+
+# ---------------------------------------------------------------- the release writer
+
+# modality -> (folder under the corpus root, media subfolder and extension); Audio and Multimodal are
+# nested one level deeper, as when a tar holding ``Audio/`` is extracted into ``Audio/``.
+MODALITY_ROOTS = {"Audio": ("Audio/Audio", "wav", ".wav"), "Text": ("Text", None, None),
+                  "Video": ("Video", None, None), "Multimodal": ("Multimodal/Multimodal", "mp4", ".mp4")}
+
+
+class _TreeWriter:
+    """Writes files under a root and keeps a hash of the whole tree (relative path + content)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.hashes: dict[str, str] = {}
+        self.bytes = 0
+
+    def write(self, rel: str, data: bytes) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.hashes[rel] = hashlib.sha256(data).hexdigest()
+        self.bytes += len(data)
+
+    def tree_hash(self) -> str:
+        return tree_hash_of(self.hashes)
+
+
+def tree_hash_of(file_hashes: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for rel in sorted(file_hashes):
+        h.update(f"{rel}\t{file_hashes[rel]}\n".encode())
+    return h.hexdigest()
+
+
+def hash_tree(root: str | os.PathLike) -> str:
+    """Hash of every file under root except the marker, from disk (to check a corpus)."""
+    root = Path(root)
+    hashes = {}
+    for path in root.rglob("*"):
+        if path.is_file() and path.name != MARKER:
+            hashes[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return tree_hash_of(hashes)
+
+
+def write_release(out: str | os.PathLike, seed: int = 0, scale: float = 1.0, progress: bool = True) -> dict:
+    """Write the whole release into ``out`` (made if needed) and its marker; returns the marker dict."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tw = _TreeWriter(out)
+    speakers = make_speakers(seed)
+    utts = plan_corpus(seed, scale)
+    seconds = 0.0
+    for utt in tqdm(utts, desc="mini corpus", unit="utt", file=sys.stderr, disable=not progress):
+        spk = speakers[utt.speaker]
+        y, start, end = synthesize(utt, spk, seed)
+        seconds += len(y) / SR
+        docs = modality_json(utt, spk, seed, start, end)
+        for modality, (root, media, ext) in MODALITY_ROOTS.items():
+            tw.write(f"{root}/json/{utt.rel_dir}/{utt.uid}.json", docs[modality])
+            if media == "wav":
+                tw.write(f"{root}/wav/{utt.rel_dir}/{utt.uid}.wav", to_wav_bytes(y, utt, seed))
+            elif media == "mp4":
+                tw.write(f"{root}/mp4/{utt.rel_dir}/{utt.uid}.mp4", MP4_PLACEHOLDER)
+        if utt.quirks["appledouble"]:
+            tw.write(f"Audio/Audio/json/{utt.rel_dir}/._{utt.uid}.json", APPLEDOUBLE)
+            tw.write(f"Audio/Audio/wav/{utt.rel_dir}/._{utt.uid}.wav", APPLEDOUBLE)
+            tw.write(f"Text/json/{utt.rel_dir}/._{utt.uid}.json", APPLEDOUBLE)
+    # folder-level debris, as a Mac leaves beside folders
+    tw.write("._Audio", APPLEDOUBLE)
+    tw.write("Video/json/._G00007", APPLEDOUBLE)
+    marker = {
+        "generator": "etser.minicorpus", "version": VERSION, "seed": seed, "scale": scale,
+        "utterances": len(utts), "files": len(tw.hashes), "bytes": tw.bytes,
+        "audio_hours": round(seconds / 3600, 4), "tree_sha256": tw.tree_hash(),
+    }
+    (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    return marker
+
+
+def read_marker(out: str | os.PathLike) -> dict | None:
+    try:
+        return json.loads((Path(out) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(out: str | os.PathLike, seed: int, scale: float) -> bool:
+    """True when ``out`` holds a finished corpus of this version and these parameters (file count checked)."""
+    m = read_marker(out)
+    if not m or (m.get("version"), m.get("seed"), m.get("scale")) != (VERSION, seed, scale):
+        return False
+    count = sum(len(files) for _, _, files in os.walk(out)) - 1
+    return count == m.get("files")
+
+
+def make_mini_corpus(out: str | os.PathLike, seed: int = 0, scale: float = 1.0, progress: bool = True) -> dict:
+    """Generate the corpus into ``out`` unless it is already there; atomic (temporary folder, rename).
+
+    Refuses to replace a non-empty ``out`` that is not a mini corpus (no marker).
+    """
+    out = Path(out)
+    if is_complete(out, seed, scale):
+        marker = read_marker(out)
+        print(f"mini corpus: {out} is complete (seed {seed}, scale {scale}, version {VERSION}, "
+              f"{marker['utterances']} utterances); nothing to do", file=sys.stderr)
+        return marker
+    if out.exists() and any(out.iterdir()) and read_marker(out) is None:
+        raise FileExistsError(f"{out} exists and is not a mini corpus (no {MARKER}); "
+                              "remove it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.time()
+    try:
+        marker = write_release(tmp, seed, scale, progress)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.rename(out, old)
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    dt = time.time() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"mini corpus: {marker['utterances']} utterances, {marker['files']} files, "
+          f"{marker['audio_hours'] * 60:.1f} min audio, {marker['bytes'] / 1e6:.0f} MB in {dt:.1f} s "
+          f"({marker['utterances'] / dt:.0f} utt/s), peak memory {peak_mb:.0f} MB -> {out}", file=sys.stderr)
+    return marker
