@@ -22,7 +22,7 @@ Rules, decided here:
   ``data/excluded``.
 - ``text`` is the Text JSON ``content`` (the Audio one where Text is absent) with markup tags removed and
   whitespace collapsed; ``text_raw`` is that content as is, except that line breaks become spaces (a table
-  line cannot hold them).
+  line cannot hold them, nor other control characters).
 - Audio is referenced in place (absolute path in ``wav.scp``), never copied or resampled; ``utt2dur``
   comes from the header.
 - Official split by group: val = G00001 + G00012, test = G00003 + G00015, train = the other 11.
@@ -89,11 +89,13 @@ _TAGS = re.compile(
 _FULLWIDTH_BRACKETS = str.maketrans({"【": "[", "】": "]"})
 _BRACKETS = re.compile(r"[\[\]]")
 _SPACES = re.compile(r"\s+")
+# Characters a table line cannot hold (controls, line/paragraph separators, BOM): replaced by spaces.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
 
 def clean_transcript(raw: str) -> str:
     """Remove the release's markup tags (well-formed, malformed, full-width), keep the spoken words."""
-    text = raw.translate(_FULLWIDTH_BRACKETS)
+    text = _UNPRINTABLE.sub(" ", raw).translate(_FULLWIDTH_BRACKETS)
     text = _TAGS.sub("", text)
     text = _BRACKETS.sub("", text)  # what is left of a broken tag is a lone bracket
     return _SPACES.sub(" ", text).strip()
@@ -246,7 +248,7 @@ def parse_speaker(value: object) -> int | None:
 
 
 def _one_line(s: str) -> str:
-    return s.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return _UNPRINTABLE.sub(" ", s.replace("\r\n", " "))
 
 
 class _Collector:
@@ -405,7 +407,8 @@ def collect(release: Release, sets: Iterable[str] = SETS, progress: bool = True,
             text=clean_transcript(raw), text_raw=raw,
             labels={mod: o["emotion_result"] for mod, o in objs.items()},
             sentiment=objs["multi"][SENTIMENT_KEY] if "multi" in objs else None,
-            caption=json.dumps(caption if caption is not None else {}, ensure_ascii=False, separators=(",", ":")),
+            caption=_UNPRINTABLE.sub(lambda c: f"\\u{ord(c.group()):04x}", json.dumps(
+                caption if caption is not None else {}, ensure_ascii=False, separators=(",", ":"))),
             duration=info.duration)
         kept[split].append(utt)
     return kept, out, len(uids)
@@ -420,7 +423,7 @@ def write_set(set_dir: Path, utts: list[Utterance], modalities: Iterable[str]) -
         "text": {u.utt_id: u.text for u in utts},
         "text_raw": {u.utt_id: u.text_raw for u in utts},
         "utt2caption": {u.utt_id: u.caption for u in utts},
-        "utt2dur": {u.utt_id: f"{u.duration:.4f}" for u in utts},
+        "utt2dur": {u.utt_id: str(round(u.duration, 6)) for u in utts},
     }
     for m in modalities:
         written[f"utt2emo_{m}"] = {u.utt_id: u.labels[m] for u in utts}
