@@ -20,6 +20,12 @@ def c_sort_key(key: str) -> bytes:
     return key.encode("utf-8")
 
 
+def split_line(line: str) -> tuple[str, str]:
+    """Key and value of one table line, split as read_table splits it (value = rest of the line)."""
+    parts = _SPLIT.split(line.strip(), maxsplit=1)
+    return parts[0], (parts[1] if len(parts) > 1 else "")
+
+
 def read_table(path: str | os.PathLike, allow_empty_value: bool = True) -> dict[str, str]:
     """Read a Kaldi table into an insertion-ordered dict.
 
