@@ -1,0 +1,248 @@
+"""Downstream heads on frozen upstream features.
+
+Every head maps a batch to class logits.  A batch is a dict:
+
+* pooled heads (``superb``, ``paper``) read the stage-2 pooled cache: ``mean`` and ``std``, each (B, L, D),
+  the time-mean and time-std of every upstream layer;
+* frame heads (``attentive``) read ``frames`` (B, T, L', D) of the dumped ``frame_layers`` and ``lengths`` (B,).
+
+``superb`` is S3PRL's emotion-recognition head: softmax-weighted sum of all layers, Linear(D, 256), mean pooling
+over time, Linear(256, C).  Mean pooling commutes with the per-frame affine maps before it, so computing it from
+the per-layer time-means is exact, not an approximation; :meth:`SuperbHead.forward_frames` is the frame-level
+path that proves it (tests/test_heads.py).  With ``stats: [mean, std]`` the per-layer time-std goes through its
+own softmax layer weights and Linear(D, 256) and is added before the classifier (statistics pooling): S3PRL's
+``fbank`` normalises every utterance to zero time-mean, so a mean-only head sees the same input for every
+utterance.  The frame-level path computes the same std from frames, so it stays exactly equivalent.
+
+Input standardisation (``normalize: true``) uses per-layer, per-dimension statistics of the training set,
+stored in buffers so that the checkpoint carries them.  For the mean statistic it is a per-frame affine map,
+which also commutes with mean pooling.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Stage 2 stores the population std (divide by the number of valid frames) — see etser/extract.py.
+STD_DDOF = 0
+
+POOLED_STATS = ("mean", "std")
+
+
+def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B,) lengths -> (B, T) bool, True on valid frames."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_mean_std(x: torch.Tensor, lengths: torch.Tensor, ddof: int = STD_DDOF) -> tuple[torch.Tensor, torch.Tensor]:
+    """Time-mean and time-std over valid frames of x (B, T, ...), the way stage 2 pools them."""
+    mask = length_mask(lengths, x.shape[1]).to(x.dtype)
+    mask = mask.reshape(mask.shape + (1,) * (x.dim() - 2))
+    n = lengths.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 2))
+    mean = (x * mask).sum(1) / n
+    var = (((x - mean.unsqueeze(1)) * mask) ** 2).sum(1) / (n - ddof).clamp(min=1)
+    return mean, var.sqrt()
+
+
+def _robust_scale(center: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """Spread floored at 1e-3 of the layer's typical magnitude.
+
+    A statistic that is constant over the training set (the per-utterance-normalised fbank's std) would
+    otherwise be divided by ~0 and turn float noise into large inputs.
+    """
+    magnitude = (center ** 2 + spread ** 2).mean(dim=-1, keepdim=True).sqrt()
+    return torch.maximum(spread, 1e-3 * magnitude).clamp(min=1e-8)
+
+
+class Head(nn.Module):
+    """Common part: which input the head reads, the class count, and training-set standardisation."""
+
+    input_kind = "pooled"   # or "frames"
+
+    def __init__(self, num_layers: int, dim: int, num_classes: int, normalize: bool):
+        super().__init__()
+        self.num_layers, self.dim, self.num_classes = num_layers, dim, num_classes
+        self.normalize = normalize
+        for name, value in (("mean_center", 0.0), ("mean_scale", 1.0), ("std_center", 0.0), ("std_scale", 1.0)):
+            self.register_buffer(name, torch.full((num_layers, dim), value))
+
+    @torch.no_grad()
+    def fit_normalizer(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the standardisation from training-set pooled statistics, each (N, L, D) of the head's layers.
+
+        Frames are standardised with the utterance-averaged mean and the total (within + between utterance)
+        std of each dimension; the std statistic with its own mean and std over utterances.
+        """
+        if not self.normalize:
+            return
+        mean, std = mean.double(), std.double()
+        center = mean.mean(0)
+        total_var = (std ** 2 + mean ** 2).mean(0) - center ** 2
+        self.mean_center.copy_(center)
+        self.mean_scale.copy_(_robust_scale(center, total_var.clamp(min=0).sqrt()))
+        std_center = std.mean(0)
+        self.std_center.copy_(std_center)
+        self.std_scale.copy_(_robust_scale(std_center, std.std(0, unbiased=False)))
+
+    def norm_mean(self, mean: torch.Tensor) -> torch.Tensor:
+        return (mean - self.mean_center) / self.mean_scale
+
+    def norm_std(self, std: torch.Tensor) -> torch.Tensor:
+        return (std - self.std_center) / self.std_scale
+
+
+class SuperbHead(Head):
+    """S3PRL's ER head (weighted layer sum -> Linear(D, proj_dim) -> mean pool -> Linear(C)), + optional std."""
+
+    def __init__(self, num_layers: int, dim: int, num_classes: int, proj_dim: int = 256,
+                 stats: Sequence[str] = ("mean",), normalize: bool = False):
+        super().__init__(num_layers, dim, num_classes, normalize)
+        _check_stats(stats)
+        self.stats = tuple(stats)
+        # zeros: uniform softmax weights at the start, as S3PRL's Featurizer.
+        self.layer_logits = nn.Parameter(torch.zeros(num_layers))
+        self.proj = nn.Linear(dim, proj_dim) if "mean" in self.stats else None
+        if "std" in self.stats:
+            self.std_layer_logits = nn.Parameter(torch.zeros(num_layers))
+            self.std_proj = nn.Linear(dim, proj_dim)
+        self.out = nn.Linear(proj_dim, num_classes)
+
+    def layer_weights(self) -> torch.Tensor:
+        return F.softmax(self.layer_logits, dim=0)
+
+    def _std_term(self, std: torch.Tensor) -> torch.Tensor:
+        w = F.softmax(self.std_layer_logits, dim=0)
+        return self.std_proj(torch.einsum("l,bld->bd", w, self.norm_std(std)))
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled path: batch['mean'], batch['std'] (B, L, D)."""
+        hidden = 0
+        if self.proj is not None:
+            hidden = self.proj(torch.einsum("l,bld->bd", self.layer_weights(), self.norm_mean(batch["mean"])))
+        if "std" in self.stats:
+            hidden = hidden + self._std_term(batch["std"])
+        return self.out(hidden)
+
+    def forward_frames(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Frame-level path, S3PRL's order of operations: frames (B, T, L, D) of all layers, lengths (B,)."""
+        hidden = 0
+        if self.proj is not None:
+            x = torch.einsum("l,btld->btd", self.layer_weights(), self.norm_mean(frames))
+            projected = self.proj(x)                                   # (B, T, proj_dim)
+            mask = length_mask(lengths, frames.shape[1]).to(projected.dtype)[..., None]
+            hidden = (projected * mask).sum(1) / lengths.to(projected.dtype)[:, None]
+        if "std" in self.stats:
+            _, std = masked_mean_std(frames, lengths)
+            hidden = hidden + self._std_term(std)
+        return self.out(hidden)
+
+
+class PaperHead(Head):
+    """The official EmotionTalk setup: fixed unweighted sum of the last layers' time-means, then an MLP."""
+
+    def __init__(self, num_layers: int, dim: int, num_classes: int, hidden_dims: Sequence[int] = (256, 128, 64),
+                 dropout: float = 0.3, stats: Sequence[str] = ("mean",), normalize: bool = False):
+        super().__init__(num_layers, dim, num_classes, normalize)
+        _check_stats(stats)
+        self.stats = tuple(stats)
+        layers: list[nn.Module] = []
+        width = dim * len(self.stats)
+        for h in hidden_dims:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        parts = []
+        if "mean" in self.stats:
+            parts.append(self.norm_mean(batch["mean"]).sum(1))
+        if "std" in self.stats:
+            parts.append(self.norm_std(batch["std"]).sum(1))
+        return self.mlp(torch.cat(parts, dim=-1))
+
+
+class AttentiveHead(Head):
+    """Frame-level: weighted layer sum -> Linear+ReLU -> attentive (statistics) pooling -> MLP.
+
+    Padded frames are zeroed and get -inf attention logits before the softmax, so their weight is exactly 0
+    (S3PRL's SelfAttentionPooling adds a 0/-1e5 mask, which leaks weight onto padding for short utterances
+    in long batches and lets padded values through).
+    """
+
+    input_kind = "frames"
+
+    def __init__(self, num_layers: int, dim: int, num_classes: int, hidden_dim: int = 256, attn_dim: int = 128,
+                 dropout: float = 0.1, stats: Sequence[str] = ("mean", "std"), normalize: bool = True):
+        super().__init__(num_layers, dim, num_classes, normalize)
+        _check_stats(stats)
+        self.stats = tuple(stats)
+        self.layer_logits = nn.Parameter(torch.zeros(num_layers))
+        self.pre = nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.attention = nn.Sequential(nn.Linear(hidden_dim, attn_dim), nn.Tanh(), nn.Linear(attn_dim, 1))
+        self.post = nn.Sequential(nn.Linear(hidden_dim * len(self.stats), hidden_dim), nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes))
+
+    def attention_weights(self, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden (B, T, H), attention weights (B, T)); weights are 0 on padding and sum to 1."""
+        if bool((lengths < 1).any()):
+            raise ValueError("attentive head: an utterance has no frames")
+        mask = length_mask(lengths, frames.shape[1])
+        frames = frames.masked_fill(~mask[:, :, None, None], 0.0)
+        x = torch.einsum("l,btld->btd", F.softmax(self.layer_logits, dim=0), self.norm_mean(frames))
+        hidden = self.pre(x) * mask[..., None].to(x.dtype)
+        logits = self.attention(hidden).squeeze(-1).masked_fill(~mask, float("-inf"))
+        return hidden, F.softmax(logits, dim=1)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        hidden, w = self.attention_weights(batch["frames"], batch["lengths"])
+        mean = torch.einsum("bt,bth->bh", w, hidden)
+        parts = [mean] if "mean" in self.stats else []
+        if "std" in self.stats:
+            var = torch.einsum("bt,bth->bh", w, hidden ** 2) - mean ** 2
+            parts.append(var.clamp(min=1e-8).sqrt())
+        return self.post(torch.cat(parts, dim=-1))
+
+
+HEADS = {"superb": SuperbHead, "paper": PaperHead, "attentive": AttentiveHead}
+
+
+def _check_stats(stats: Sequence[str]) -> None:
+    bad = [s for s in stats if s not in POOLED_STATS]
+    if not stats or bad:
+        raise ValueError(f"stats must be a non-empty subset of {list(POOLED_STATS)}, got {list(stats)}")
+
+
+def select_layers(head_name: str, head_conf: Mapping, num_layers: int,
+                  frame_layers: Sequence[int] | None = None) -> list[int]:
+    """Upstream layer indices (0 = the first hidden state) the head reads.
+
+    superb: all; paper: the last ``last_layers`` (4, or all when the upstream has fewer); attentive: the
+    dumped frame layers.
+    """
+    if head_name == "superb":
+        return list(range(num_layers))
+    if head_name == "paper":
+        k = int(head_conf.get("last_layers", 4))
+        return list(range(max(0, num_layers - k), num_layers))
+    if head_name == "attentive":
+        if not frame_layers:
+            raise ValueError("attentive head needs frame-level features: the feature dump has no frames.scp; "
+                             "set frame_layers in the upstream config and rerun stage 2")
+        return list(frame_layers)
+    raise ValueError(f"unknown head {head_name!r}; known: {', '.join(HEADS)}")
+
+
+def build_head(head_name: str, head_conf: Mapping, num_layers: int, dim: int, num_classes: int) -> Head:
+    """Build a head for ``num_layers`` selected layers (see :func:`select_layers`) of dimension ``dim``."""
+    if head_name not in HEADS:
+        raise ValueError(f"unknown head {head_name!r}; known: {', '.join(HEADS)}")
+    conf = {k: v for k, v in dict(head_conf).items() if k != "last_layers"}
+    try:
+        return HEADS[head_name](num_layers, dim, num_classes, **conf)
+    except TypeError as e:
+        raise ValueError(f"bad head_conf for {head_name}: {e}") from None
