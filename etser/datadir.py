@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from bisect import bisect_left
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -84,3 +85,29 @@ def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
     for utt in sorted(utt2spk, key=c_sort_key):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
     return {spk: spk2utt[spk] for spk in sorted(spk2utt, key=c_sort_key)}
+
+
+def contiguous_parts(sizes: list[int], n: int) -> list[int]:
+    """Cut consecutive blocks of the given sizes (e.g. a speaker's lines) into n non-empty contiguous groups.
+
+    Returns the end (exclusive block index) of each group. Each cut is the block boundary nearest to where
+    Kaldi's split_scp.pl cuts lines (the first total % n parts one line longer), so for blocks of size 1 the
+    parts are exactly Kaldi's.
+    """
+    m = len(sizes)
+    if not 1 <= n <= m:
+        raise ValueError(f"cannot make {n} non-empty parts from {m} blocks")
+    cum = [0]
+    for size in sizes:
+        cum.append(cum[-1] + size)
+    base, extra = divmod(cum[-1], n)
+    ends, prev = [], 0
+    for k in range(1, n):
+        target = k * base + min(k, extra)
+        lo, hi = prev + 1, m - (n - k)  # leave at least one block for each later group
+        j = bisect_left(cum, target, lo, hi + 1)
+        candidates = [x for x in (j - 1, j) if lo <= x <= hi]
+        prev = min(candidates, key=lambda x: (abs(cum[x] - target), x))
+        ends.append(prev)
+    ends.append(m)
+    return ends

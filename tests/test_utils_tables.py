@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import os
 import random
 import subprocess
@@ -12,20 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from etser.datadir import contiguous_parts
+
 ROOT = Path(__file__).resolve().parents[1]
 UTILS = ROOT / "utils"
 SCRIPTS = ("split_scp.py", "filter_scp.py", "utt2spk_to_spk2utt.py", "spk2utt_to_utt2spk.py")
 
-
-def load_script(name: str):
-    """Import a utils/ script as a module without putting utils/ on sys.path."""
-    spec = importlib.util.spec_from_file_location(f"utils_{name}", UTILS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-partition = load_script("split_scp").partition
 
 
 def run(script: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -142,15 +133,16 @@ def test_partition_is_balanced():
     for _ in range(300):
         m = rng.randint(1, 40)
         n = rng.randint(1, m)
-        ends = partition([1] * m, n)
+        ends = contiguous_parts([1] * m, n)
         sizes = [b - a for a, b in zip([0] + ends, ends)]
         assert sum(sizes) == m and len(sizes) == n
-        assert max(sizes) - min(sizes) <= 1, (m, n, sizes)
+        base, extra = divmod(m, n)  # Kaldi's split_scp.pl: the first m % n parts one line longer
+        assert sizes == [base + (i < extra) for i in range(n)], (m, n, sizes)
         blocks = [rng.randint(1, 30) for _ in range(m)]
-        ends = partition(blocks, n)
+        ends = contiguous_parts(blocks, n)
         assert len(ends) == n and ends[-1] == m and all(a < b for a, b in zip([0] + ends, ends))
     with pytest.raises(ValueError):
-        partition([1, 2], 3)
+        contiguous_parts([1, 2], 3)
 
 
 # ---- filter_scp ----
@@ -223,7 +215,7 @@ def test_help_and_executable(script):
     assert result.returncode == 0 and "usage" in result.stdout.lower()
 
 
-@pytest.mark.parametrize("path", [*(f"utils/{s}" for s in SCRIPTS), "etser/validate.py"])
+@pytest.mark.parametrize("path", [*(f"utils/{s}" for s in SCRIPTS), "etser/validate.py", "etser/datadir.py"])
 def test_only_stdlib_and_datadir_imports(path):
     """These tools must start fast: standard library and etser.datadir only (no torch, no numpy)."""
     tree = ast.parse((ROOT / path).read_text())

@@ -31,7 +31,8 @@ def make_data_dir(d: Path, per_speaker: int = 3) -> Path:
     write_table(d / "spk2utt", {s: " ".join(u) for s, u in utt2spk_to_spk2utt(utt2spk).items()})
     write_table(d / "wav.scp", {u: f"/data/Emotion Talk/Audio/{u} (copy).wav" for u in utts})
     write_table(d / "text", {u: f"我今天很高兴，真的！ turn {i}" for i, u in enumerate(utts)})
-    write_table(d / "text_raw", {u: f"[laughing]我今天很高兴，[over/]真的！[/over] turn {i}" for i, u in enumerate(utts)})
+    write_table(d / "text_raw", {u: f"[laughing]我今天很高兴，[over/]真的！[/over] turn {i}"
+                                 for i, u in enumerate(utts)})
     write_table(d / "utt2caption", {u: json.dumps({"emotion": "开心"}, ensure_ascii=False, separators=(",", ":"))
                                     for u in utts})
     write_table(d / "utt2dur", {u: f"{1.5 + i / 10:.3f}" for i, u in enumerate(utts)})

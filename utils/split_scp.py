@@ -13,36 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from bisect import bisect_left
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # etser, also without path.sh
 
-from etser.datadir import read_table  # noqa: E402
-
-
-def partition(sizes: list[int], n: int) -> list[int]:
-    """Cut consecutive blocks of the given sizes into n non-empty contiguous groups of near-equal total.
-
-    Returns the end (exclusive block index) of each group. Each cut is the block boundary nearest to
-    its ideal position k*total/n, so for blocks of size 1 the group sizes differ by at most one.
-    """
-    m = len(sizes)
-    if not 1 <= n <= m:
-        raise ValueError(f"cannot make {n} non-empty parts from {m} blocks")
-    cum = [0]
-    for size in sizes:
-        cum.append(cum[-1] + size)
-    total = cum[-1]
-    ends, prev = [], 0
-    for k in range(1, n):
-        lo, hi = prev + 1, m - (n - k)  # leave at least one block for each later group
-        j = bisect_left(cum, k * total / n, lo, hi + 1)
-        candidates = [x for x in (j - 1, j) if lo <= x <= hi]
-        prev = min(candidates, key=lambda x: (abs(cum[x] * n - k * total), x))
-        ends.append(prev)
-    ends.append(m)
-    return ends
+from etser.datadir import contiguous_parts, read_table  # noqa: E402
 
 
 def split_table(scp: str, n: int, utt2spk: str | None = None) -> list[list[tuple[str, str]]]:
@@ -75,7 +50,7 @@ def split_table(scp: str, n: int, utt2spk: str | None = None) -> list[list[tuple
             raise ValueError(f"cannot split {scp} into {n} parts by speaker: it has only {len(blocks)} "
                              f"speakers (more parts than speakers)")
     parts, start_block, start_line = [], 0, 0
-    for end_block in partition(blocks, n):
+    for end_block in contiguous_parts(blocks, n):
         end_line = start_line + sum(blocks[start_block:end_block])
         parts.append(items[start_line:end_line])
         start_block, start_line = end_block, end_line
