@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import sys
 import unicodedata
@@ -101,13 +102,17 @@ def check_value(name: str, value: str) -> str | None:
     return None
 
 
+# Unicode categories Cc (controls), Zl, Zp, and the byte-order mark: nothing printable.
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+
+
 def _bad_char(text: str) -> str | None:
     """The first character that has no place in a table (control, line separator, BOM), described."""
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if cat in ("Cc", "Zl", "Zp") or ch == "\ufeff":
-            return f"U+{ord(ch):04X} ({unicodedata.name(ch, cat)})"
-    return None
+    m = _BAD_CHARS.search(text)
+    if m is None:
+        return None
+    ch = m.group()
+    return f"U+{ord(ch):04X} ({unicodedata.name(ch, unicodedata.category(ch))})"
 
 
 # ---- reading ----

@@ -38,7 +38,7 @@ def make_data_dir(d: Path, per_speaker: int = 3) -> Path:
     write_table(d / "utt2dur", {u: f"{1.5 + i / 10:.3f}" for i, u in enumerate(utts)})
     write_table(d / "utt2emo_audio", {u: "happy" for u in utts})
     write_table(d / "utt2emo_multi", {u: ("sad" if i % 2 else "neutral") for i, u in enumerate(utts)})
-    write_table(d / "utt2sentiment", {u: f"{-2 + 0.2 * i:.1f}" for i, u in enumerate(utts)})
+    write_table(d / "utt2sentiment", {u: f"{-2 + 0.2 * (i % 21):.1f}" for i, u in enumerate(utts)})
     # not tables: must be ignored even though unsorted / not key-value
     (d / "excluded").write_text("S99-zz\tG/zz.json\tno label\nS05-aa\tG/aa.json\tbad json\n")
     (d / "meta.json").write_text('{"b": 1,\n "a": 2}\n')
