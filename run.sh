@@ -40,6 +40,11 @@ Usage: $0 [options]
 HELP
 )
 
+# A fresh clone has no Python environment: make <repo>/.venv first (a no-op once it matches
+# requirements.txt). ETSER_PYTHON_ENV=system uses the python3 on PATH instead (e.g. a conda env).
+if [ "${ETSER_PYTHON_ENV:-venv}" = venv ]; then
+    utils/setup_env.sh
+fi
 # shellcheck disable=SC1091
 . ./path.sh
 # shellcheck disable=SC1091
