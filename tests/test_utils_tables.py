@@ -68,6 +68,8 @@ def test_split_more_parts_than_lines(scp, tmp_path):
     assert result.returncode == 1
     assert "more parts than lines" in result.stderr and str(wav) in result.stderr
     assert not Path(outs[0]).exists()
+    result = run("split_scp.py", str(wav), str(tmp_path / "no such dir" / "out.1"))
+    assert result.returncode == 1 and "no such dir" in result.stderr
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])

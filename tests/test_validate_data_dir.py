@@ -368,6 +368,14 @@ def test_fix_speaker_missing_from_spk2gender(data_dir):
     assert validate_data_dir(data_dir).ok
 
 
+def test_fix_rebuilds_a_wrong_spk2utt(data_dir):
+    good = (data_dir / "spk2utt").read_bytes()
+    rewrite(data_dir / "spk2utt", lambda ls: [ls[0].replace(" S01-G00002_01_01_002", "")] + ls[2:])
+    result = fix_data_dir(data_dir)
+    assert result.rewritten == ["spk2utt"] and result.kept == 9
+    assert (data_dir / "spk2utt").read_bytes() == good
+
+
 def test_fix_rebuilds_utt2spk_from_spk2utt(data_dir):
     (data_dir / "utt2spk").unlink()
     result = fix_data_dir(data_dir)

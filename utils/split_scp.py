@@ -86,9 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.nj is not None:
         sys.stdout.buffer.write(format_lines(parts[args.job - 1]).encode("utf-8"))
         return 0
-    for out, part in zip(args.outputs, parts):
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(format_lines(part))
+    try:
+        for out, part in zip(args.outputs, parts):
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(format_lines(part))
+    except OSError as e:
+        print(f"split_scp.py: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
