@@ -1,0 +1,164 @@
+"""Stage 3 training: learns, is deterministic, resumes after kill -9 to the same result, skips finished dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from etser import train
+from tests.helpers_feats import make_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    data_dir, feats_dir = make_corpus(root, {"train": 140, "val": 42, "test": 42}, num_layers=3, dim=8,
+                                      frame_layers=(1, 2), separation=1.0)
+    return data_dir, feats_dir
+
+
+def _args(data_dir, feats_dir, exp_dir, head="superb", task="speech_four", seed=1, conf=()):
+    argv = ["--config", str(ROOT / "conf" / "train" / f"{head}.yaml"), "--task", task, "--seed", str(seed),
+            "--data_dir", str(data_dir), "--feats_dir", str(feats_dir), "--exp_dir", str(exp_dir)]
+    for c in conf:
+        argv += ["--conf", c]
+    return argv
+
+
+def _history(exp_dir: Path) -> list[dict]:
+    last = train._checkpoints(exp_dir)[-1][1]
+    hist = torch.load(last, weights_only=False)["state"]["history"]
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in hist]
+
+
+def _best_state(exp_dir: Path) -> dict:
+    return torch.load(exp_dir / "best.pt", weights_only=False)["model"]
+
+
+@pytest.mark.parametrize("head,conf", [
+    ("superb", ["optim_conf.lr=0.01", "max_epochs=15"]),
+    ("paper", ["max_epochs=15"]),
+    ("attentive", ["max_epochs=8"]),
+])
+def test_heads_learn_and_write_exp_dir(corpus, tmp_path, head, conf):
+    data_dir, feats_dir = corpus
+    exp = tmp_path / head
+    assert train.main(_args(data_dir, feats_dir, exp, head=head, conf=conf)) == 0
+    done = json.loads((exp / "done").read_text())
+    assert done["val_metrics"]["ua"] > 0.6, done   # chance is 0.25 for four classes
+    for name in ("config.yaml", "cmd", "train.log", "best.pt", "curve.png", "feats_meta.json"):
+        assert (exp / name).is_file(), name
+    assert (exp / "cmd").read_text().startswith("python -m etser.train --config")
+    conf_out = train.read_exp_config(exp)
+    assert conf_out["task"] == "speech_four" and conf_out["head"] == head
+    log = (exp / "train.log").read_text()
+    # 3 of the 7 synthetic classes are not in the four-class task: the log says how many and why
+    assert "left out 60 whose label is not one of its 4 classes (disgusted 20, fearful 20, surprised 20)" in log
+    assert "epoch 1 train_loss" in log and "val_ua" in log
+    assert len(train._checkpoints(exp)) <= 2
+
+
+def test_finished_dir_is_skipped_and_changed_config_refused(corpus, tmp_path, caplog):
+    data_dir, feats_dir = corpus
+    exp = tmp_path / "e"
+    argv = _args(data_dir, feats_dir, exp, conf=["max_epochs=3"])
+    assert train.main(argv) == 0
+    mtime = (exp / "best.pt").stat().st_mtime_ns
+    assert train.main(argv) == 0
+    assert (exp / "best.pt").stat().st_mtime_ns == mtime
+    assert "already trained" in caplog.text
+    assert train.main(_args(data_dir, feats_dir, exp, conf=["max_epochs=4"])) == 1
+    assert "different config" in caplog.text
+    assert train.main(argv + ["--overwrite", "true"]) == 0
+    assert (exp / "best.pt").stat().st_mtime_ns != mtime
+
+
+def test_resume_after_kill_gives_the_uninterrupted_result(corpus, tmp_path):
+    data_dir, feats_dir = corpus
+    # dropout in the head makes the torch RNG state matter too; no early stop so the run is long enough to kill
+    conf = ["max_epochs=150", "patience=null", "optim_conf.lr=0.003"]
+    ref = tmp_path / "ref"
+    assert train.main(_args(data_dir, feats_dir, ref, head="paper", conf=conf)) == 0
+
+    killed = tmp_path / "killed"
+    argv = [sys.executable, "-m", "etser.train", *_args(data_dir, feats_dir, killed, head="paper", conf=conf)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoints" / "epoch5.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "training did not reach epoch 5"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "done").exists()
+    epoch_at_kill = train._checkpoints(killed)[-1][0]
+    assert 5 <= epoch_at_kill < 150, epoch_at_kill
+
+    # the rerun resumes (same options as the killed run) and ends where the uninterrupted run ended
+    assert train.main(argv[3:]) == 0
+    assert "resumed from" in (killed / "train.log").read_text()
+    assert _history(killed) == _history(ref)
+    a, b = _best_state(ref), _best_state(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = (json.loads((d / "done").read_text()) for d in (ref, killed))
+    assert ra["val_metrics"] == rb["val_metrics"] and ra["best_epoch"] == rb["best_epoch"]
+
+
+def test_seed_changes_the_result_and_same_seed_repeats(corpus, tmp_path):
+    data_dir, feats_dir = corpus
+    conf = ["max_epochs=3"]
+    runs = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        assert train.main(_args(data_dir, feats_dir, tmp_path / name, seed=seed, conf=conf)) == 0
+        runs[name] = _best_state(tmp_path / name)
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
+
+
+def test_job_list_runs_its_share(corpus, tmp_path):
+    data_dir, feats_dir = corpus
+    lines = [" ".join(_args(data_dir, feats_dir, tmp_path / f"exp{i}", task=t, conf=["max_epochs=2"]))
+             for i, t in enumerate(["speech_four", "multi_four", "speech_all"])]
+    job_list = tmp_path / "jobs.txt"
+    job_list.write_text("\n".join(lines) + "\n")
+    assert [len(train.job_list_lines(job_list, j, 2)) for j in (1, 2)] == [2, 1]
+    assert train.main(["--job_list", str(job_list), "--job", "2", "--num_jobs", "2"]) == 0
+    assert (tmp_path / "exp1" / "done").exists() and not (tmp_path / "exp0" / "done").exists()
+    assert train.main(["--job_list", str(job_list), "--job", "1", "--num_jobs", "2"]) == 0
+    assert all((tmp_path / f"exp{i}" / "done").exists() for i in range(3))
+    assert train.read_exp_config(tmp_path / "exp2")["classes"] == list(train.EMOTIONS_ALL)
+
+
+def test_bad_inputs_are_named(corpus, tmp_path, caplog):
+    data_dir, feats_dir = corpus
+    bad = tmp_path / "data"
+    for s in ("train", "val"):
+        (bad / s).mkdir(parents=True)
+        lines = (data_dir / s / "utt2emo_audio").read_text().splitlines()
+        (bad / s / "utt2emo_audio").write_text("\n".join(lines) + "\n")
+    (bad / "val" / "utt2emo_audio").write_text(
+        (bad / "val" / "utt2emo_audio").read_text().replace(" sad\n", " bored\n", 1))
+    assert train.main(_args(bad, feats_dir, tmp_path / "x")) == 1
+    assert "utt2emo_audio: utterance" in caplog.text and "unknown label 'bored'" in caplog.text
+
+    (bad / "val" / "utt2emo_audio").write_text("S01-nofeats angry\n")
+    assert train.main(_args(bad, feats_dir, tmp_path / "y")) == 1
+    assert "have no features in" in caplog.text and "S01-nofeats" in caplog.text
+
+    assert train.main(_args(bad, feats_dir, tmp_path / "z", task="text_four")) == 1
+    assert "utt2emo_text not found" in caplog.text
+
+    with pytest.raises(ValueError, match="unknown option"):
+        train.load_config(ROOT / "conf" / "train" / "superb.yaml", ["learning_rate=3"])
