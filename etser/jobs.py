@@ -63,9 +63,12 @@ def parse_job_spec(token: str) -> JobSpec | None:
     return JobSpec(var, first, last)
 
 
-def substitute(text: str, var: str, index: int) -> str:
-    """Replace every occurrence of ``var`` by the job index (plain substring, as Kaldi's run.pl does)."""
-    return text.replace(var, str(index))
+def substitute(text: str, var: str, index: int | str) -> str:
+    """Replace ``var`` by the job index wherever it stands (``x.JOB.log``, ``feats_JOB.ark``, ``--part JOB``)
+    except inside a longer upper-case name, so ``$SLURM_ARRAY_JOB_ID`` or ``JOBS`` stay as they are
+    (Kaldi's run.pl replaces every substring and breaks those)."""
+    pattern = rf"(?<![A-Z0-9])(?<![A-Z0-9]_){re.escape(var)}(?!_?[A-Z0-9])"
+    return re.sub(pattern, lambda _: str(index), text)
 
 
 def shell_join(args: Sequence[str]) -> str:
@@ -110,7 +113,7 @@ def parse_launcher_args(argv: Sequence[str], prog: str) -> LauncherArgs:
     if len(argv) < 2:
         raise ValueError(f"usage: {prog} [options] [JOB=1:N] log/x.JOB.log command [args...]")
     log = argv.pop(0)
-    if spec is not None and spec.first != spec.last and spec.var not in log:
+    if spec is not None and spec.first != spec.last and substitute(log, spec.var, "") == log:
         raise ValueError(f"{prog}: {spec.first}..{spec.last} jobs would share one log {log!r}: "
                          f"put {spec.var} in the log path")
     return LauncherArgs(options, spec, log, shell_join(argv))
@@ -131,6 +134,11 @@ def int_option(options: dict[str, str], name: str, default: int | None) -> int |
 def now_string() -> str:
     """The date as ``date`` prints it (Kaldi's logs use that)."""
     return time.strftime("%a %b %d %H:%M:%S %Z %Y")
+
+
+def shell_code(returncode: int) -> int:
+    """A Popen return code as the shell shows it: 128 + N for a job killed by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def log_header(command: str) -> str:
@@ -172,12 +180,13 @@ def tail_lines(path: str | os.PathLike, n: int = 6) -> list[str]:
 
 
 def failure_message(prog: str, failed: Sequence[int], total: int, logs: Sequence[str],
-                    reasons: Sequence[str] | None = None) -> str:
-    """One paragraph naming how many and which jobs failed, their logs, and the end of the first log."""
+                    reasons: Sequence[str] | None = None, noun: str = "job") -> str:
+    """One paragraph naming how many and which jobs failed, their logs, and the end of the first log.
+    A job index 0 stands for the single job of a command line without JOB=."""
     if total == 1 and len(failed) == 1:
-        head = f"{prog}: job {failed[0]} failed" if failed[0] else f"{prog}: job failed"
+        head = f"{prog}: {noun} {failed[0]} failed" if failed[0] else f"{prog}: {noun} failed"
     else:
-        head = f"{prog}: {len(failed)} / {total} jobs failed ({' '.join(map(str, failed))})"
+        head = f"{prog}: {len(failed)} / {total} {noun}s failed ({' '.join(map(str, failed))})"
     lines = [head]
     for i, path in enumerate(logs):
         why = f" [{reasons[i]}]" if reasons and reasons[i] else ""
@@ -220,7 +229,7 @@ def run_task(command: str, out, threads: int | None = None) -> int:
     # Slurm signals the batch step on scancel / time limit: pass it on, then still write the footer.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, forward)
-    code = proc.wait()
+    code = shell_code(proc.wait())
     out.write(log_footer(code, time.monotonic() - start, threads or 1))
     out.flush()
     return code

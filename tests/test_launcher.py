@@ -40,7 +40,9 @@ def test_shell_join_quotes_only_words_with_whitespace():
     assert shell_join(["cat", "my file.txt"]) == "cat 'my file.txt'"
     assert shell_join(["echo", "it's a b"]) == "echo 'it'\"'\"'s a b'"
     assert shell_join(["a | b && c"]) == "a | b && c"  # one word: a shell command line
-    assert substitute("x.JOB.ark --part JOB", "JOB", 7) == "x.7.ark --part 7"
+    assert substitute("x.JOB.ark --part JOB feats_JOB/JOB", "JOB", 7) == "x.7.ark --part 7 feats_7/7"
+    # a longer upper-case name keeps its JOB (Kaldi's run.pl would turn these into SLURM_ARRAY_7_ID)
+    assert substitute("$SLURM_ARRAY_JOB_ID JOBS MYJOB JOB2", "JOB", 7) == "$SLURM_ARRAY_JOB_ID JOBS MYJOB JOB2"
 
 
 # ---- utils/run.py ----

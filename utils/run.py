@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from etser.jobs import (failure_message, int_option, job_env, log_footer, log_header,  # noqa: E402
-                        open_log, parse_launcher_args, substitute)
+                        open_log, parse_launcher_args, shell_code, substitute)
 
 PROG = "run.py"
 
@@ -48,12 +48,6 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def exit_code(status: int) -> int:
-    """Wait status -> code as the shell shows it (128 + signal for a killed job)."""
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
 
 
 def main(argv: list[str]) -> int:
@@ -116,7 +110,7 @@ def main(argv: list[str]) -> int:
         if pid not in running:
             continue
         index, proc, f, start = running.pop(pid)
-        code = exit_code(status)
+        code = shell_code(os.waitstatus_to_exitcode(status))
         proc.returncode = code  # reaped here, so Popen must not wait for it again
         f.write(log_footer(code, time.monotonic() - start, threads or 1))
         f.close()
@@ -132,7 +126,7 @@ def main(argv: list[str]) -> int:
                               [expand(a.log, i) for i in failed]), file=sys.stderr)
     if len(indices) > 1 and not failed and not stop:
         print(f"{PROG}: {len(indices)} jobs done in {time.monotonic() - t0:.1f} s, at most {max_jobs} at "
-              f"once; logs: {a.log.replace(a.spec.var, '*')}", file=sys.stderr)
+              f"once; logs: {substitute(a.log, a.spec.var, '*')}", file=sys.stderr)
     if stop:
         return 128 + stop[0]
     return 1 if failed else 0
