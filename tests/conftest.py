@@ -30,3 +30,13 @@ def meta_dir() -> Path:
     if not (META_DIR / "mm.csv").is_file():
         pytest.skip(f"EmotionTalk metadata not found at {META_DIR}")
     return META_DIR
+
+
+@pytest.fixture(scope="session")
+def mini_release(tmp_path_factory) -> Path:
+    """The embedded mini corpus (seed 0, scale 1.0: 600 utterances), generated once per test session."""
+    from etser.minicorpus import make_mini_corpus
+
+    out = tmp_path_factory.mktemp("mini") / "release"
+    make_mini_corpus(out, seed=0, scale=1.0, progress=False)
+    return out

@@ -1,0 +1,271 @@
+"""The embedded mini corpus: determinism, the release layout and quirks, labels, and learnability."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from etser import minicorpus
+from etser.minicorpus import MARKER, hash_tree, make_mini_corpus, read_marker
+from etser.tasks import EMOTIONS_ALL, EMOTIONS_FOUR
+
+ROOT = Path(__file__).resolve().parents[1]
+STEM = re.compile(r"G(\d{5})_(\d{2})_(\d{2})_(\d{3})")
+# the official speakers per split (emotiontalk-meta/README.md)
+SPLIT_SPEAKERS = {"train": {f"{s:02d}" for s in (*range(5, 13), 14, 16, 17, 18, 19)},
+                  "val": {"01", "02", "13", "15"}, "test": {"02", "13", "20", "21"}}
+JSON_DIRS = {"Audio": "Audio/Audio/json", "Text": "Text/json", "Video": "Video/json",
+             "Multimodal": "Multimodal/Multimodal/json"}
+
+
+def split_of(group: int) -> str:
+    return {1: "val", 12: "val", 3: "test", 15: "test"}.get(group, "train")
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8-sig"))
+
+
+@pytest.fixture(scope="module")
+def docs(mini_release):
+    """modality -> uid -> (parsed JSON, raw bytes)."""
+    out = {}
+    for modality, rel in JSON_DIRS.items():
+        out[modality] = {p.stem: (load_json(p), p.read_bytes())
+                         for p in (mini_release / rel).rglob("G*.json")}
+    return out
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    a = make_mini_corpus(tmp_path / "a", seed=3, scale=0.05, progress=False)
+    b = make_mini_corpus(tmp_path / "b", seed=3, scale=0.05, progress=False)
+    assert hash_tree(tmp_path / "a") == hash_tree(tmp_path / "b") == a["tree_sha256"] == b["tree_sha256"]
+    assert a["utterances"] == 30
+    c = make_mini_corpus(tmp_path / "c", seed=4, scale=0.05, progress=False)
+    assert c["tree_sha256"] != a["tree_sha256"]
+
+
+def test_marker_matches_files_on_disk(mini_release):
+    marker = read_marker(mini_release)
+    assert marker["utterances"] == 600 and marker["seed"] == 0 and marker["version"] == minicorpus.VERSION
+    assert hash_tree(mini_release) == marker["tree_sha256"]
+    assert 0.25 < marker["audio_hours"] < 0.45
+
+
+def test_layout_groups_speakers_and_nesting(mini_release, docs):
+    for modality, rel in JSON_DIRS.items():
+        assert (mini_release / rel).is_dir(), rel
+    assert (mini_release / "Audio/Audio/wav").is_dir() and (mini_release / "Multimodal/Multimodal/mp4").is_dir()
+    assert not (mini_release / "Audio/json").exists()          # nested: found only one level deeper
+    uids = set(docs["Audio"])
+    assert len(uids) == 600
+    for modality in JSON_DIRS:
+        assert set(docs[modality]) == uids, modality
+    speakers = {s: set() for s in SPLIT_SPEAKERS}
+    groups = Counter()
+    for path in mini_release.rglob("*"):
+        if path.is_dir() or path.name == MARKER or path.name.startswith("._"):
+            continue
+        m = STEM.fullmatch(path.stem)
+        assert m, path
+        g, d, s, _ = m.groups()
+        rel = path.relative_to(mini_release).as_posix()
+        assert rel.endswith(f"/G{g}/G{g}_{d}/G{g}_{d}_{s}/{path.name}"), rel
+        assert path.suffix in {".json", ".wav", ".mp4"}
+        speakers[split_of(int(g))].add(s)
+        if path.suffix == ".wav":
+            groups[int(g)] += 1
+            assert path.stem in uids
+    assert sorted(groups) == list(range(1, 16)) and set(groups.values()) == {40}
+    assert speakers == SPLIT_SPEAKERS
+    assert speakers["val"] & speakers["test"] == {"02", "13"}
+    for uid in uids:
+        rel = "/".join([uid[:6], uid[:9], uid[:12], uid])
+        assert (mini_release / "Audio/Audio/wav" / f"{rel}.wav").is_file()
+        assert (mini_release / "Multimodal/Multimodal/mp4" / f"{rel}.mp4").is_file()
+
+
+def test_quirks_present(mini_release, docs):
+    debris = [p for p in mini_release.rglob("._*")]
+    assert len(debris) >= 3 and all(p.read_bytes()[:4] == b"\x00\x05\x16\x07" for p in debris)
+    boms = sum(raw.startswith(b"\xef\xbb\xbf") for d in docs.values() for _, raw in d.values())
+    assert 0 < boms < 0.2 * 2400
+    audio = [obj for obj, _ in docs["Audio"].values()]
+    assert sum("file_path" in o for o in audio) > 400 and sum("file_name" in o for o in audio) > 20
+    for modality in ("Text", "Video", "Multimodal"):
+        assert all("file_name" in o and "file_path" not in o for o, _ in docs[modality].values())
+    ids = [o["speaker_id"] for d in docs.values() for o, _ in d.values()]
+    assert any(isinstance(i, int) for i in ids) and any(isinstance(i, str) and len(i) == 2 for i in ids)
+    for uid, (obj, _) in docs["Audio"].items():
+        assert int(obj["speaker_id"]) == int(uid[10:12])
+        assert obj["paragraphs"] and obj["data"]
+    captions = [o.get("sourceAttr") for o in audio]
+    present = [c for c in captions if c]
+    assert 0.75 * 600 < len(present) < 600
+    assert all(set(c) == {"speaker", "style", "emotion", "overall"} and all(map(str, c.values())) for c in present)
+    contents = " ".join(o["content"] for o in audio)
+    for tag in ("[over/]", "[/over]", "【over/】", "【/over】", "[laughing]", "[interrupted]"):
+        assert tag in contents, tag
+    assert "[[/over]" in contents or "[/over/]" in contents
+    assert all(o["content"] == docs["Text"][uid][0]["content"] for uid, (o, _) in docs["Audio"].items())
+
+
+def test_audio_formats_and_durations(mini_release):
+    infos = [sf.info(str(p)) for p in (mini_release / "Audio/Audio/wav").rglob("G*.wav")]
+    assert len(infos) == 600
+    rates = Counter(i.samplerate for i in infos)
+    assert set(rates) == {44100, 16000} and rates[44100] > 0.6 * 600
+    assert set(Counter(i.channels for i in infos)) == {1, 2}
+    assert {i.subtype for i in infos} == {"PCM_16"} and {i.format for i in infos} == {"WAV"}
+    durations = np.array([i.duration for i in infos])
+    assert durations.min() >= 1.0 and durations.max() <= 3.01
+
+
+def test_classes_per_split(docs):
+    counts = {s: Counter() for s in SPLIT_SPEAKERS}
+    for uid, (obj, _) in docs["Audio"].items():
+        counts[split_of(int(uid[1:6]))][obj["emotion_result"]] += 1
+    for split, c in counts.items():
+        assert set(c) == set(EMOTIONS_ALL), split
+        assert c.most_common(1)[0][0] == "neutral"
+    for split in ("val", "test"):
+        assert min(counts[split][e] for e in EMOTIONS_FOUR) >= 8
+    for modality in JSON_DIRS:
+        labels = {o["emotion_result"] for o, _ in docs[modality].values()}
+        assert labels == set(EMOTIONS_ALL), modality
+
+
+def test_label_agreement_and_sentiment(docs):
+    audio = {uid: o["emotion_result"] for uid, (o, _) in docs["Audio"].items()}
+    rates = {}
+    for modality in ("Multimodal", "Text", "Video"):
+        other = {uid: o["emotion_result"] for uid, (o, _) in docs[modality].items()}
+        rates[modality] = np.mean([audio[u] == other[u] for u in audio])
+        assert 0.72 <= rates[modality] <= 0.95, (modality, rates[modality])
+    print("agreement with the audio label:", {k: round(float(v), 3) for k, v in rates.items()})
+    for obj, _ in docs["Multimodal"].values():
+        value = obj["Continuous label_result"]
+        assert isinstance(value, float) and -2 <= value <= 2
+        assert abs(value * 5 - round(value * 5)) < 1e-9          # steps of 0.2
+        emo = obj["emotion_result"]
+        if emo == "happy":
+            assert value > 0
+        if emo in ("sad", "angry", "disgusted", "fearful"):
+            assert value < 0
+    # annotator majorities give the label
+    for modality in ("Audio", "Video", "Multimodal"):
+        for obj, _ in docs[modality].values():
+            votes = Counter(d["emotion"] for d in obj["data"])
+            assert votes[obj["emotion_result"]] > len(obj["data"]) / 2
+
+
+def _fbank_stats(paths: list[Path]) -> np.ndarray:
+    """Per-utterance mean and std of 80 log-mel filterbanks (Kaldi fbank) on the 16 kHz mono signal."""
+    import torch
+    import torchaudio
+
+    torch.set_num_threads(1)
+    resamplers = {}                      # one per rate: building the kernel is the slow part
+    feats = []
+    for path in paths:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        wave = torch.from_numpy(audio.mean(axis=1))[None]
+        if rate != 16000:
+            if rate not in resamplers:
+                resamplers[rate] = torchaudio.transforms.Resample(rate, 16000)
+            wave = resamplers[rate](wave)
+        fb = torchaudio.compliance.kaldi.fbank(wave * 32768, num_mel_bins=80, sample_frequency=16000,
+                                               dither=0.0).numpy()
+        feats.append(np.concatenate([fb.mean(axis=0), fb.std(axis=0)]))
+    return np.array(feats)
+
+
+def test_plain_fbank_statistics_separate_the_emotions(mini_release, docs):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.preprocessing import StandardScaler
+
+    uids = sorted(docs["Audio"])
+    paths = [mini_release / "Audio/Audio/wav" / uid[:6] / uid[:9] / uid[:12] / f"{uid}.wav" for uid in uids]
+    x = _fbank_stats(paths)
+    y = np.array([docs["Audio"][u][0]["emotion_result"] for u in uids])
+    split = np.array([split_of(int(u[1:6])) for u in uids])
+    ua = {}
+    # mean+std without mean normalisation; std only (what is left after per-utterance mean normalisation)
+    for feats, cols in (("mean+std", slice(None)), ("std", slice(80, None))):
+        for classes in (EMOTIONS_FOUR, EMOTIONS_ALL):
+            train = (split == "train") & np.isin(y, classes)
+            test = (split == "test") & np.isin(y, classes)
+            scaler = StandardScaler().fit(x[train][:, cols])
+            clf = LogisticRegression(max_iter=3000).fit(scaler.transform(x[train][:, cols]), y[train])
+            pred = clf.predict(scaler.transform(x[test][:, cols]))
+            ua[feats, len(classes)] = balanced_accuracy_score(y[test], pred)
+    print("test UA of logistic regression on fbank statistics:",
+          {f"{f}/{n}": round(float(v), 3) for (f, n), v in ua.items()})
+    assert ua["mean+std", 4] >= 0.6 and ua["std", 4] >= 0.6      # chance: 0.25
+    assert ua["mean+std", 7] >= 0.4 and ua["std", 7] >= 0.4      # chance: 0.14
+
+
+def test_cli_skips_a_complete_corpus_and_refuses_foreign_folders(tmp_path, capsys):
+    script = ROOT / "local/make_mini_corpus.py"
+    out = tmp_path / "mini"
+    args = ["--out", str(out), "--scale", "0.05"]
+    first = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True)
+    assert "30 utterances" in first.stderr and is_single_corpus(tmp_path)
+    # the rest in-process (the script's main) to save interpreter start-ups
+    sys.path.insert(0, str(script.parent))
+    try:
+        import make_mini_corpus as cli
+    finally:
+        sys.path.remove(str(script.parent))
+    stamp = (out / MARKER).stat().st_mtime_ns
+    assert cli.main(args) == 0
+    assert "is complete" in capsys.readouterr().err and (out / MARKER).stat().st_mtime_ns == stamp
+    # other parameters: regenerated in place
+    assert cli.main(args + ["--seed", "1"]) == 0
+    assert "is complete" not in capsys.readouterr().err
+    assert read_marker(out)["seed"] == 1 and is_single_corpus(tmp_path)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine\n")
+    assert cli.main(["--out", str(foreign)]) == 1
+    assert "is not a mini corpus" in capsys.readouterr().err
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+def is_single_corpus(parent: Path) -> bool:
+    """No temporary or old folder left beside the corpus."""
+    return not [p for p in parent.iterdir() if p.name.startswith(".")]
+
+
+def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    real = minicorpus.synthesize
+    monkeypatch.setattr(minicorpus, "synthesize", failing)
+    with pytest.raises(KeyboardInterrupt):
+        make_mini_corpus(tmp_path / "mini", scale=0.05, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stage1_reads_the_mini_corpus_strictly(mini_release, tmp_path):
+    """The consumer's view: every utterance is kept, none excluded (no broken files in the corpus)."""
+    from etser.emotiontalk import prepare
+
+    result = prepare(mini_release, tmp_path / "data", strict=True, progress=False, echo=False)
+    assert {s: len(u) for s, u in result.sets.items()} == {"train": 440, "val": 80, "test": 80}
+    assert not result.exclusions
