@@ -1,0 +1,66 @@
+"""Reading audio for the upstream models: any WAV (or other libsndfile format) -> 16 kHz mono float32.
+
+Stage 1 never copies audio (DESIGN.md), so this is where the release's 44.1 kHz (sometimes stereo) files
+become what the models take.  Channels are averaged; resampling uses torchaudio's band-limited sinc
+interpolation (torchaudio is pinned beside torch, so the same file gives the same samples everywhere).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import soundfile as sf
+
+TARGET_RATE = 16000
+
+
+class AudioLoadError(Exception):
+    """An audio file that cannot be turned into model input; the message names the utterance and the file."""
+
+
+def _where(path, utt: str | None) -> str:
+    return f"utterance {utt} ({path})" if utt else str(path)
+
+
+def load_audio(path: str | os.PathLike, utt: str | None = None, rate: int = TARGET_RATE) -> np.ndarray:
+    """Decode ``path`` and return a 1-D float32 array at ``rate`` Hz, channels averaged.
+
+    Raises AudioLoadError naming ``utt`` and ``path`` for a missing, unreadable, empty or non-finite file.
+    """
+    path = os.fspath(path)
+    if path.endswith("|"):
+        raise AudioLoadError(f"{_where(path, utt)}: wav.scp pipe commands are not supported; "
+                             "give the audio file's path")
+    if not os.path.isfile(path):
+        raise AudioLoadError(f"{_where(path, utt)}: no such file")
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError) as e:  # sf.LibsndfileError is a RuntimeError
+        raise AudioLoadError(f"{_where(path, utt)}: cannot decode audio: {e}") from None
+    if data.shape[0] == 0:
+        raise AudioLoadError(f"{_where(path, utt)}: the file holds 0 samples")
+    wav = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(wav).all():
+        raise AudioLoadError(f"{_where(path, utt)}: samples contain NaN or infinity")
+    if sr != rate:
+        wav = resample(wav, sr, rate)
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def resample(wav: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling of a 1-D float32 array (torchaudio's default sinc filter)."""
+    import torch
+    import torchaudio.functional as AF
+
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wav)), int(orig_rate), int(new_rate))
+    return out.numpy()
+
+
+def audio_seconds(path: str | os.PathLike) -> float:
+    """Duration from the header without decoding (0.0 when the header cannot be read: load_audio says why)."""
+    try:
+        info = sf.info(os.fspath(path))
+    except (RuntimeError, OSError, ValueError):
+        return 0.0
+    return info.frames / info.samplerate if info.samplerate else 0.0

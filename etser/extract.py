@@ -1,0 +1,519 @@
+"""Stage 2: upstream features of a data directory into Kaldi ark/scp (docs/DESIGN.md, dump/<tag>/<set>/).
+
+Per utterance: the time-mean and time-std (population, over valid frames) of every layer, (L, D) float32
+each, and, when the config asks, the frames of chosen layers.  One job handles one contiguous block of the
+sorted ``wav.scp`` (the same block for the same ``--nj``); ``merge`` joins the jobs' tables::
+
+    python -m etser.extract job   --config conf/upstream/X.yaml --data data/train --dir dump/<tag>/train \\
+                                  --nj 4 --job 1 [--ngpu 0] [--num_threads 1]
+    python -m etser.extract merge --config conf/upstream/X.yaml --data data/train --dir dump/<tag>/train --nj 4
+
+A job writes ``<dir>/split<nj>/*.<job>.ark.tmp``, renames the arks when it is through, writes its scp
+tables and last its marker ``done.<job>``; a job whose marker matches its utterances and config is
+skipped, any other is redone from the start.  ``merge`` writes ``pooled_mean.scp`` last, so that file exists
+only when the set is complete.
+
+Long utterances are cut into windows (``chunk.seconds``, overlapping by ``chunk.overlap``); of each
+window the frames nearest its centre are kept, so every frame of the stitched sequence comes from the
+window where it has the most context on both sides.  Model memory is bounded by the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import queue
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from etser.audio import TARGET_RATE, AudioLoadError, audio_seconds, load_audio
+from etser.datadir import c_sort_key, read_table, write_table
+
+MIN_SAMPLES = 800  # 0.05 s; shorter audio is zero-padded to this (S3PRL's S3PRLUpstream does the same)
+KINDS = ("pooled_mean", "pooled_std", "frames")
+
+
+# ---------------------------------------------------------------- windows
+
+def plan_windows(n: int, stride: int, chunk: int, overlap: int) -> list[tuple[int, int, int, int | None]]:
+    """Windows ``(start, end, keep_from, keep_to)`` covering ``n`` samples; frames are global indices.
+
+    Window k starts at ``k * hop`` (hop = chunk - overlap, rounded down to whole frames); the last window
+    ends at ``n`` and starts on a frame boundary at most ``chunk`` before it.  Between two windows the
+    boundary is the middle of their overlap, so each kept frame is at least overlap/2 from its window's
+    edge (except at the utterance's own ends).  ``keep_to`` None means "to the window's last frame".
+    """
+    if n <= chunk:
+        return [(0, n, 0, None)]
+    hop = (chunk - overlap) // stride * stride
+    if hop <= 0 or chunk - hop < 2 * stride:
+        raise ValueError(f"chunk of {chunk} samples with overlap {overlap} leaves no room for stride {stride}")
+    k = -(-(n - chunk) // hop)  # windows before the last one
+    starts = [i * hop for i in range(k)] + [-(-(n - chunk) // stride) * stride]
+    ends = [min(s + chunk, n) for s in starts]
+    bounds = [((starts[i + 1] + ends[i]) // 2) // stride for i in range(k)]
+    keep_from = [0] + bounds
+    keep_to: list[int | None] = bounds + [None]
+    return [(starts[i], ends[i], keep_from[i], keep_to[i]) for i in range(k + 1)]
+
+
+# ---------------------------------------------------------------- per-utterance accumulation
+
+@dataclass
+class UttFeatures:
+    """What extraction gives for one utterance."""
+
+    utt: str
+    mean: np.ndarray            # (L, D) float32
+    std: np.ndarray             # (L, D) float32, population std over frames
+    num_frames: int
+    seconds: float              # audio length at 16 kHz
+    frames: np.ndarray | None   # (T, len(frame_layers) * D) float32, or None
+
+
+@dataclass
+class _Utt:
+    utt: str
+    samples: int
+    windows: int
+    done: int = 0
+    n: int = 0
+    mean: np.ndarray | None = None
+    m2: np.ndarray | None = None
+    frames: list = field(default_factory=list)
+
+    def add(self, x, frame_layers):
+        """x: (L, t, D) tensor of kept frames; merge count/mean/M2 (Chan et al.) in float64."""
+        t = x.shape[1]
+        if t == 0:
+            return
+        mean = x.mean(dim=1)
+        m2 = ((x - mean.unsqueeze(1)) ** 2).sum(dim=1)
+        mean, m2 = mean.double().cpu().numpy(), m2.double().cpu().numpy()
+        if self.n == 0:
+            self.n, self.mean, self.m2 = t, mean, m2
+        else:
+            n = self.n + t
+            delta = mean - self.mean
+            self.mean = self.mean + delta * (t / n)
+            self.m2 = self.m2 + m2 + delta ** 2 * (self.n * t / n)
+            self.n = n
+        if frame_layers is not None:
+            sel = x[frame_layers]  # (k, t, D)
+            self.frames.append(sel.permute(1, 0, 2).reshape(t, -1).cpu().numpy())
+
+    def result(self, where: str) -> UttFeatures:
+        if self.n == 0:
+            raise RuntimeError(f"{where}: the upstream gave no frames for {self.samples / TARGET_RATE:.3f} s of audio")
+        frames = np.concatenate(self.frames, axis=0) if self.frames else None
+        return UttFeatures(self.utt, self.mean.astype(np.float32), np.sqrt(self.m2 / self.n).astype(np.float32),
+                           self.n, self.samples / TARGET_RATE, frames)
+
+
+def resolve_layers(spec, num_layers: int) -> list[int] | None:
+    """frames.layers (None, "all" or a list, negatives from the end) -> sorted layer indices."""
+    if spec is None:
+        return None
+    if spec == "all":
+        return list(range(num_layers))
+    out = []
+    for i in spec:
+        if not -num_layers <= i < num_layers:
+            raise ValueError(f"frames.layers: layer {i} out of range for {num_layers} layers")
+        out.append(i % num_layers)
+    return sorted(set(out))
+
+
+# ---------------------------------------------------------------- extraction
+
+def iter_features(upstream, items: Iterable[tuple[str, np.ndarray]], where: Callable[[str], str] = str,
+                  frame_layers="config") -> Iterator[UttFeatures]:
+    """Features of ``(utt, 16 kHz float32 waveform)`` pairs, in input order.
+
+    Batches follow the config's policy: ``equal_length`` puts only segments of identical length in one batch
+    (no padding, so exact for any model); ``padded`` pads and keeps each item's ``upstream.num_frames(n)``
+    valid frames.  ``frame_layers``: "config" (the config's frames.layers), None, "all" or a list.
+    """
+    import torch
+
+    cfg = upstream.cfg
+    policy, max_items = cfg["batch"]["policy"], int(cfg["batch"]["max_items"])
+    max_samples = int(float(cfg["batch"]["max_seconds"]) * TARGET_RATE)
+    stride = upstream.stride
+    chunk = max(int(cfg["chunk"]["seconds"] * TARGET_RATE) // stride * stride, stride)
+    overlap = int(cfg["chunk"]["overlap"] * TARGET_RATE)
+    layer_spec = cfg["frames"]["layers"] if frame_layers == "config" else frame_layers
+    layers: list[int] | None = None
+    resolved = False
+
+    def segments():
+        for utt, wav in items:
+            if wav.ndim != 1 or len(wav) == 0:
+                raise ValueError(f"{where(utt)}: expected a non-empty 1-D waveform, got shape {wav.shape}")
+            if len(wav) < MIN_SAMPLES:
+                print(f"warning: {where(utt)}: {len(wav) / TARGET_RATE:.3f} s of audio zero-padded to "
+                      f"{MIN_SAMPLES / TARGET_RATE} s", file=sys.stderr)
+                wav = np.pad(wav, (0, MIN_SAMPLES - len(wav)))
+            wins = plan_windows(len(wav), stride, chunk, overlap)
+            state = _Utt(utt, len(wav), len(wins))
+            tensor = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+            for start, end, keep_from, keep_to in wins:
+                yield state, tensor[start:end], start // stride, keep_from, keep_to
+
+    def fits(batch, seg) -> bool:
+        if len(batch) >= max_items:
+            return False
+        n = len(seg[1])
+        if policy == "equal_length":
+            return n == len(batch[0][1]) and n * (len(batch) + 1) <= max_samples
+        return max(n, max(len(b[1]) for b in batch)) * (len(batch) + 1) <= max_samples
+
+    def run(batch):
+        nonlocal layers, resolved
+        hs = upstream([b[1] for b in batch])
+        if not resolved:
+            layers = resolve_layers(layer_spec, len(hs))
+            resolved = True
+        t_max = hs[0].shape[1]
+        for i, (state, wav, offset, keep_from, keep_to) in enumerate(batch):
+            valid = t_max if len(batch) == 1 or policy == "equal_length" else min(upstream.num_frames(len(wav)), t_max)
+            lo = keep_from - offset
+            hi = valid if keep_to is None else keep_to - offset
+            if not (0 <= lo <= hi <= valid):
+                raise RuntimeError(f"{where(state.utt)}: window of {len(wav)} samples gave {valid} frames, "
+                                   f"fewer than the kept range {lo}:{hi}; raise chunk.overlap")
+            state.add(torch.stack([h[i, lo:hi] for h in hs]), layers)
+            state.done += 1
+            if state.done == state.windows:
+                yield state.result(where(state.utt))
+
+    batch: list = []
+    for seg in segments():
+        if batch and not fits(batch, seg):
+            yield from run(batch)
+            batch = []
+        batch.append(seg)
+    if batch:
+        yield from run(batch)
+
+
+def prefetch(items: Iterable, load: Callable, depth: int = 8) -> Iterator:
+    """``(item, load(item))`` for each item, loaded in a background thread ``depth`` items ahead.
+
+    Decoding and resampling release the GIL, so they overlap with the model's forward pass.  An exception
+    in ``load`` is raised here, in order.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def worker():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                try:
+                    q.put((item, load(item), None))
+                except BaseException as e:  # handed to the consumer, which raises it
+                    q.put((item, None, e))
+                    return
+        finally:
+            q.put(done)
+
+    thread = threading.Thread(target=worker, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = q.get()
+            if got is done:
+                return
+            item, value, err = got
+            if err is not None:
+                raise err
+            yield item, value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a worker waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def extract_wavs(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]], frame_layers=None) -> dict[str, UttFeatures]:
+    """In-memory features of ``{utt: wav path}``: what inference calls (no files written)."""
+    pairs = list(wavs.items()) if isinstance(wavs, dict) else list(wavs)
+    paths = dict(pairs)
+    loaded = ((utt, wav) for (utt, _), wav in prefetch(pairs, lambda p: load_audio(p[1], p[0])))
+    feats = iter_features(upstream, loaded, where=lambda u: f"utterance {u} ({paths[u]})", frame_layers=frame_layers)
+    return {f.utt: f for f in feats}
+
+
+def pooled_features(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(utts, means (N, L, D), stds (N, L, D))`` for wav files, in the given order (inference)."""
+    feats = extract_wavs(upstream, wavs, frame_layers=None)
+    utts = [u for u, _ in (wavs.items() if isinstance(wavs, dict) else wavs)]
+    return utts, np.stack([feats[u].mean for u in utts]), np.stack([feats[u].std for u in utts])
+
+
+# ---------------------------------------------------------------- ark writing
+
+def write_matrix(fd, key: str, array: np.ndarray, dtype: str = "float32") -> int:
+    """Append one ``key matrix`` record to an open binary ark; returns the scp offset of the matrix."""
+    import kaldiio
+
+    pos = fd.tell() + len((key + " ").encode("utf-8"))
+    if dtype == "float16":  # kaldiio's numpy record (NPY): readable by kaldiio, not by Kaldi binaries
+        kaldiio.save_ark(fd, {key: array.astype(np.float16)}, write_function="numpy")
+    elif dtype == "kaldi_compressed":  # Kaldi's CompressedMatrix (kSpeechFeature), 1 byte per value
+        kaldiio.save_ark(fd, {key: array.astype(np.float32)}, compression_method=2)
+    else:
+        kaldiio.save_ark(fd, {key: array.astype(np.float32)})
+    return pos
+
+
+def split_keys(keys: list[str], nj: int) -> list[list[str]]:
+    """Contiguous blocks of nearly equal size, as Kaldi's split_scp.pl does (same nj, same blocks)."""
+    n = len(keys)
+    return [keys[j * n // nj:(j + 1) * n // nj] for j in range(nj)]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def _job_id(cfg_hash: str, part: list[str], wav: dict[str, str]) -> str:
+    h = hashlib.sha256(cfg_hash.encode())
+    for utt in part:
+        h.update(f"\n{utt} {wav[utt]}".encode("utf-8"))
+    return h.hexdigest()
+
+
+def _durations(data: Path, keys: list[str], wav: dict[str, str]) -> dict[str, float]:
+    """Seconds per utterance from utt2dur (stage 1 writes it), else from the audio headers."""
+    dur = {}
+    if (data / "utt2dur").is_file():
+        for k, v in read_table(data / "utt2dur").items():
+            try:
+                dur[k] = float(v)
+            except ValueError:
+                pass
+    return {k: dur[k] if k in dur else audio_seconds(wav[k]) for k in keys}
+
+
+def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike, nj: int = 1,
+            job: int = 1, ngpu: int = 0, num_threads: int = 1, prefetch_depth: int = 8) -> dict:
+    """Extract the features of job ``job`` of ``nj``; returns its marker dict (also when skipped)."""
+    from etser.upstream import build_upstream, config_hash, load_config
+
+    if not 1 <= job <= nj:
+        raise ValueError(f"--job {job} outside 1..{nj}")
+    data, out_dir = Path(data), Path(out_dir)
+    cfg = load_config(config)
+    wav = read_table(data / "wav.scp", allow_empty_value=False)
+    keys = sorted(wav, key=c_sort_key)
+    part = split_keys(keys, nj)[job - 1]
+    split = out_dir / f"split{nj}"
+    split.mkdir(parents=True, exist_ok=True)
+    marker = split / f"done.{job}"
+    job_id = _job_id(config_hash(cfg), part, wav)
+    if marker.is_file():
+        try:
+            old = json.loads(marker.read_text())
+        except ValueError:
+            old = {}
+        if old.get("job_id") == job_id:
+            print(f"extract job {job}/{nj}: already done ({marker}), skipped", file=sys.stderr)
+            return old
+        marker.unlink()
+
+    import torch
+    from tqdm import tqdm
+
+    torch.set_num_threads(max(1, num_threads))
+    if ngpu > 0:
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"--ngpu {ngpu} but CUDA is not available to this job (torch {torch.__version__})")
+        device = "cuda"
+    else:
+        device = "cpu"
+    t0 = time.time()
+    upstream = build_upstream(cfg, device)
+    dur = _durations(data, part, wav)
+    order = sorted(part, key=lambda u: (-dur[u], c_sort_key(u)))  # longest first: memory trouble shows at once
+    kinds = ["pooled_mean", "pooled_std"] + (["frames"] if cfg["frames"]["layers"] is not None else [])
+    arks = {k: split / f"{k}.{job}.ark" for k in kinds}
+    tmps = {k: p.with_name(p.name + ".tmp") for k, p in arks.items()}
+    scp: dict[str, dict[str, str]] = {k: {} for k in kinds}
+    num_frames: dict[str, int] = {}
+    audio_s = 0.0
+    where = lambda u: f"utterance {u} ({wav[u]})"  # noqa: E731
+    fds = {k: open(p, "wb") for k, p in tmps.items()}
+    info = {}
+    try:
+        interactive = sys.stderr.isatty()
+        bar = tqdm(total=len(order), unit="utt", file=sys.stderr, mininterval=0.5 if interactive else 30,
+                   desc=f"extract {data.name} {job}/{nj}", dynamic_ncols=interactive)
+        t_start = time.time()
+        loaded = ((u, w) for u, w in prefetch(order, lambda u: load_audio(wav[u], u), prefetch_depth))
+        for f in iter_features(upstream, loaded, where=where):
+            if not info:
+                info = {"num_layers": int(f.mean.shape[0]), "dim": int(f.mean.shape[1])}
+            for kind, arr in (("pooled_mean", f.mean), ("pooled_std", f.std)):
+                scp[kind][f.utt] = f"{arks[kind]}:{write_matrix(fds[kind], f.utt, arr)}"
+            if f.frames is not None:
+                scp["frames"][f.utt] = f"{arks['frames']}:{write_matrix(fds['frames'], f.utt, f.frames, cfg['frames']['dtype'])}"
+            num_frames[f.utt] = f.num_frames
+            audio_s += f.seconds
+            bar.update(1)
+        bar.close()
+        elapsed = time.time() - t_start
+    finally:
+        for fd in fds.values():
+            fd.close()
+    for k in kinds:
+        os.replace(tmps[k], arks[k])
+        write_table(split / f"{k}.{job}.scp", scp[k])
+    write_table(split / f"utt2num_frames.{job}", num_frames)
+    layers = resolve_layers(cfg["frames"]["layers"], info["num_layers"]) if info else None
+    result = {"job_id": job_id, "job": job, "nj": nj, "utts": len(part), "audio_seconds": round(audio_s, 3),
+              "stride": upstream.stride, "frame_layers": layers, "device": device, **info}
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, marker)
+    rate = len(part) / elapsed if elapsed > 0 else float("inf")
+    rtf = elapsed / audio_s if audio_s > 0 else 0.0
+    print(f"extract {data} job {job}/{nj}: {len(part)} utts, {audio_s / 3600:.3f} h audio, {rate:.2f} utts/s, "
+          f"RTF {rtf:.4f}, peak RSS {_peak_rss_mb():.0f} MB, {time.time() - t0:.1f} s with model loading",
+          file=sys.stderr)
+    return result
+
+
+# ---------------------------------------------------------------- merge
+
+def _informative(scp_path: Path, limit: int = 64) -> bool:
+    """False when the pooled statistics are the same for every utterance (per-utterance CMVN upstreams)."""
+    import kaldiio
+
+    mats = []
+    for i, (_, m) in enumerate(kaldiio.load_scp_sequential(str(scp_path))):
+        mats.append(m)
+        if i + 1 >= limit:
+            break
+    if len(mats) < 2:
+        return True
+    return float(np.stack(mats).std(axis=0).max()) > 1e-2
+
+
+def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike, nj: int,
+          name: str | None = None) -> dict:
+    """Join the jobs' tables into ``<dir>/*.scp``, ``utt2num_frames`` and ``meta.json``.
+
+    Fails, writing nothing, when a job is unfinished or the utterances differ from ``wav.scp``'s.
+    """
+    from etser.upstream import config_hash, find_config, load_config, versions
+
+    data, out_dir = Path(data), Path(out_dir)
+    cfg = load_config(config)
+    split = out_dir / f"split{nj}"
+    wav = read_table(data / "wav.scp", allow_empty_value=False)
+    keys = sorted(wav, key=c_sort_key)
+    parts = split_keys(keys, nj)
+    markers, missing = [], []
+    for j in range(1, nj + 1):
+        m = split / f"done.{j}"
+        ok = m.is_file() and json.loads(m.read_text()).get("job_id") == _job_id(config_hash(cfg), parts[j - 1], wav)
+        (markers.append(json.loads(m.read_text())) if ok else missing.append(j))
+    if missing:
+        raise RuntimeError(f"{out_dir}: jobs {' '.join(map(str, missing))} of {nj} are not finished "
+                           f"(see {out_dir}/log/extract.<job>.log); rerun the stage to redo them")
+    kinds = ["pooled_mean", "pooled_std"] + (["frames"] if cfg["frames"]["layers"] is not None else [])
+    tables = {k: {} for k in kinds + ["utt2num_frames"]}
+    for j in range(1, nj + 1):
+        for k in kinds:
+            tables[k].update(read_table(split / f"{k}.{j}.scp"))
+        tables["utt2num_frames"].update(read_table(split / f"utt2num_frames.{j}"))
+    for k, t in tables.items():
+        if set(t) != set(keys):
+            raise RuntimeError(f"{out_dir}: {k} of the jobs has {len(t)} utterances, wav.scp {len(keys)}")
+    shapes = {(m.get("num_layers"), m.get("dim"), m.get("stride")) for m in markers if m.get("num_layers")}
+    if len(shapes) != 1:
+        raise RuntimeError(f"{out_dir}: jobs disagree on (layers, dim, stride): {sorted(shapes, key=str)}")
+    num_layers, dim, stride = shapes.pop()
+    audio_s = sum(m["audio_seconds"] for m in markers)
+    tmp_scp = {}
+    for k in kinds:
+        tmp_scp[k] = write_table(out_dir / f"{k}.scp.tmp", tables[k])
+    info = _informative(tmp_scp["pooled_mean"]) or _informative(tmp_scp["pooled_std"])
+    if not info:
+        print(f"warning: {out_dir}: pooled mean and std are the same for every utterance (the upstream normalises "
+              "each utterance, e.g. S3PRL fbank/mfcc CMVN); use frame-level features or an upstream without "
+              "per-utterance normalisation (fbank_no_cmvn)", file=sys.stderr)
+    layers = next((m["frame_layers"] for m in markers if m.get("num_layers")), None)
+    meta = {
+        "upstream": name or find_config(config).stem,
+        "config_hash": config_hash(cfg),
+        "num_layers": num_layers, "dim": dim,
+        "frame_rate": 16000 / stride, "stride_samples": stride,
+        "frame_layers": layers,
+        "dtype": {"pooled": "float32", "frames": cfg["frames"]["dtype"] if layers is not None else None},
+        "pooled": "time-mean and population time-std of each layer over the utterance's valid frames, (L, D)",
+        "num_utts": len(keys), "audio_hours": round(audio_s / 3600, 4),
+        "data": str(data), "nj": nj, "devices": sorted({m["device"] for m in markers}),
+        "pooled_stats_informative": bool(info),
+        "versions": versions(),
+        "config": cfg,
+    }
+    mtmp = out_dir / "meta.json.tmp"
+    mtmp.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
+    os.replace(mtmp, out_dir / "meta.json")
+    write_table(out_dir / "utt2num_frames", tables["utt2num_frames"])
+    for k in [k for k in kinds if k != "pooled_mean"] + ["pooled_mean"]:  # pooled_mean.scp last: "complete"
+        os.replace(tmp_scp[k], out_dir / f"{k}.scp")
+    print(f"merge {out_dir}: {len(keys)} utts from {nj} jobs, {audio_s / 3600:.3f} h audio, "
+          f"{num_layers} layers x {dim} dims at {16000 / stride:g} frames/s", file=sys.stderr)
+    return meta
+
+
+# ---------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m etser.extract", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for cmd in ("job", "merge"):
+        p = sub.add_parser(cmd, help="extract one job's part" if cmd == "job" else "join the jobs' outputs")
+        p.add_argument("--config", required=True, help="conf/upstream/<name>.yaml (or a name in conf/upstream)")
+        p.add_argument("--data", required=True, help="data directory with wav.scp (utt2dur used when present)")
+        p.add_argument("--dir", required=True, help="output directory dump/<tag>/<set>")
+        p.add_argument("--nj", type=int, default=1)
+        if cmd == "job":
+            p.add_argument("--job", type=int, default=1, help="1-based job index")
+            p.add_argument("--ngpu", type=int, default=0, help="> 0: run on CUDA (error when absent)")
+            p.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
+        else:
+            p.add_argument("--name", default=None, help="upstream name for meta.json (default: config file stem)")
+    args = parser.parse_args(argv)
+    from etser.upstream import UpstreamError
+
+    try:
+        if args.cmd == "job":
+            run_job(args.config, args.data, args.dir, args.nj, args.job, args.ngpu, args.num_threads)
+        else:
+            merge(args.config, args.data, args.dir, args.nj, args.name)
+    except (UpstreamError, AudioLoadError, RuntimeError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

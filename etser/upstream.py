@@ -1,0 +1,540 @@
+"""Upstream models: the config files, the factory that builds a model from one, and the dump tag.
+
+A config ``conf/upstream/<name>.yaml`` names the model in one of four ways (plugging in a new model is a
+new YAML file, nothing else):
+
+- ``name: fbank``                       any S3PRL hub entry (``s3prl.hub``);
+- ``name: wavlm_local`` + ``ckpt: path``  a local checkpoint for a ``*_local`` / ``*_custom`` entry;
+- ``name: hf_hubert_custom`` + ``ckpt: dir``  a local Hugging Face directory;
+- ``factory: pkg.module:build`` or ``factory: path/to/file.py:build`` + ``args: {...}``: a function
+  returning an object with S3PRL's upstream interface (called on a list of 1-D 16 kHz float tensors, returns
+  ``{"hidden_states": [(B, T, D) per layer]}``).  Whisper comes this way: ``etser.upstream:whisper_encoder``.
+
+The tag of a config is ``<name>_<hash8>``: the hash covers everything that decides *which* features come out
+(model, checkpoint, args, chunking, frame-level choice, autocast); ``download`` (a hint) and ``batch``
+(resources: the batch policy keeps features equal within 1e-4) are left out.
+
+No network: a missing checkpoint fails at once with what to download and where to put it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SAMPLE_RATE = 16000
+CONF_DIR = "conf/upstream"
+
+DEFAULTS: dict[str, Any] = {
+    "name": None,        # S3PRL hub entry
+    "ckpt": None,        # checkpoint file or HF directory for *_local / *_custom / hf_* entries
+    "factory": None,     # "module:function" or "file.py:function"
+    "args": {},          # keyword arguments of the hub entry or the factory
+    "download": None,    # where to get the checkpoint (shown when it is missing; not hashed)
+    "batch": {
+        # equal_length: only segments of identical length share a batch (exact for every model);
+        # padded: pad and mask (only for models whose outputs ignore padding; see docs/upstreams.md)
+        "policy": "equal_length",
+        "max_seconds": 60.0,   # padded audio per batch
+        "max_items": 16,
+    },
+    "chunk": {
+        "seconds": 30.0,   # longer utterances are cut into windows of this length ...
+        "overlap": 4.0,    # ... overlapping by this much; each window's frames nearest its centre are kept
+    },
+    "frames": {
+        "layers": None,      # None: pooled statistics only; "all" or a list of layer indices
+        "dtype": "float16",  # float16 (kaldiio numpy ark), float32 (Kaldi FM) or kaldi_compressed (Kaldi CM)
+    },
+    "autocast": None,        # None, fp16 (CUDA) or bf16
+}
+NOT_HASHED = ("download", "batch")
+BATCH_POLICIES = ("equal_length", "padded")
+FRAME_DTYPES = ("float16", "float32", "kaldi_compressed")
+AUTOCAST = (None, "fp16", "bf16")
+PADDED_TOLERANCE = 1e-4  # relative; the padded policy is refused for a model that misses it
+
+
+class UpstreamError(Exception):
+    """A config or checkpoint problem; the message says which file and what to do."""
+
+
+# ---------------------------------------------------------------- config files
+
+def available_names(conf_dir: str | os.PathLike = CONF_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(conf_dir).glob("*.yaml"))
+
+
+def find_config(upstream: str | os.PathLike, conf_dir: str | os.PathLike = CONF_DIR) -> Path:
+    """A config path from a name (``conf_dir/<name>.yaml``) or a path; UpstreamError listing the names."""
+    path = Path(upstream)
+    if path.suffix in (".yaml", ".yml"):
+        conf_dir = path.parent
+        if path.is_file():
+            return path
+    else:
+        path = Path(conf_dir) / f"{upstream}.yaml"
+        if path.is_file():
+            return path
+    names = available_names(conf_dir)
+    raise UpstreamError(f"unknown upstream {path.stem!r}: no {path}; available in {conf_dir}/: "
+                        f"{', '.join(names) if names else '(none)'}")
+
+
+def _merge_defaults(user: dict, defaults: dict, where: str) -> dict:
+    out = copy.deepcopy(defaults)
+    for key, value in user.items():
+        if key not in defaults:
+            close = difflib.get_close_matches(key, defaults, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UpstreamError(f"{where}: unknown key {key!r}{hint}; known: {', '.join(defaults)}")
+        if isinstance(defaults[key], dict) and key != "args":
+            if not isinstance(value, dict):
+                raise UpstreamError(f"{where}: {key!r} must be a mapping")
+            out[key] = _merge_defaults(value, defaults[key], f"{where}: {key}")
+        else:
+            out[key] = value
+    return out
+
+
+def normalize_config(user: dict, where: str = "upstream config") -> dict:
+    """Fill defaults and check a config dict; UpstreamError naming ``where`` for anything wrong."""
+    if not isinstance(user, dict):
+        raise UpstreamError(f"{where}: expected a mapping of options")
+    cfg = _merge_defaults(user, DEFAULTS, where)
+    if bool(cfg["name"]) == bool(cfg["factory"]):
+        raise UpstreamError(f"{where}: give exactly one of 'name' (an S3PRL hub entry) or 'factory'")
+    if cfg["args"] is None:
+        cfg["args"] = {}
+    if not isinstance(cfg["args"], dict):
+        raise UpstreamError(f"{where}: 'args' must be a mapping")
+    if cfg["factory"] and ":" not in str(cfg["factory"]):
+        raise UpstreamError(f"{where}: factory {cfg['factory']!r} must be 'module:function' or 'file.py:function'")
+    b = cfg["batch"]
+    if b["policy"] not in BATCH_POLICIES:
+        raise UpstreamError(f"{where}: batch.policy must be one of {', '.join(BATCH_POLICIES)}")
+    if not (float(b["max_seconds"]) > 0 and int(b["max_items"]) >= 1):
+        raise UpstreamError(f"{where}: batch.max_seconds must be > 0 and batch.max_items >= 1")
+    c = cfg["chunk"]
+    c["seconds"], c["overlap"] = float(c["seconds"]), float(c["overlap"])
+    if not (c["seconds"] > 0 and 0.1 <= c["overlap"] <= c["seconds"] / 2):
+        raise UpstreamError(f"{where}: need chunk.seconds > 0 and 0.1 <= chunk.overlap <= chunk.seconds / 2")
+    f = cfg["frames"]
+    layers = f["layers"]
+    if not (layers is None or layers == "all"
+            or (isinstance(layers, list) and layers and all(isinstance(i, int) for i in layers))):
+        raise UpstreamError(f"{where}: frames.layers must be null, 'all' or a non-empty list of layer indices")
+    if f["dtype"] not in FRAME_DTYPES:
+        raise UpstreamError(f"{where}: frames.dtype must be one of {', '.join(FRAME_DTYPES)}")
+    if cfg["autocast"] not in AUTOCAST:
+        raise UpstreamError(f"{where}: autocast must be null, fp16 or bf16")
+    return cfg
+
+
+def load_config(source: str | os.PathLike | dict, conf_dir: str | os.PathLike = CONF_DIR) -> dict:
+    """A normalised config from a dict, a YAML path or a name in ``conf_dir``."""
+    if isinstance(source, dict):
+        return normalize_config(source)
+    path = find_config(source, conf_dir)
+    try:
+        with open(path, encoding="utf-8") as f:
+            user = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise UpstreamError(f"{path}: not valid YAML: {e}") from None
+    return normalize_config(user, str(path))
+
+
+def config_hash(cfg: dict) -> str:
+    """8 hex digits of the SHA-256 of the canonical JSON of the hashed part of a normalised config."""
+    hashed = {k: v for k, v in cfg.items() if k not in NOT_HASHED}
+    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def config_tag(upstream: str | os.PathLike, conf_dir: str | os.PathLike = CONF_DIR) -> str:
+    """``<name>_<hash8>`` for a config name or path: the dump directory of its features."""
+    path = find_config(upstream, conf_dir)
+    return f"{path.stem}_{config_hash(load_config(path))}"
+
+
+# ---------------------------------------------------------------- building models
+
+def _missing(what: Path, cfg: dict, detail: str = "") -> UpstreamError:
+    hint = cfg.get("download") or "the checkpoint named in the config"
+    where = f"{cfg.get('name') or cfg.get('factory')}"
+    return UpstreamError(
+        f"upstream {where}: {what} not found{detail}. Download {hint} and put it at {what.resolve()} "
+        f"(relative paths are from the working directory {os.getcwd()}), or edit 'ckpt' in the config. "
+        "Nothing is fetched from the network.")
+
+
+def check_hf_dir(path: Path, cfg: dict, files: tuple[str, ...] = ("config.json", "preprocessor_config.json")) -> None:
+    """A local Hugging Face model directory must hold these files (else transformers would go online)."""
+    if not path.is_dir():
+        raise _missing(path, cfg, " (a Hugging Face model directory)")
+    absent = [f for f in files if not (path / f).is_file()]
+    weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")]
+    if absent or not weights:
+        lacks = ", ".join(absent + ([] if weights else ["model weights (*.safetensors or *.bin)"]))
+        raise UpstreamError(
+            f"upstream {cfg.get('name') or cfg.get('factory')}: the Hugging Face directory {path.resolve()} lacks "
+            f"{lacks}; copy every file of {cfg.get('download') or 'the model repository'} into it "
+            "(nothing is fetched from the network)")
+
+
+def _check_ckpt(cfg: dict) -> None:
+    """Fail before any model code runs when the checkpoint (``ckpt``, or a factory's ``args.ckpt``) is absent."""
+    ckpt = cfg.get("ckpt") or (cfg["args"].get("ckpt") if cfg.get("factory") else None)
+    if not ckpt or str(ckpt).startswith(("http://", "https://")):
+        return
+    path = Path(ckpt)
+    if str(cfg.get("name") or "").startswith("hf_"):
+        check_hf_dir(path, cfg)
+    elif not path.exists():
+        raise _missing(path, cfg)
+
+
+class _NoDownload(Exception):
+    pass
+
+
+def _hub_entry(name: str):
+    """The S3PRL hub function ``name``; imports only the hubconf module defining it when it can be found
+    (``import s3prl.hub`` imports every upstream, which takes seconds), else the whole hub."""
+    spec = importlib.util.find_spec("s3prl")
+    if spec is None:
+        raise UpstreamError("S3PRL is not installed (pip install espnet-s3prl; see requirements.txt)")
+    pattern = re.compile(rf"^def {re.escape(name)}\(", re.M)
+    for path in sorted(Path(spec.submodule_search_locations[0], "upstream").glob("*/hubconf.py")):
+        if pattern.search(path.read_text(encoding="utf-8", errors="replace")):
+            module = importlib.import_module(f"s3prl.upstream.{path.parent.name}.hubconf")
+            if callable(getattr(module, name, None)):
+                return getattr(module, name)
+    import s3prl.hub as hub
+
+    if name.startswith("_") or not callable(getattr(hub, name, None)):
+        close = difflib.get_close_matches(name, hub.options(), n=5)
+        raise UpstreamError(f"{name!r} is not an S3PRL hub entry" + (f"; close: {', '.join(close)}" if close else ""))
+    return getattr(hub, name)
+
+
+def _s3prl_entry(cfg: dict):
+    """Call the S3PRL hub entry, turning any download attempt into a clear error."""
+    name = cfg["name"]
+    entry = _hub_entry(name)
+    import s3prl.util.download as dl
+
+    def refuse(url, dst, *args, **kwargs):
+        raise _NoDownload(f"upstream {name}: the checkpoint {url} is not in S3PRL's cache. Download it and put it "
+                          f"at {dst}, or give a local file as 'ckpt' with the matching *_local entry "
+                          "(nothing is fetched from the network)")
+
+    kwargs = dict(cfg["args"])
+    if cfg.get("ckpt"):
+        kwargs["ckpt"] = str(cfg["ckpt"])
+    saved = dl._download_url_to_file, dl._download_url_to_file_requests
+    dl._download_url_to_file = dl._download_url_to_file_requests = refuse
+    try:
+        return entry(**kwargs)
+    except _NoDownload as e:
+        raise UpstreamError(str(e)) from None
+    finally:
+        dl._download_url_to_file, dl._download_url_to_file_requests = saved
+
+
+def load_factory(spec: str):
+    """``module:function`` (module importable) or ``path/file.py:function`` -> the function."""
+    target, _, func = str(spec).rpartition(":")
+    if target.endswith(".py") or os.sep in target:
+        path = Path(target)
+        if not path.is_file():
+            raise UpstreamError(f"factory {spec!r}: no such file {path.resolve()}")
+        mod_name = "etser_upstream_plugin_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+        module_spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[mod_name] = module
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise UpstreamError(f"factory {spec!r}: cannot import {target!r}: {e} "
+                                "(is it on PYTHONPATH? a file path works too)") from None
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise UpstreamError(f"factory {spec!r}: {target} has no function {func!r}")
+    return fn
+
+
+def _conv_num_frames(module):
+    """Frame count of a strided conv feature encoder (fairseq/S3PRL or Hugging Face), else None."""
+    import torch
+
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv1d)]
+    if not convs:
+        return None
+    layers = [(c.kernel_size[0], c.stride[0]) for c in convs if c.padding[0] == 0]
+    if len(layers) != len(convs):
+        return None
+
+    def num_frames(n: int) -> int:
+        for k, s in layers:
+            n = (n - k) // s + 1 if n >= k else 0
+        return n
+    return num_frames
+
+
+def _s3prl_num_frames(model):
+    """Valid frames per input length for the S3PRL families this recipe ships, else None."""
+    if hasattr(model, "extracter") and isinstance(getattr(model, "config", None), dict) and "kaldi" in model.config:
+        kw = model.extracter[0].kwargs  # torchaudio.compliance.kaldi with snip_edges (its default)
+        if not kw.get("snip_edges", True):
+            return None
+        win = int(SAMPLE_RATE * kw.get("frame_length", 25.0) * 0.001)
+        hop = int(SAMPLE_RATE * kw.get("frame_shift", 10.0) * 0.001)
+        return lambda n: 1 + (n - win) // hop if n >= win else 0
+    fe = getattr(getattr(model, "model", None), "feature_extractor", None)  # fairseq/S3PRL and Hugging Face
+    return _conv_num_frames(fe) if fe is not None else None
+
+
+class Upstream:
+    """A model built from a config, with what extraction needs to know about it.
+
+    Calling it on a list of 1-D float32 16 kHz tensors gives the hidden states of every layer as a list of
+    (B, T, D) float32 tensors.  ``stride`` is samples per frame; ``num_frames(n)`` the valid frames of an
+    n-sample input inside a padded batch (None where unknown, which rules out the padded policy).
+    """
+
+    def __init__(self, model, cfg: dict, device: str = "cpu"):
+        import torch
+
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.model = model
+        if callable(getattr(model, "to", None)):
+            model.to(self.device)
+        if callable(getattr(model, "eval", None)):
+            model.eval()
+        self.autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.get("autocast"))
+        if self.autocast is torch.float16 and self.device.type != "cuda":
+            raise UpstreamError("autocast fp16 needs a CUDA device (use bf16 on CPU, or none)")
+        self.max_input_seconds = getattr(model, "max_input_seconds", None)
+        nf = getattr(model, "num_frames", None)
+        self._num_frames = nf if callable(nf) else _s3prl_num_frames(model)
+        self.stride = self._stride()
+        if cfg["batch"]["policy"] == "padded" and self._num_frames is None:
+            raise UpstreamError(
+                f"upstream {cfg.get('name') or cfg.get('factory')}: batch policy 'padded' needs the valid frame count "
+                "of a padded input, which this model does not tell (give it a num_frames(n_samples) method); "
+                "use batch.policy: equal_length")
+        if cfg["batch"]["policy"] == "padded":
+            err = self.padding_error()
+            if err > PADDED_TOLERANCE:
+                raise UpstreamError(
+                    f"upstream {cfg.get('name') or cfg.get('factory')}: batch policy 'padded' changes this model's "
+                    f"features (relative difference {err:.1e} between a padded batch and one utterance at a time; "
+                    "e.g. a GroupNorm over time, fairseq #3227); use batch.policy: equal_length")
+        if self.max_input_seconds and cfg["chunk"]["seconds"] > self.max_input_seconds:
+            raise UpstreamError(f"chunk.seconds {cfg['chunk']['seconds']} exceeds this model's longest input "
+                                f"({self.max_input_seconds} s)")
+
+    def _stride(self) -> int:
+        get = getattr(self.model, "get_downsample_rates", None)
+        if callable(get):
+            rates = get("hidden_states")
+            rates = set(rates) if isinstance(rates, (list, tuple)) else {rates}
+            if len(rates) != 1:
+                raise UpstreamError(f"layers have different frame rates {sorted(rates)}; not supported")
+            return int(rates.pop())
+        # No declared rate: measure it from two probe lengths.
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        t = [self.forward([torch.randn(n, generator=g)])[0].shape[1] for n in (SAMPLE_RATE, 2 * SAMPLE_RATE)]
+        if t[1] <= t[0]:
+            raise UpstreamError("cannot tell the frame rate of this upstream: give it get_downsample_rates()")
+        return int(round(SAMPLE_RATE / (t[1] - t[0])))
+
+    def padding_error(self) -> float:
+        """Largest relative difference (per layer and item) between a padded batch and single forwards."""
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        wavs = [0.1 * torch.randn(n, generator=g) for n in (16000 + 4321, 9876)]
+        saved, self.autocast = self.autocast, None  # measured in float32: half precision differs anyway
+        try:
+            batch = self.forward(wavs)
+            err = 0.0
+            for i, w in enumerate(wavs):
+                single = self.forward([w])
+                t = min(self.num_frames(len(w)), batch[0].shape[1])
+                if t != single[0].shape[1]:
+                    return float("inf")
+                for b, s in zip(batch, single):
+                    err = max(err, float((b[i, :t] - s[0]).norm() / s[0].norm().clamp_min(1e-12)))
+        finally:
+            self.autocast = saved
+        return err
+
+    @property
+    def frame_rate(self) -> float:
+        return SAMPLE_RATE / self.stride
+
+    def num_frames(self, n_samples: int) -> int | None:
+        return None if self._num_frames is None else int(self._num_frames(int(n_samples)))
+
+    def forward(self, wavs: list) -> list:
+        import torch
+
+        wavs = [w.to(self.device) for w in wavs]
+        with torch.inference_mode():
+            if self.autocast is not None:
+                with torch.autocast(self.device.type, dtype=self.autocast):
+                    out = self.model(wavs)
+            else:
+                out = self.model(wavs)
+        if not isinstance(out, dict) or "hidden_states" not in out:
+            raise UpstreamError("the upstream returned no 'hidden_states' (S3PRL interface: a dict with a list of "
+                                "(B, T, D) tensors)")
+        hs = list(out["hidden_states"])
+        if not hs or any(h.dim() != 3 or h.shape[0] != len(wavs) for h in hs):
+            raise UpstreamError(f"hidden_states must be a non-empty list of (B={len(wavs)}, T, D) tensors; got "
+                                f"{[tuple(h.shape) for h in hs]}")
+        if len({h.shape[1:] for h in hs}) != 1:
+            raise UpstreamError(f"layers differ in length or width: {[tuple(h.shape) for h in hs]}")
+        return [h.float() for h in hs]
+
+    __call__ = forward
+
+
+def build_upstream(cfg: dict | str | os.PathLike, device: str = "cpu") -> Upstream:
+    """Build the model of a config (dict, path or name); checkpoint checks come first, no network."""
+    cfg = load_config(cfg) if not isinstance(cfg, dict) else normalize_config(cfg)
+    _check_ckpt(cfg)
+    if cfg["factory"]:
+        model = load_factory(cfg["factory"])(**cfg["args"])
+        if not callable(model):
+            raise UpstreamError(f"factory {cfg['factory']} returned {type(model).__name__}, which is not callable")
+    else:
+        model = _s3prl_entry(cfg)
+    return Upstream(model, cfg, device)
+
+
+def versions() -> dict:
+    """Versions of the libraries that decide the features (recorded in meta.json)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "torchaudio", "espnet-s3prl", "s3prl", "transformers", "kaldiio"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+# ---------------------------------------------------------------- Whisper (plug-in route, built in)
+
+class WhisperEncoderUpstream:
+    """Hidden states of a Hugging Face Whisper encoder (input embeddings + every layer), S3PRL interface.
+
+    Each input is padded to Whisper's 30 s window by its feature extractor, as in training, so a batch gives
+    the same result as one utterance at a time; frames past the audio (``ceil(n / 320)``) are cut off.
+    """
+
+    max_input_seconds = 30.0
+
+    def __init__(self, ckpt: str):
+        import transformers
+        from transformers import WhisperFeatureExtractor, WhisperForAudioClassification
+
+        path = Path(ckpt)
+        check_hf_dir(path, {"factory": "etser.upstream:whisper_encoder", "download": "the openai/whisper-* repository"})
+        transformers.utils.logging.disable_progress_bar()
+        self.extractor = WhisperFeatureExtractor.from_pretrained(path)
+        # The audio-classification class loads the encoder's weights only (no decoder in memory).
+        self.encoder = WhisperForAudioClassification.from_pretrained(path).encoder
+        self.hop = self.extractor.hop_length * 2  # the encoder's second conv has stride 2
+        self.max_frames = self.encoder.config.max_source_positions
+
+    def to(self, device):
+        self.encoder.to(device)
+        return self
+
+    def eval(self):
+        self.encoder.eval()
+        return self
+
+    def get_downsample_rates(self, key: str | None = None) -> int:
+        return self.hop
+
+    def num_frames(self, n_samples: int) -> int:
+        return min(math.ceil(n_samples / self.hop), self.max_frames)
+
+    def __call__(self, wavs):
+        device = next(self.encoder.parameters()).device
+        feats = self.extractor([w.detach().cpu().numpy() for w in wavs], sampling_rate=SAMPLE_RATE,
+                               return_tensors="pt").input_features
+        out = self.encoder(feats.to(device, next(self.encoder.parameters()).dtype), output_hidden_states=True)
+        t = max(self.num_frames(len(w)) for w in wavs)
+        return {"hidden_states": [h[:, :t] for h in out.hidden_states]}
+
+
+def whisper_encoder(ckpt: str) -> WhisperEncoderUpstream:
+    """Factory for ``factory: etser.upstream:whisper_encoder`` with ``args: {ckpt: <HF Whisper dir>}``."""
+    return WhisperEncoderUpstream(ckpt)
+
+
+# ---------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m etser.upstream", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("tag", help="print <name>_<hash8> of a config (name or path)")
+    p.add_argument("upstream")
+    p.add_argument("--conf_dir", default=CONF_DIR)
+    p = sub.add_parser("list", help="print the config names in conf_dir")
+    p.add_argument("--conf_dir", default=CONF_DIR)
+    p = sub.add_parser("show", help="print the normalised config as YAML")
+    p.add_argument("upstream")
+    p.add_argument("--conf_dir", default=CONF_DIR)
+    p = sub.add_parser("check", help="build the model and print its layers, width and frame rate")
+    p.add_argument("upstream")
+    p.add_argument("--conf_dir", default=CONF_DIR)
+    p.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "tag":
+            print(config_tag(args.upstream, args.conf_dir))
+        elif args.cmd == "list":
+            print("\n".join(available_names(args.conf_dir)))
+        elif args.cmd == "show":
+            print(yaml.safe_dump(load_config(args.upstream, args.conf_dir), sort_keys=False), end="")
+        elif args.cmd == "check":
+            import torch
+
+            up = build_upstream(load_config(args.upstream, args.conf_dir), args.device)
+            hs = up([torch.zeros(SAMPLE_RATE)])
+            print(f"{args.upstream}: {len(hs)} layers x {hs[0].shape[-1]} dims, {up.frame_rate:g} frames/s, "
+                  f"batch policy {up.cfg['batch']['policy']}")
+    except UpstreamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
