@@ -71,6 +71,29 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
 fi
 
 # ---- stage 2: upstream features -> dump/<tag>/<set> (issue 3) ----
+# <tag> = <upstream>_<hash of the config>: a changed config never reuses old features. Jobs that finished
+# are skipped on a rerun and unfinished ones redone; pooled_mean.scp appears only when the set is complete.
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+    upstream_conf=conf/upstream/${upstream}.yaml
+    tag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream)
+    if [ "${ngpu}" -gt 0 ]; then extract_cmd=${cuda_cmd}; else extract_cmd=${train_cmd}; fi
+    for x in ${sets}; do
+        dir=dump/${tag}/${x}
+        if [ -f "${dir}/pooled_mean.scp" ] && [ "${overwrite}" != true ]; then
+            log "Stage 2: ${dir} is complete, skipped (--overwrite true redoes it)"
+            continue
+        fi
+        if [ "${overwrite}" = true ]; then rm -rf "${dir}"; fi
+        log "Stage 2: ${upstream} features of data/${x} -> ${dir} (${nj} jobs, logs in ${dir}/log)"
+        mkdir -p "${dir}/log"
+        # shellcheck disable=SC2086
+        ${extract_cmd} --num_threads "${num_threads}" JOB=1:"${nj}" "${dir}/log/extract.JOB.log" \
+            ${python} -m etser.extract job --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
+                --nj "${nj}" --job JOB --ngpu "${ngpu}" --num_threads "${num_threads}"
+        ${python} -m etser.extract merge --config "${upstream_conf}" --name "${upstream}" \
+            --data "data/${x}" --dir "${dir}" --nj "${nj}"
+    done
+fi
 
 # ---- stage 3: downstream training (issue 4) ----
 

@@ -416,7 +416,7 @@ def _informative(scp_path: Path, limit: int = 64) -> bool:
 
 def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike, nj: int,
           name: str | None = None) -> dict:
-    """Join the jobs' tables into ``<dir>/*.scp``, ``utt2num_frames`` and ``meta.json``.
+    """Join the jobs' tables into ``<dir>/*.scp``, ``utt2num_frames``, ``meta.json`` and ``upstream.yaml``.
 
     Fails, writing nothing, when a job is unfinished or the utterances differ from ``wav.scp``'s.
     """
@@ -473,6 +473,11 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
         "versions": versions(),
         "config": cfg,
     }
+    import yaml
+
+    utmp = out_dir / "upstream.yaml.tmp"  # the config itself, for inference: load_config() / build_upstream()
+    utmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    os.replace(utmp, out_dir / "upstream.yaml")
     mtmp = out_dir / "meta.json.tmp"
     mtmp.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
     os.replace(mtmp, out_dir / "meta.json")
