@@ -56,6 +56,24 @@ if [ "$#" -ne 0 ]; then
     log "unexpected arguments: $*"; echo "${help_message}" >&2; exit 1
 fi
 
+# ---- one run.sh at a time per working directory: two would interleave writes to data/ dump/ exp/ ----
+# The lock is held until this script and every job it started have exited (they inherit fd 9).
+mkdir -p exp
+run_lock=exp/.run.lock
+if command -v flock >/dev/null 2>&1; then
+    exec 9>>"${run_lock}"
+    if ! flock -n 9; then
+        log "ERROR: another run.sh is already running in $(pwd) (${run_lock}):"
+        log "  $(cat "${run_lock}" 2>/dev/null || echo 'holder unknown')"
+        log "Wait for it to finish or stop it; this one changes nothing."
+        exit 1
+    fi
+    echo "pid $$ on $(hostname) since $(date '+%F %T'): $(tr '\0' ' ' 2>/dev/null < /proc/$$/cmdline || echo "$0")" \
+        > "${run_lock}"
+else
+    log "WARNING: flock not found: not guarding against a second run.sh in this directory"
+fi
+
 # ---- stage 1: EmotionTalk release -> Kaldi data dirs ----
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     if [ -z "${db_root}" ]; then

@@ -18,6 +18,8 @@ Options (``--name value``, ``--name=value``, dashes or underscores):
   --time T           time limit;     --partition P
   --max_jobs_run K   at most K tasks at once (the %K of --array)
 
+    utils/slurm.py flags [options]      # print the sbatch command the config gives for these options
+
 Environment: ETSER_SLURM_POLL_MAX (seconds between squeue polls at most, default 10),
 ETSER_SLURM_LOG_WAIT (seconds to wait for a finished task's log on a shared filesystem, default 30).
 See docs/slurm.md for the conf/slurm.conf grammar.
@@ -211,10 +213,24 @@ def wait_for(job_id: str) -> None:
         delay = min(poll_max, delay * 1.5)
 
 
+def print_flags(argv: list[str]) -> int:
+    """``slurm.py flags [options]``: print the sbatch command (shell-quoted) that the config gives for
+    the options, for scripts that submit by themselves (utils/submit_pipeline.sh)."""
+    try:
+        a = parse_launcher_args(argv + ["-", "-"], PROG)
+        print(shlex.join(SlurmConfig.load(a.options.get("config")).flags(a.options)))
+    except ValueError as e:
+        print(f"{PROG}: {e}" if not str(e).startswith(PROG) else e, file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip(), file=sys.stderr)
         return 0 if argv else 1
+    if argv[0] == "flags":
+        return print_flags(argv[1:])
     try:
         a = parse_launcher_args(argv, PROG)
         max_jobs = int_option(a.options, "max_jobs_run", None)
