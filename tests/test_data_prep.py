@@ -150,6 +150,12 @@ def test_outputs_of_a_small_release(tmp_path, capsys):
     assert stats in out
     assert "| train | G00002 G00004" in stats and "| Speech (utt2emo_audio) | 3 | 1 | 1 |" in stats
     assert re.search(r"stage 1: 5 utterances found, 5 kept, 0 excluded; [\d.]+ s", out)
+    write_utterance(db, "G00004_02_07_011", "sad", content=" 第一行\n第二\t行 ", fields={"text": {"content": None}})
+    rc, out, err = run_stage(capsys, db, tmp_path / "data")
+    assert rc == 0, err
+    # no Text content: the Audio one; line breaks and tabs become spaces; a table value has no outer spaces
+    utt2 = "S07-G00004_02_07_011"
+    assert read_table(train / "text_raw")[utt2] == "第一行 第二 行" and read_table(train / "text")[utt2] == "第一行 第二 行"
 
 
 def test_validate_data_dir_accepts_the_output(tmp_path, capsys):
