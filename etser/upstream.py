@@ -211,18 +211,32 @@ class _NoDownload(Exception):
     pass
 
 
-def _hub_entry(name: str):
-    """The S3PRL hub function ``name``; imports only the hubconf module defining it when it can be found
-    (``import s3prl.hub`` imports every upstream, which takes seconds), else the whole hub."""
+def _hubconf_module(name: str) -> str | None:
+    """The hubconf module that defines the S3PRL hub entry ``name``, found by reading source, not importing.
+
+    ``import s3prl.hub`` imports every upstream (seconds); its ``from ...hubconf import *`` lines are read in
+    order and the last module defining ``name`` wins, as it does there.  None when not found this way.
+    """
     spec = importlib.util.find_spec("s3prl")
     if spec is None:
         raise UpstreamError("S3PRL is not installed (pip install espnet-s3prl; see requirements.txt)")
+    root = Path(spec.submodule_search_locations[0])
+    hub_src = (root / "hub.py").read_text(encoding="utf-8", errors="replace")
     pattern = re.compile(rf"^def {re.escape(name)}\(", re.M)
-    for path in sorted(Path(spec.submodule_search_locations[0], "upstream").glob("*/hubconf.py")):
-        if pattern.search(path.read_text(encoding="utf-8", errors="replace")):
-            module = importlib.import_module(f"s3prl.upstream.{path.parent.name}.hubconf")
-            if callable(getattr(module, name, None)):
-                return getattr(module, name)
+    found = None
+    for module in re.findall(r"^from (s3prl\.upstream\.\w+\.hubconf) import \*", hub_src, re.M):
+        path = root.parent / (module.replace(".", "/") + ".py")
+        if path.is_file() and pattern.search(path.read_text(encoding="utf-8", errors="replace")):
+            found = module
+    return found
+
+
+def _hub_entry(name: str, module: str | None):
+    """The S3PRL hub function ``name`` (from ``module`` when known, else from the whole hub)."""
+    if module is not None:
+        fn = getattr(importlib.import_module(module), name, None)
+        if callable(fn):
+            return fn
     import s3prl.hub as hub
 
     if name.startswith("_") or not callable(getattr(hub, name, None)):
@@ -234,13 +248,13 @@ def _hub_entry(name: str):
 def _s3prl_entry(cfg: dict):
     """Call the S3PRL hub entry, turning any download attempt into a clear error."""
     name = cfg["name"]
-    entry = _hub_entry(name)
+    entry = _hub_entry(name, _hubconf_module(name))
     import s3prl.util.download as dl
 
     def refuse(url, dst, *args, **kwargs):
         raise _NoDownload(f"upstream {name}: the checkpoint {url} is not in S3PRL's cache. Download it and put it "
                           f"at {dst}, or give a local file as 'ckpt' with the matching *_local entry "
-                          "(nothing is fetched from the network)")
+                          f"(e.g. name: {name.split('_')[0]}_local) (nothing is fetched from the network)")
 
     kwargs = dict(cfg["args"])
     if cfg.get("ckpt"):
@@ -423,6 +437,8 @@ class Upstream:
 def build_upstream(cfg: dict | str | os.PathLike, device: str = "cpu") -> Upstream:
     """Build the model of a config (dict, path or name); checkpoint checks come first, no network."""
     cfg = load_config(cfg) if not isinstance(cfg, dict) else normalize_config(cfg)
+    if cfg["name"] and _hubconf_module(cfg["name"]) is None:
+        _hub_entry(cfg["name"], None)  # a name found only by importing the whole hub, or a clear error
     _check_ckpt(cfg)
     if cfg["factory"]:
         model = load_factory(cfg["factory"])(**cfg["args"])
