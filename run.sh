@@ -82,7 +82,7 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
         ${python} local/make_mini_corpus.py --out "${db_root}"
     fi
     log "Stage 1: data preparation from ${db_root} into data/{${sets// /,}}"
-    ${python} local/data_prep.py --db_root "${db_root}" --out data --strict "${strict}"
+    ${python} local/data_prep.py --db_root "${db_root}" --out data --strict "${strict}" --sets "${sets}"
     for x in ${sets}; do
         utils/validate_data_dir.sh "data/${x}"
     done

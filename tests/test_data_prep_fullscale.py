@@ -11,6 +11,7 @@ import importlib.util
 import io
 import os
 import re
+import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -48,7 +49,8 @@ def skeleton_run(meta_dir, tmp_path_factory):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = cli.main(["--db_root", str(db), "--out", str(data), "--strict", "true"])
     assert rc == 0, err.getvalue()[-2000:]
-    return data, out.getvalue(), read_meta(meta_dir)
+    yield data, out.getvalue(), read_meta(meta_dir)
+    shutil.rmtree(base, ignore_errors=True)  # ~100,000 files: don't leave them to pytest's tmp retention
 
 
 def test_split_sizes_speakers_and_no_exclusion(skeleton_run):
