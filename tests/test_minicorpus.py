@@ -260,6 +260,15 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         make_mini_corpus(tmp_path / "mini", scale=0.05, progress=False)
     assert list(tmp_path.iterdir()) == []
+    # an interrupted regeneration (other seed) keeps the complete corpus that was there
+    monkeypatch.setattr(minicorpus, "synthesize", real)
+    old = make_mini_corpus(tmp_path / "mini", seed=0, scale=0.05, progress=False)
+    monkeypatch.setattr(minicorpus, "synthesize", failing)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        make_mini_corpus(tmp_path / "mini", seed=1, scale=0.05, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["mini"]
+    assert minicorpus.is_complete(tmp_path / "mini", 0, 0.05) and read_marker(tmp_path / "mini") == old
 
 
 def test_stage1_reads_the_mini_corpus_strictly(mini_release, tmp_path):
