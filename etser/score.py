@@ -69,12 +69,13 @@ def quick_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> d
     return metrics_from_confusion(cm[None])[0] | {"num_utts": int(cm.sum())}
 
 
-def metrics_from_confusion(cm: np.ndarray) -> list[dict[str, float]]:
+def confusion_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
     """WA, UA, macro-F1, weighted-F1 of a stack of confusion matrices (B, C, C), rows = reference.
 
     Same conventions as :func:`compute_metrics`: UA over classes with references, macro-F1 over classes in
     the references or predictions.  Vectorised for the paired bootstrap (etser.results).
     """
+    cm = np.asarray(cm, dtype=np.float64)
     tp = np.diagonal(cm, axis1=1, axis2=2)
     support, predicted = cm.sum(2), cm.sum(1)
     total = support.sum(1)
@@ -82,12 +83,14 @@ def metrics_from_confusion(cm: np.ndarray) -> list[dict[str, float]]:
         recall = np.where(support > 0, tp / support, np.nan)
         denom = support + predicted
         f1 = np.where(denom > 0, 2 * tp / denom, np.nan)
-        wa = tp.sum(1) / total
-        ua = np.nanmean(recall, axis=1)
-        macro = np.nanmean(f1, axis=1)
-        weighted = np.nansum(f1 * support, axis=1) / total
-    return [{"wa": float(a), "ua": float(b), "macro_f1": float(c), "weighted_f1": float(d)}
-            for a, b, c, d in zip(wa, ua, macro, weighted)]
+        return {"wa": tp.sum(1) / total, "ua": np.nanmean(recall, axis=1), "macro_f1": np.nanmean(f1, axis=1),
+                "weighted_f1": np.nansum(f1 * support, axis=1) / total}
+
+
+def metrics_from_confusion(cm: np.ndarray) -> list[dict[str, float]]:
+    """:func:`confusion_metrics` as one dict of floats per confusion matrix."""
+    arrays = confusion_metrics(cm)
+    return [{k: float(v[i]) for k, v in arrays.items()} for i in range(len(arrays["wa"]))]
 
 
 def _none_nan(values) -> list:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import resource
 import shlex
 import shutil
@@ -298,6 +299,20 @@ def pick_device(ngpu: int) -> str:
     return "cuda"
 
 
+def device_name(device: str) -> str:
+    """``cuda: NVIDIA H100 80GB HBM3`` / ``cpu: <model name>`` for the environment section of RESULTS.md."""
+    if device != "cpu":
+        return f"cuda: {torch.cuda.get_device_name()}"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"cpu: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return f"cpu: {platform.machine()}"
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -387,8 +402,9 @@ def _train(conf, chash, meta, layers, num_layers, dim, task, data_dir, feats_dir
     LOG.info("%s %s", "resuming" if ckpts else "starting", command or "(no command line)")
     (exp_dir / "cmd").write_text(command + "\n")
     with open(exp_dir / "config.yaml", "w", encoding="utf-8") as f:
-        yaml.safe_dump({**conf, "device": device, "num_threads": num_threads, "config_hash": chash}, f,
-                       sort_keys=False)
+        env = {"torch": torch.__version__, "python": platform.python_version(), "device": device_name(device),
+               "num_threads": num_threads}
+        yaml.safe_dump({**conf, "config_hash": chash, "env": env}, f, sort_keys=False)
     (exp_dir / "feats_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     for name in ("upstream.yaml",):  # the upstream config the features came from, for inference
         src = feats_dir / conf["train_set"] / name

@@ -1,0 +1,318 @@
+"""Stage 5: ``exp/RESULTS.md`` from every scored experiment, and the paired bootstrap test.
+
+    python -m etser.results [--exp exp] [--out exp/RESULTS.md] [--set test]
+    python -m etser.results bootstrap SYSTEM_A SYSTEM_B [--set test] [--num_samples 10000] [--seed 0]
+
+RESULTS.md has one table per metric in the seeds' shape: rows upstream x head, columns Speech(Four),
+Multi(Four), Speech(All), Multi(All) and their Mean; each cell the mean ± sample std over seeds.  It is
+generated from ``exp/<tag>/<head>/<task>/seed<N>/decode_<set>/metrics.json`` and never typed by hand.
+
+A SYSTEM for the bootstrap is an exp dir of one seed (``.../seed1``) or of a task (``.../speech_four``: all
+its seeds, the statistic being the mean over seeds, as in the tables).  Both systems must have scored the
+same utterances with the same references.  Each of ``num_samples`` resamples draws the utterances with
+replacement (the same draw for both systems) and computes the metric difference A - B; the 95% interval is
+the 2.5/97.5 percentiles of those differences, and the two-sided p-value the share of resampled
+differences at least as far from the observed one as the observed one is from 0 (the null distribution
+is the bootstrap distribution shifted to 0), with +1 smoothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import yaml
+
+from etser.score import METRIC_NAMES, confusion_metrics, read_predictions
+from etser.tasks import SEED_TASKS, get_task
+
+DEFINITIONS = {
+    "ua": "UA (unweighted accuracy) = mean over classes of recall (correct / reference utterances of the class), "
+          "over the classes present in the test references; = balanced accuracy.",
+    "wa": "WA (weighted accuracy) = correct / all test utterances (plain accuracy).",
+    "macro_f1": "macro-F1 = unweighted mean of per-class F1 over the classes in the references or predictions "
+                "(a class never predicted has F1 0 and counts).",
+    "weighted_f1": "weighted-F1 = per-class F1 weighted by the number of reference utterances of the class "
+                   "(the official EmotionTalk metric).",
+}
+TABLE_ORDER = ("ua", "wa", "macro_f1", "weighted_f1")
+
+
+# ---------------------------------------------------------------- collecting
+
+def find_metrics(exp_root: Path, set_name: str = "test") -> list[dict]:
+    """Every ``decode_<set>/metrics.json`` under ``exp_root`` with its exp dir, sorted by path."""
+    found = []
+    for path in sorted(Path(exp_root).glob(f"*/*/*/seed*/decode_{set_name}/metrics.json")):
+        try:
+            m = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); rerun stage 4 for {path.parent.parent}") from None
+        missing = [k for k in (*METRIC_NAMES, "task", "head", "seed", "tag") if k not in m]
+        if missing:
+            raise ValueError(f"{path}: lacks {', '.join(missing)}; rerun stage 4 for {path.parent.parent}")
+        m["exp_dir"] = str(path.parent.parent)
+        found.append(m)
+    return found
+
+
+def _cell(values: Sequence[float], n_expected: int) -> str:
+    v = 100 * np.asarray(values, dtype=float)
+    text = f"{v.mean():.2f}" if len(v) == 1 else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+    return text + (f" (n={len(v)})" if len(v) != n_expected else "")
+
+
+def summarize(metrics: list[dict]) -> tuple[dict, list[str], list[tuple[str, str]]]:
+    """{(tag, head): {task: [metrics of each seed]}}, task columns, row keys."""
+    table: dict = defaultdict(lambda: defaultdict(list))
+    for m in metrics:
+        table[(m["tag"], m["head"])][m["task"]].append(m)
+    tasks = {t for row in table.values() for t in row}
+    columns = [t for t in SEED_TASKS if t in tasks] + sorted(tasks - set(SEED_TASKS))
+    rows = sorted(table)
+    return table, columns, rows
+
+
+def metric_table(table: dict, columns: list[str], rows: list, metric: str) -> list[str]:
+    n_expected = max((len(v) for row in table.values() for v in row.values()), default=1)
+    titles = [get_task(t).title() for t in columns]
+    has_mean = all(t in columns for t in SEED_TASKS)
+    head = ["Upstream (tag)", "Head", *titles] + (["Mean"] if has_mean else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for tag, head_name in rows:
+        cells, means = [], []
+        for t in columns:
+            runs = table[(tag, head_name)].get(t, [])
+            cells.append(_cell([r[metric] for r in runs], n_expected) if runs else "–")
+            if t in SEED_TASKS and runs:
+                means.append(np.mean([r[metric] for r in runs]))
+        if has_mean:
+            cells.append(f"{100 * np.mean(means):.2f}" if len(means) == len(SEED_TASKS) else "–")
+        upstream = table[(tag, head_name)][next(iter(table[(tag, head_name)]))][0].get("upstream", tag)
+        lines.append(f"| {upstream} (`{tag}`) | {head_name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def environment(metrics: list[dict]) -> list[str]:
+    """torch / s3prl versions and devices from the exp dirs' config.yaml and feats_meta.json."""
+    feats, training = set(), set()
+    for m in metrics:
+        exp = Path(m["exp_dir"])
+        try:
+            conf = yaml.safe_load((exp / "config.yaml").read_text()) or {}
+        except OSError:
+            conf = {}
+        env = conf.get("env") or {}
+        if env:
+            training.add(f"torch {env.get('torch')}, Python {env.get('python')}, {env.get('device')}, "
+                         f"{env.get('num_threads')} thread(s)")
+        try:
+            meta = json.loads((exp / "feats_meta.json").read_text())
+        except (OSError, ValueError):
+            continue
+        v = meta.get("versions") or {}
+        s3prl = v.get("espnet-s3prl") or v.get("s3prl") or meta.get("s3prl_version")
+        feats.add(f"`{m['tag']}`: torch {v.get('torch', meta.get('torch_version'))}, S3PRL {s3prl}, "
+                  f"extracted on {', '.join(meta.get('devices') or ['?'])}")
+    lines = ["## Environment", ""]
+    lines += [f"- features {x}" for x in sorted(feats)] or ["- features: (no feats_meta.json found)"]
+    lines += [f"- training: {x}" for x in sorted(training)] or ["- training: (no config.yaml env found)"]
+    return lines
+
+
+# ---------------------------------------------------------------- paired bootstrap
+
+def _system_predictions(system: Path, set_name: str) -> tuple[list[Path], list[str], list[str], np.ndarray, list[str]]:
+    """Seed dirs of a system and (utts, refs, preds (S, N) class ids, classes); checks they agree."""
+    system = Path(system)
+    seeds = [system] if (system / f"decode_{set_name}").is_dir() else sorted(system.glob("seed*"))
+    seeds = [s for s in seeds if (s / f"decode_{set_name}" / "predictions.txt").is_file()]
+    if not seeds:
+        raise FileNotFoundError(f"{system}: no decode_{set_name}/predictions.txt (in it or its seed*/): run stage 4")
+    utts = refs = classes = None
+    preds = []
+    for s in seeds:
+        path = s / f"decode_{set_name}" / "predictions.txt"
+        u, r, p, _, c = read_predictions(path)
+        if utts is None:
+            utts, refs, classes = u, r, c
+        elif (u, r, c) != (utts, refs, classes):
+            raise ValueError(f"{path}: utterances, references or classes differ from {seeds[0]}")
+        ids = {x: i for i, x in enumerate(c)}
+        preds.append([ids[x] for x in p])
+    return seeds, utts, refs, np.asarray(preds, dtype=np.int64), classes
+
+
+def _resampled_metrics(ref: np.ndarray, preds: np.ndarray, num_classes: int, draws: np.ndarray) -> dict:
+    """Mean over seeds of each metric, for each row of ``draws`` (B, N) utterance indices."""
+    out = defaultdict(lambda: 0.0)
+    b = np.arange(len(draws))[:, None]
+    for p in preds:
+        codes = (b * num_classes + ref[draws]) * num_classes + p[draws]
+        cm = np.bincount(codes.ravel(), minlength=len(draws) * num_classes ** 2)
+        for k, v in confusion_metrics(cm.reshape(len(draws), num_classes, num_classes)).items():
+            out[k] = out[k] + v / len(preds)
+    return dict(out)
+
+
+def paired_bootstrap(system_a: Path, system_b: Path, set_name: str = "test", metrics: Sequence[str] = ("ua", "macro_f1"),
+                     num_samples: int = 10000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Differences A - B with bootstrap CI and p-value per metric (see the module docstring)."""
+    seeds_a, utts, refs, preds_a, classes = _system_predictions(system_a, set_name)
+    seeds_b, utts_b, refs_b, preds_b, classes_b = _system_predictions(system_b, set_name)
+    if (utts, refs, classes) != (utts_b, refs_b, classes_b):
+        raise ValueError(f"{system_a} and {system_b} were not scored on the same {set_name} utterances with the "
+                         "same references and classes: a paired test needs that")
+    ids = {c: i for i, c in enumerate(classes)}
+    ref = np.asarray([ids[r] for r in refs], dtype=np.int64)
+    n, c = len(ref), len(classes)
+    observed = {name: _resampled_metrics(ref, p, c, np.arange(n)[None]) for name, p in (("a", preds_a), ("b", preds_b))}
+    rng = np.random.default_rng(seed)
+    deltas = defaultdict(list)
+    chunk = max(1, min(num_samples, 2_000_000 // max(n, 1)))
+    done = 0
+    while done < num_samples:
+        k = min(chunk, num_samples - done)
+        draws = rng.integers(0, n, size=(k, n))
+        ma, mb = _resampled_metrics(ref, preds_a, c, draws), _resampled_metrics(ref, preds_b, c, draws)
+        for m in metrics:
+            deltas[m].append(ma[m] - mb[m])
+        done += k
+    result = {"set": set_name, "num_utts": n, "num_samples": num_samples, "seed": seed, "alpha": alpha,
+              "a": {"system": str(system_a), "seeds": len(seeds_a)}, "b": {"system": str(system_b), "seeds": len(seeds_b)},
+              "metrics": {}}
+    for m in metrics:
+        d = np.concatenate(deltas[m])
+        obs = float(observed["a"][m][0] - observed["b"][m][0])
+        finite = d[np.isfinite(d)]
+        lo, hi = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        p = (1 + np.sum(np.abs(finite - obs) >= abs(obs))) / (len(finite) + 1)
+        result["metrics"][m] = {"a": float(observed["a"][m][0]), "b": float(observed["b"][m][0]), "delta": obs,
+                                "ci": [float(lo), float(hi)], "p": float(p), "significant": bool(p < alpha)}
+    return result
+
+
+def bootstrap_lines(res: dict) -> list[str]:
+    conf = int(round(100 * (1 - res["alpha"])))
+    lines = [f"| metric | A | B | A − B | {conf}% CI | p | significant (p < {res['alpha']}) |",
+             "|---|---|---|---|---|---|---|"]
+    for m, r in res["metrics"].items():
+        lines.append(f"| {METRIC_NAMES[m]} | {100 * r['a']:.2f} | {100 * r['b']:.2f} | {100 * r['delta']:+.2f} | "
+                     f"[{100 * r['ci'][0]:+.2f}, {100 * r['ci'][1]:+.2f}] | {r['p']:.4f} | "
+                     f"{'yes' if r['significant'] else 'no'} |")
+    return lines
+
+
+# ---------------------------------------------------------------- RESULTS.md
+
+def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples: int = 10000, seed: int = 0) -> str:
+    metrics = find_metrics(exp_root, set_name)
+    if not metrics:
+        raise FileNotFoundError(f"no {exp_root}/<tag>/<head>/<task>/seed<N>/decode_{set_name}/metrics.json: "
+                                "run stages 3 and 4 first")
+    table, columns, rows = summarize(metrics)
+    seeds = sorted({m["seed"] for m in metrics})
+    lines = ["# Results", "",
+             f"Generated by `python -m etser.results` from {len(metrics)} `decode_{set_name}/metrics.json` under "
+             f"`{exp_root}/` on {time.strftime('%Y-%m-%d %H:%M')}; do not edit by hand.", "",
+             f"Set: **{set_name}**. Each cell: mean ± sample standard deviation over seeds ({', '.join(map(str, seeds))}"
+             "; `(n=k)` where a cell has fewer), in percent. The best epoch of each run was chosen on val "
+             "(see each exp dir's config.yaml `select_metric`); nothing is chosen on test. Mean: mean of the "
+             "four seed columns. Speech = audio-modality labels (`utt2emo_audio`), Multi = multimodal labels "
+             "(`utt2emo_multi`); Four = neutral, happy, sad, angry; All = the 7 classes.", ""]
+    for metric in TABLE_ORDER:
+        lines += [f"## {METRIC_NAMES[metric]}", ""] + metric_table(table, columns, rows, metric)
+        lines += ["", DEFINITIONS[metric], ""]
+    lines += ["## Significance (paired bootstrap)", ""]
+    lines += _significance(table, columns, rows, set_name, num_samples, seed)
+    lines += [""] + environment(metrics) + [""]
+    text = "\n".join(lines)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    return text
+
+
+def _significance(table, columns, rows, set_name, num_samples, seed) -> list[str]:
+    lines = [f"Per column, the two systems (upstream × head) with the best mean UA, compared on the same {set_name} "
+             f"utterances: {num_samples} resamples (seed {seed}), the statistic being the mean over each system's "
+             "seeds. `python -m etser.results bootstrap A B` compares any two.", ""]
+    compared = 0
+    for t in columns:
+        ranked = sorted(((np.mean([r["ua"] for r in table[row][t]]), row) for row in rows if t in table[row]),
+                        reverse=True)
+        if len(ranked) < 2:
+            continue
+        (_, a), (_, b) = ranked[:2]
+        dirs = [Path(table[x][t][0]["exp_dir"]).parent for x in (a, b)]
+        try:
+            res = paired_bootstrap(dirs[0], dirs[1], set_name, num_samples=num_samples, seed=seed)
+        except (ValueError, FileNotFoundError) as e:
+            lines += [f"{get_task(t).title()}: not compared ({e})", ""]
+            continue
+        lines += [f"**{get_task(t).title()}**: A = {a[1]} on `{a[0]}` ({res['a']['seeds']} seed(s)), "
+                  f"B = {b[1]} on `{b[0]}` ({res['b']['seeds']} seed(s)), {res['num_utts']} utterances", ""]
+        lines += bootstrap_lines(res) + [""]
+        compared += 1
+    if not compared:
+        lines.append("Only one system per column so far: nothing to compare.")
+    return lines
+
+
+# ---------------------------------------------------------------- command line
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bootstrap":
+        ap = argparse.ArgumentParser(prog="python -m etser.results bootstrap",
+                                     description="paired bootstrap test between two systems on the same set")
+        ap.add_argument("system_a", type=Path, help="exp dir of one seed, or of a task (all its seed*/)")
+        ap.add_argument("system_b", type=Path)
+        ap.add_argument("--set", default="test")
+        ap.add_argument("--metrics", default="ua macro_f1", help=f"space-separated, of {' '.join(METRIC_NAMES)}")
+        ap.add_argument("--num_samples", type=int, default=10000)
+        ap.add_argument("--seed", type=int, default=0)
+        ap.add_argument("--alpha", type=float, default=0.05)
+        a = ap.parse_args(argv[1:])
+        bad = [m for m in a.metrics.split() if m not in METRIC_NAMES]
+        if bad:
+            ap.error(f"unknown metric(s) {' '.join(bad)}")
+        try:
+            res = paired_bootstrap(a.system_a, a.system_b, a.set, a.metrics.split(), a.num_samples, a.seed, a.alpha)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"paired bootstrap on {res['set']}: {res['num_utts']} utterances, {res['num_samples']} resamples, "
+              f"seed {res['seed']}\nA = {res['a']['system']} ({res['a']['seeds']} seed(s))\n"
+              f"B = {res['b']['system']} ({res['b']['seeds']} seed(s))\n")
+        print("\n".join(bootstrap_lines(res)))
+        return 0
+    ap = argparse.ArgumentParser(prog="python -m etser.results", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--exp", type=Path, default=Path("exp"), help="experiment root (default: exp)")
+    ap.add_argument("--out", type=Path, default=None, help="default: <exp>/RESULTS.md")
+    ap.add_argument("--set", default="test")
+    ap.add_argument("--num_samples", type=int, default=10000, help="bootstrap resamples for the significance section")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    out = a.out or a.exp / "RESULTS.md"
+    t0 = time.monotonic()
+    try:
+        text = write_results(a.exp, out, a.set, a.num_samples, a.seed)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    ua = text.split("## UA", 1)[1].split("\n\n", 2)[1]
+    print(f"{out}: {text.count(chr(10))} lines in {time.monotonic() - t0:.1f} s; UA on {a.set}:\n{ua}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
