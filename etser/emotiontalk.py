@@ -53,7 +53,7 @@ NUM_GROUPS = 15
 # Label source (suffix of utt2emo_<source>) -> the release's folder name.
 MODALITY_FOLDERS = {"audio": "Audio", "text": "Text", "video": "Video", "multi": "Multimodal"}
 MODALITIES = tuple(sorted(set(LABEL_SOURCES.values())))  # audio, multi, text, video
-# Folder names accepted for a modality (compared lowercased, without non-letters).
+# Folder names accepted for a modality (lowercased, non-letters dropped), alone or as one word of the name.
 _MODALITY_ALIASES = {"audio": "audio", "speech": "audio", "text": "text", "video": "video", "visual": "video",
                      "multimodal": "multi", "multi": "multi"}
 SOURCE_TITLES = {"audio": "Speech (utt2emo_audio)", "multi": "Multi (utt2emo_multi)",
@@ -116,7 +116,12 @@ class Release:
 
 
 def _modality_of(name: str) -> str | None:
-    return _MODALITY_ALIASES.get(re.sub(r"[^a-z]", "", name.lower()))
+    """'Audio', 'multi-modal', 'EmotionTalk_Video' -> the modality; None when none or ambiguous."""
+    words = re.findall(r"[a-z]+", name.lower())
+    if "".join(words) in _MODALITY_ALIASES:
+        return _MODALITY_ALIASES["".join(words)]
+    hits = {_MODALITY_ALIASES[w] for w in words if w in _MODALITY_ALIASES}
+    return hits.pop() if len(hits) == 1 else None
 
 
 def find_release(db_root: str | os.PathLike) -> Release:
@@ -478,6 +483,9 @@ def format_stats(release: Release, sets: dict[str, list[Utterance]],
     found = ", ".join(f"{MODALITY_FOLDERS[m]} ({', '.join(sorted(release.folders[m]))})" for m in modalities)
     out = ["# EmotionTalk data preparation (stage 1)", "",
            f"Release: `{release.root}`; modality folders found: {found}.", "",
+           "Speaker `S<ss>` comes from the file name `G<ggggg>_<dd>_<ss>_<ttt>`; a JSON `speaker_id` that names "
+           "another speaker excludes the utterance. Audio is referenced in place at its own rate and channels "
+           "(resampled when read, in stage 2).", "",
            "## Splits", ""]
     rows = []
     for s, utts in sets.items():

@@ -179,6 +179,8 @@ def test_harmless_quirks_are_silent(tmp_path, capsys):
     (db / "__MACOSX" / "Audio" / "json").mkdir(parents=True)
     (db / "__MACOSX" / "Audio" / "json" / "._G00002_01_05_001.json").write_bytes(b"\x00junk")
     (db / ".DS_Store").write_bytes(b"\x00")
+    (db / "Video").rename(db / "EmotionTalk_Video")  # a tar named after the corpus too
+    (db / "Multimodal").rename(db / "multi-modal")
     rc, out, err = run_stage(capsys, db, tmp_path / "out dir")
     assert rc == 0, err
     assert "WARNING" not in err and "ERROR" not in err
