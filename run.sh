@@ -114,9 +114,69 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
 fi
 
 # ---- stage 3: downstream training (issue 4) ----
+# One training per head x task x seed into exp/<tag>/<head>/<task>/seed<N>/, listed in a job file and shared
+# out among ${nj} jobs (each runs its lines in one process). Finished trainings are skipped, killed ones
+# resume from their last epoch checkpoint; --overwrite true retrains.
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+    tag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream)
+    feats_dir=dump/${tag}
+    for x in train val; do
+        if [ ! -f "${feats_dir}/${x}/pooled_mean.scp" ]; then
+            log "Stage 3: ${feats_dir}/${x} has no features: run stage 2 for --upstream ${upstream} first"; exit 1
+        fi
+    done
+    if ! ${python} -c "import json, sys; sys.exit(0 if json.load(open('${feats_dir}/train/meta.json')).get('pooled_stats_informative', True) else 1)"; then
+        log "WARNING: the pooled statistics of ${tag} are the same for every utterance (per-utterance CMVN):" \
+            "pooled heads (superb, paper) cannot learn from them; use --upstream fbank_no_cmvn, or frames with --heads attentive"
+    fi
+    mkdir -p "exp/${tag}/log"
+    train_jobs=exp/${tag}/train_jobs.txt
+    : > "${train_jobs}"
+    for head in ${heads}; do
+        [ -f "conf/train/${head}.yaml" ] || { log "Stage 3: no conf/train/${head}.yaml"; exit 1; }
+        for task in ${tasks}; do
+            for seed in ${seeds}; do
+                echo "--config conf/train/${head}.yaml --task ${task} --seed ${seed} --data_dir data" \
+                     "--feats_dir ${feats_dir} --exp_dir exp/${tag}/${head}/${task}/seed${seed}" \
+                     "--ngpu ${ngpu} --num_threads ${num_threads} --overwrite ${overwrite}" >> "${train_jobs}"
+            done
+        done
+    done
+    n=$(wc -l < "${train_jobs}"); train_nj=$(( n < nj ? n : nj ))
+    log "Stage 3: ${n} trainings (heads: ${heads}; tasks: ${tasks}; seeds: ${seeds}) on ${feats_dir} in ${train_nj} jobs, logs exp/${tag}/log/train.*.log"
+    if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
+    # shellcheck disable=SC2086
+    ${job_cmd} --num_threads "${num_threads}" JOB=1:"${train_nj}" "exp/${tag}/log/train.JOB.log" \
+        ${python} -m etser.train --job_list "${train_jobs}" --job JOB --num_jobs "${train_nj}"
+fi
 
 # ---- stage 4: scoring (issue 4) ----
+# Best checkpoint of every training on val and test -> exp/<tag>/<head>/<task>/seed<N>/decode_{val,test}/.
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+    tag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream)
+    mkdir -p "exp/${tag}/log"
+    score_jobs=exp/${tag}/score_jobs.txt
+    : > "${score_jobs}"
+    for head in ${heads}; do
+        for task in ${tasks}; do
+            for seed in ${seeds}; do
+                echo "--sets 'val test' --ngpu ${ngpu} exp/${tag}/${head}/${task}/seed${seed}" >> "${score_jobs}"
+            done
+        done
+    done
+    n=$(wc -l < "${score_jobs}"); score_nj=$(( n < nj ? n : nj ))
+    log "Stage 4: scoring ${n} trainings of exp/${tag} on val and test in ${score_nj} jobs, logs exp/${tag}/log/score.*.log"
+    if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
+    # shellcheck disable=SC2086
+    ${job_cmd} --num_threads "${num_threads}" JOB=1:"${score_nj}" "exp/${tag}/log/score.JOB.log" \
+        ${python} -m etser.score --job_list "${score_jobs}" --job JOB --num_jobs "${score_nj}"
+fi
 
 # ---- stage 5: results (issue 4) ----
+# exp/RESULTS.md from every exp/*/*/*/seed*/decode_test/metrics.json (all upstreams and heads so far).
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+    log "Stage 5: exp/RESULTS.md from all scored experiments under exp/"
+    ${python} -m etser.results --exp exp --out exp/RESULTS.md
+fi
 
 log "Successfully finished stages ${stage}-${stop_stage}"

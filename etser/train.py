@@ -402,7 +402,7 @@ def _train(conf, chash, meta, layers, num_layers, dim, task, data_dir, feats_dir
     LOG.info("%s %s", "resuming" if ckpts else "starting", command or "(no command line)")
     (exp_dir / "cmd").write_text(command + "\n")
     with open(exp_dir / "config.yaml", "w", encoding="utf-8") as f:
-        env = {"torch": torch.__version__, "python": platform.python_version(), "device": device_name(device),
+        env = {"torch": str(torch.__version__), "python": platform.python_version(), "device": device_name(device),
                "num_threads": num_threads}
         yaml.safe_dump({**conf, "config_hash": chash, "env": env}, f, sort_keys=False)
     (exp_dir / "feats_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -463,8 +463,9 @@ def _train(conf, chash, meta, layers, num_layers, dim, task, data_dir, feats_dir
     y_train = torch.as_tensor(tr.labels, device=device)
     bs, patience = int(conf["batch_size"]), conf["patience"]
     stopped_early = patience is not None and state["bad_epochs"] >= patience
+    interactive = sys.stderr.isatty()  # job logs get a line every 30 s, not a carriage-return stream
     bar = tqdm(total=conf["max_epochs"], initial=state["epoch"], desc=f"train {exp_dir}", unit="epoch",
-               file=sys.stderr, mininterval=2, leave=False)
+               file=sys.stderr, mininterval=0.5 if interactive else 30, leave=False, dynamic_ncols=interactive)
     for epoch in range(state["epoch"] + 1, conf["max_epochs"] + 1):
         if stopped_early:
             break
