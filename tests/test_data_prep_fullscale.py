@@ -6,13 +6,13 @@ The skeleton (19,250 utterances, four JSON each, tiny audio) is built once per s
 from __future__ import annotations
 
 import contextlib
-import csv
 import importlib.util
 import io
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -36,10 +36,21 @@ TABLES = ("wav.scp", "utt2spk", "text", "text_raw", "utt2emo_audio", "utt2emo_mu
           "utt2emo_video", "utt2sentiment", "utt2caption", "utt2dur")
 
 
+def scratch_dir(tmp_path_factory) -> Path:
+    """A fresh folder for ~100,000 small files: in RAM (/dev/shm) when it has room, else pytest's tmp.
+
+    Creating and removing that many files on a busy shared disk takes minutes; in tmpfs, seconds.
+    """
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 2 * 2**30:
+        return Path(tempfile.mkdtemp(prefix="etser_fullscale_", dir=shm))
+    return tmp_path_factory.mktemp("fullscale")
+
+
 @pytest.fixture(scope="session")
 def skeleton_run(meta_dir, tmp_path_factory):
     """(data dir, stdout of local/data_prep.py, meta rows) for the skeleton, built and prepared once."""
-    base = tmp_path_factory.mktemp("fullscale")
+    base = scratch_dir(tmp_path_factory)
     db, data = base / "EmotionTalk", base / "data"
     assert build_skeleton_from_meta(meta_dir, db) == 19250
     spec = importlib.util.spec_from_file_location("data_prep_cli", ROOT / "local" / "data_prep.py")
