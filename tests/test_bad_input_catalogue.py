@@ -1,0 +1,216 @@
+"""The bad-input catalogue (issue 5, docs/bad_input.md): what a user sees from ./run.sh for each kind of damaged
+or wrong input.  One release holds every damaged utterance; the recipe runs on it once (stages 1-2, from a
+working directory and a release whose paths contain spaces) and each test checks one entry's message and
+outcome.  Errors that stop the recipe (upstream, checkpoint, stage order) get runs of their own.
+
+The stage-1 unit tests (tests/test_data_prep.py) cover each exclusion rule in detail; here it is the whole
+recipe from the user's side: the message on the console, the ``excluded`` entry, and the later stages going on
+without the bad utterance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile as sf
+
+from etser.datadir import read_table
+from tests.helpers_faults import make_workdir, run_recipe
+from tests.helpers_release import write_utterance
+
+UPSTREAM = ("--upstream", "fbank_no_cmvn", "--nj", "1")
+GOOD = {"G00002_01_05_001": "happy", "G00002_01_06_002": "sad", "G00004_01_07_001": "angry",
+        "G00004_01_08_002": "neutral", "G00001_01_01_001": "happy", "G00001_01_02_002": "sad",
+        "G00003_01_20_001": "angry", "G00003_01_21_002": "neutral"}
+
+
+def wav(seconds=0.5, rate=16000, channels=1, subtype="PCM_16", freq=200.0) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    x = (0.3 * np.sin(2 * np.pi * freq * t) * np.linspace(0.2, 1.0, t.size)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, np.repeat(x[:, None], channels, axis=1), rate, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+# uid -> (what is wrong, write_utterance arguments); all in group G00005 (train), speaker 09
+CASES = {
+    "missing wav": ("G00005_01_09_001", dict(wav=None)),
+    "truncated wav": ("G00005_01_09_002", dict(wav=wav()[:-400])),
+    "empty wav (0 bytes)": ("G00005_01_09_003", dict(wav=b"")),
+    "empty wav (0 samples)": ("G00005_01_09_004", dict(wav=wav(0.0))),
+    "unparseable JSON": ("G00005_01_09_005", dict(raw_json={"text": b'{"emotion_result": "happy",'})),
+    "JSON with BOM": ("G00005_01_09_006", dict(bom=True)),
+    "._ debris": ("G00005_01_09_007", dict(macos_debris=True)),
+    "unknown label": ("G00005_01_09_008", dict(labels={"audio": "happy", "text": "happy", "video": "bored",
+                                                       "multi": "happy"})),
+    "duplicate uid": ("G00005_01_09_009", dict(wav_extra=("Audio/more/wav",))),
+    "JSON without label": ("G00005_01_09_010", dict(fields={"multi": {"emotion_result": None}})),
+    "8 kHz 8-bit": ("G00005_01_09_011", dict(wav=wav(rate=8000, subtype="PCM_U8", freq=300))),
+    "48 kHz 24-bit stereo": ("G00005_01_09_012", dict(wav=wav(rate=48000, channels=2, subtype="PCM_24",
+                                                              freq=400))),
+    "44.1 kHz float stereo": ("G00005_01_09_013", dict(wav=wav(rate=44100, channels=2, subtype="FLOAT",
+                                                               freq=500))),
+}
+
+
+def utt(uid: str) -> str:
+    return f"S{uid.split('_')[2]}-{uid}"
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    top = tmp_path_factory.mktemp("catalogue")
+    db = top / "EmotionTalk release"
+    for i, (uid, label) in enumerate(GOOD.items()):
+        write_utterance(db, uid, label, wav=wav(freq=150.0 + 40 * i))
+    for uid, kwargs in CASES.values():
+        kwargs = dict(kwargs)
+        kwargs.setdefault("wav", wav(freq=250.0))
+        write_utterance(db, uid, kwargs.pop("labels", "happy"), **kwargs)
+    w = make_workdir(top / "my experiments")
+    r = run_recipe(w, "--db_root", db, "--stop_stage", 2, *UPSTREAM)
+    assert r.returncode == 0, r.stderr[-4000:]
+    [tag] = list((w / "dump").iterdir())
+    with contextlib.chdir(w):  # the scp names its arks relative to the working directory
+        feats = {k: np.array(v) for k, v in kaldiio.load_scp(str(tag / "train" / "pooled_mean.scp")).items()}
+    return {"dir": w, "db": db, "stdout": r.stdout, "stderr": r.stderr, "feats": feats, "tag": tag}
+
+
+def warning(recipe, uid: str) -> str:
+    """The console line about uid (the one the user reads)."""
+    lines = [line for line in recipe["stderr"].splitlines() if f"excluding {uid}:" in line]
+    assert len(lines) == 1, f"expected one warning about {uid}, got {lines}"
+    return lines[0][lines[0].index("WARNING:"):]
+
+
+def excluded(recipe, uid: str) -> tuple[str, str]:
+    """(file, reason) of uid's line in data/train/excluded."""
+    rows = [line.split("\t") for line in (recipe["dir"] / "data/train/excluded").read_text().splitlines()]
+    [(file, why)] = [(f, w) for u, f, w in rows if u == uid]
+    return file, why
+
+
+def assert_excluded(recipe, case: str, reason: str, message: str, file_part: str) -> None:
+    uid = CASES[case][0]
+    line = warning(recipe, uid)
+    assert f"WARNING: excluding {uid}: {reason}: " in line and message in line, line
+    file, why = excluded(recipe, uid)
+    assert why.startswith(f"{reason}: ") and message in why
+    assert file_part in file and file in line  # the file is named, on the console and in the list
+    assert utt(uid) not in read_table(recipe["dir"] / "data/train/utt2spk")
+    assert utt(uid) not in recipe["feats"]  # and the later stages go on without it
+
+
+def assert_kept_quietly(recipe, case: str) -> None:
+    uid = CASES[case][0]
+    assert uid not in recipe["stderr"]
+    assert utt(uid) in read_table(recipe["dir"] / "data/train/utt2spk")
+    assert np.isfinite(recipe["feats"][utt(uid)]).all()
+
+
+def test_summary_counts_every_exclusion(recipe):
+    assert ("WARNING: 8 utterance(s) excluded (bad JSON: 1, duplicate uid: 1, empty audio: 1, missing audio: 1, "
+            "no label: 1, truncated audio: 1, unknown label: 1, unreadable audio: 1); see data/excluded"
+            in recipe["stderr"])
+    assert "stage 1: 21 utterances found, 13 kept, 8 excluded" in recipe["stdout"]
+
+
+def test_missing_wav(recipe):
+    assert_excluded(recipe, "missing wav", "missing audio", "no WAV for this utterance (its JSON names "
+                    "'G00005/G00005_01/G00005_01_09/G00005_01_09_001.wav')", "G00005_01_09_001.wav")
+
+
+def test_truncated_wav(recipe):
+    n = len(wav()) - 44
+    assert_excluded(recipe, "truncated wav", "truncated audio",
+                    f"the WAV header declares {n} bytes of samples but the file holds {n - 400}",
+                    "G00005_01_09_002.wav")
+
+
+def test_empty_wav(recipe):
+    assert_excluded(recipe, "empty wav (0 bytes)", "unreadable audio", "Format not recognised",
+                    "G00005_01_09_003.wav")
+    assert_excluded(recipe, "empty wav (0 samples)", "empty audio", "the file holds 0 samples",
+                    "G00005_01_09_004.wav")
+
+
+def test_unparseable_json(recipe):
+    assert_excluded(recipe, "unparseable JSON", "bad JSON", "Text JSON does not parse: Expecting property name",
+                    "Text/json/G00005/G00005_01/G00005_01_09/G00005_01_09_005.json")
+
+
+def test_json_with_bom_is_read_quietly(recipe):
+    assert_kept_quietly(recipe, "JSON with BOM")
+
+
+def test_macos_debris_is_ignored_quietly(recipe):
+    assert list(Path(recipe["db"]).rglob("._G00005_01_09_007.json"))
+    assert "._" not in recipe["stderr"]
+    assert_kept_quietly(recipe, "._ debris")
+
+
+def test_unknown_emotion_label(recipe):
+    assert_excluded(recipe, "unknown label", "unknown label", "Video JSON emotion_result 'bored' is not one of "
+                    "neutral, happy, sad, angry, surprised, disgusted, fearful", "Video/json/")
+
+
+def test_duplicate_uid(recipe):
+    assert_excluded(recipe, "duplicate uid", "duplicate uid", "WAV found 2 times: ", "G00005_01_09_009.wav")
+    assert "Audio/more/wav/G00005/G00005_01/G00005_01_09/G00005_01_09_009.wav" in warning(recipe, "G00005_01_09_009")
+
+
+def test_json_without_label(recipe):
+    assert_excluded(recipe, "JSON without label", "no label", "Multimodal JSON has no emotion_result",
+                    "Multimodal/json/")
+
+
+def test_paths_with_spaces(recipe):
+    assert " " in str(recipe["dir"]) and " " in str(recipe["db"])
+    wav_scp = read_table(recipe["dir"] / "data/train/wav.scp")
+    assert all(" " in path for path in wav_scp.values())
+    assert sorted(recipe["feats"]) == sorted(wav_scp)  # every kept utterance has features
+
+
+@pytest.mark.parametrize("case", ["8 kHz 8-bit", "48 kHz 24-bit stereo", "44.1 kHz float stereo"])
+def test_other_rates_depths_and_channels_are_resampled(recipe, case):
+    """Not 16-bit, not 16 kHz, stereo: kept, read at 16 kHz mono in stage 2 (100 fbank frames/s)."""
+    assert_kept_quietly(recipe, case)
+    u = utt(CASES[case][0])
+    assert float(read_table(recipe["dir"] / "data/train/utt2dur")[u]) == pytest.approx(0.5, abs=1e-3)
+    frames = int(read_table(recipe["tag"] / "train" / "utt2num_frames")[u])
+    assert 48 <= frames <= 50
+
+
+def test_upstream_without_config(recipe):
+    r = run_recipe(recipe["dir"], "--stage", 2, "--stop_stage", 2, "--upstream", "hubret_base")
+    assert r.returncode != 0
+    assert re.search(r"unknown upstream 'hubret_base': no conf/upstream/hubret_base\.yaml; available in "
+                     r"conf/upstream/: .*\bhubert_base\b", r.stderr), r.stderr
+    assert "Successfully finished" not in r.stderr
+
+
+def test_config_naming_a_missing_checkpoint(recipe):
+    r = run_recipe(recipe["dir"], "--stage", 2, "--stop_stage", 2, "--upstream", "hubert_base", "--nj", 1)
+    assert r.returncode != 0
+    where = recipe["dir"] / "downloads/models/chinese-hubert-base"
+    assert "downloads/models/chinese-hubert-base not found" in r.stderr
+    assert f"put it at {where}" in r.stderr
+    assert "Download every file of https://huggingface.co/TencentGameMate/chinese-hubert-base" in r.stderr
+    assert "Successfully finished" not in r.stderr
+
+
+def test_stage3_before_features(tmp_path, recipe):
+    """--stage 3 in a directory with data/ but no features: says to run stage 2 first."""
+    w = make_workdir(tmp_path / "work")
+    (w / "data").symlink_to(recipe["dir"] / "data")
+    r = run_recipe(w, "--stage", 3, "--stop_stage", 3, *UPSTREAM)
+    assert r.returncode != 0
+    assert re.search(r"Stage 3: dump/fbank_no_cmvn_\w+/train has no features: run stage 2 for --upstream "
+                     r"fbank_no_cmvn first", r.stderr), r.stderr[-2000:]
+    assert not (w / "exp").exists() or not any((w / "exp").rglob("train.log"))
