@@ -1,0 +1,94 @@
+"""Inference on new audio rebuilds the upstream from the exp dir and reproduces stage 4's probabilities."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from etser import extract, infer, score, train
+from etser.datadir import write_table
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ("neutral", "happy", "sad", "angry")
+
+
+def _tone(rng, label: int, seconds: float, rate: int) -> np.ndarray:
+    """A harmonic tone whose pitch and loudness depend on the class: learnable from fbank statistics."""
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = (110, 220, 90, 300)[label] * (1 + 0.05 * rng.standard_normal())
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
+    return ((0.05 + 0.1 * label) * x + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Wavs -> data dirs -> stage-2 features (pooled + frames) with the shipped fbank_no_cmvn config."""
+    root = tmp_path_factory.mktemp("infer")
+    rng = np.random.default_rng(0)
+    cfg = root / "fbank_no_cmvn_frames.yaml"
+    cfg.write_text((ROOT / "conf/upstream/fbank_no_cmvn.yaml").read_text()
+                   + "frames:\n  layers: all\n  dtype: float32\n")
+    tag = "fbank_no_cmvn_frames_test"
+    for set_name, n in (("train", 24), ("val", 8), ("test", 8)):
+        d = root / "data" / set_name
+        d.mkdir(parents=True)
+        wav, emo = {}, {}
+        for i in range(n):
+            utt = f"S{i % 3 + 1:02d}-{set_name}{i:03d}"
+            rate = 44100 if i % 2 else 16000   # the resampling path is part of what must match
+            path = root / "wav" / f"{utt}.wav"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(path, _tone(rng, i % 4, 0.6 + 0.1 * (i % 5), rate), rate)
+            wav[utt], emo[utt] = str(path), CLASSES[i % 4]
+        write_table(d / "wav.scp", wav)
+        write_table(d / "utt2emo_audio", emo)
+        out = root / "dump" / tag / set_name
+        extract.run_job(cfg, d, out, nj=1, job=1)
+        extract.merge(cfg, d, out, nj=1, name="fbank_no_cmvn_frames")
+    return root, root / "data", root / "dump" / tag
+
+
+@pytest.mark.parametrize("head,conf", [("superb", ["optim_conf.lr=0.01", "max_epochs=5"]),
+                                       ("attentive", ["max_epochs=2", "head_conf.hidden_dim=32"])])
+def test_infer_matches_stage4_predictions(pipeline, head, conf, capsys):
+    root, data_dir, feats_dir = pipeline
+    exp = root / "exp" / head
+    argv = ["--config", str(ROOT / f"conf/train/{head}.yaml"), "--task", "speech_four", "--data_dir", str(data_dir),
+            "--feats_dir", str(feats_dir), "--exp_dir", str(exp)]
+    for c in conf:
+        argv += ["--conf", c]
+    assert train.main(argv) == 0
+    assert (exp / "upstream.yaml").is_file()
+    score.score_exp(exp, ["test"])
+    utts, _, preds, probs, classes = score.read_predictions(exp / "decode_test" / "predictions.txt")
+    wav_scp = data_dir / "test" / "wav.scp"
+    assert infer.main(["--exp", str(exp), "--wav_scp", str(wav_scp), "--output", str(root / f"{head}.txt")]) == 0
+    lines = (root / f"{head}.txt").read_text().splitlines()
+    assert lines[0] == "id pred " + " ".join(f"p_{c}" for c in classes)
+    got = {ln.split()[0]: ln.split() for ln in lines[1:]}
+    assert sorted(got) == sorted(utts)
+    for u, pred, p in zip(utts, preds, probs):
+        assert got[u][1] == pred
+        assert np.allclose([float(x) for x in got[u][2:]], p, atol=1e-4)
+    # plain wav paths work too and give the same probabilities
+    first_wav = (data_dir / "test" / "wav.scp").read_text().split()[1]
+    ids, p1, _ = infer.predict_files(exp, {first_wav: first_wav})
+    assert np.allclose(p1[0], probs[0], atol=1e-5)
+
+
+def test_infer_errors(pipeline, tmp_path, capsys):
+    root, data_dir, feats_dir = pipeline
+    exp = root / "exp" / "errors"
+    assert train.main(["--config", str(ROOT / "conf/train/superb.yaml"), "--task", "speech_four", "--data_dir",
+                       str(data_dir), "--feats_dir", str(feats_dir), "--exp_dir", str(exp), "--conf", "max_epochs=1"]) == 0
+    broken = tmp_path / "exp"
+    shutil.copytree(exp, broken)
+    (broken / "upstream.yaml").unlink()
+    assert infer.main(["--exp", str(broken), str(tmp_path / "x.wav")]) == 1
+    assert "upstream.yaml not found" in capsys.readouterr().err
+    assert infer.main(["--exp", str(exp), str(tmp_path / "missing.wav")]) == 1
+    assert "missing.wav" in capsys.readouterr().err
