@@ -562,6 +562,11 @@ def prepare(db_root: str | os.PathLike, out_dir: str | os.PathLike, sets: Iterab
     release = find_release(db_root)
     kept, collector, found = collect(release, sets, progress=progress, echo=echo)
     exclusions = collector.items
+    if echo:
+        for reason, n in sorted(collector.shown.items()):
+            if n > _MESSAGES_PER_REASON:
+                print(f"WARNING: ... and {n - _MESSAGES_PER_REASON} more '{reason}' problems, all listed in "
+                      f"{out_dir / 'excluded'}", file=sys.stderr)
     write_excluded(out_dir / "excluded", (e for _, e in exclusions))
     for s in sets:
         write_excluded(out_dir / s / "excluded", (e for split, e in exclusions if split == s))
@@ -577,6 +582,7 @@ def prepare(db_root: str | os.PathLike, out_dir: str | os.PathLike, sets: Iterab
         for s in sets:
             for name in TABLE_FILES:
                 (out_dir / s / name).unlink(missing_ok=True)
+        (out_dir / "stats.md").unlink(missing_ok=True)
         if exclusions:
             problems.append(f"see {out_dir / 'excluded'}")
         raise DataPrepError("; ".join(problems))

@@ -346,3 +346,15 @@ def test_strict_turns_exclusions_into_failure(tmp_path):
     assert (out / "train" / "wav.scp").exists()
     r = subprocess.run(cmd + ["--strict", "maybe"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "expected true or false" in r.stderr
+
+
+def test_many_exclusions_are_listed_in_full_but_printed_in_part(tmp_path, capsys):
+    db = make_release(tmp_path / "db")
+    bad = [f"G00002_02_05_{t:03d}" for t in range(1, 14)]
+    for uid in bad:
+        write_utterance(db, uid, "happy", wav=None)
+    rc, out, err = run_stage(capsys, db, tmp_path / "data")
+    assert rc == 0
+    assert err.count("WARNING: excluding ") == 10
+    assert f"WARNING: ... and 3 more 'missing audio' problems, all listed in {tmp_path / 'data' / 'excluded'}" in err
+    assert [u for u, _, _ in excluded_lines(tmp_path / "data" / "train" / "excluded")] == bad
