@@ -164,7 +164,8 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
             done
         done
     done
-    n=$(wc -l < "${score_jobs}"); score_nj=$(( n < nj ? n : nj ))
+    # scoring one training takes well under a second after ~5 s of imports: about six per job
+    n=$(wc -l < "${score_jobs}"); score_nj=$(( (n + 5) / 6 )); score_nj=$(( score_nj < nj ? score_nj : nj ))
     log "Stage 4: scoring ${n} trainings of exp/${tag} on val and test in ${score_nj} jobs, logs exp/${tag}/log/score.*.log"
     if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
     # shellcheck disable=SC2086

@@ -245,8 +245,10 @@ def make_batch(split: Split, idx: Sequence[int], device: str) -> dict[str, torch
 
 
 @torch.no_grad()
-def predict(model: Head, split: Split, device: str, batch_size: int = 256) -> tuple[np.ndarray, float]:
+def predict(model: Head, split: Split, device: str, batch_size: int | None = None) -> tuple[np.ndarray, float]:
     """Class probabilities (N, C) and the mean cross-entropy (unweighted) on ``split``."""
+    # padded frame batches grow with the longest utterance: smaller batches for frame heads
+    batch_size = batch_size or (256 if split.mean is not None else 32)
     model.eval()
     probs, loss = [], 0.0
     labels = torch.as_tensor(split.labels)
@@ -603,7 +605,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return 0
     cache: dict = {}
-    lines = job_list_lines(args.job_list, args.job, args.num_jobs)
+    try:
+        lines = job_list_lines(args.job_list, args.job, args.num_jobs)
+    except (OSError, ValueError) as e:
+        LOG.error("--job_list %s: %s", args.job_list, e)
+        return 1
     LOG.info("job %d/%d: %d training(s) from %s", args.job, args.num_jobs, len(lines), args.job_list)
     failed = []
     for line in lines:

@@ -47,6 +47,7 @@ def _best_state(exp_dir: Path) -> dict:
 
 @pytest.mark.parametrize("head,conf", [
     ("superb", ["optim_conf.lr=0.01", "max_epochs=15"]),
+    ("superb", ["optim_conf.lr=0.01", "max_epochs=15", "class_weighted_loss=true", "head_conf.stats=[mean]"]),
     ("paper", ["max_epochs=15"]),
     ("attentive", ["max_epochs=8"]),
 ])
@@ -66,6 +67,9 @@ def test_heads_learn_and_write_exp_dir(corpus, tmp_path, head, conf):
     assert "left out 60 whose label is not one of its 4 classes (disgusted 20, fearful 20, surprised 20)" in log
     assert "epoch 1 train_loss" in log and "val_ua" in log
     assert len(train._checkpoints(exp)) <= 2
+    if "class_weighted_loss=true" in conf:
+        # balanced synthetic classes: inverse-frequency weights are all 1
+        assert "class weights: neutral 1.000, happy 1.000, sad 1.000, angry 1.000" in log
 
 
 def test_finished_dir_is_skipped_and_changed_config_refused(corpus, tmp_path, caplog):
