@@ -311,8 +311,12 @@ def _durations(data: Path, keys: list[str], wav: dict[str, str]) -> dict[str, fl
 
 
 def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike, nj: int = 1,
-            job: int = 1, ngpu: int = 0, num_threads: int = 1, prefetch_depth: int = 8) -> dict:
-    """Extract the features of job ``job`` of ``nj``; returns its marker dict (also when skipped)."""
+            job: int = 1, ngpu: int = 0, num_threads: int = 1, prefetch_depth: int = 8, upstream=None) -> dict:
+    """Extract the features of job ``job`` of ``nj``; returns its marker dict (also when skipped).
+
+    ``upstream``: an already built model of this config (the benchmark reuses one); the returned dict then
+    also holds ``elapsed_seconds``, the time of the extraction loop (reading, forward, writing).
+    """
     from etser.upstream import build_upstream, config_hash, load_config
 
     if not 1 <= job <= nj:
@@ -347,7 +351,8 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     else:
         device = "cpu"
     t0 = time.time()
-    upstream = build_upstream(cfg, device)
+    if upstream is None:
+        upstream = build_upstream(cfg, device)
     dur = _durations(data, part, wav)
     order = sorted(part, key=lambda u: (-dur[u], c_sort_key(u)))  # longest first: memory trouble shows at once
     kinds = ["pooled_mean", "pooled_std"] + (["frames"] if cfg["frames"]["layers"] is not None else [])
@@ -395,7 +400,7 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     print(f"extract {data} job {job}/{nj}: {len(part)} utts, {audio_s / 3600:.3f} h audio, {rate:.2f} utts/s, "
           f"RTF {rtf:.4f}, peak RSS {_peak_rss_mb():.0f} MB, {time.time() - t0:.1f} s with model loading",
           file=sys.stderr)
-    return result
+    return {**result, "elapsed_seconds": elapsed}
 
 
 # ---------------------------------------------------------------- merge
