@@ -244,7 +244,8 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
 def _significance(table, columns, rows, set_name, num_samples, seed) -> list[str]:
     lines = [f"Per column, the two systems (upstream × head) with the best mean UA, compared on the same {set_name} "
              f"utterances: {num_samples} resamples (seed {seed}), the statistic being the mean over each system's "
-             "seeds. `python -m etser.results bootstrap A B` compares any two.", ""]
+             f"seeds; the smallest p this can give is 1/{num_samples + 1:.0f} ≈ {1 / (num_samples + 1):.4f}. "
+             "`python -m etser.results bootstrap A B` compares any two.", ""]
     compared = 0
     for t in columns:
         ranked = sorted(((np.mean([r["ua"] for r in table[row][t]]), row) for row in rows if t in table[row]),
