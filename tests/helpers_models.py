@@ -138,20 +138,3 @@ def tiny_whisper_dir(path: str | Path, seed: int = 0) -> Path:
     WhisperModel(cfg).save_pretrained(path)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
     return path
-
-
-def base_size_hubert_ckpt(path: str | Path, seed: int = 0) -> Path:
-    """A randomly initialised HuBERT Base (12 layers, 768 dims, 95 M parameters) for the benchmark."""
-    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
-
-    _seeded(seed)
-    model_cfg = HubertConfig(label_rate=50)
-    task_cfg = HubertPretrainingConfig(label_rate=50, normalize=False)
-    symbols = [[str(i) for i in range(504)]]
-    model = HubertModel(model_cfg, task_cfg, symbols)
-    state = {"task_cfg": dataclasses.asdict(task_cfg), "model_cfg": dataclasses.asdict(model_cfg),
-             "model_weight": model.state_dict(), "dictionaries_symbols": symbols}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
