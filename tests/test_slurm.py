@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from etser.jobs import exit_code_in_log
+from tests.helpers_faults import make_workdir, recipe_env, small_release  # noqa: F401
 from tests.helpers_slurm import require_slurm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,3 +228,48 @@ def test_without_slurm_tests_skip_locally_and_fail_in_ci(monkeypatch):
     monkeypatch.setenv("ETSER_REQUIRE_SLURM", "1")
     with pytest.raises(pytest.fail.Exception, match="ETSER_REQUIRE_SLURM=1 but sbatch not found"):
         helpers_slurm.require_slurm()
+
+
+# ---- utils/submit_pipeline.sh: run.sh itself as one batch job ----
+
+def _submit_pipeline(workdir, *args, timeout=300):
+    return subprocess.run(["utils/submit_pipeline.sh", *map(str, args)], cwd=workdir, capture_output=True,
+                          text=True, timeout=timeout, env=recipe_env())
+
+
+def test_submit_pipeline_runs_run_sh_as_one_job_and_waits(live, tmp_path, small_release):
+    w = make_workdir(tmp_path / "my work")
+    r = _submit_pipeline(w, "--wait", "true", "--log", "exp/pipeline/p.%j.log", "--",
+                         "--db_root", small_release, "--stop_stage", 1)
+    assert r.returncode == 0, r.stderr
+    job_id = re.search(r"job (\d+) finished; log: exp/pipeline/p\.(\d+)\.log", r.stderr)
+    assert job_id and job_id.group(1) == job_id.group(2), r.stderr
+    log = (w / f"exp/pipeline/p.{job_id.group(1)}.log").read_text()
+    assert "Successfully finished stages 1-1" in log
+    assert (w / "data/train/wav.scp").is_file()  # it ran in the submitting directory
+    shown = subprocess.run(["scontrol", "-o", "show", "job", job_id.group(1)], capture_output=True,
+                           text=True).stdout
+    assert "JobName=etser_run" in shown and "JobState=COMPLETED" in shown
+
+
+def test_submit_pipeline_returns_at_once_and_reports_failure_in_the_log(live, tmp_path):
+    w = make_workdir(tmp_path / "work")
+    r = _submit_pipeline(w, "--", "--stage", 3, "--stop_stage", 3)
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+    assert f"submitted job {job_id}; follow it with: tail -f exp/pipeline/run.{job_id}.log" in r.stderr
+    deadline = time.monotonic() + 120
+    while squeue(job_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert "JobState=FAILED" in shown
+    assert "has no features: run stage 2" in (w / f"exp/pipeline/run.{job_id}.log").read_text()
+
+
+def test_submit_pipeline_bad_options(tmp_path):
+    w = make_workdir(tmp_path / "work")
+    r = _submit_pipeline(w, "--queue", "x")
+    assert r.returncode == 1 and "option --queue: unknown option" in r.stderr
+    (tmp_path / "nosbatch.conf").write_text("command no-such-sbatch-here\n")
+    r = _submit_pipeline(w, "--slurm_conf", tmp_path / "nosbatch.conf")
+    assert r.returncode == 1 and "no-such-sbatch-here not found: no Slurm client here" in r.stderr

@@ -9,19 +9,20 @@
 # `-- --cmd_backend slurm` to let it submit array jobs of its own, where compute nodes may run sbatch).
 # Returns once the job is queued, printing its id and log; --wait true waits and exits with the job's status.
 # Options:
-#   --num_threads T --mem M --gpu G --time T --partition P   resources of the job (sbatch flags via --config)
-#   --config FILE     the launcher config (default: conf/slurm.conf)
+#   --num_threads T --mem M --gpu G --time T --partition P   resources of the job (sbatch flags via --slurm_conf)
+#   --slurm_conf FILE the launcher config (default: conf/slurm.conf)
+#   --config FILE     read these options from a file of name=value lines
 #   --log FILE        the job's log; %j is the job id (default: exp/pipeline/run.%j.log)
 #   --job_name NAME   (default: etser_run)
 #   --wait true|false (default: false)
 set -euo pipefail
 
-num_threads=1
+num_threads=    # empty: the config's default
 mem=
-gpu=0
+gpu=
 time=
 partition=
-config=conf/slurm.conf
+slurm_conf=conf/slurm.conf
 log=exp/pipeline/run.%j.log
 job_name=etser_run
 wait=false
@@ -31,12 +32,14 @@ help_message=$(sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//p}' "$0")
 # shellcheck disable=SC1091
 . utils/parse_options.sh
 
-opts=(--config "${config}" --num_threads "${num_threads}" --gpu "${gpu}")
+opts=(--config "${slurm_conf}")
+[ -n "${num_threads}" ] && opts+=(--num_threads "${num_threads}")
+[ -n "${gpu}" ] && opts+=(--gpu "${gpu}")
 [ -n "${mem}" ] && opts+=(--mem "${mem}")
 [ -n "${time}" ] && opts+=(--time "${time}")
 [ -n "${partition}" ] && opts+=(--partition "${partition}")
 # the sbatch command and resource flags that conf/slurm.conf gives (shell-quoted words)
-flags=$(python3 utils/slurm.py flags "${opts[@]}")
+flags=$(python3 utils/slurm.py flags "${opts[@]}") || exit 1
 eval "sbatch_cmd=(${flags})"
 command -v "${sbatch_cmd[0]}" >/dev/null 2>&1 \
     || { echo "${0##*/}: ${sbatch_cmd[0]} not found: no Slurm client here" >&2; exit 1; }
