@@ -166,3 +166,31 @@ def test_bad_inputs_are_named(corpus, tmp_path, caplog):
 
     with pytest.raises(ValueError, match="unknown option"):
         train.load_config(ROOT / "conf" / "train" / "superb.yaml", ["learning_rate=3"])
+
+
+def test_run_sh_stages_3_to_5(tmp_path):
+    """The recipe's stage blocks: job lists through utils/run.py, decode dirs, RESULTS.md, rerun skips."""
+    from etser.upstream import config_tag
+
+    for name in ("run.sh", "path.sh", "cmd.sh", "conf", "utils", "local"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    upstream = tmp_path / "synthetic.yaml"
+    upstream.write_text((ROOT / "conf/upstream/fbank_no_cmvn.yaml").read_text())
+    tag = config_tag(upstream)
+    make_corpus(tmp_path, {"train": 56, "val": 21, "test": 21}, num_layers=2, dim=8, frame_layers=None, tag=tag)
+    cmd = ["./run.sh", "--stage", "3", "--stop_stage", "5", "--upstream", str(upstream), "--nj", "2",
+           "--tasks", "speech_four speech_all", "--seeds", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    exp = tmp_path / "exp" / tag
+    assert len((exp / "train_jobs.txt").read_text().splitlines()) == 2
+    for task in ("speech_four", "speech_all"):
+        d = exp / "superb" / task / "seed1"
+        assert (d / "done").is_file() and (d / "decode_test" / "confusion.png").is_file()
+    results_md = (tmp_path / "exp" / "RESULTS.md").read_text()
+    assert f"`{tag}`" in results_md and "Speech(Four)" in results_md and "Speech(All)" in results_md
+    assert "already trained" not in (exp / "log" / "train.1.log").read_text()
+    out = subprocess.run(cmd[:4] + ["3"] + cmd[5:], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "already trained" in (exp / "log" / "train.1.log").read_text()
