@@ -343,7 +343,6 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     import torch
     from tqdm import tqdm
 
-    torch.set_num_threads(max(1, num_threads))
     if ngpu > 0:
         if not torch.cuda.is_available():
             raise RuntimeError(f"--ngpu {ngpu} but CUDA is not available to this job (torch {torch.__version__})")
@@ -364,6 +363,8 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     where = lambda u: f"utterance {u} ({wav[u]})"  # noqa: E731
     fds = {k: open(p, "wb") for k, p in tmps.items()}
     info = {}
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(max(1, num_threads))  # restored below: callers (tests, the benchmark) share the process
     try:
         interactive = sys.stderr.isatty()
         bar = tqdm(total=len(order), unit="utt", file=sys.stderr, mininterval=0.5 if interactive else 30,
@@ -385,6 +386,7 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     finally:
         for fd in fds.values():
             fd.close()
+        torch.set_num_threads(threads_before)
     for k in kinds:
         os.replace(tmps[k], arks[k])
         write_table(split / f"{k}.{job}.scp", scp[k])
