@@ -107,7 +107,8 @@ def main() -> int:
     pipe_times, bare_times = [], []
     for r in range(args.repeats):
         up.model = recording if r == 0 else inner
-        res = run_job(work / "hubert_base.yaml", data, work / f"dump{r}", nj=1, job=1, upstream=up)
+        res = run_job(work / "hubert_base.yaml", data, work / f"dump{r}", nj=1, job=1, num_threads=args.num_threads,
+                      upstream=up)
         pipe_times.append(res["elapsed_seconds"])
         up.model = inner
         t = time.time()

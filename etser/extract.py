@@ -467,7 +467,7 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
               "per-utterance normalisation (fbank_no_cmvn)", file=sys.stderr)
     layers = next((m["frame_layers"] for m in markers if m.get("num_layers")), None)
     meta = {
-        "upstream": name or find_config(config).stem,
+        "upstream": name or (str(cfg["name"] or cfg["factory"]) if isinstance(config, dict) else find_config(config).stem),
         "config_hash": config_hash(cfg),
         "num_layers": num_layers, "dim": dim,
         "frame_rate": 16000 / stride, "stride_samples": stride,
