@@ -401,6 +401,11 @@ def _train(conf, chash, meta, layers, num_layers, dim, task, data_dir, feats_dir
         torch.backends.cudnn.benchmark = False
 
     ckpts = _checkpoints(exp_dir)
+    if ckpts:  # refuse before anything in the exp dir is rewritten
+        last = torch.load(ckpts[-1][1], map_location="cpu", weights_only=False)
+        if last["config_hash"] != chash:
+            raise RuntimeError(f"{ckpts[-1][1]} was written with a different config: use --overwrite true to start "
+                               "over, or another --exp_dir")
     LOG.info("%s %s", "resuming" if ckpts else "starting", command or "(no command line)")
     (exp_dir / "cmd").write_text(command + "\n")
     with open(exp_dir / "config.yaml", "w", encoding="utf-8") as f:
@@ -447,8 +452,6 @@ def _train(conf, chash, meta, layers, num_layers, dim, task, data_dir, feats_dir
     if ckpts:
         epoch, path = ckpts[-1]
         ck = torch.load(path, map_location=device, weights_only=False)
-        if ck["config_hash"] != chash:
-            raise RuntimeError(f"{path} was written with a different config: use --overwrite true to start over")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         torch.set_rng_state(ck["torch_rng"])
@@ -506,10 +509,11 @@ def _train(conf, chash, meta, layers, num_layers, dim, task, data_dir, feats_dir
         for _, old in _checkpoints(exp_dir)[:-max(1, int(conf["keep_checkpoints"]))]:
             old.unlink()
         EPOCH_LOG.info("epoch %d train_loss %.4f val_loss %.4f %s (%.2f s)%s", epoch, row["train_loss"], val_loss,
-                 " ".join(f"val_{k} {100 * m[k]:.2f}" for k in METRIC_NAMES), row["seconds"],
-                 " *best" if improved else "")
+                       " ".join(f"val_{k} {100 * m[k]:.2f}" for k in METRIC_NAMES), row["seconds"],
+                       " *best" if improved else "")
         bar.update(1)
-        bar.set_postfix_str(f"val {METRIC_NAMES[metric]} {100 * m[metric]:.1f} best {100 * state['best']:.1f}", refresh=False)
+        bar.set_postfix_str(f"val {METRIC_NAMES[metric]} {100 * m[metric]:.1f} best {100 * state['best']:.1f}",
+                            refresh=False)
     bar.close()
 
     why = f"no val improvement for {patience} epochs" if stopped_early else f"max_epochs {conf['max_epochs']}"

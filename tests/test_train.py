@@ -194,3 +194,16 @@ def test_run_sh_stages_3_to_5(tmp_path):
     out = subprocess.run(cmd[:4] + ["3"] + cmd[5:], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "already trained" in (exp / "log" / "train.1.log").read_text()
+
+
+def test_half_trained_dir_with_another_config_is_refused_untouched(corpus, tmp_path, caplog):
+    data_dir, feats_dir = corpus
+    exp = tmp_path / "e"
+    assert train.main(_args(data_dir, feats_dir, exp, conf=["max_epochs=2"])) == 0
+    (exp / "done").unlink()   # as if killed after its last checkpoint
+    before = (exp / "config.yaml").read_text()
+    assert train.main(_args(data_dir, feats_dir, exp, conf=["max_epochs=2", "optim_conf.lr=0.5"])) == 1
+    assert "different config" in caplog.text
+    assert (exp / "config.yaml").read_text() == before
+    assert train.main(_args(data_dir, feats_dir, exp, conf=["max_epochs=2"])) == 0   # same config: finishes
+    assert (exp / "done").is_file()
