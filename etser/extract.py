@@ -249,7 +249,8 @@ def prefetch(items: Iterable, load: Callable, depth: int = 8) -> Iterator:
                 thread.join(0.05)
 
 
-def extract_wavs(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]], frame_layers=None) -> dict[str, UttFeatures]:
+def extract_wavs(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]],
+                 frame_layers=None) -> dict[str, UttFeatures]:
     """In-memory features of ``{utt: wav path}``: what inference calls (no files written)."""
     pairs = list(wavs.items()) if isinstance(wavs, dict) else list(wavs)
     paths = dict(pairs)
@@ -258,7 +259,8 @@ def extract_wavs(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]], fra
     return {f.utt: f for f in feats}
 
 
-def pooled_features(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+def pooled_features(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]]
+                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(utts, means (N, L, D), stds (N, L, D))`` for wav files, in the given order (inference)."""
     feats = extract_wavs(upstream, wavs, frame_layers=None)
     utts = [u for u, _ in (wavs.items() if isinstance(wavs, dict) else wavs)]
@@ -377,7 +379,8 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
             for kind, arr in (("pooled_mean", f.mean), ("pooled_std", f.std)):
                 scp[kind][f.utt] = f"{arks[kind]}:{write_matrix(fds[kind], f.utt, arr)}"
             if f.frames is not None:
-                scp["frames"][f.utt] = f"{arks['frames']}:{write_matrix(fds['frames'], f.utt, f.frames, cfg['frames']['dtype'])}"
+                pos = write_matrix(fds["frames"], f.utt, f.frames, cfg["frames"]["dtype"])
+                scp["frames"][f.utt] = f"{arks['frames']}:{pos}"
             num_frames[f.utt] = f.num_frames
             audio_s += f.seconds
             bar.update(1)
@@ -467,7 +470,8 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
               "per-utterance normalisation (fbank_no_cmvn)", file=sys.stderr)
     layers = next((m["frame_layers"] for m in markers if m.get("num_layers")), None)
     meta = {
-        "upstream": name or (str(cfg["name"] or cfg["factory"]) if isinstance(config, dict) else find_config(config).stem),
+        "upstream": name or (str(cfg["name"] or cfg["factory"]) if isinstance(config, dict)
+                             else find_config(config).stem),
         "config_hash": config_hash(cfg),
         "num_layers": num_layers, "dim": dim,
         "frame_rate": 16000 / stride, "stride_samples": stride,
