@@ -16,7 +16,9 @@ db_root=            # extracted EmotionTalk release; empty: generate and use the
 mini_dir=downloads/mini_emotiontalk   # where the mini corpus is generated when db_root is empty
 strict=false        # true: any excluded utterance in stage 1 is an error
 sets="train val test"
-upstream=fbank      # conf/upstream/<upstream>.yaml
+# S3PRL fbank without per-utterance CMVN: S3PRL's "fbank" normalises mean and variance of every
+# utterance, so its pooled mean/std are constant and pooled heads learn nothing (docs/training.md).
+upstream=fbank_no_cmvn   # conf/upstream/<upstream>.yaml
 nj=4                # parallel jobs for feature extraction
 ngpu=0              # GPUs per extraction/training job (0: CPU)
 num_threads=1       # CPU threads per job
