@@ -32,8 +32,10 @@ def load_audio(path: str | os.PathLike, utt: str | None = None, rate: int = TARG
     if path.endswith("|"):
         raise AudioLoadError(f"{_where(path, utt)}: wav.scp pipe commands are not supported; "
                              "give the audio file's path")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise AudioLoadError(f"{_where(path, utt)}: no such file")
+    if os.path.isdir(path):
+        raise AudioLoadError(f"{_where(path, utt)}: is a directory, not an audio file")
     try:
         data, sr = sf.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, OSError, ValueError) as e:  # sf.LibsndfileError is a RuntimeError

@@ -381,6 +381,8 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
             if f.frames is not None:
                 pos = write_matrix(fds["frames"], f.utt, f.frames, cfg["frames"]["dtype"])
                 scp["frames"][f.utt] = f"{arks['frames']}:{pos}"
+            for fd in fds.values():  # what is done is on disk (cheap next to a forward pass)
+                fd.flush()
             num_frames[f.utt] = f.num_frames
             audio_s += f.seconds
             bar.update(1)

@@ -344,8 +344,13 @@ def test_kill_and_rerun_is_byte_identical(tmp_path, models, monkeypatch):
     deadline = time.time() + 120
     while time.time() < deadline and not tmp_ark.exists():
         time.sleep(0.1)
-    time.sleep(1.0)  # the other utterances are processed while the reader waits on the fifo
+    # The other utterances are processed while the reader waits on the fifo; the job never ends by itself.
+    n_before = len(part) - 1
+    while time.time() < deadline and tmp_ark.stat().st_size < n_before * 100:
+        time.sleep(0.1)
+    time.sleep(0.5)
     assert proc.poll() is None, proc.stderr.read().decode()
+    assert tmp_ark.stat().st_size >= n_before * 100  # killed with part of its output written
     proc.kill()  # SIGKILL
     proc.wait()
     proc.stderr.close()
