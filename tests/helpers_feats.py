@@ -47,9 +47,12 @@ def write_dump(set_dir: Path, frames: dict[str, np.ndarray], frame_layers: Seque
                 x = frames[u][:, list(frame_layers), :]
                 wf(u, np.ascontiguousarray(x.reshape(x.shape[0], -1)))
     write_table(set_dir / "utt2num_frames", {u: frames[u].shape[0] for u in utts})
-    meta = {"upstream": upstream, "num_layers": int(num_layers), "dim": int(dim), "frame_rate": frame_rate,
-            "frame_layers": list(frame_layers or []), "dtype": "float32", "torch_version": "test",
-            "s3prl_version": "test", "config_hash": "0123abcd"}
+    # the fields etser.extract.merge writes (the ones training reads: num_layers, dim, frame_layers, upstream)
+    meta = {"upstream": upstream, "config_hash": "0123abcd", "num_layers": int(num_layers), "dim": int(dim),
+            "frame_rate": frame_rate, "frame_layers": list(frame_layers) if frame_layers else None,
+            "dtype": {"pooled": "float32", "frames": "float32" if frame_layers else None},
+            "num_utts": len(utts), "devices": ["cpu"], "pooled_stats_informative": True,
+            "versions": {"torch": "test", "espnet-s3prl": "test"}, "config": {"name": upstream}}
     (set_dir / "meta.json").write_text(json.dumps(meta, indent=1))
 
 

@@ -92,3 +92,23 @@ def test_infer_errors(pipeline, tmp_path, capsys):
     assert "upstream.yaml not found" in capsys.readouterr().err
     assert infer.main(["--exp", str(exp), str(tmp_path / "missing.wav")]) == 1
     assert "missing.wav" in capsys.readouterr().err
+
+
+def test_superb_pooled_equals_frame_level_on_a_stage2_dump(pipeline):
+    """The exactness claim on what etser.extract really writes (pooled stats and float32 frames of all layers)."""
+    import torch
+
+    from etser.heads import SuperbHead
+
+    _, data_dir, feats_dir = pipeline
+    pooled = train.load_split(data_dir / "train", feats_dir / "train", "speech_all", [0], "pooled")
+    frames = train.load_split(data_dir / "train", feats_dir / "train", "speech_all", [0], "frames")
+    assert pooled.utts == frames.utts
+    batch = train.make_batch(frames, list(range(len(frames))), "cpu")
+    torch.manual_seed(0)
+    head = SuperbHead(1, pooled.mean.shape[-1], 7, stats=("mean", "std"), normalize=True)
+    head.fit_normalizer(pooled.mean, pooled.std)
+    head.eval()
+    a = head({"mean": pooled.mean, "std": pooled.std})
+    b = head.forward_frames(batch["frames"], batch["lengths"])
+    assert (a - b).abs().max().item() <= 1e-5
