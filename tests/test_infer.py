@@ -84,7 +84,8 @@ def test_infer_errors(pipeline, tmp_path, capsys):
     root, data_dir, feats_dir = pipeline
     exp = root / "exp" / "errors"
     assert train.main(["--config", str(ROOT / "conf/train/superb.yaml"), "--task", "speech_four", "--data_dir",
-                       str(data_dir), "--feats_dir", str(feats_dir), "--exp_dir", str(exp), "--conf", "max_epochs=1"]) == 0
+                       str(data_dir), "--feats_dir", str(feats_dir), "--exp_dir", str(exp),
+                       "--conf", "max_epochs=1"]) == 0
     broken = tmp_path / "exp"
     shutil.copytree(exp, broken)
     (broken / "upstream.yaml").unlink()
