@@ -19,7 +19,7 @@ sets="train val test"
 # S3PRL fbank without per-utterance CMVN: S3PRL's "fbank" normalises mean and variance of every
 # utterance, so its pooled mean/std are constant and pooled heads learn nothing (docs/training.md).
 upstream=fbank_no_cmvn   # conf/upstream/<upstream>.yaml
-nj=4                # parallel jobs for feature extraction
+nj=4                # parallel jobs (feature extraction; at most this many training/scoring jobs)
 ngpu=0              # GPUs per extraction/training job (0: CPU)
 num_threads=1       # CPU threads per job
 heads=superb        # conf/train/<head>.yaml, several allowed
@@ -37,7 +37,7 @@ Usage: $0 [options]
   --heads "A B"                conf/train/A.yaml ... (default: ${heads})
   --tasks "T ..."              default: ${tasks}
   --seeds "1 2 3"              training seeds
-  --nj N --ngpu N --num_threads N --cmd_backend local|slurm --strict true|false --overwrite true|false
+  --nj N (parallel jobs of stages 2-4) --ngpu N --num_threads N --cmd_backend local|slurm --strict true|false --overwrite true|false
   --config FILE                read options from a file of name=value lines
 HELP
 )
