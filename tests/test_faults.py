@@ -70,7 +70,7 @@ STAGE2_POINTS = {
 @pytest.mark.parametrize("point", list(STAGE2_POINTS))
 def test_kill_during_stage2_then_resume(tmp_path, small_release, reference, point):
     w = make_workdir(tmp_path / "work")
-    check(run_recipe(w, "--db_root", small_release, "--stop_stage", 1, *FAST))
+    shutil.copytree(reference["dir"] / "data", w / "data")  # stage 1 as the reference made it
     data_before = digest(w / "data")
     p = start_recipe(w, "--stage", 2, "--stop_stage", LAST, *FAST)
     wait_until(_first(STAGE2_POINTS[point], w), p, point)
@@ -107,11 +107,11 @@ def test_kill_during_stage3_then_resume(tmp_path, small_release, reference, poin
 # ---- a failing job ----
 
 @pytest.mark.parametrize("backend", ["local", "slurm"])
-def test_failed_job_stops_the_stage_and_names_its_log(tmp_path, small_release, backend):
+def test_failed_job_stops_the_stage_and_names_its_log(tmp_path, reference, backend):
     if backend == "slurm":
         require_slurm()
     w = make_workdir(tmp_path / "work")
-    check(run_recipe(w, "--db_root", small_release, "--stop_stage", 1, *FAST))
+    shutil.copytree(reference["dir"] / "data", w / "data")
     wav_scp = w / "data/train/wav.scp"
     good = wav_scp.read_text()
     last = good.splitlines()[-1].split()[0]  # its utterance is in job 2 of 2
@@ -141,7 +141,7 @@ def test_failed_job_stops_the_stage_and_names_its_log(tmp_path, small_release, b
 
     # repaired input: the rerun redoes only the failed job
     wav_scp.write_text(good)
-    check(run_recipe(w, "--stage", 2, "--stop_stage", 2, "--cmd_backend", backend, *FAST))
+    check(run_recipe(w, "--stage", 2, "--stop_stage", 2, "--sets", "train", "--cmd_backend", backend, *FAST))
     assert "already done" in (w / f"dump/{tag}/train/log/extract.1.log").read_text()
 
 
@@ -223,10 +223,11 @@ def test_stages_leave_other_stages_outputs_alone(tmp_path, small_release, refere
     # asked to: stage 2 redoes its features (same bytes), and still touches nothing else
     before = _snapshot(w)
     feats = features(w)
-    check(run_recipe(w, "--stage", 2, "--stop_stage", 2, "--overwrite", "true", *FAST))
+    check(run_recipe(w, "--stage", 2, "--stop_stage", 2, "--sets", "test", "--overwrite", "true", *FAST))
     changed = _changed(before, _snapshot(w))
     assert {_area(k) for k in changed} - {None} == {2}
-    assert any(k.endswith("pooled_mean.scp") for k in changed)
+    assert any(k.endswith("test/pooled_mean.scp") for k in changed)
+    assert not any("/train/" in k or "/val/" in k for k in changed)
     assert features(w) == feats
 
 

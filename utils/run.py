@@ -34,13 +34,17 @@ from etser.jobs import (failure_message, int_option, job_env, log_footer, log_he
 PROG = "run.py"
 
 
-def _die_with_parent():
-    """Linux: a job gets SIGTERM if this launcher dies, even by SIGKILL, instead of running on unowned."""
+def _death_signal_setter():
+    """Linux: a function for the child side of fork that makes the job get SIGTERM when this launcher dies,
+    even by SIGKILL, instead of running on unowned.  None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # libc, loaded once here, not in the child
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def available_cpus() -> int:
@@ -73,7 +77,7 @@ def main(argv: list[str]) -> int:
     codes: dict[int, int] = {}
     stop: list[int] = []
     env = job_env(threads)
-    linux = sys.platform.startswith("linux")
+    die_with_parent = _death_signal_setter()
 
     def on_signal(signum, _frame):
         # Stop starting jobs; pass the signal to the running ones and let the loop collect them.
@@ -102,7 +106,7 @@ def main(argv: list[str]) -> int:
             f.flush()
             proc = subprocess.Popen(["bash", "-c", command], stdout=f, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL if len(indices) > 1 else None, env=env,
-                                    preexec_fn=_die_with_parent if linux else None)
+                                    preexec_fn=die_with_parent)
             running[proc.pid] = (index, proc, f, time.monotonic())
         if not running:
             break
