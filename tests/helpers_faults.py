@@ -53,13 +53,31 @@ def start_recipe(workdir: Path, *args: str, env: dict | None = None, log_name: s
                             text=True, env=env or recipe_env(), start_new_session=True)
 
 
+def _group_alive(pgid: int) -> list[int]:
+    """Processes of a process group that are not yet dead (zombies count as dead)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
 def kill_run(proc: subprocess.Popen) -> None:
-    """kill -9 of the run and everything it started (a pre-empted job, a killed terminal)."""
+    """kill -9 of the run and everything it started (a pre-empted job, a killed terminal), and wait until all
+    of it is gone: a job still dying (busy disk) holds the run lock, and a rerun would rightly refuse."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     proc.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid), f"processes of the killed run still alive: {_group_alive(proc.pid)}"
 
 
 def wait_until(cond: Callable[[], bool], proc: subprocess.Popen, what: str, timeout: float = 300,
