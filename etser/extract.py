@@ -284,9 +284,11 @@ def write_matrix(fd, key: str, array: np.ndarray, dtype: str = "float32") -> int
 
 
 def split_keys(keys: list[str], nj: int) -> list[list[str]]:
-    """Contiguous blocks of nearly equal size, as Kaldi's split_scp.pl does (same nj, same blocks)."""
-    n = len(keys)
-    return [keys[j * n // nj:(j + 1) * n // nj] for j in range(nj)]
+    """Contiguous blocks as Kaldi's split_scp.pl (and utils/split_scp.py) cut them: the first len % nj
+    blocks one key longer; with more jobs than keys the last blocks are empty."""
+    base, extra = divmod(len(keys), nj)
+    ends = [(j + 1) * base + min(j + 1, extra) for j in range(nj)]
+    return [keys[end - base - (j < extra):end] for j, end in enumerate(ends)]
 
 
 def _peak_rss_mb() -> float:

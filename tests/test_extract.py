@@ -291,8 +291,20 @@ def test_jobs_merge_and_rerun(tmp_path, models, monkeypatch, capsys):
 def test_split_keys_is_a_partition():
     keys = [f"u{i}" for i in range(10)]
     parts = split_keys(keys, 3)
-    assert [len(p) for p in parts] == [3, 3, 4] and sum(parts, []) == keys
-    assert split_keys(keys, 3) == parts and split_keys(keys[:2], 3) == [[], ["u0"], ["u1"]]
+    assert [len(p) for p in parts] == [4, 3, 3] and sum(parts, []) == keys
+    assert split_keys(keys, 3) == parts and split_keys(keys[:2], 3) == [["u0"], ["u1"], []]
+
+
+def test_split_keys_matches_utils_split_scp(tmp_path):
+    """A job extracts exactly what `utils/split_scp.py --nj N --job J` shows (Kaldi's split_scp.pl cut)."""
+    keys = [f"u{i:02d}" for i in range(11)]
+    scp = tmp_path / "wav.scp"
+    scp.write_text("".join(f"{k} /x/{k}.wav\n" for k in keys))
+    for nj in (1, 3, 4, 11):
+        for j, part in enumerate(split_keys(keys, nj), 1):
+            out = subprocess.run([sys.executable, str(ROOT / "utils" / "split_scp.py"), "--nj", str(nj),
+                                  "--job", str(j), str(scp)], capture_output=True, text=True, check=True).stdout
+            assert [line.split()[0] for line in out.splitlines()] == part, (nj, j)
 
 
 def test_bad_audio_fails_naming_utterance_and_file(tmp_path, capsys):
