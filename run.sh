@@ -9,6 +9,10 @@ set -euo pipefail
 
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
 
+# The whole recipe is one compound command: bash reads it completely before running it, so editing run.sh
+# while a long run is going on cannot change or break that run (the edit applies to the next run).
+{
+
 # ---- options (override with --name value; see utils/parse_options.sh) ----
 stage=1
 stop_stage=5
@@ -95,11 +99,18 @@ fi
 # are skipped on a rerun and unfinished ones redone; pooled_mean.scp appears only when the set is complete.
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     upstream_conf=conf/upstream/${upstream}.yaml
-    tag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream)
+    # --check_ckpt: a missing checkpoint stops here with what to download, not in each of the nj jobs
+    tag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
     if [ "${ngpu}" -gt 0 ]; then extract_cmd=${cuda_cmd}; else extract_cmd=${train_cmd}; fi
     for x in ${sets}; do
         dir=dump/${tag}/${x}
         if [ -f "${dir}/pooled_mean.scp" ] && [ "${overwrite}" != true ]; then
+            # complete features of other utterances than data/ now holds (stage 1 rerun on other data) are stale
+            if ! cmp -s <(cut -d' ' -f1 "data/${x}/wav.scp") <(cut -d' ' -f1 "${dir}/pooled_mean.scp"); then
+                log "ERROR: ${dir} holds features of other utterances than data/${x}/wav.scp (was stage 1 rerun" \
+                    "on other data?); rerun stage 2 with --overwrite true to extract them again"
+                exit 1
+            fi
             log "Stage 2: ${dir} is complete, skipped (--overwrite true redoes it)"
             continue
         fi
@@ -183,3 +194,5 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
 fi
 
 log "Successfully finished stages ${stage}-${stop_stage}"
+exit 0
+}

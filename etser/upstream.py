@@ -522,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("tag", help="print <name>_<hash8> of a config (name or path)")
     p.add_argument("upstream")
     p.add_argument("--conf_dir", default=CONF_DIR)
+    p.add_argument("--check_ckpt", action="store_true",
+                   help="also fail now if the config's checkpoint is absent (before N jobs each find out)")
     p = sub.add_parser("list", help="print the config names in conf_dir")
     p.add_argument("--conf_dir", default=CONF_DIR)
     p = sub.add_parser("show", help="print the normalised config as YAML")
@@ -534,7 +536,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "tag":
-            print(config_tag(args.upstream, args.conf_dir))
+            tag = config_tag(args.upstream, args.conf_dir)
+            if args.check_ckpt:
+                _check_ckpt(load_config(args.upstream, args.conf_dir))
+            print(tag)
         elif args.cmd == "list":
             print("\n".join(available_names(args.conf_dir)))
         elif args.cmd == "show":

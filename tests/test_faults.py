@@ -231,6 +231,28 @@ def test_stages_leave_other_stages_outputs_alone(tmp_path, small_release, refere
     assert features(w) == feats
 
 
+def test_stage2_refuses_features_of_other_utterances(tmp_path, reference):
+    """Stage 1 rerun on other data: the finished features no longer match data/; stage 2 says so instead of
+    skipping (training would fail later) or silently deleting them, and --overwrite true extracts again."""
+    w = make_workdir(tmp_path / "work")
+    for d in ("data", "dump"):
+        shutil.copytree(reference["dir"] / d, w / d, symlinks=True)
+    wav_scp = w / "data" / "val" / "wav.scp"
+    lines = wav_scp.read_text().splitlines(keepends=True)
+    dropped = lines[0].split()[0]
+    wav_scp.write_text("".join(lines[1:]))
+    subprocess.run(["utils/fix_data_dir.sh", "data/val"], cwd=w, check=True, capture_output=True)
+    before = features(w)
+    r = run_recipe(w, "--stage", 2, "--stop_stage", 2, *FAST)
+    assert r.returncode != 0
+    assert re.search(r"dump/\S+/val holds features of other utterances than data/val/wav.scp", r.stderr), r.stderr
+    assert "--overwrite true" in r.stderr
+    assert features(w) == before  # nothing deleted or rewritten
+    check(run_recipe(w, "--stage", 2, "--stop_stage", 2, "--sets", "val", "--overwrite", "true", *FAST))
+    scp = (tag_dir(w) / "val" / "pooled_mean.scp").read_text()
+    assert dropped not in scp and len(scp.splitlines()) == len(lines) - 1
+
+
 # ---- Slurm backend: the whole mini recipe, and a kill during stage 2 ----
 
 def test_slurm_backend_runs_the_recipe_like_local(tmp_path, small_release, reference):
