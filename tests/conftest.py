@@ -40,3 +40,14 @@ def mini_release(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mini") / "release"
     make_mini_corpus(out, seed=0, scale=1.0, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_release(tmp_path_factory) -> Path:
+    """A quarter-size mini corpus (150 utterances) for the whole-recipe tests, generated once per session."""
+    from etser.minicorpus import make_mini_corpus
+    from tests.helpers_faults import MINI_SCALE
+
+    out = tmp_path_factory.mktemp("mini_small") / "release"
+    make_mini_corpus(out, seed=0, scale=MINI_SCALE, progress=False)
+    return out

@@ -113,12 +113,3 @@ def stamps(top: Path) -> dict[str, int]:
 def is_log(rel: Path) -> bool:
     return "log" in rel.parts or rel.suffix == ".log"
 
-
-@pytest.fixture(scope="session")
-def small_release(tmp_path_factory) -> Path:
-    """A quarter-size mini corpus (150 utterances), generated once per session."""
-    from etser.minicorpus import make_mini_corpus
-
-    out = tmp_path_factory.mktemp("mini_small") / "release"
-    make_mini_corpus(out, seed=0, scale=MINI_SCALE, progress=False)
-    return out

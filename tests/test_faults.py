@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers_faults import (FAST, digest, is_log, kill_run, make_workdir, recipe_env, run_recipe,
-                                  small_release, stamps, start_recipe, wait_until)  # noqa: F401
+                                  stamps, start_recipe, wait_until)
 from tests.helpers_slurm import require_slurm
 
 LAST = 4  # stages 1-4: data, features, training, scoring

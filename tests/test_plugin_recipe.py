@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from helpers_faults import ROOT, recipe_env, run_recipe, small_release  # noqa: F401  (fixture)
+from tests.helpers_faults import ROOT, recipe_env, run_recipe
 
 from etser.datadir import read_table
 from etser.tasks import get_task

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from etser.jobs import exit_code_in_log
-from tests.helpers_faults import make_workdir, recipe_env, small_release  # noqa: F401
+from tests.helpers_faults import make_workdir, recipe_env
 from tests.helpers_slurm import require_slurm
 
 ROOT = Path(__file__).resolve().parents[1]
