@@ -61,6 +61,9 @@ fi
 if [ "$#" -ne 0 ]; then
     log "unexpected arguments: $*"; echo "${help_message}" >&2; exit 1
 fi
+if [ "${stage}" -gt "${stop_stage}" ] || [ "${stage}" -lt 1 ] || [ "${stop_stage}" -gt 5 ]; then
+    log "ERROR: --stage ${stage} --stop_stage ${stop_stage}: stages are 1 to 5 and stage <= stop_stage"; exit 1
+fi
 
 # ---- one run.sh at a time per working directory: two would interleave writes to data/ dump/ exp/ ----
 # The lock is held until this script and every job it started have exited (they inherit fd 9).

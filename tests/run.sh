@@ -4,4 +4,5 @@ set -euo pipefail
 root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 "${root}/utils/setup_env.sh"
 cd "${root}"
-exec "${root}/.venv/bin/python" -m pytest "$@" tests
+# pytest.ini names tests/ as the default; `tests/run.sh tests/test_score.py -x` runs one file
+exec "${root}/.venv/bin/python" -m pytest "$@"
