@@ -191,12 +191,12 @@ def scan_table(path: Path, problems: Problems) -> Table:
         if line.endswith("\r"):
             problems.add(name, "CRLF", f"{where}: Windows line ending (CR LF)")
             line = line[:-1]
-        if not line.strip():
-            problems.add(name, "empty line", f"{where}: empty line")
-            continue
         if line.startswith("\ufeff"):
             problems.add(name, "BOM", f"{where}: starts with a byte-order mark (U+FEFF)")
             line = line[1:]
+        if not line.strip():
+            problems.add(name, "empty line", f"{where}: empty line")
+            continue
         if line[0].isspace():
             problems.add(name, "leading whitespace", f"{where}: line starts with whitespace")
         key, value = split_line(line)
@@ -380,10 +380,10 @@ def _read_for_fix(path: Path) -> tuple[dict[str, str], list[str]]:
     except UnicodeDecodeError as e:
         raise FixError(f"{path}: not valid UTF-8 (byte {e.start}); fix_data_dir cannot repair this") from None
     for lineno, line in enumerate(text.split("\n"), 1):
-        line = line.rstrip("\r")
+        line = line.rstrip("\r").lstrip("\ufeff")
         if not line.strip():
             continue
-        key, value = split_line(line.lstrip("\ufeff"))
+        key, value = split_line(line)
         if "\r" in value:
             raise FixError(f"{path}:{lineno}: key {key!r}: carriage return inside the value")
         if key in table:

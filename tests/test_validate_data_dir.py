@@ -273,6 +273,17 @@ def test_crlf_and_blank_line(data_dir):
     assert any("utt2emo_audio:2" in line and "empty line" in line for line in lines)
 
 
+def test_line_holding_only_a_bom(data_dir):
+    # as an editor leaves a table it saved with a byte-order mark and a blank first line
+    path = data_dir / "utt2emo_audio"
+    path.write_bytes(b"\xef\xbb\xbf\n" + path.read_bytes())
+    lines = assert_problem(data_dir, "utt2emo_audio:1", "byte-order mark")
+    assert any("utt2emo_audio:1" in line and "empty line" in line for line in lines)
+    result = fix_data_dir(data_dir)
+    assert result.kept == 9 and result.removed == {}
+    assert validate_data_dir(data_dir).ok
+
+
 def test_ignored_and_unknown_files(data_dir):
     (data_dir / "notes").write_text("b\na\n")
     (data_dir / ".backup").mkdir()
