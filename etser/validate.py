@@ -422,7 +422,13 @@ def fix_data_dir(directory: str | Path) -> FixResult:
     if "utt2spk" not in tables:
         if "spk2utt" not in tables:
             raise FixError(f"{d}: neither utt2spk nor spk2utt exists")
-        tables["utt2spk"] = {u: s for s, us in tables["spk2utt"].items() for u in us.split()}
+        utt2spk: dict[str, str] = {}
+        for spk, utts in tables["spk2utt"].items():
+            for utt in utts.split():
+                if utt2spk.setdefault(utt, spk) != spk:
+                    raise FixError(f"{d}/spk2utt: utterance {utt!r} is listed under speakers {utt2spk[utt]!r} "
+                                   f"and {spk!r}; no utt2spk to decide which is right")
+        tables["utt2spk"] = utt2spk
         kinds["utt2spk"] = "utt"
         notes.append("utt2spk: made from spk2utt")
 

@@ -11,7 +11,7 @@ import kaldiio
 import pytest
 
 from etser.datadir import read_keys, read_table, utt2spk_to_spk2utt, write_table
-from etser.validate import fix_data_dir, main, validate_data_dir
+from etser.validate import FixError, fix_data_dir, main, validate_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEAKERS = ("S01", "S02", "S13")
@@ -392,6 +392,15 @@ def test_fix_rebuilds_utt2spk_from_spk2utt(data_dir):
     result = fix_data_dir(data_dir)
     assert result.kept == 9
     assert validate_data_dir(data_dir).ok
+
+
+def test_fix_refuses_spk2utt_listing_an_utterance_twice_without_utt2spk(data_dir):
+    (data_dir / "utt2spk").unlink()
+    rewrite(data_dir / "spk2utt", lambda ls: ls[:-1] + [ls[-1].rstrip("\n") + " S01-G00002_01_01_001\n"])
+    before = (data_dir / "spk2utt").read_bytes()
+    with pytest.raises(FixError, match="S01-G00002_01_01_001.*'S01' and 'S13'"):
+        fix_data_dir(data_dir)
+    assert (data_dir / "spk2utt").read_bytes() == before and not (data_dir / "utt2spk").exists()
 
 
 def test_fix_reports_what_it_cannot_repair(data_dir):
