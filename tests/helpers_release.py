@@ -101,23 +101,22 @@ def write_utterance(root: str | os.PathLike, uid: str, labels: str | Mapping[str
             if bom:
                 data = b"\xef\xbb\xbf" + data
         tops = [media_dir(root, m, "json", nested)] + [Path(root, e) for e in (json_extra or {}).get(m, ())]
-        for top in tops:
-            p = top / rel_path(uid, ".json")
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(data)
-            if macos_debris:
-                (p.parent / ("._" + p.name)).write_bytes(b"\x00\x05\x16\x07junk")
-        paths[m] = tops[0] / rel_path(uid, ".json")
+        paths[m] = _write_copies(tops, rel_path(uid, ".json"), data, macos_debris)
     if wav is not None:
         tops = [media_dir(root, "audio", "wav", nested)] + [Path(root, e) for e in wav_extra]
-        for top in tops:
-            p = top / rel_path(uid, ".wav")
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(wav)
-            if macos_debris:
-                (p.parent / ("._" + p.name)).write_bytes(b"\x00\x05\x16\x07junk")
-        paths["wav"] = tops[0] / rel_path(uid, ".wav")
+        paths["wav"] = _write_copies(tops, rel_path(uid, ".wav"), wav, macos_debris)
     return paths
+
+
+def _write_copies(tops: list[Path], rel: Path, data: bytes, macos_debris: bool) -> Path:
+    """Write data to top/rel under every top (more than one: a duplicate uid); return the first path."""
+    for top in tops:
+        p = top / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        if macos_debris:
+            (p.parent / ("._" + p.name)).write_bytes(b"\x00\x05\x16\x07junk")
+    return tops[0] / rel
 
 
 def read_meta(meta_dir: str | os.PathLike) -> dict[str, dict]:
