@@ -64,7 +64,6 @@ GROUPS = {
     6: ("07", "12", 1), 7: ("11", "14", 1), 8: ("07", "11", 1), 9: ("12", "14", 1), 10: ("05", "08", 1),
     11: ("06", "09", 1), 12: ("13", "15", 1), 13: ("16", "17", 1), 14: ("18", "19", 1), 15: ("20", "21", 1),
 }
-SPLIT_GROUPS = {"val": (1, 12), "test": (3, 15)}
 SPEAKERS = sorted({s for a, b, _ in GROUPS.values() for s in (a, b)})
 UTTS_PER_GROUP = 40
 DIALOGUES_PER_GROUP = 2
@@ -163,13 +162,6 @@ def _rng(seed: int, *what: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *what]))
 
 
-def split_of_group(group: int) -> str:
-    for split, groups in SPLIT_GROUPS.items():
-        if group in groups:
-            return split
-    return "train"
-
-
 @dataclass
 class Speaker:
     sid: str
@@ -212,7 +204,6 @@ class Utterance:
     dialogue: int
     speaker: str
     turn: int
-    split: str
     labels: dict[str, str]          # label source (audio, multi, text, video) -> emotion
     sentiment: float
     content: str                    # raw transcript with markup
@@ -356,7 +347,7 @@ def plan_corpus(seed: int = 0, scale: float = 1.0) -> list[Utterance]:
                     "audio_file_name": u.random() < 0.1, "no_caption": u.random() < 0.12,
                     "appledouble": u.random() < 0.015,
                 }
-                utts.append(Utterance(uid, group, dialogue, spk, turn, split_of_group(group), labels,
+                utts.append(Utterance(uid, group, dialogue, spk, turn, labels,
                                       sentiment, content, n_syll, pauses, prosody, sample_rate, channels, quirks))
                 if r.random() < 0.8:       # mostly alternating turns, sometimes the same speaker again
                     spk = spk_b if spk == spk_a else spk_a

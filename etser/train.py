@@ -220,13 +220,12 @@ def load_split(data_set_dir: Path, feats_set_dir: Path, task_name: str, layers: 
     num_frames = {u: int(v) for u, v in read_table(n2f).items()} if n2f.is_file() else {}
     size_gb = sum(num_frames.get(u, 0) for u in utts) * len(pos) * dim * 4 / 1e9
     if size_gb <= preload_frames_gb:
+        # one dict per scp and layers, shared by the tasks of a job list: each adds the utterances it lacks
         key = ("frames", str(scp.resolve()), os.path.getmtime(scp), tuple(pos))
-        frames = cache.get(key) if cache is not None else None
-        if frames is None:
-            frames = {u: read(u) for u in tqdm(utts, desc=f"read {scp}", file=sys.stderr, mininterval=5,
-                                                disable=len(utts) < 2000)}
-            if cache is not None:
-                cache[key] = frames
+        frames = cache.setdefault(key, {}) if cache is not None else {}
+        todo = [u for u in utts if u not in frames]
+        for u in tqdm(todo, desc=f"read {scp}", file=sys.stderr, mininterval=5, disable=len(todo) < 2000):
+            frames[u] = read(u)
         split.frames = [frames[u] for u in utts]
     else:
         log(f"{scp}: {size_gb:.1f} GB of frames > preload_frames_gb {preload_frames_gb}: reading per batch")

@@ -131,6 +131,17 @@ def test_seed_changes_the_result_and_same_seed_repeats(corpus, tmp_path):
     assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
 
 
+def test_shared_frame_cache_serves_tasks_with_other_utterances(corpus):
+    """A job list shares one cache: a task after another of fewer utterances still gets all its frames."""
+    data_dir, feats_dir = corpus
+    cache: dict = {}
+    four = train.load_split(data_dir / "train", feats_dir / "train", "speech_four", [1, 2], "frames", cache=cache)
+    every = train.load_split(data_dir / "train", feats_dir / "train", "speech_all", [1, 2], "frames", cache=cache)
+    alone = train.load_split(data_dir / "train", feats_dir / "train", "speech_all", [1, 2], "frames")
+    assert len(four) < len(every) == len(alone) == 140
+    assert all(torch.equal(a, b) for a, b in zip(every.frames, alone.frames))
+
+
 def test_job_list_runs_its_share(corpus, tmp_path):
     data_dir, feats_dir = corpus
     lines = [" ".join(_args(data_dir, feats_dir, tmp_path / f"exp{i}", task=t, conf=["max_epochs=2"]))
