@@ -41,9 +41,7 @@ def read_table(path: str | os.PathLike, allow_empty_value: bool = True) -> dict[
                 line = line[:-1]
             if not line.strip():
                 raise ValueError(f"{path}:{lineno}: empty line")
-            parts = _SPLIT.split(line.strip(), maxsplit=1)
-            key = parts[0]
-            value = parts[1] if len(parts) > 1 else ""
+            key, value = split_line(line)
             if not value and not allow_empty_value:
                 raise ValueError(f"{path}:{lineno}: key {key!r} has no value")
             if key in table:
