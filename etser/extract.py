@@ -302,6 +302,15 @@ def _job_id(cfg_hash: str, part: list[str], wav: dict[str, str]) -> str:
     return h.hexdigest()
 
 
+def _read_marker(path: Path) -> dict:
+    """A job's ``done.<job>`` marker; {} when absent or unreadable (a job killed while writing it is unfinished)."""
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
 def _durations(data: Path, keys: list[str], wav: dict[str, str]) -> dict[str, float]:
     """Seconds per utterance from utt2dur (stage 1 writes it), else from the audio headers."""
     dur = {}
@@ -334,15 +343,11 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     split.mkdir(parents=True, exist_ok=True)
     marker = split / f"done.{job}"
     job_id = _job_id(config_hash(cfg), part, wav)
-    if marker.is_file():
-        try:
-            old = json.loads(marker.read_text())
-        except ValueError:
-            old = {}
-        if old.get("job_id") == job_id:
-            print(f"extract job {job}/{nj}: already done ({marker}), skipped", file=sys.stderr)
-            return old
-        marker.unlink()
+    old = _read_marker(marker)
+    if old.get("job_id") == job_id:
+        print(f"extract job {job}/{nj}: already done ({marker}), skipped", file=sys.stderr)
+        return old
+    marker.unlink(missing_ok=True)
 
     import torch
     from tqdm import tqdm
@@ -442,11 +447,11 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
     wav = read_table(data / "wav.scp", allow_empty_value=False)
     keys = sorted(wav, key=c_sort_key)
     parts = split_keys(keys, nj)
+    cfg_hash = config_hash(cfg)
     markers, missing = [], []
     for j in range(1, nj + 1):
-        m = split / f"done.{j}"
-        ok = m.is_file() and json.loads(m.read_text()).get("job_id") == _job_id(config_hash(cfg), parts[j - 1], wav)
-        (markers.append(json.loads(m.read_text())) if ok else missing.append(j))
+        m = _read_marker(split / f"done.{j}")
+        (markers.append(m) if m.get("job_id") == _job_id(cfg_hash, parts[j - 1], wav) else missing.append(j))
     if missing:
         raise RuntimeError(f"{out_dir}: jobs {' '.join(map(str, missing))} of {nj} are not finished "
                            f"(see {out_dir}/log/extract.<job>.log); rerun the stage to redo them")
@@ -457,8 +462,12 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
             tables[k].update(read_table(split / f"{k}.{j}.scp"))
         tables["utt2num_frames"].update(read_table(split / f"utt2num_frames.{j}"))
     for k, t in tables.items():
-        if set(t) != set(keys):
-            raise RuntimeError(f"{out_dir}: {k} of the jobs has {len(t)} utterances, wav.scp {len(keys)}")
+        lacking, extra = sorted(set(keys) - set(t), key=c_sort_key), sorted(set(t) - set(keys), key=c_sort_key)
+        if lacking or extra:
+            raise RuntimeError(
+                f"{split}/{k}.*: {len(lacking)} utterances of {data}/wav.scp missing"
+                + (f" (first: {lacking[0]})" if lacking else "") + f", {len(extra)} not in it"
+                + (f" (first: {extra[0]})" if extra else "") + "; rerun the stage with --overwrite true")
     shapes = {(m.get("num_layers"), m.get("dim"), m.get("stride")) for m in markers if m.get("num_layers")}
     if len(shapes) != 1:
         raise RuntimeError(f"{out_dir}: jobs disagree on (layers, dim, stride): {sorted(shapes, key=str)}")
@@ -476,7 +485,7 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
     meta = {
         "upstream": name or (str(cfg["name"] or cfg["factory"]) if isinstance(config, dict)
                              else find_config(config).stem),
-        "config_hash": config_hash(cfg),
+        "config_hash": cfg_hash,
         "num_layers": num_layers, "dim": dim,
         "frame_rate": 16000 / stride, "stride_samples": stride,
         "frame_layers": layers,

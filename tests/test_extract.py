@@ -254,6 +254,8 @@ def test_jobs_merge_and_rerun(tmp_path, models, monkeypatch, capsys):
     conf.write_text(yaml.safe_dump({"name": "hubert_local", "ckpt": str(models["hubert_local"]),
                                     "frames": {"layers": [0, -1], "dtype": "float16"}}))
     dump = Path("dump/tiny/train")
+    (dump / "split3").mkdir(parents=True)
+    (dump / "split3" / "done.2").write_text('{"job_id": ')  # unreadable marker: an unfinished job, not a crash
     with pytest.raises(RuntimeError, match="jobs 1 2 3 of 3 are not finished"):
         merge(conf, data, dump, 3)
     for j in (1, 3):
