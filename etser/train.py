@@ -169,11 +169,11 @@ def read_feats_meta(feats_set_dir: Path) -> dict:
 
 
 def _read_pooled(scp: Path, cache: dict | None) -> dict[str, np.ndarray]:
+    if not Path(scp).is_file():
+        raise FileNotFoundError(f"{scp} not found: run stage 2 (feature extraction) first")
     key = ("pooled", str(Path(scp).resolve()), os.path.getmtime(scp))
     if cache is not None and key in cache:
         return cache[key]
-    if not Path(scp).is_file():
-        raise FileNotFoundError(f"{scp} not found: run stage 2 (feature extraction) first")
     table = {u: np.asarray(m, dtype=np.float32) for u, m in kaldiio.load_scp_sequential(str(scp))}
     if cache is not None:
         cache[key] = table

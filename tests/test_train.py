@@ -175,6 +175,9 @@ def test_bad_inputs_are_named(corpus, tmp_path, caplog):
     assert train.main(_args(bad, feats_dir, tmp_path / "z", task="text_four")) == 1
     assert "utt2emo_text not found" in caplog.text
 
+    with pytest.raises(FileNotFoundError, match="pooled_mean.scp not found: run stage 2"):
+        train.load_split(data_dir / "val", tmp_path / "no_dump", "speech_four", [0], "pooled", cache={})
+
     with pytest.raises(ValueError, match="unknown option"):
         train.load_config(ROOT / "conf" / "train" / "superb.yaml", ["learning_rate=3"])
 
