@@ -400,11 +400,11 @@ def _train(conf, chash, meta, layers, num_layers, dim, task, data_dir, feats_dir
         torch.backends.cudnn.benchmark = False
 
     ckpts = _checkpoints(exp_dir)
-    if ckpts:  # refuse before anything in the exp dir is rewritten
-        last = torch.load(ckpts[-1][1], map_location="cpu", weights_only=False)
-        if last["config_hash"] != chash:
-            raise RuntimeError(f"{ckpts[-1][1]} was written with a different config: use --overwrite true to start "
-                               "over, or another --exp_dir")
+    # on the CPU: RNG states must be CPU tensors; the model and optimizer move theirs to the device
+    last = torch.load(ckpts[-1][1], map_location="cpu", weights_only=False) if ckpts else None
+    if last is not None and last["config_hash"] != chash:  # refuse before anything in the exp dir is rewritten
+        raise RuntimeError(f"{ckpts[-1][1]} was written with a different config: use --overwrite true to start "
+                           "over, or another --exp_dir")
     LOG.info("%s %s", "resuming" if ckpts else "starting", command or "(no command line)")
     (exp_dir / "cmd").write_text(command + "\n")
     with open(exp_dir / "config.yaml", "w", encoding="utf-8") as f:
@@ -448,18 +448,16 @@ def _train(conf, chash, meta, layers, num_layers, dim, task, data_dir, feats_dir
     metric = conf["select_metric"]
     state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
 
-    if ckpts:
-        epoch, path = ckpts[-1]
-        ck = torch.load(path, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["torch_rng"])
-        shuffle.set_state(ck["shuffle_rng"])
-        if ck.get("cuda_rng") is not None and device != "cpu":
-            torch.cuda.set_rng_state_all(ck["cuda_rng"])
-        state = ck["state"]
-        LOG.info("resumed from %s (epoch %d done; best epoch %d, val %s %.2f)", path, epoch, state["best_epoch"],
-                 METRIC_NAMES[metric], 100 * state["best"])
+    if last is not None:
+        model.load_state_dict(last["model"])
+        opt.load_state_dict(last["optimizer"])
+        torch.set_rng_state(last["torch_rng"])
+        shuffle.set_state(last["shuffle_rng"])
+        if last.get("cuda_rng") is not None and device != "cpu":
+            torch.cuda.set_rng_state_all(last["cuda_rng"])
+        state = last["state"]
+        LOG.info("resumed from %s (epoch %d done; best epoch %d, val %s %.2f)", ckpts[-1][1], state["epoch"],
+                 state["best_epoch"], METRIC_NAMES[metric], 100 * state["best"])
 
     info = {"head": conf["head"], "head_conf": conf["head_conf"], "task": task.name, "classes": list(task.classes),
             "layers": layers, "num_layers": num_layers, "dim": dim, "seed": seed, "tag": conf["tag"],
