@@ -61,7 +61,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         info = sf.info(str(path))
     except (RuntimeError, OSError) as e:  # sf.LibsndfileError is a RuntimeError
         raise AudioError("unreadable audio", str(e)) from None
-    if info.format == "WAV":
+    if info.format in ("WAV", "WAVEX"):  # WAVEX: the WAVE_FORMAT_EXTENSIBLE header, same chunks
         try:
             sizes = wav_data_bytes(path)
         except OSError as e:

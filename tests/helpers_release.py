@@ -21,13 +21,13 @@ FOLDERS = {"audio": "Audio", "text": "Text", "video": "Video", "multi": "Multimo
 MODALITIES = tuple(FOLDERS)
 
 
-def wav_bytes(seconds: float = 0.02, samplerate: int = 16000, channels: int = 1) -> bytes:
-    """A short PCM16 WAV (a quiet sine) as bytes."""
+def wav_bytes(seconds: float = 0.02, samplerate: int = 16000, channels: int = 1, fmt: str = "WAV") -> bytes:
+    """A short PCM16 WAV (a quiet sine) as bytes; fmt="WAVEX" writes the WAVE_FORMAT_EXTENSIBLE header."""
     t = np.arange(int(round(seconds * samplerate))) / samplerate
     x = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     data = np.repeat(x[:, None], channels, axis=1)
     buf = io.BytesIO()
-    sf.write(buf, data, samplerate, format="WAV", subtype="PCM_16")
+    sf.write(buf, data, samplerate, format=fmt, subtype="PCM_16")
     return buf.getvalue()
 
 

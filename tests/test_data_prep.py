@@ -246,6 +246,8 @@ BAD_CASES = {
     "truncated wav": (dict(wav=TRUNCATED), "truncated audio",
                       f"declares {len(wav_bytes(0.1)) - 44} bytes of samples but the file holds "
                       f"{len(TRUNCATED) - 44}", "wav"),
+    "truncated extensible wav": (dict(wav=wav_bytes(0.1, fmt="WAVEX")[:-400]), "truncated audio",
+                                 "bytes of samples but the file holds", "wav"),
     "unknown label": (dict(labels={"audio": "happy", "text": "happy", "video": "bored", "multi": "happy"}),
                       "unknown label", "Video JSON emotion_result 'bored' is not one of neutral, happy", "video"),
     "json without label": (dict(fields={"multi": {"emotion_result": None}}),
