@@ -348,6 +348,8 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
         print(f"extract job {job}/{nj}: already done ({marker}), skipped", file=sys.stderr)
         return old
     marker.unlink(missing_ok=True)
+    # The merged tables point into this job's arks, which are about to be replaced: the set is incomplete.
+    (out_dir / "pooled_mean.scp").unlink(missing_ok=True)
 
     import torch
     from tqdm import tqdm
@@ -419,15 +421,14 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
 
 # ---------------------------------------------------------------- merge
 
-def _informative(scp_path: Path, limit: int = 64) -> bool:
-    """False when the pooled statistics are the same for every utterance (per-utterance CMVN upstreams)."""
+def _informative(scp: dict[str, str], limit: int = 64) -> bool:
+    """False when the pooled statistics are the same for every utterance (per-utterance CMVN upstreams).
+
+    ``scp``: utterance -> ``ark:offset``, of which the first ``limit`` are read.
+    """
     import kaldiio
 
-    mats = []
-    for i, (_, m) in enumerate(kaldiio.load_scp_sequential(str(scp_path))):
-        mats.append(m)
-        if i + 1 >= limit:
-            break
+    mats = [kaldiio.load_mat(v) for v in list(scp.values())[:limit]]
     if len(mats) < 2:
         return True
     return float(np.stack(mats).std(axis=0).max()) > 1e-2
@@ -473,10 +474,7 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
         raise RuntimeError(f"{out_dir}: jobs disagree on (layers, dim, stride): {sorted(shapes, key=str)}")
     num_layers, dim, stride = shapes.pop()
     audio_s = sum(m["audio_seconds"] for m in markers)
-    tmp_scp = {}
-    for k in kinds:
-        tmp_scp[k] = write_table(out_dir / f"{k}.scp.tmp", tables[k])
-    info = _informative(tmp_scp["pooled_mean"]) or _informative(tmp_scp["pooled_std"])
+    info = _informative(tables["pooled_mean"]) or _informative(tables["pooled_std"])
     if not info:
         print(f"warning: {out_dir}: pooled mean and std are the same for every utterance (the upstream normalises "
               "each utterance, e.g. S3PRL fbank/mfcc CMVN); use frame-level features or an upstream without "
@@ -499,6 +497,8 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
     }
     import yaml
 
+    # A previous merge's pooled_mean.scp says "complete": gone before anything it vouches for is rewritten.
+    (out_dir / "pooled_mean.scp").unlink(missing_ok=True)
     utmp = out_dir / "upstream.yaml.tmp"  # the config itself, for inference: load_config() / build_upstream()
     utmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     os.replace(utmp, out_dir / "upstream.yaml")
@@ -507,7 +507,7 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
     os.replace(mtmp, out_dir / "meta.json")
     write_table(out_dir / "utt2num_frames", tables["utt2num_frames"])
     for k in [k for k in kinds if k != "pooled_mean"] + ["pooled_mean"]:  # pooled_mean.scp last: "complete"
-        os.replace(tmp_scp[k], out_dir / f"{k}.scp")
+        write_table(out_dir / f"{k}.scp", tables[k])
     print(f"merge {out_dir}: {len(keys)} utts from {nj} jobs, {audio_s / 3600:.3f} h audio, "
           f"{num_layers} layers x {dim} dims at {16000 / stride:g} frames/s", file=sys.stderr)
     return meta

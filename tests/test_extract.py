@@ -287,6 +287,7 @@ def test_jobs_merge_and_rerun(tmp_path, models, monkeypatch, capsys):
     with pytest.raises(RuntimeError, match="jobs 3 of 3"):
         merge(conf, data, dump, 3)
     run_job(conf, data, dump, nj=3, job=3)
+    assert not (dump / "pooled_mean.scp").exists()  # the old merge pointed into the ark job 3 replaced
     assert merge(conf, data, dump, 3)["num_utts"] == 6
 
 
