@@ -526,10 +526,7 @@ def format_stats(release: Release, sets: dict[str, list[Utterance]],
         out += [_md_table(["set", "mean", "min", "max"], rows), ""]
     out += ["## Excluded utterances", ""]
     if exclusions:
-        by_reason = defaultdict(set)
-        for _, e in exclusions:
-            by_reason[e.reason].add(e.uid)
-        rows = [[r, len(u)] for r, u in sorted(by_reason.items())]
+        rows = [[r, len(u)] for r, u in sorted(_uids_by_reason(exclusions).items())]
         out += [_md_table(["reason", "utterances"], rows), "",
                 "Details: `data/<set>/excluded` and `data/excluded` (uid, file, reason)."]
     else:
@@ -537,12 +534,16 @@ def format_stats(release: Release, sets: dict[str, list[Utterance]],
     return "\n".join(out) + "\n"
 
 
-def exclusion_summary(exclusions: list[tuple[str | None, Exclusion]]) -> str:
+def _uids_by_reason(exclusions: list[tuple[str | None, Exclusion]]) -> dict[str, set[str]]:
     by_reason = defaultdict(set)
     for _, e in exclusions:
         by_reason[e.reason].add(e.uid)
+    return by_reason
+
+
+def exclusion_summary(exclusions: list[tuple[str | None, Exclusion]]) -> str:
     n = len({e.uid for _, e in exclusions})
-    parts = ", ".join(f"{r}: {len(u)}" for r, u in sorted(by_reason.items()))
+    parts = ", ".join(f"{r}: {len(u)}" for r, u in sorted(_uids_by_reason(exclusions).items()))
     return f"{n} utterance(s) excluded ({parts})"
 
 
