@@ -30,6 +30,13 @@ def _seeded(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _save(state: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
 def tiny_hubert_ckpt(path: str | Path, norm: str = "group", seed: int = 0) -> Path:
     """A converted S3PRL HuBERT checkpoint (for ``hubert_local``)."""
     from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
@@ -45,10 +52,7 @@ def tiny_hubert_ckpt(path: str | Path, norm: str = "group", seed: int = 0) -> Pa
     model = HubertModel(model_cfg, task_cfg, symbols)
     state = {"task_cfg": dataclasses.asdict(task_cfg), "model_cfg": dataclasses.asdict(model_cfg),
              "model_weight": model.state_dict(), "dictionaries_symbols": symbols}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
+    return _save(state, path)
 
 
 def tiny_wav2vec2_ckpt(path: str | Path, norm: str = "group", seed: int = 0) -> Path:
@@ -65,10 +69,7 @@ def tiny_wav2vec2_ckpt(path: str | Path, norm: str = "group", seed: int = 0) -> 
     model = Wav2Vec2Model(model_cfg)
     state = {"task_cfg": dataclasses.asdict(task_cfg), "model_cfg": dataclasses.asdict(model_cfg),
              "model_weight": model.state_dict()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
+    return _save(state, path)
 
 
 def tiny_wavlm_ckpt(path: str | Path, norm: str = "group", seed: int = 0) -> Path:
@@ -83,10 +84,7 @@ def tiny_wavlm_ckpt(path: str | Path, norm: str = "group", seed: int = 0) -> Pat
            "relative_position_embedding": True, "num_buckets": 32, "max_distance": 64,
            "gru_rel_pos": True}
     model = WavLM(WavLMConfig(cfg))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"cfg": cfg, "model": model.state_dict()}, path)
-    return path
+    return _save({"cfg": cfg, "model": model.state_dict()}, path)
 
 
 def _hf_conv_kwargs() -> dict:
