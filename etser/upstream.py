@@ -110,6 +110,13 @@ def _merge_defaults(user: dict, defaults: dict, where: str) -> dict:
     return out
 
 
+def _number(section: dict, key: str, name: str, where: str, kind=float):
+    try:
+        return kind(section[key])
+    except (TypeError, ValueError):
+        raise UpstreamError(f"{where}: {name}.{key} must be a number, got {section[key]!r}") from None
+
+
 def normalize_config(user: dict, where: str = "upstream config") -> dict:
     """Fill defaults and check a config dict; UpstreamError naming ``where`` for anything wrong."""
     if not isinstance(user, dict):
@@ -126,10 +133,10 @@ def normalize_config(user: dict, where: str = "upstream config") -> dict:
     b = cfg["batch"]
     if b["policy"] not in BATCH_POLICIES:
         raise UpstreamError(f"{where}: batch.policy must be one of {', '.join(BATCH_POLICIES)}")
-    if not (float(b["max_seconds"]) > 0 and int(b["max_items"]) >= 1):
+    if not (_number(b, "max_seconds", "batch", where) > 0 and _number(b, "max_items", "batch", where, int) >= 1):
         raise UpstreamError(f"{where}: batch.max_seconds must be > 0 and batch.max_items >= 1")
     c = cfg["chunk"]
-    c["seconds"], c["overlap"] = float(c["seconds"]), float(c["overlap"])
+    c["seconds"], c["overlap"] = _number(c, "seconds", "chunk", where), _number(c, "overlap", "chunk", where)
     if not (c["seconds"] > 0 and 0.1 <= c["overlap"] <= c["seconds"] / 2):
         raise UpstreamError(f"{where}: need chunk.seconds > 0 and 0.1 <= chunk.overlap <= chunk.seconds / 2")
     f = cfg["frames"]

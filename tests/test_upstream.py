@@ -54,6 +54,8 @@ def test_hash_covers_what_decides_the_features():
     ({"name": "fbank", "batch": {"policy": "bucket"}}, ["batch.policy"]),
     ({"name": "fbank", "frames": {"layers": 3}}, ["frames.layers"]),
     ({"name": "fbank", "chunk": {"seconds": 4, "overlap": 3}}, ["chunk.overlap"]),
+    ({"name": "fbank", "chunk": {"seconds": "30s"}}, ["conf/upstream/x.yaml", "chunk.seconds", "'30s'"]),
+    ({"name": "fbank", "batch": {"max_items": None}}, ["conf/upstream/x.yaml", "batch.max_items", "None"]),
 ])
 def test_bad_configs_are_refused(bad, words):
     with pytest.raises(UpstreamError) as err:
