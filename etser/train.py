@@ -358,8 +358,7 @@ def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path, exp_dir: 
     """Train one head; returns the summary written to ``exp_dir/done``."""
     exp_dir, data_dir, feats_dir = Path(exp_dir), Path(data_dir), Path(feats_dir)
     task = get_task(task_name)
-    train_feats, valid_feats = feats_dir / conf["train_set"], feats_dir / conf["valid_set"]
-    meta = read_feats_meta(train_feats)
+    meta = read_feats_meta(feats_dir / conf["train_set"])
     num_layers, dim = int(meta["num_layers"]), int(meta["dim"])
     layers = select_layers(conf["head"], conf["head_conf"], num_layers, meta.get("frame_layers"))
     resolved = {**conf, "task": task_name, "classes": list(task.classes), "seed": seed,
