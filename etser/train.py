@@ -464,8 +464,9 @@ def _train(conf, chash, meta, layers, num_layers, dim, task, data_dir, feats_dir
     y_train = torch.as_tensor(tr.labels, device=device)
     bs, patience = int(conf["batch_size"]), conf["patience"]
     stopped_early = patience is not None and state["bad_epochs"] >= patience
+    first_epoch = state["epoch"]  # > 0 when resumed: the figures count this run's epochs only
     interactive = sys.stderr.isatty()  # job logs get a line every 30 s, not a carriage-return stream
-    bar = tqdm(total=conf["max_epochs"], initial=state["epoch"], desc=f"train {exp_dir}", unit="epoch",
+    bar = tqdm(total=conf["max_epochs"], initial=first_epoch, desc=f"train {exp_dir}", unit="epoch",
                file=sys.stderr, mininterval=0.5 if interactive else 30, leave=False, dynamic_ncols=interactive)
     for epoch in range(state["epoch"] + 1, conf["max_epochs"] + 1):
         if stopped_early:
@@ -523,7 +524,7 @@ def _train(conf, chash, meta, layers, num_layers, dim, task, data_dir, feats_dir
     (exp_dir / "done").write_text(json.dumps(summary, indent=1) + "\n")
     LOG.info("%s: %d epochs (%s), best epoch %d val %s %.2f; %.1f s, %.0f train utts/s, peak RSS %.0f MB",
              exp_dir, state["epoch"], why, state["best_epoch"], METRIC_NAMES[metric], 100 * state["best"], seconds,
-             len(tr) * max(1, len(state["history"])) / max(seconds, 1e-9), _peak_rss_mb())
+             len(tr) * (state["epoch"] - first_epoch) / max(seconds, 1e-9), _peak_rss_mb())
     return summary
 
 
