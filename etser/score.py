@@ -5,7 +5,8 @@
 
 writes ``EXP_DIR/decode_<set>/``: ``metrics.json``, ``predictions.txt``, ``confusion.txt``, ``confusion.png``,
 ``report.txt``.  The data and feature dirs are the ones recorded in ``EXP_DIR/config.yaml`` unless
-``--data_dir`` / ``--feats_dir`` are given.
+``--data_dir`` / ``--feats_dir`` are given; features of another upstream config than the training's (their
+``meta.json`` config hash) are refused.
 
 Metrics (percent in reports, fractions in metrics.json), all from scikit-learn with ``labels=`` the task's
 classes and ``zero_division=nan`` so that an undefined value is never counted as 0 or 1 by accident:
@@ -189,6 +190,14 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dir: Path, dev
 
     start = time.monotonic()
     model, info = train.load_trained(exp_dir, device)
+    # features of another upstream config can have the same shape and would be scored without an error
+    trained_on = exp_dir / "feats_meta.json"
+    expected = json.loads(trained_on.read_text()).get("config_hash") if trained_on.is_file() else None
+    got = train.read_feats_meta(feats_dir / set_name).get("config_hash")
+    if expected and got != expected:
+        raise ValueError(f"{feats_dir / set_name}/meta.json: features of upstream config {got}, but {exp_dir} was "
+                         f"trained on features of config {expected} ({trained_on}): score it on features of the "
+                         "same upstream config")
     split = train.load_split(data_dir / set_name, feats_dir / set_name, info["task"], info["layers"],
                              model.input_kind, cache=cache, log=LOG.info)
     probs, _ = train.predict(model, split, device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,11 @@ def test_score_exp_writes_decode_dirs(tmp_path):
         assert again["ua"] == pytest.approx(m["ua"]) and again["confusion"] == m["confusion"]
         assert "UA" in (d / "report.txt").read_text()
     assert score.main([str(tmp_path / "nothing")]) == 1
+    # features of another upstream config (same shape) are refused, not scored
+    other = tmp_path / "other_dump"
+    shutil.copytree(feats_dir, other)
+    meta = json.loads((other / "test" / "meta.json").read_text())
+    (other / "test" / "meta.json").write_text(json.dumps({**meta, "config_hash": "ffff0000"}))
+    with pytest.raises(ValueError, match="features of upstream config ffff0000, but .* trained on features of "
+                                         "config 0123abcd"):
+        score.score_exp(exp, ["test"], feats_dir=other)
