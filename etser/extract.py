@@ -179,7 +179,14 @@ def iter_features(upstream, items: Iterable[tuple[str, np.ndarray]], where: Call
 
     def run(batch):
         nonlocal layers, resolved
-        hs = upstream([b[1] for b in batch])
+        try:
+            hs = upstream([b[1] for b in batch])
+        except RuntimeError as e:  # torch's errors (out of memory first of all) name no utterance
+            utts = list(dict.fromkeys(b[0].utt for b in batch))
+            more = f" and {len(utts) - 1} more" if len(utts) > 1 else ""
+            raise RuntimeError(f"{where(utts[0])}{more}: the upstream failed on a batch of {len(batch)} "
+                               f"segments of up to {max(len(b[1]) for b in batch) / TARGET_RATE:.2f} s "
+                               f"(lower batch.max_seconds or chunk.seconds if out of memory): {e}") from e
         if not resolved:
             layers = resolve_layers(layer_spec, len(hs))
             resolved = True

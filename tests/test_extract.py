@@ -310,6 +310,26 @@ def test_split_keys_matches_utils_split_scp(tmp_path):
             assert [line.split()[0] for line in out.splitlines()] == part, (nj, j)
 
 
+def test_model_error_names_the_utterance(tmp_path):
+    """An error inside the model (e.g. out of memory on the longest utterance) says which utterance it was."""
+    (tmp_path / "oom.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    def f(wavs):\n"
+        "        if any(len(w) == 12345 for w in wavs):\n"
+        "            raise RuntimeError('CUDA out of memory (simulated)')\n"
+        "        x = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)\n"
+        "        return {'hidden_states': [x[:, : x.shape[1] // 160 * 160].reshape(len(wavs), -1, 160)]}\n"
+        "    return f\n")
+    up = build_upstream({"factory": f"{tmp_path}/oom.py:build"})
+    wavs = [("S01-ok", noise(0.5, 1)), ("S02-big", noise(1.0, 2)[:12345])]
+    with pytest.raises(RuntimeError) as err:
+        list(iter_features(up, wavs, where=lambda u: f"utterance {u} (/x/{u}.wav)"))
+    msg = str(err.value)
+    assert "utterance S02-big (/x/S02-big.wav)" in msg and "out of memory (simulated)" in msg
+    assert "S01-ok" not in msg
+
+
 def test_bad_audio_fails_naming_utterance_and_file(tmp_path, capsys):
     data = make_data(tmp_path, n=3)
     bad = tmp_path / "wav" / "broken.wav"
