@@ -269,8 +269,9 @@ def extract_wavs(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]],
 def pooled_features(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]]
                     ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(utts, means (N, L, D), stds (N, L, D))`` for wav files, in the given order (inference)."""
-    feats = extract_wavs(upstream, wavs, frame_layers=None)
-    utts = [u for u, _ in (wavs.items() if isinstance(wavs, dict) else wavs)]
+    pairs = list(wavs.items()) if isinstance(wavs, dict) else list(wavs)  # an iterator is read once
+    feats = extract_wavs(upstream, pairs, frame_layers=None)
+    utts = [u for u, _ in pairs]
     return utts, np.stack([feats[u].mean for u in utts]), np.stack([feats[u].std for u in utts])
 
 

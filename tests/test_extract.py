@@ -310,6 +310,20 @@ def test_split_keys_matches_utils_split_scp(tmp_path):
             assert [line.split()[0] for line in out.splitlines()] == part, (nj, j)
 
 
+def test_pooled_features_of_an_iterator(tmp_path):
+    """The inference API takes a dict, a list or a one-pass iterator of (utt, wav path), in that order."""
+    from etser.extract import pooled_features
+
+    data = make_data(tmp_path, n=3)
+    pairs = [tuple(line.split(" ", 1)) for line in (data / "wav.scp").read_text().splitlines()]
+    up = build_upstream({"factory": f"{TEST_CONF}/tiny_plugin.py:build"})
+    utts, means, stds = pooled_features(up, iter(pairs[::-1]))
+    ref_utts, ref_means, ref_stds = pooled_features(up, dict(pairs))
+    assert utts == ref_utts[::-1] == [u for u, _ in pairs[::-1]] and means.shape == (3, 3, 8)
+    np.testing.assert_array_equal(means, ref_means[::-1])
+    np.testing.assert_array_equal(stds, ref_stds[::-1])
+
+
 def test_model_error_names_the_utterance(tmp_path):
     """An error inside the model (e.g. out of memory on the longest utterance) says which utterance it was."""
     (tmp_path / "oom.py").write_text(
