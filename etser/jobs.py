@@ -150,16 +150,20 @@ def log_footer(code: int, elapsed: float, threads: int = 1) -> str:
             f"# Ended (code {code}) at {now_string()}, elapsed time {elapsed:.1f} seconds\n")
 
 
-def exit_code_in_log(path: str | os.PathLike) -> int | None:
-    """The code in the log's ``# Ended (code N)`` line; None when it has none (job killed or still running)."""
+def _last_lines(path: str | os.PathLike, nbytes: int) -> list[str]:
+    """The lines of a log's last nbytes ([] when it cannot be read): logs can be long, their ends matter."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4096))
-            tail = f.read().decode("utf-8", "replace").splitlines()
+            f.seek(max(0, f.tell() - nbytes))
+            return f.read().decode("utf-8", "replace").splitlines()
     except OSError:
-        return None
-    for line in reversed(tail):
+        return []
+
+
+def exit_code_in_log(path: str | os.PathLike) -> int | None:
+    """The code in the log's ``# Ended (code N)`` line; None when it has none (job killed or still running)."""
+    for line in reversed(_last_lines(path, 4096)):
         m = _ENDED.match(line)
         if m:
             return int(m.group(1))
@@ -168,14 +172,7 @@ def exit_code_in_log(path: str | os.PathLike) -> int | None:
 
 def tail_lines(path: str | os.PathLike, n: int = 6) -> list[str]:
     """Last n lines of a log, without our footer lines (what the user needs to see)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 8192))
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return []
-    lines = [x for x in lines if not x.startswith(("# Accounting:", "# Ended (code"))]
+    lines = [x for x in _last_lines(path, 8192) if not x.startswith(("# Accounting:", "# Ended (code"))]
     return lines[-n:]
 
 
