@@ -61,7 +61,9 @@ fi
 if [ "$#" -ne 0 ]; then
     log "unexpected arguments: $*"; echo "${help_message}" >&2; exit 1
 fi
-if [ "${stage}" -gt "${stop_stage}" ] || [ "${stage}" -lt 1 ] || [ "${stop_stage}" -gt 5 ]; then
+# a stage that is not a number would make every `[ -le ]` below false: nothing run, yet "Successfully finished"
+if ! [[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] \
+    || [ "${stage}" -gt "${stop_stage}" ] || [ "${stage}" -lt 1 ] || [ "${stop_stage}" -gt 5 ]; then
     log "ERROR: --stage ${stage} --stop_stage ${stop_stage}: stages are 1 to 5 and stage <= stop_stage"; exit 1
 fi
 

@@ -214,3 +214,15 @@ def test_stage3_before_features(tmp_path, recipe):
     assert re.search(r"Stage 3: dump/fbank_no_cmvn_\w+/train has no features: run stage 2 for --upstream "
                      r"fbank_no_cmvn first", r.stderr), r.stderr[-2000:]
     assert not (w / "exp").exists() or not any((w / "exp").rglob("train.log"))
+
+
+@pytest.mark.parametrize("args", [("--stage", "2a"), ("--stage", "0"), ("--stop_stage", "6"),
+                                  ("--stage", "3", "--stop_stage", "2")])
+def test_stage_range_outside_1_to_5_is_refused(tmp_path, args):
+    """A stage that is not a number used to skip every stage and report "Successfully finished"."""
+    w = make_workdir(tmp_path / "work")
+    r = run_recipe(w, *args)
+    assert r.returncode == 1, r.stderr
+    assert "stages are 1 to 5 and stage <= stop_stage" in r.stderr
+    assert "Successfully finished" not in r.stderr
+    assert not (w / "data").exists()
