@@ -248,15 +248,16 @@ def main(argv: list[str]) -> int:
     var = a.spec.var if a.spec else None
     indices = list(a.spec.indices) if a.spec else [0]
     logs = {i: substitute(a.log, var, i) if var else a.log for i in indices}
+    name = job_name(a.log, var)
+    qdir = Path(logs[indices[0]]).parent / "q"
+    qdir.mkdir(parents=True, exist_ok=True)
+    id_file = qdir / f"{name}.slurm_job_id"
+    # first: a stale job's tasks still starting would append to the logs emptied below
+    cancel_stale(id_file)
     for path in logs.values():
         # tasks append to their log (Slurm and the task wrapper both write it): start each one empty
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).unlink(missing_ok=True)
-    name = job_name(a.log, var)
-    qdir = Path(logs[indices[0]]).parent / "q"
-    qdir.mkdir(exist_ok=True)
-    id_file = qdir / f"{name}.slurm_job_id"
-    cancel_stale(id_file)
 
     wrapper = [sys.executable, "-m", "etser.jobs", "task"]
     if var:
