@@ -299,9 +299,9 @@ def main(argv: list[str]) -> int:
     log_wait = float(os.environ.get("ETSER_SLURM_LOG_WAIT", "30"))
     deadline = time.monotonic() + log_wait
     for i in indices:
-        # a finished task's log may show up late on a shared filesystem
-        while (codes[i] is None and states.get(i) not in FINAL_FAILURES and Path(logs[i]).exists()
-               and time.monotonic() < deadline):
+        # a finished task's log, or its footer, may show up late on a shared filesystem (a client that saw the
+        # log unlinked above may go on seeing no file for its attribute-cache time)
+        while codes[i] is None and states.get(i) not in FINAL_FAILURES and time.monotonic() < deadline:
             time.sleep(0.5)
             codes[i] = exit_code_in_log(logs[i])
     failed = [i for i in indices if codes[i] != 0]
