@@ -217,7 +217,7 @@ def prefetch(items: Iterable, load: Callable, depth: int = 8) -> Iterator:
     """``(item, load(item))`` for each item, loaded in a background thread ``depth`` items ahead.
 
     Decoding and resampling release the GIL, so they overlap with the model's forward pass.  An exception
-    in ``load`` is raised here, in order.
+    in ``load`` (or in iterating ``items``) is raised here, in order.
     """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -228,11 +228,9 @@ def prefetch(items: Iterable, load: Callable, depth: int = 8) -> Iterator:
             for item in items:
                 if stop.is_set():
                     return
-                try:
-                    q.put((item, load(item), None))
-                except BaseException as e:  # handed to the consumer, which raises it
-                    q.put((item, None, e))
-                    return
+                q.put((item, load(item), None))
+        except BaseException as e:  # from load or from items itself: handed to the consumer, which raises it
+            q.put((None, None, e))
         finally:
             q.put(done)
 

@@ -310,6 +310,30 @@ def test_split_keys_matches_utils_split_scp(tmp_path):
             assert [line.split()[0] for line in out.splitlines()] == part, (nj, j)
 
 
+def test_prefetch_raises_errors_in_order():
+    """An error in load, or in the item iterator itself, reaches the consumer after the items before it."""
+    from etser.extract import prefetch
+
+    def load(x):
+        if x == 3:
+            raise ValueError("cannot load 3")
+        return 10 * x
+
+    got = []
+    with pytest.raises(ValueError, match="cannot load 3"):
+        got.extend(prefetch(range(6), load, depth=2))
+    assert got == [(0, 0), (1, 10), (2, 20)]
+
+    def items():
+        yield from (0, 1)
+        raise OSError("table unreadable")
+
+    got = []
+    with pytest.raises(OSError, match="table unreadable"):  # not a silently shorter run
+        got.extend(prefetch(items(), lambda x: x))
+    assert got == [(0, 0), (1, 1)]
+
+
 def test_pooled_features_of_an_iterator(tmp_path):
     """The inference API takes a dict, a list or a one-pass iterator of (utt, wav path), in that order."""
     from etser.extract import pooled_features
