@@ -508,9 +508,13 @@ class WhisperEncoderUpstream:
         return min(math.ceil(n_samples / self.hop), self.max_frames)
 
     def __call__(self, wavs):
+        import torch
+
         device = next(self.encoder.parameters()).device
-        feats = self.extractor([w.detach().cpu().numpy() for w in wavs], sampling_rate=SAMPLE_RATE,
-                               return_tensors="pt").input_features
+        # float32 log-mels also under a CPU autocast (bf16): the extractor's STFT is torch and its .numpy() refuses bf16
+        with torch.autocast("cpu", enabled=False):
+            feats = self.extractor([w.detach().cpu().numpy() for w in wavs], sampling_rate=SAMPLE_RATE,
+                                   return_tensors="pt").input_features
         out = self.encoder(feats.to(device, next(self.encoder.parameters()).dtype), output_hidden_states=True)
         t = max(self.num_frames(len(w)) for w in wavs)
         return {"hidden_states": [h[:, :t] for h in out.hidden_states]}
