@@ -159,6 +159,21 @@ def test_whisper_route(tmp_path):
         build_upstream(cfg)
 
 
+def test_whisper_bf16_autocast_on_cpu(tmp_path):
+    """CPU bf16 autocast must not reach Whisper's feature extractor (its .numpy() refuses bf16 log-mels)."""
+    from helpers_models import tiny_whisper_dir
+
+    cfg = yaml.safe_load((CONF / "whisper_base.yaml").read_text())
+    cfg["args"]["ckpt"] = str(tiny_whisper_dir(tmp_path / "whisper"))
+    wav = torch.randn(12000, generator=torch.Generator().manual_seed(0)) * 0.1
+    ref = build_upstream(cfg)([wav])
+    cfg["autocast"] = "bf16"
+    got = build_upstream(cfg)([wav])
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        assert torch.linalg.norm(g.float() - r) <= 5e-2 * torch.linalg.norm(r)
+
+
 def test_plugin_factory_from_a_file_outside_the_package(tmp_path, monkeypatch):
     """(d): a YAML naming file.py:function; also module:function once the file is importable."""
     (tmp_path / "conf" / "upstream").mkdir(parents=True)
