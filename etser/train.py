@@ -43,6 +43,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
+from etser.cli import str2bool
 from etser.datadir import read_table
 from etser.heads import Head, build_head, select_layers
 from etser.score import METRIC_NAMES, quick_metrics
@@ -554,14 +555,6 @@ def job_list_lines(path: Path, job: int, num_jobs: int) -> list[list[str]]:
     return [shlex.split(line) for i, line in enumerate(lines) if i % num_jobs == job - 1]
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m etser.train", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -575,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--exp_dir", type=Path)
     ap.add_argument("--ngpu", type=int, default=0)
     ap.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--overwrite", type=_bool, default=False, help="retrain a finished exp dir")
+    ap.add_argument("--overwrite", type=str2bool, default=False, help="retrain a finished exp dir")
     ap.add_argument("--job_list", type=Path, help="file of argument lines (one training each)")
     ap.add_argument("--job", type=int, default=1, help="with --job_list: this job's index (1-based)")
     ap.add_argument("--num_jobs", type=int, default=1, help="with --job_list: number of jobs sharing the list")

@@ -14,15 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from etser.cli import str2bool  # noqa: E402
 from etser.emotiontalk import SETS, DataPrepError, exclusion_summary, figures_line, prepare  # noqa: E402
-
-
-def str2bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
