@@ -8,7 +8,8 @@ if [ "${ETSER_PYTHON_ENV:-venv}" = venv ] && [ -f "${ETSER_ROOT}/.venv/bin/activ
     # shellcheck disable=SC1091
     . "${ETSER_ROOT}/.venv/bin/activate"
 fi
-export PYTHONPATH="${ETSER_ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
+# local/ holds the corpus-specific Python package `emotiontalk` (release parsing, mini corpus, labels)
+export PYTHONPATH="${ETSER_ROOT}:${ETSER_ROOT}/local${PYTHONPATH:+:${PYTHONPATH}}"
 export PATH="${ETSER_ROOT}/utils:${PATH}"
 export LC_ALL=C
 export PYTHONIOENCODING=utf-8

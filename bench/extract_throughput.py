@@ -32,13 +32,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "local"))
 
 from etser.audio import load_audio  # noqa: E402
 from etser.extract import run_job, write_matrix  # noqa: E402
 
 
 def mini_wavs(mini_dir: Path, n: int) -> list[Path]:
-    from etser.minicorpus import make_mini_corpus
+    from emotiontalk.minicorpus import make_mini_corpus
 
     make_mini_corpus(mini_dir, progress=True)  # returns at once when the corpus is there
     wavs = sorted(p for p in (mini_dir / "Audio").rglob("*.wav") if not p.name.startswith("._"))

@@ -3,7 +3,7 @@
 
 Usage: local/data_prep.py --db_root DIR --out data [--strict true|false] [--sets train val test]
 Exit status 1 when nothing usable is found, a set is empty, or (--strict true) any utterance is excluded.
-See etser/emotiontalk.py for the rules.
+See local/emotiontalk/release.py for the rules.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from etser.cli import str2bool  # noqa: E402
-from etser.emotiontalk import SETS, DataPrepError, exclusion_summary, figures_line, prepare  # noqa: E402
+from emotiontalk.release import SETS, DataPrepError, exclusion_summary, figures_line, prepare  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the embedded mini corpus: a small synthetic EmotionTalk release (see etser/minicorpus.py).
+"""Generate the embedded mini corpus: a small synthetic EmotionTalk release (see local/emotiontalk/minicorpus.py).
 
 Usage: local/make_mini_corpus.py --out DIR [--seed 0] [--scale 1.0]
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from etser.minicorpus import make_mini_corpus  # noqa: E402
+from emotiontalk.minicorpus import make_mini_corpus  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,9 @@ META_DIR = ROOT.parent / "shared" / "emotiontalk-meta"
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# corpus-specific modules (local/emotiontalk/) are imported as `emotiontalk.*`, as path.sh arranges
+if str(ROOT / "local") not in sys.path:
+    sys.path.insert(1, str(ROOT / "local"))
 
 # Tests never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,7 +38,7 @@ def meta_dir() -> Path:
 @pytest.fixture(scope="session")
 def mini_release(tmp_path_factory) -> Path:
     """The embedded mini corpus (seed 0, scale 1.0: 600 utterances), generated once per test session."""
-    from etser.minicorpus import make_mini_corpus
+    from emotiontalk.minicorpus import make_mini_corpus
 
     out = tmp_path_factory.mktemp("mini") / "release"
     make_mini_corpus(out, seed=0, scale=1.0, progress=False)
@@ -45,7 +48,7 @@ def mini_release(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_release(tmp_path_factory) -> Path:
     """A quarter-size mini corpus (150 utterances) for the whole-recipe tests, generated once per session."""
-    from etser.minicorpus import make_mini_corpus
+    from emotiontalk.minicorpus import make_mini_corpus
     from tests.helpers_faults import MINI_SCALE
 
     out = tmp_path_factory.mktemp("mini_small") / "release"

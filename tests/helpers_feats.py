@@ -15,7 +15,7 @@ import kaldiio
 import numpy as np
 
 from etser.datadir import write_table
-from etser.tasks import EMOTIONS_ALL
+from emotiontalk.labels import EMOTIONS_ALL
 
 
 def make_frames(rng: np.random.Generator, label: int, num_layers: int, dim: int,

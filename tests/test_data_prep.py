@@ -1,4 +1,4 @@
-"""Stage 1 (etser.emotiontalk, local/data_prep.py) on small release trees: outputs, quirks, bad input."""
+"""Stage 1 (local/emotiontalk/release.py, local/data_prep.py) on small release trees: outputs, quirks, bad input."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import kaldiio
 import pytest
 
 from etser.datadir import read_table
-from etser.emotiontalk import clean_transcript, parse_speaker
+from emotiontalk.release import clean_transcript, parse_speaker
 from tests.helpers_release import media_dir, rel_path, wav_bytes, write_utterance
 
 ROOT = Path(__file__).resolve().parents[1]

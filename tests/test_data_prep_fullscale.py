@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from etser.datadir import read_table
-from etser.emotiontalk import clean_transcript
-from etser.tasks import EMOTIONS_ALL, EMOTIONS_FOUR
+from emotiontalk.release import clean_transcript
+from emotiontalk.labels import EMOTIONS_ALL, EMOTIONS_FOUR
 from tests.helpers_release import build_skeleton_from_meta, read_meta
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from etser import minicorpus
-from etser.minicorpus import MARKER, hash_tree, make_mini_corpus, read_marker
-from etser.tasks import EMOTIONS_ALL, EMOTIONS_FOUR
+from emotiontalk import minicorpus
+from emotiontalk.minicorpus import MARKER, hash_tree, make_mini_corpus, read_marker
+from emotiontalk.labels import EMOTIONS_ALL, EMOTIONS_FOUR
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = re.compile(r"G(\d{5})_(\d{2})_(\d{2})_(\d{3})")
@@ -273,7 +273,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
 
 def test_stage1_reads_the_mini_corpus_strictly(mini_release, tmp_path):
     """The consumer's view: every utterance is kept, none excluded (no broken files in the corpus)."""
-    from etser.emotiontalk import prepare
+    from emotiontalk.release import prepare
 
     result = prepare(mini_release, tmp_path / "data", strict=True, progress=False, echo=False)
     assert {s: len(u) for s, u in result.sets.items()} == {"train": 440, "val": 80, "test": 80}

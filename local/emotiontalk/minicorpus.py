@@ -50,7 +50,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from etser.tasks import EMOTIONS_ALL
+from emotiontalk.labels import EMOTIONS_ALL
 
 # Bump when anything changes what is written: a marker with another version is regenerated.
 VERSION = 1

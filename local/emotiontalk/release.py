@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from etser.audio_info import AudioError, audio_info
 from etser.datadir import c_sort_key, utt2spk_to_spk2utt, write_table
-from etser.tasks import EMOTIONS_ALL, EMOTIONS_FOUR, LABEL_SOURCES
+from emotiontalk.labels import EMOTIONS_ALL, EMOTIONS_FOUR, LABEL_SOURCES
 
 SETS = ("train", "val", "test")
 SPLIT_GROUPS = {"val": (1, 12), "test": (3, 15)}
