@@ -95,7 +95,7 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     log "Stage 1: data preparation from ${db_root} into data/{${sets// /,}}"
     ${python} local/data_prep.py --db_root "${db_root}" --out data --strict "${strict}" --sets "${sets}"
     for x in ${sets}; do
-        utils/validate_data_dir.sh "data/${x}"
+        utils/validate_data_dir.sh --tables conf/data_tables "data/${x}"
     done
 fi
 

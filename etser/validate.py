@@ -10,14 +10,23 @@ Kaldi's rules, as in egs/wsj/s5/utils/validate_data_dir.sh:
 - values are present where one is required (wav.scp, utt2spk, utt2*; utt2dur a positive number ...).
 Not tables: ``excluded``, ``*.md``, ``*.json``, hidden files, subdirectories.
 
-  python -m etser.validate DIR [DIR ...]        validate; exit 1 listing every problem
-  python -m etser.validate --fix DIR [DIR ...]  sort, keep the utterances present in every per-utterance
-                                                file, rebuild spk2utt; originals go to DIR/.backup/
+A corpus's own tables are described by a rules file (``--tables FILE``; the recipe's is
+``conf/data_tables``), one rule a line, the first matching pattern wins, ``#`` starts a comment:
+
+    <file name or glob>  <kind: utt|sparse|spk|reco>  <value: any|word|text|number|json|path>  [min max]
+
+``sparse`` is a per-utterance table that may leave utterances out (e.g. captions of one kind): its keys
+must be utterances of utt2spk, and fixing never removes an utterance for being absent from it.
+
+  python -m etser.validate [--tables FILE] DIR [DIR ...]        validate; exit 1 listing every problem
+  python -m etser.validate [--tables FILE] --fix DIR [DIR ...]  sort, keep the utterances present in every
+                                                per-utterance file, rebuild spk2utt; originals go to DIR/.backup/
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import math
 import re
@@ -38,8 +47,67 @@ NOT_TABLES = ("excluded",)
 BACKUP = ".backup"
 
 
-def file_kind(name: str, has_segments: bool) -> str | None:
-    """'utt', 'spk', 'reco', or None for files that are not tables (or unknown)."""
+KINDS = ("utt", "sparse", "spk", "reco")
+VALUE_TYPES = ("any", "word", "text", "number", "json", "path")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How a corpus's own table is checked (a line of the --tables file)."""
+
+    pattern: str
+    kind: str
+    value: str = "any"
+    low: float | None = None
+    high: float | None = None
+
+
+class RulesError(ValueError):
+    pass
+
+
+def read_rules(path: str | Path | None) -> tuple[Rule, ...]:
+    """The rules of a --tables file (see the module docstring); () for None."""
+    if path is None:
+        return ()
+    rules = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RulesError(f"{path}: cannot read the table rules: {e}") from None
+    for lineno, line in enumerate(lines, 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        where = f"{path}:{lineno}"
+        if len(fields) not in (2, 3, 5):
+            raise RulesError(f"{where}: expected 'pattern kind [value [min max]]', got {line.strip()!r}")
+        pattern, kind = fields[0], fields[1]
+        value = fields[2] if len(fields) > 2 else "any"
+        if kind not in KINDS:
+            raise RulesError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+        if value not in VALUE_TYPES:
+            raise RulesError(f"{where}: value type {value!r} is not one of {', '.join(VALUE_TYPES)}")
+        low = high = None
+        if len(fields) == 5:
+            if value != "number":
+                raise RulesError(f"{where}: min and max are for value type number, not {value}")
+            low, high = _float(fields[3]), _float(fields[4])
+            if low is None or high is None or low > high:
+                raise RulesError(f"{where}: min {fields[3]!r} and max {fields[4]!r} are not numbers with min <= max")
+        rules.append(Rule(pattern, kind, value, low, high))
+    return tuple(rules)
+
+
+def find_rule(name: str, rules: tuple[Rule, ...]) -> Rule | None:
+    return next((r for r in rules if fnmatch.fnmatchcase(name, r.pattern)), None)
+
+
+def file_kind(name: str, has_segments: bool, rules: tuple[Rule, ...] = ()) -> str | None:
+    """'utt', 'sparse', 'spk', 'reco', or None for files that are not tables (or unknown)."""
+    rule = find_rule(name, rules)
+    if rule is not None:
+        return rule.kind
     if name == "wav.scp" and has_segments:
         return "reco"
     if name in PER_UTT or name.startswith("utt2"):
@@ -68,8 +136,30 @@ def _float(value: str) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def check_value(name: str, value: str) -> str | None:
+def _check_rule(rule: Rule, value: str) -> str | None:
+    if not value:
+        return "no value"
+    if rule.value == "word" and len(value.split()) != 1:
+        return f"{value!r} is not one word"
+    if rule.value == "number":
+        x = _float(value)
+        if x is None:
+            return f"{value!r} is not a number"
+        if rule.low is not None and not rule.low <= x <= rule.high:
+            return f"{value!r} is not a number in [{rule.low:g}, {rule.high:g}]"
+    if rule.value == "json":
+        try:
+            json.loads(value)
+        except ValueError:
+            return f"value is not JSON: {value[:40]!r}"
+    return None
+
+
+def check_value(name: str, value: str, rules: tuple[Rule, ...] = ()) -> str | None:
     """Why the value is not acceptable in table `name`, or None."""
+    rule = find_rule(name, rules)
+    if rule is not None:
+        return _check_rule(rule, value)
     if name in ("text", "text_raw"):
         return None  # a transcript may be empty (e.g. only markup such as [laughing])
     if not value:
@@ -83,15 +173,6 @@ def check_value(name: str, value: str) -> str | None:
     elif name == "utt2num_frames":
         if not value.isdigit() or int(value) <= 0:
             return f"{value!r} is not a positive integer"
-    elif name == "utt2sentiment":
-        x = _float(value)
-        if x is None or not -2 <= x <= 2:
-            return f"sentiment {value!r} is not a number in [-2, 2]"
-    elif name == "utt2caption":
-        try:
-            json.loads(value)
-        except ValueError:
-            return f"caption is not JSON: {value[:40]!r}"
     elif name == "segments":
         fields = value.split()
         start, end = (_float(fields[1]), _float(fields[2])) if len(fields) == 3 else (None, None)
@@ -160,7 +241,7 @@ class Problems:
         return out
 
 
-def scan_table(path: Path, problems: Problems) -> Table:
+def scan_table(path: Path, problems: Problems, rules: tuple[Rule, ...] = ()) -> Table:
     """Read a table leniently, recording every problem of its lines (encoding, format, order, values)."""
     name = path.name
     table = Table(name)
@@ -207,7 +288,7 @@ def scan_table(path: Path, problems: Problems) -> Table:
             bad = f"{sep!r} between key and value (use a space)"
         if bad:
             problems.add(name, "non-printable", f"{where}: key {key!r}: non-printable character {bad}")
-        why = check_value(name, value)
+        why = check_value(name, value, rules)
         if why:
             problems.add(name, "bad value", f"{where}: key {key!r}: {why}")
         kb = c_sort_key(key)
@@ -255,14 +336,14 @@ class Report:
         return s
 
 
-def list_tables(directory: Path) -> tuple[dict[str, str], list[str]]:
+def list_tables(directory: Path, rules: tuple[Rule, ...] = ()) -> tuple[dict[str, str], list[str]]:
     """{file name: kind} of the tables in directory, and the unknown file names."""
     has_segments = (directory / "segments").is_file()
     tables, unknown = {}, []
     for path in sorted(directory.iterdir(), key=lambda p: c_sort_key(p.name)):
         if is_ignored(path):
             continue
-        kind = file_kind(path.name, has_segments)
+        kind = file_kind(path.name, has_segments, rules)
         if kind is None:
             unknown.append(path.name)
         else:
@@ -270,15 +351,16 @@ def list_tables(directory: Path) -> tuple[dict[str, str], list[str]]:
     return tables, unknown
 
 
-def validate_data_dir(directory: str | Path, max_listed: int = 20) -> Report:
-    """Check a data directory against Kaldi's rules; the report lists every problem found."""
+def validate_data_dir(directory: str | Path, max_listed: int = 20, rules: tuple[Rule, ...] = ()) -> Report:
+    """Check a data directory against Kaldi's rules and the corpus's table ``rules``; the report lists every
+    problem found."""
     d = Path(directory)
     problems = Problems(max_listed)
     if not d.is_dir():
         problems.add(str(d), "missing", f"{d}: not a directory")
         return Report(d, problems, 0, 0, [], [])
-    kinds, unknown = list_tables(d)
-    tables = {name: scan_table(d / name, problems) for name in kinds}
+    kinds, unknown = list_tables(d, rules)
+    tables = {name: scan_table(d / name, problems, rules) for name in kinds}
 
     for required in ("utt2spk", "spk2utt"):
         if required not in tables:
@@ -293,10 +375,10 @@ def validate_data_dir(directory: str | Path, max_listed: int = 20) -> Report:
     # identical key sets across the per-utterance files
     if "utt2spk" in tables and not tables["utt2spk"].unreadable:
         for name, kind in kinds.items():
-            if kind != "utt" or name == "utt2spk" or tables[name].unreadable:
+            if kind not in ("utt", "sparse") or name == "utt2spk" or tables[name].unreadable:
                 continue
             keys = set(tables[name].keys())
-            missing, extra = utts - keys, keys - utts
+            missing, extra = (utts - keys if kind == "utt" else set()), keys - utts
             if missing:
                 problems.add(name, "key set", f"{d}/{name}: {_n(len(missing), 'utterance')} of utt2spk missing: "
                                               f"{_list_keys(missing)}")
@@ -404,7 +486,7 @@ class FixResult:
     notes: list[str]
 
 
-def fix_data_dir(directory: str | Path) -> FixResult:
+def fix_data_dir(directory: str | Path, rules: tuple[Rule, ...] = ()) -> FixResult:
     """Kaldi's fix_data_dir.sh: sort the tables, keep the utterances present (with a valid value) in every
     per-utterance file and whose speaker is in every per-speaker file, rebuild spk2utt.
 
@@ -414,7 +496,7 @@ def fix_data_dir(directory: str | Path) -> FixResult:
     d = Path(directory)
     if not d.is_dir():
         raise FixError(f"{d}: not a directory")
-    kinds, unknown = list_tables(d)
+    kinds, unknown = list_tables(d, rules)
     tables, notes = {}, []
     for name in kinds:
         tables[name], n = _read_for_fix(d / name)
@@ -433,6 +515,7 @@ def fix_data_dir(directory: str | Path) -> FixResult:
         notes.append("utt2spk: made from spk2utt")
 
     per_utt = [n for n, k in kinds.items() if k == "utt"]
+    sparse = [n for n, k in kinds.items() if k == "sparse"]
     per_spk = [n for n, k in kinds.items() if k == "spk" and n != "spk2utt"]
     per_reco = [n for n, k in kinds.items() if k == "reco"]
     # utterance -> [(category, detail)]; the category is what the summary counts
@@ -442,7 +525,7 @@ def fix_data_dir(directory: str | Path) -> FixResult:
         for utt in universe:
             if utt not in tables[name]:
                 reasons[utt].append((f"missing from {name}", f"missing from {name}"))
-            elif why := check_value(name, tables[name][utt]):
+            elif why := check_value(name, tables[name][utt], rules):
                 reasons[utt].append((f"invalid value in {name}", f"{name}: {why}"))
     for name in per_spk:
         for utt, spk in tables["utt2spk"].items():
@@ -459,6 +542,13 @@ def fix_data_dir(directory: str | Path) -> FixResult:
     new: dict[str, dict[str, str]] = {}
     for name in per_utt:
         new[name] = {u: tables[name][u] for u in kept}
+    kept_set = set(kept)
+    for name in sparse:
+        new[name] = {u: v for u, v in tables[name].items() if u in kept_set}
+        bad = sorted(u for u, v in new[name].items() if check_value(name, v, rules))
+        if bad:
+            raise FixError(f"{d}/{name}: {_n(len(bad), 'utterance')} with an invalid value "
+                           f"({_list_keys(bad)}): {check_value(name, new[name][bad[0]], rules)}")
     utt2spk = new["utt2spk"]
     speakers = set(utt2spk.values())
     new["spk2utt"] = {s: " ".join(us) for s, us in utt2spk_to_spk2utt(utt2spk).items()}
@@ -522,19 +612,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fix", action="store_true", help="repair (fix_data_dir) instead of only checking")
     parser.add_argument("--max_listed", type=int, default=20,
                         help="problems of one kind listed per file (0: all; default 20)")
+    parser.add_argument("--tables", default=None, metavar="FILE",
+                        help="the corpus's table rules (e.g. conf/data_tables; see above)")
     parser.add_argument("dirs", nargs="+", metavar="DIR")
     args = parser.parse_args(argv)
+    try:
+        rules = read_rules(args.tables)
+    except RulesError as e:
+        print(f"validate_data_dir: {e}", file=sys.stderr)
+        return 1
     status = 0
     for d in map(Path, args.dirs):
         if args.fix:
             try:
-                result = fix_data_dir(d)
+                result = fix_data_dir(d, rules)
             except (FixError, OSError, ValueError) as e:
                 print(f"fix_data_dir: {e}", file=sys.stderr)
                 status = 1
                 continue
             _print_fix(d, result, args.max_listed)
-        report = validate_data_dir(d, args.max_listed)
+        report = validate_data_dir(d, args.max_listed, rules)
         if report.ok:
             print(("validate_data_dir: " if not args.fix else "  now valid: ") + report.summary())
             continue

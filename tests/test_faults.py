@@ -241,7 +241,7 @@ def test_stage2_refuses_features_of_other_utterances(tmp_path, reference):
     lines = wav_scp.read_text().splitlines(keepends=True)
     dropped = lines[0].split()[0]
     wav_scp.write_text("".join(lines[1:]))
-    subprocess.run(["utils/fix_data_dir.sh", "data/val"], cwd=w, check=True, capture_output=True)
+    subprocess.run(["utils/fix_data_dir.sh", "--tables", "conf/data_tables", "data/val"], cwd=w, check=True, capture_output=True)
     before = features(w)
     r = run_recipe(w, "--stage", 2, "--stop_stage", 2, *FAST)
     assert r.returncode != 0

@@ -11,9 +11,11 @@ import kaldiio
 import pytest
 
 from etser.datadir import read_keys, read_table, utt2spk_to_spk2utt, write_table
-from etser.validate import FixError, fix_data_dir, main, validate_data_dir
+from etser.validate import FixError, RulesError, fix_data_dir, main, read_rules, validate_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+# the recipe's own table rules (EmotionTalk's extra tables); the generic validator knows only Kaldi's
+RULES = read_rules(ROOT / "conf" / "data_tables")
 SPEAKERS = ("S01", "S02", "S13")
 TABLES = ("spk2utt", "text", "text_raw", "utt2caption", "utt2dur", "utt2emo_audio", "utt2emo_multi",
           "utt2sentiment", "utt2spk", "wav.scp")
@@ -51,8 +53,8 @@ def data_dir(tmp_path: Path) -> Path:
     return make_data_dir(tmp_path / "train")
 
 
-def problems(d: Path) -> list[str]:
-    return validate_data_dir(d, max_listed=0).problems.lines()
+def problems(d: Path, rules=RULES) -> list[str]:
+    return validate_data_dir(d, max_listed=0, rules=rules).problems.lines()
 
 
 def assert_problem(d: Path, *fragments: str) -> list[str]:
@@ -235,7 +237,9 @@ def test_spk2_files_cover_speakers(data_dir):
     ("utt2emo_audio", "", "no value"),
     ("utt2emo_multi", "", "no value"),
     ("utt2sentiment", "2.2", "[-2, 2]"),
+    ("utt2sentiment", "x", "not a number"),
     ("utt2caption", "{speaker", "not JSON"),
+    ("utt2emo_audio", "very happy", "not one word"),
 ])
 def test_required_values(data_dir, name, bad, expect):
     def edit(lines):
@@ -417,3 +421,59 @@ def test_help_and_usage():
         assert result.returncode == 0 and "data-dir" in result.stdout
         result = shell(script)
         assert result.returncode == 1 and "Usage" in result.stderr
+
+
+# ---- the corpus's table rules (--tables) ----
+
+def test_without_rules_corpus_values_are_not_judged(data_dir):
+    """The generic validator knows nothing of EmotionTalk's sentiment range: only the rules file does."""
+    rewrite(data_dir / "utt2sentiment", lambda ls: ls[:4] + [ls[4].split()[0] + " 7.5\n"] + ls[5:])
+    assert not problems(data_dir, rules=())
+    assert any("[-2, 2]" in line for line in problems(data_dir))
+
+
+def test_sparse_table_may_leave_utterances_out(data_dir):
+    utts = read_keys(data_dir / "utt2spk")
+    write_table(data_dir / "utt2caption_style", {u: "语速较快，音调偏高" for u in utts[::2]})
+    assert not problems(data_dir), problems(data_dir)
+    # without the rule it is an ordinary per-utterance table: the missing utterances are a problem
+    assert any("utt2caption_style" in line and "missing" in line for line in problems(data_dir, rules=()))
+    # but a key that is no utterance is always one
+    table = read_table(data_dir / "utt2caption_style")
+    table["S99-G00002_01_99_001"] = "x"
+    write_table(data_dir / "utt2caption_style", table)
+    assert any("not in utt2spk" in line for line in problems(data_dir))
+
+
+def test_fix_keeps_utterances_absent_from_a_sparse_table(data_dir):
+    utts = read_keys(data_dir / "utt2spk")
+    write_table(data_dir / "utt2caption_style", {u: "语速较快" for u in utts[:2]})
+    lines = (data_dir / "wav.scp").read_text().splitlines(keepends=True)
+    (data_dir / "wav.scp").write_text("".join(lines[1:]))  # first utterance loses its audio
+    result = fix_data_dir(data_dir, rules=RULES)
+    assert result.kept == len(utts) - 1
+    assert list(result.removed) == [utts[0]]
+    assert read_keys(data_dir / "utt2caption_style") == [utts[1]]
+    assert validate_data_dir(data_dir, rules=RULES).ok
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("utt2x  bogus\n", "kind 'bogus'"),
+    ("utt2x utt number 1\n", "expected 'pattern kind"),
+    ("utt2x utt word 1 2\n", "for value type number"),
+    ("utt2x utt number 3 1\n", "min <= max"),
+])
+def test_bad_rules_file_is_named(tmp_path, text, expect):
+    f = tmp_path / "rules"
+    f.write_text(text)
+    with pytest.raises(RulesError, match=expect):
+        read_rules(f)
+    assert str(f) in str(pytest.raises(RulesError, read_rules, f).value)
+
+
+def test_shell_wrapper_takes_tables(data_dir):
+    rewrite(data_dir / "utt2sentiment", lambda ls: ls[:4] + [ls[4].split()[0] + " 7.5\n"] + ls[5:])
+    ok = shell(f'. ./path.sh && utils/validate_data_dir.sh "{data_dir}"')
+    assert ok.returncode == 0, ok.stderr
+    bad = shell(f'. ./path.sh && utils/validate_data_dir.sh --tables conf/data_tables "{data_dir}"')
+    assert bad.returncode == 1 and "[-2, 2]" in bad.stderr

@@ -4,7 +4,7 @@
 # and recordings left without utterances, rebuild spk2utt. Changed files are copied to
 # <data-dir>/.backup/ first; it prints how many utterances were removed and why (the full list goes
 # to <data-dir>/.backup/removed), then validates the result (exit 1 if problems remain).
-#   utils/fix_data_dir.sh [--max_listed N] <data-dir> [<data-dir> ...]
+#   utils/fix_data_dir.sh [--max_listed N] [--tables conf/data_tables] <data-dir> [<data-dir> ...]
 set -euo pipefail
 root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 case "${1:-}" in

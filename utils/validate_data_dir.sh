@@ -3,7 +3,8 @@
 # utterance sets across per-utterance files, spk2utt consistent with utt2spk, utterance ids prefixed
 # by speaker ids, printable UTF-8 text, required values present). Prints one summary line when valid;
 # otherwise every problem with its file and line, and exits 1.
-#   utils/validate_data_dir.sh [--max_listed N] <data-dir> [<data-dir> ...]
+#   utils/validate_data_dir.sh [--max_listed N] [--tables conf/data_tables] <data-dir> [<data-dir> ...]
+# --tables: the corpus's own tables (value rules, tables that may leave utterances out); see etser/validate.py.
 # The work is done by etser/validate.py (stdlib only).
 set -euo pipefail
 root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
