@@ -27,7 +27,7 @@ def caption_for(p: int, s: int, variant: int, lang: str) -> str:
 
 def make_caption_corpus(root: Path, sizes=None, lang: str = "en", num_layers: int = 3, dim: int = 8,
                         frame_layers=(1, 2), seed: int = 0, kinds=("speaker", "style", "emotion", "overall"),
-                        tag: str = "synthetic_0123abcd", noise: float = 1.5) -> tuple[Path, Path]:
+                        tag: str = "synthetic_0123abcd", noise: float = 2.0) -> tuple[Path, Path]:
     """data/<set>/utt2caption_<kind> + utt2spk + dump/<tag>/<set>; pitch shifts dim 0, speed dim 1."""
     sizes = sizes or {"train": 60, "val": 12, "test": 12}
     rng = np.random.default_rng(seed)
@@ -93,4 +93,57 @@ def tiny_decoder_dir(out: Path, family: str, seed: int = 0) -> Path:
     else:
         raise ValueError(family)
     model.save_pretrained(str(out))
+    return out
+
+
+def _vocab_texts():
+    return [caption_for(p, s, v, lang) for p in range(2) for s in range(3) for v in range(2) for lang in ("en", "zh")]
+
+
+def tiny_bert_dir(out: Path, seed: int = 0, classifier_labels=None) -> Path:
+    """A tiny random BERT with a WordPiece vocabulary of the template words and characters (BertTokenizer);
+    ``classifier_labels``: save a multi-label BertForSequenceClassification with those labels instead."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    words = sorted({w for t in _vocab_texts() for w in t.replace("，", " ").split()
+                    if w.isascii()} | {c for t in _vocab_texts() for c in t if not c.isascii()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + list("abcdefghijklmnopqrstuvwxyz")
+    (out / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+    BertTokenizer(str(out / "vocab.txt")).save_pretrained(str(out))
+    cfg = BertConfig(vocab_size=len(dict.fromkeys(vocab)), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(seed)
+    if classifier_labels:
+        cfg.num_labels = len(classifier_labels)
+        cfg.id2label = dict(enumerate(classifier_labels))
+        cfg.label2id = {v: k for k, v in cfg.id2label.items()}
+        cfg.problem_type = "multi_label_classification"
+        BertForSequenceClassification(cfg).save_pretrained(str(out))
+    else:
+        BertModel(cfg).save_pretrained(str(out))
+    return out
+
+
+def tiny_clap_dir(out: Path, seed: int = 0) -> Path:
+    """A tiny random ClapModel (HTSAT audio tower, 16 mel bins) with a ClapProcessor at 16 kHz."""
+    import torch
+    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, ClapTextConfig
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = tiny_tokenizer(out)
+    tc = ClapTextConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, pad_token_id=0, projection_dim=16)
+    ac = ClapAudioConfig(spec_size=64, window_size=4, num_mel_bins=16, patch_size=4, patch_stride=(4, 4),
+                         hidden_size=32, depths=[1, 1], num_heads=[2, 2], patch_embeds_hidden_size=16,
+                         projection_dim=16, enable_fusion=False)
+    torch.manual_seed(seed)
+    ClapModel(ClapConfig(text_config=tc.to_dict(), audio_config=ac.to_dict(), projection_dim=16)
+              ).save_pretrained(str(out))
+    fe = ClapFeatureExtractor(feature_size=16, sampling_rate=16000, max_length_s=1, fft_window_size=512,
+                              hop_length=160, truncation="rand_trunc")
+    ClapProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(str(out))
     return out
