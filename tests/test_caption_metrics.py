@@ -171,3 +171,20 @@ def test_table_rows_mean_std_and_blank_cells(tmp_path):
     assert rows[0]["meteor"] is None and rows[0]["spider"] is None
     text = format_table(rows)
     assert "| style | transformer | 2 | 0.300 ± 0.100 | 0.500 ± 0.000 |  |" in text
+
+
+def test_caption_table_from_an_exp_tree(tmp_path):
+    from etser.caption.table import caption_table, main
+
+    for dec, kind, b in (("transformer", "emotion", 0.5), ("baseline_nearest", "speaker", 0.25)):
+        d = tmp_path / dec / kind / "decode_test"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"kind": kind, "decoder": dec, "set": "test", "seed": 1,
+                                                    "num_utts": 3, "notes": {"segmentation": "jieba"},
+                                                    "scores": {"bleu4": b}}))
+    text = caption_table(tmp_path)
+    lines = text.splitlines()
+    # kinds in the order speaker, style, emotion, overall
+    assert lines[2].startswith("| speaker | baseline_nearest | 1 | 0.250 |")
+    assert lines[3].startswith("| emotion | transformer | 1 | 0.500 |") and "segmentation: jieba" in text
+    assert main([str(tmp_path / "nothing")]) == 1

@@ -116,3 +116,10 @@ def test_scratch_beam_search_scores_at_least_greedy():
         b_ids = model._beam(model._memory(f, n)[0], model._memory(f, n)[1], 4, 8, 1.0)
         assert tok.decode(g_ids) == greedy
         assert _seq_logprob(model, f, n, b_ids) >= _seq_logprob(model, f, n, g_ids) - 1e-6
+
+
+def test_caption_limit_beyond_decoder_positions_is_refused(decoder_dirs):
+    conf = _conf("qwen2", decoder_dir=str(decoder_dirs["qwen2"]), decoder_conf={"prefix_len": 16},
+                 max_caption_tokens=120)
+    with pytest.raises(ValueError, match="exceeds the decoder's 128 positions"):
+        build_model(conf, 2, 8)

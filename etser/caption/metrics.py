@@ -256,6 +256,9 @@ def clapscore(hyps, wavs, model_dir, batch_size=8, device="cpu") -> tuple[dict, 
     model = ClapModel.from_pretrained(str(model_dir)).to(device).eval()
     rate = int(proc.feature_extractor.sampling_rate)
     per = []
+    # the feature extractor crops audio longer than max_length_s at a random place (np.random): fix it
+    np_state = np.random.get_state()
+    np.random.seed(0)
     for s in range(0, len(hyps), batch_size):
         audio = [load_audio(p, rate=rate) for p in wavs[s:s + batch_size]]
         a = proc.feature_extractor(audio, sampling_rate=rate, return_tensors="pt").to(device)
@@ -266,6 +269,7 @@ def clapscore(hyps, wavs, model_dir, batch_size=8, device="cpu") -> tuple[dict, 
         ae = getattr(ae, "pooler_output", ae)
         te = getattr(te, "pooler_output", te)
         per += torch.nn.functional.cosine_similarity(ae.float(), te.float(), dim=-1).cpu().tolist()
+    np.random.set_state(np_state)
     return {"clapscore": float(np.mean(per))}, per
 
 

@@ -244,6 +244,12 @@ class CausalLMCaptioner(_HFBase):
         self.max_tokens = int(conf["max_caption_tokens"])
         self.prefix_len = int(conf["decoder_conf"].get("prefix_len", 16))
         hidden = self.lm.get_input_embeddings().embedding_dim
+        n_pos = getattr(self.lm.config, "n_positions", None) or getattr(self.lm.config, "max_position_embeddings", None)
+        need = self.max_tokens + 1 + (self.prefix_len if self.mode == "prefix" else 0)
+        if n_pos is not None and need > n_pos:
+            raise ValueError(f"{d}: max_caption_tokens {self.max_tokens} + 1"
+                             + (f" + prefix_len {self.prefix_len}" if self.mode == "prefix" else "")
+                             + f" = {need} exceeds the decoder's {n_pos} positions; lower max_caption_tokens")
         self.adaptor = Adaptor(num_layers, dim, hidden, **conf["adaptor_conf"])
         if conf["freeze_decoder"]:
             self._freeze(self.lm, ("crossattention", "ln_cross_attn"))
@@ -299,6 +305,8 @@ class BartCaptioner(_HFBase):
             raise ValueError(f"decoder_conf.bart_input must be encoder or encoder_outputs, got {self.input!r}")
         self.max_tokens = int(conf["max_caption_tokens"])
         self.max_pos = int(self.bart.config.max_position_embeddings)
+        if self.max_tokens + 2 > self.max_pos:
+            raise ValueError(f"{d}: max_caption_tokens {self.max_tokens} + 2 exceeds BART's {self.max_pos} positions")
         self.adaptor = Adaptor(num_layers, dim, int(self.bart.config.d_model), **conf["adaptor_conf"])
         if conf["freeze_decoder"]:
             self._freeze(self.bart)

@@ -279,6 +279,9 @@ def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_th
         LOG.info("epoch %d %s (%.2f s)%s", epoch, " ".join(f"{k} {v:.4f}" for k, v in row.items()
                                                             if k not in ("epoch", "seconds")),
                  row["seconds"], " *best" if improved else "")
+    if getattr(model, "truncated_inputs", 0):
+        LOG.warning("%d training/validation input(s) were longer than BART's %d encoder positions and were cut",
+                    model.truncated_inputs, model.max_pos)
     why = f"no val improvement for {patience} epochs" if stopped else f"max_epochs {conf['max_epochs']}"
     seconds = time.monotonic() - t_start
     summary = {"best_epoch": state["best_epoch"], "epochs": state["epoch"], "stopped": why, "select_metric": metric,
