@@ -25,10 +25,11 @@ def caption_for(p: int, s: int, variant: int, lang: str) -> str:
             f"the voice is {PITCH[p]} and the pace is {SPEED[s]}"][variant % 2]
 
 
-def make_caption_corpus(root: Path, sizes=None, lang: str = "en", num_layers: int = 3, dim: int = 8,
+def make_caption_corpus(root: Path, sizes=None, lang: str = "en", num_layers: int = 3, dim: int = 24,
                         frame_layers=(1, 2), seed: int = 0, kinds=("speaker", "style", "emotion", "overall"),
                         tag: str = "synthetic_0123abcd", noise: float = 2.0) -> tuple[Path, Path]:
-    """data/<set>/utt2caption_<kind> + utt2spk + dump/<tag>/<set>; pitch shifts dim 0, speed dim 1."""
+    """data/<set>/utt2caption_<kind> + utt2spk + dump/<tag>/<set>: pitch shifts dim 0, speed dims 1-3, the
+    template dim 4; every frame also carries N(0, noise) on every dimension."""
     sizes = sizes or {"train": 60, "val": 12, "test": 12}
     rng = np.random.default_rng(seed)
     data_dir, feats_dir = root / "data", root / "dump" / tag
@@ -38,13 +39,14 @@ def make_caption_corpus(root: Path, sizes=None, lang: str = "en", num_layers: in
         utts = [f"S{i % 4 + 1:02d}-{set_name}{i:04d}" for i in range(n)]
         frames, caps = {}, {}
         for i, u in enumerate(utts):
-            p, s = int(rng.integers(2)), int(rng.integers(3))
+            p, s, v = int(rng.integers(2)), int(rng.integers(3)), int(rng.integers(2))
             t = int(rng.integers(8, 24))
             x = rng.normal(scale=noise, size=(t, num_layers, dim)).astype(np.float32)
             x[:, :, 0] += 2.0 * (p - 0.5)
             x[:, :, 1 + s] += 2.0
+            x[:, :, 4] += 2.0 * v  # the template (wording) is visible too, so the whole caption is learnable
             frames[u] = x
-            caps[u] = caption_for(p, s, int(rng.integers(2)), lang)
+            caps[u] = caption_for(p, s, v, lang)
         write_table(d / "utt2spk", {u: u.split("-")[0] for u in utts})
         for kind in kinds:
             write_table(d / f"utt2caption_{kind}", caps)
