@@ -91,6 +91,11 @@ def test_missing_decoder_dir_is_one_message_before_work(tmp_path):
     cfg.write_text(f"decoder: gpt2\ndecoder_dir: {tmp_path / 'absent'}\n")
     with pytest.raises(FileNotFoundError, match="not a local Hugging Face model directory"):
         load_config(cfg)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    cfg.write_text(f"decoder: gpt2\ndecoder_dir: {tmp_path / 'model'}\ntokenizer_dir: {tmp_path / 'absent'}\n")
+    with pytest.raises(FileNotFoundError, match="no tokenizer in"):
+        load_config(cfg)
 
 
 def _seq_logprob(model: ScratchCaptioner, frames, lengths, ids):

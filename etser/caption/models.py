@@ -239,7 +239,7 @@ class CausalLMCaptioner(_HFBase):
             raise ValueError(f"{d}: mode cross needs a GPT-2 family model (it is {hf_conf.model_type}); use prefix")
         kw = {"add_cross_attention": True} if self.mode == "cross" else {}
         self.lm = AutoModelForCausalLM.from_pretrained(str(d), **kw)
-        self.tok = self._hf_tokenizer(d)
+        self.tok = self._hf_tokenizer(Path(conf.get("tokenizer_dir") or d))
         self.bos = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
         self.max_tokens = int(conf["max_caption_tokens"])
         self.prefix_len = int(conf["decoder_conf"].get("prefix_len", 16))
@@ -299,7 +299,7 @@ class BartCaptioner(_HFBase):
         from transformers import BartForConditionalGeneration
         d = _check_dir(conf)
         self.bart = BartForConditionalGeneration.from_pretrained(str(d))
-        self.tok = self._hf_tokenizer(d)
+        self.tok = self._hf_tokenizer(Path(conf.get("tokenizer_dir") or d))
         self.input = conf["decoder_conf"].get("bart_input", "encoder")
         if self.input not in ("encoder", "encoder_outputs"):
             raise ValueError(f"decoder_conf.bart_input must be encoder or encoder_outputs, got {self.input!r}")

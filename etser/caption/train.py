@@ -42,6 +42,7 @@ SELECT_METRICS = ("val_loss", "bleu4", "rouge_l", "cider_d")
 DEFAULTS = {
     "decoder": None,               # transformer | gpt2 | qwen2 | bart
     "decoder_dir": None,           # local Hugging Face dir (pretrained decoders)
+    "tokenizer_dir": None,         # pretrained decoders: its tokenizer, when not in decoder_dir
     "decoder_conf": {},
     "adaptor_conf": {"hidden_dim": 256, "downsample": 2, "kind": "conv", "dropout": 0.1, "normalize": True},
     "layers": "all",               # frame layers used (weighted sum): all dumped ones, one int, or a list
@@ -61,6 +62,7 @@ DEFAULTS = {
     "train_set": "train",
     "valid_set": "val",
 }
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
@@ -101,6 +103,10 @@ def check_decoder_dir(conf: dict) -> None:
     if not d or not (Path(d) / "config.json").is_file():
         raise FileNotFoundError(f"decoder {conf['decoder']}: decoder_dir {d!r} is not a local Hugging Face model "
                                 "directory (config.json, weights, tokenizer files); models are never downloaded")
+    t = Path(conf.get("tokenizer_dir") or d)
+    if not any((t / f).is_file() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(f"decoder {conf['decoder']}: no tokenizer in {t} (none of {', '.join(TOKENIZER_FILES)}); "
+                                "set tokenizer_dir or save the tokenizer beside the model")
 
 
 def quick_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict:
