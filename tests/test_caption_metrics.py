@@ -188,3 +188,34 @@ def test_caption_table_from_an_exp_tree(tmp_path):
     assert lines[2].startswith("| speaker | baseline_nearest | 1 | 0.250 |")
     assert lines[3].startswith("| emotion | transformer | 1 | 0.500 |") and "segmentation: jieba" in text
     assert main([str(tmp_path / "nothing")]) == 1
+
+
+def test_spider_runs_spice_with_the_given_corenlp_jars(tmp_path):
+    # a stand-in for java that checks the command and answers as SpiceScorer does (CoreNLP 3.6.0 cannot be
+    # downloaded here, so the real SPICE cannot run in the tests)
+    core = tmp_path / "corenlp"
+    core.mkdir()
+    for j in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"):
+        (core / j).write_bytes(b"")
+    fake = tmp_path / "java"
+    fake.write_text(f"""#!{__import__('sys').executable}
+import json, sys
+a = sys.argv[1:]
+cp = a[a.index("-cp") + 1]
+assert "spice-1.0.jar" in cp and "{core}/stanford-corenlp-3.6.0-models.jar" in cp, cp
+assert a[a.index("-cp") + 2] == "edu.anu.spice.SpiceScorer"
+items = json.load(open(a[a.index("-cp") + 3]))
+json.dump([{{"image_id": it["image_id"], "scores": {{"All": {{"f": 0.5 if it["test"] == it["refs"][0] else 0.1}}}}}}
+           for it in items], open(a[a.index("-out") + 1], "w"))
+""")
+    fake.chmod(0o755)
+    hyps = ["a b c d", "e f g h"]
+    conf = _conf(metrics=["bleu4", "spider"], java=str(fake), spice_corenlp_dir=str(core))
+    s = score_captions(hyps, [["a b c d"], ["x y z"]], conf)["scores"]
+    assert s["spice"] == pytest.approx(0.3)
+    assert s["spider"] == pytest.approx((s["cider_d"] + 0.3) / 2)
+
+
+def test_empty_hypothesis_scores_zero_without_error():
+    res = score_captions(["", "a b c"], [["a b"], ["a b c"]], _conf())
+    assert res["per_utt"]["rouge_l"][0] == 0.0 and res["per_utt"]["rouge_l"][1] == pytest.approx(1.0)

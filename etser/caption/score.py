@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -63,6 +64,7 @@ def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Pat
     dc = {**conf["decode_conf"], **({"num_beams": num_beams} if num_beams else {})}
     out = []
     for s in sets:
+        t0 = time.monotonic()
         cs = read_captions(Path(data_dir) / s, info["kind"])
         load_frames(cs, Path(feats_dir) / s, info["layers"])
         torch.manual_seed(0)
@@ -72,7 +74,9 @@ def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Pat
         meta = {"kind": info["kind"], "decoder": conf["decoder"], "set": s, "seed": info["seed"],
                 "exp_dir": str(exp_dir), "best_epoch": info["epoch"], "decode": dc, "counts": cs.counts}
         m = write_decode(Path(exp_dir) / f"decode_{s}", cs.utts, hyps, refs, res, meta)
-        LOG.info("%s %s: %s", exp_dir, s, _fmt(m["scores"]))
+        sec = time.monotonic() - t0
+        LOG.info("%s %s: %s; %d utts in %.1f s (%.1f utts/s, decoding and scoring)", exp_dir, s, _fmt(m["scores"]),
+                 len(cs), sec, len(cs) / max(sec, 1e-9))
         out.append(m)
     return out
 
