@@ -135,3 +135,15 @@ def test_clis_train_score_and_bad_dirs(tmp_path, repo_root, caplog):
     assert train_main(["--config", str(cfg), "--kind", "overall", "--data_dir", str(dd), "--feats_dir", str(fd),
                        "--exp_dir", str(bad)]) == 1
     assert not bad.exists() and "not a local Hugging Face model directory" in caplog.text
+
+
+def test_frames_read_per_batch_train_the_same_weights(tmp_path, repo_root):
+    dd, fd = make_caption_corpus(tmp_path, sizes={"train": 16, "val": 6}, kinds=("style",))
+    states = []
+    for gb in (2.0, 0.0):
+        conf = load_config(repo_root / "conf/caption/transformer.yaml", TINY + ["max_epochs=2", f"preload_frames_gb={gb}"])
+        # the config differs only in where frames live: compare the weights, not the hashes
+        train(conf, "style", dd, fd, tmp_path / f"exp{gb}", seed=1)
+        states.append(torch.load(tmp_path / f"exp{gb}" / "best.pt", weights_only=False)["model"])
+    assert "reading per batch" in (tmp_path / "exp0.0" / "train.log").read_text()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence as SequenceABC
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,7 +29,7 @@ class CaptionSet:
     utts: list[str]
     captions: list[str]
     counts: dict[str, int]                 # with_caption, empty, without_caption (of the set's utterances)
-    frames: list[torch.Tensor] | None = None  # per utterance (T, L', D)
+    frames: Sequence[torch.Tensor] | None = None  # per utterance (T, L', D): a list or LazyFrames
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -81,8 +82,25 @@ def resolve_layers(layers, frame_layers: Sequence[int], where: str) -> list[int]
     return layers
 
 
-def load_frames(cs: CaptionSet, feats_set_dir: Path, layers: Sequence[int] | None) -> tuple[list[int], int]:
-    """Fill ``cs.frames`` with (T, len(layers), D) tensors; returns (layers, D)."""
+class LazyFrames(SequenceABC):
+    """Per-utterance frames read from the scp on access (sets larger than ``preload_frames_gb``)."""
+
+    def __init__(self, utts: Sequence[str], read: Callable[[str], torch.Tensor]):
+        self.utts, self.read = list(utts), read
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.read(u) for u in self.utts[i]]
+        return self.read(self.utts[i])
+
+
+def load_frames(cs: CaptionSet, feats_set_dir: Path, layers: Sequence[int] | None, preload_frames_gb: float = 2.0,
+                log: Callable = LOG.info) -> tuple[list[int], int]:
+    """Fill ``cs.frames`` with (T, len(layers), D) tensors (held in memory up to ``preload_frames_gb``, else
+    read per batch); returns (layers, D)."""
     feats_set_dir = Path(feats_set_dir)
     meta = read_feats_meta(feats_set_dir)
     frame_layers = list(meta.get("frame_layers") or [])
@@ -98,13 +116,21 @@ def load_frames(cs: CaptionSet, feats_set_dir: Path, layers: Sequence[int] | Non
     if missing:
         raise KeyError(f"{len(missing)} captioned utterance(s) have no features in {scp} (first: {missing[0]}); "
                        "rerun stage 2 for this set")
-    frames = []
-    for u in cs.utts:
+
+    def read(u: str) -> torch.Tensor:
         m = np.asarray(reader[u], dtype=np.float32)
         if m.ndim != 2 or m.shape[1] != len(frame_layers) * dim:
             raise ValueError(f"{scp}: utterance {u} has shape {m.shape}, expected (T, {len(frame_layers) * dim})")
-        frames.append(torch.from_numpy(m.reshape(m.shape[0], len(frame_layers), dim)[:, pos].copy()))
-    cs.frames = frames
+        return torch.from_numpy(m.reshape(m.shape[0], len(frame_layers), dim)[:, pos].copy())
+
+    n2f = feats_set_dir / "utt2num_frames"
+    num_frames = {u: int(v) for u, v in read_table(n2f).items()} if n2f.is_file() else {}
+    size_gb = sum(num_frames.get(u, 0) for u in cs.utts) * len(pos) * dim * 4 / 1e9
+    if size_gb <= preload_frames_gb:
+        cs.frames = [read(u) for u in cs.utts]
+    else:
+        log(f"{scp}: {size_gb:.1f} GB of frames > preload_frames_gb {preload_frames_gb}: reading per batch")
+        cs.frames = LazyFrames(cs.utts, read)
     return layers, dim
 
 

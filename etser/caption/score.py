@@ -66,7 +66,7 @@ def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Pat
     for s in sets:
         t0 = time.monotonic()
         cs = read_captions(Path(data_dir) / s, info["kind"])
-        load_frames(cs, Path(feats_dir) / s, info["layers"])
+        load_frames(cs, Path(feats_dir) / s, info["layers"], float(conf.get("preload_frames_gb", 2.0)))
         torch.manual_seed(0)
         hyps = generate(model, cs, device, int(dc["num_beams"]), int(dc["max_len"]), float(dc["length_penalty"]))
         refs = [[c] for c in cs.captions]

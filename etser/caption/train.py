@@ -59,6 +59,7 @@ DEFAULTS = {
     "select_metric": "rouge_l",    # val_loss | bleu4 | rouge_l | cider_d (greedy decoding of the val set)
     "decode_conf": {"num_beams": 3, "max_len": 40, "length_penalty": 1.0},
     "keep_checkpoints": 2,
+    "preload_frames_gb": 2.0,      # hold a set's frames in memory up to this size, else read them per batch
     "train_set": "train",
     "valid_set": "val",
 }
@@ -201,8 +202,9 @@ def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_th
     kind = conf["kind"]
     tr = read_captions(data_dir / conf["train_set"], kind, LOG.info)
     va = read_captions(data_dir / conf["valid_set"], kind, LOG.info)
-    layers, dim = load_frames(tr, feats_dir / conf["train_set"], conf["layers"])
-    load_frames(va, feats_dir / conf["valid_set"], layers)
+    gb = float(conf["preload_frames_gb"])
+    layers, dim = load_frames(tr, feats_dir / conf["train_set"], conf["layers"], gb, LOG.info)
+    load_frames(va, feats_dir / conf["valid_set"], layers, gb, LOG.info)
 
     tok = None
     if conf["decoder"] == "transformer":
