@@ -1,0 +1,144 @@
+"""Captions of one kind and the frame-level features they describe.
+
+Reads ``data/<set>/utt2caption_<kind>`` (utt -> caption; utterances without one are absent) and stage 2's
+``dump/<tag>/<set>/frames.scp`` / ``meta.json`` (docs/DESIGN.md).  Utterances with an empty caption are left
+out and counted; utterances with a caption but no features are an error (rerun stage 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence as SequenceABC
+from pathlib import Path
+from typing import Callable, Sequence
+
+import kaldiio
+import numpy as np
+import torch
+
+from etser.caption import KINDS
+from etser.datadir import read_table
+
+LOG = logging.getLogger("etser.caption")
+
+
+@dataclasses.dataclass
+class CaptionSet:
+    utts: list[str]
+    captions: list[str]
+    counts: dict[str, int]                 # with_caption, empty, without_caption (of the set's utterances)
+    frames: Sequence[torch.Tensor] | None = None  # per utterance (T, L', D): a list or LazyFrames
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+
+def caption_file(data_set_dir: Path, kind: str) -> Path:
+    if kind not in KINDS:
+        raise ValueError(f"unknown caption kind {kind!r}; use one of {', '.join(KINDS)}")
+    return Path(data_set_dir) / f"utt2caption_{kind}"
+
+
+def read_captions(data_set_dir: Path, kind: str, log: Callable = LOG.info) -> CaptionSet:
+    """Non-empty captions of ``kind`` in ``data_set_dir``, with counts of what was left out."""
+    path = caption_file(data_set_dir, kind)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: stage 1 writes one utt2caption_<kind> per caption kind "
+                                "(only when the release has Audio sourceAttr captions)")
+    table = read_table(path)
+    utts = [u for u, c in table.items() if c.strip()]
+    empty = len(table) - len(utts)
+    # the set's utterances: utt2spk when present (all of them), else the caption file's own keys
+    u2s = Path(data_set_dir) / "utt2spk"
+    all_utts = set(read_table(u2s)) if u2s.is_file() else set(table)
+    without = len(all_utts - set(table))
+    counts = {"with_caption": len(utts), "empty": empty, "without_caption": without}
+    if empty or without:
+        log(f"{path}: {len(utts)} utterances with a {kind} caption; left out {empty} with an empty caption and "
+            f"{without} of {len(all_utts)} without one")
+    if not utts:
+        raise ValueError(f"{path}: no utterance has a non-empty {kind} caption")
+    return CaptionSet(utts, [table[u].strip() for u in utts], counts)
+
+
+def read_feats_meta(feats_set_dir: Path) -> dict:
+    path = Path(feats_set_dir) / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run stage 2 (feature extraction) for this set first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def resolve_layers(layers, frame_layers: Sequence[int], where: str) -> list[int]:
+    """``all`` / null -> every dumped frame layer; an int or a list -> those, which must have been dumped."""
+    if layers in (None, "all"):
+        return list(frame_layers)
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    missing = [x for x in layers if x not in frame_layers]
+    if missing:
+        raise ValueError(f"{where}: layers {missing} were not dumped (frame_layers {list(frame_layers)}); "
+                         "change 'layers' or the upstream's frame_layers")
+    return layers
+
+
+class LazyFrames(SequenceABC):
+    """Per-utterance frames read from the scp on access (sets larger than ``preload_frames_gb``)."""
+
+    def __init__(self, utts: Sequence[str], read: Callable[[str], torch.Tensor]):
+        self.utts, self.read = list(utts), read
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.read(u) for u in self.utts[i]]
+        return self.read(self.utts[i])
+
+
+def load_frames(cs: CaptionSet, feats_set_dir: Path, layers: Sequence[int] | None, preload_frames_gb: float = 2.0,
+                log: Callable = LOG.info) -> tuple[list[int], int]:
+    """Fill ``cs.frames`` with (T, len(layers), D) tensors (held in memory up to ``preload_frames_gb``, else
+    read per batch); returns (layers, D)."""
+    feats_set_dir = Path(feats_set_dir)
+    meta = read_feats_meta(feats_set_dir)
+    frame_layers = list(meta.get("frame_layers") or [])
+    scp = feats_set_dir / "frames.scp"
+    if not scp.is_file() or not frame_layers:
+        raise FileNotFoundError(f"{scp} not found: captioning needs frame-level features; set frame_layers in "
+                                "the upstream config and rerun stage 2")
+    layers = resolve_layers(layers, frame_layers, str(feats_set_dir / "meta.json"))
+    pos = [frame_layers.index(x) for x in layers]
+    dim = int(meta["dim"])
+    reader = kaldiio.load_scp(str(scp))
+    missing = [u for u in cs.utts if u not in reader]
+    if missing:
+        raise KeyError(f"{len(missing)} captioned utterance(s) have no features in {scp} (first: {missing[0]}); "
+                       "rerun stage 2 for this set")
+
+    def read(u: str) -> torch.Tensor:
+        m = np.asarray(reader[u], dtype=np.float32)
+        if m.ndim != 2 or m.shape[1] != len(frame_layers) * dim:
+            raise ValueError(f"{scp}: utterance {u} has shape {m.shape}, expected (T, {len(frame_layers) * dim})")
+        return torch.from_numpy(m.reshape(m.shape[0], len(frame_layers), dim)[:, pos].copy())
+
+    n2f = feats_set_dir / "utt2num_frames"
+    num_frames = {u: int(v) for u, v in read_table(n2f).items()} if n2f.is_file() else {}
+    size_gb = sum(num_frames.get(u, 0) for u in cs.utts) * len(pos) * dim * 4 / 1e9
+    if size_gb <= preload_frames_gb:
+        cs.frames = [read(u) for u in cs.utts]
+    else:
+        log(f"{scp}: {size_gb:.1f} GB of frames > preload_frames_gb {preload_frames_gb}: reading per batch")
+        cs.frames = LazyFrames(cs.utts, read)
+    return layers, dim
+
+
+def pad_frames(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([s.shape[0] for s in seqs])
+    return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True), lengths
+
+
+def pooled(cs: CaptionSet) -> np.ndarray:
+    """(N, L'·D) time-mean of each utterance's frames (the nearest-neighbour baseline's space)."""
+    return np.stack([f.double().mean(0).reshape(-1).numpy() for f in cs.frames])

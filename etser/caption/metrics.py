@@ -1,0 +1,320 @@
+"""The caption metrics (conf/caption/metrics.yaml): BLEU-4, ROUGE-L, METEOR, CIDEr-D, SPICE/SPIDEr, FENSE,
+BERTScore, CLAPScore.
+
+- Lexical metrics run through ``pycocoevalcap``.  Text is segmented first (``text.segment``): Chinese by
+  characters or jieba (``segment_zh``), English by the PTB tokenizer (Java) when ``ptb_tokenizer`` is true
+  and Java is found, else by the same word splitter.  Segmented Chinese never goes through PTB (it keeps
+  full-width punctuation as tokens).  The segmentation used is recorded with the scores.
+- METEOR (and SPICE) need Java; without it they are blank (None) with one message, the others still run.
+- SPICE needs Stanford CoreNLP 3.6.0 (``stanford-corenlp-3.6.0.jar`` and ``-models.jar`` in
+  ``spice_corenlp_dir``); pycocoevalcap's own downloader is never called.  SPIDEr = (CIDEr-D + SPICE) / 2.
+- FENSE, BERTScore, CLAPScore need local model dirs; absent -> blank and one message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import yaml
+
+from etser.caption.text import segment, metric_unit
+
+LOG = logging.getLogger("etser.caption.metrics")
+ALL_METRICS = ("bleu4", "rouge_l", "meteor", "cider_d", "spider", "fense", "bertscore", "clapscore")
+TABLE_COLUMNS = {"bleu4": "BLEU-4", "rouge_l": "ROUGE-L", "meteor": "METEOR", "spider": "SPIDEr",
+                 "fense": "FENSE", "bertscore": "BERTScore", "clapscore": "CLAPScore", "cider_d": "CIDEr-D"}
+DEFAULTS = {
+    "metrics": list(ALL_METRICS),
+    "segment_zh": "char",        # char | jieba: how Chinese is cut into tokens for the lexical metrics
+    "ptb_tokenizer": True,       # English: PTB tokenizer (Java) as coco-caption does; false: word splitter
+    "java": "java",
+    "spice_corenlp_dir": None,   # dir with stanford-corenlp-3.6.0.jar and stanford-corenlp-3.6.0-models.jar
+    "bertscore": {"model_dir": None, "layer": None, "batch_size": 32},
+    "fense": {"sbert_dir": None, "echecker_dir": None, "error_threshold": 0.9, "penalty": 0.9},
+    "clap": {"model_dir": None, "batch_size": 8},
+}
+
+
+def load_metrics_config(path: Path | None) -> dict:
+    conf = json.loads(json.dumps(DEFAULTS))
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f) or {}
+        unknown = sorted(set(loaded) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+        for k, v in loaded.items():
+            conf[k] = {**conf[k], **v} if isinstance(conf[k], dict) and isinstance(v, dict) else v
+    bad = [m for m in conf["metrics"] if m not in ALL_METRICS]
+    if bad:
+        raise ValueError(f"{path}: unknown metric(s) {bad}; known: {', '.join(ALL_METRICS)}")
+    return conf
+
+
+def java_ok(java: str = "java") -> bool:
+    return shutil.which(java) is not None
+
+
+# ---------------------------------------------------------------- lexical
+
+def tokenize(hyps: Sequence[str], refs: Sequence[Sequence[str]], conf: dict, log: Callable = LOG.warning
+             ) -> tuple[dict, dict, str]:
+    """pycocoevalcap inputs {i: [tokenized text]} for hypotheses and references, and the segmentation name."""
+    unit = metric_unit(list(hyps) + [r for rs in refs for r in rs], conf["segment_zh"])
+    if unit == "word" and conf["ptb_tokenizer"]:
+        if java_ok(conf["java"]):
+            from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+            ptb = PTBTokenizer()
+            res = ptb.tokenize({i: [{"caption": h}] for i, h in enumerate(hyps)})
+            gts = ptb.tokenize({i: [{"caption": r} for r in rs] for i, rs in enumerate(refs)})
+            return res, gts, "ptb"
+        log(f"{conf['java']} not found: English captions split into words without the PTB tokenizer")
+    res = {i: [" ".join(segment(h, unit))] for i, h in enumerate(hyps)}
+    gts = {i: [" ".join(segment(r, unit)) for r in rs] for i, rs in enumerate(refs)}
+    return res, gts, unit
+
+
+def _spice(res: dict, gts: dict, conf: dict) -> tuple[float, list[float]]:
+    import pycocoevalcap.spice as spice_pkg
+    pkg = Path(spice_pkg.__file__).parent
+    core = Path(conf["spice_corenlp_dir"])
+    jars = [core / "stanford-corenlp-3.6.0.jar", core / "stanford-corenlp-3.6.0-models.jar"]
+    with tempfile.TemporaryDirectory() as tmp:
+        inp, out = Path(tmp) / "in.json", Path(tmp) / "out.json"
+        inp.write_text(json.dumps([{"image_id": i, "test": res[i][0], "refs": gts[i]} for i in sorted(res)]))
+        cp = os.pathsep.join([str(pkg / "spice-1.0.jar"), str(pkg / "lib" / "*"), *map(str, jars)])
+        cmd = [conf["java"], "-Xmx8G", "-cp", cp, "edu.anu.spice.SpiceScorer", str(inp), "-out", str(out),
+               "-subset", "-silent"]
+        subprocess.run(cmd, check=True, capture_output=True)
+        scores = [float(r["scores"]["All"]["f"]) for r in sorted(json.loads(out.read_text()),
+                                                                  key=lambda r: r["image_id"])]
+    return float(np.mean(scores)), scores
+
+
+def lexical_scores(hyps, refs, conf, log: Callable = LOG.warning) -> tuple[dict, dict, dict]:
+    """(corpus scores, per-utterance scores, notes) for the lexical metrics asked for."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    want = set(conf["metrics"])
+    res, gts, unit = tokenize(hyps, refs, conf, log)
+    notes = {"segmentation": unit}
+    scores, per = {}, {}
+    bleu, bleu_per = Bleu(4).compute_score(gts, res, verbose=0)
+    for n in range(4):
+        scores[f"bleu{n + 1}"] = float(bleu[n])
+    per["bleu4"] = [float(x) for x in bleu_per[3]]
+    r, r_per = Rouge().compute_score(gts, res)
+    scores["rouge_l"], per["rouge_l"] = float(r), [float(x) for x in r_per]
+    c, c_per = Cider().compute_score(gts, res)
+    scores["cider_d"], per["cider_d"] = float(c), [float(x) for x in c_per]
+    java = java_ok(conf["java"])
+    if "meteor" in want:
+        if java:
+            from pycocoevalcap.meteor.meteor import Meteor
+            m = Meteor()
+            try:
+                mv, m_per = m.compute_score(gts, res)
+            finally:
+                del m  # its __del__ ends the Java process
+            scores["meteor"], per["meteor"] = float(mv), [float(x) for x in m_per]
+        else:
+            scores["meteor"] = None
+            notes["meteor"] = f"METEOR needs Java ({conf['java']} not found)"
+    if "spider" in want:
+        scores["spice"] = scores["spider"] = None
+        if not java:
+            notes["spider"] = f"SPICE/SPIDEr need Java ({conf['java']} not found)"
+        elif not conf.get("spice_corenlp_dir") or not all(
+                (Path(conf["spice_corenlp_dir"]) / j).is_file()
+                for j in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")):
+            notes["spider"] = ("SPICE/SPIDEr need Stanford CoreNLP 3.6.0: set spice_corenlp_dir in "
+                               "conf/caption/metrics.yaml to a dir with stanford-corenlp-3.6.0.jar and "
+                               "stanford-corenlp-3.6.0-models.jar (stanford-corenlp-full-2015-12-09.zip)")
+        else:
+            s, s_per = _spice(res, gts, conf)
+            scores["spice"], scores["spider"] = s, (scores["cider_d"] + s) / 2
+            per["spider"] = [(a + b) / 2 for a, b in zip(per["cider_d"], s_per)]
+    return scores, per, notes
+
+
+# ---------------------------------------------------------------- model-based
+
+def _missing_dir(d) -> bool:
+    return not d or not (Path(d) / "config.json").is_file()
+
+
+def _embed_tokens(model, tok, texts: Sequence[str], layer, device, batch_size=32):
+    """Per text: (n_tokens, H) contextual embeddings without the special tokens, L2-normalised."""
+    import torch
+    out = []
+    for s in range(0, len(texts), batch_size):
+        enc = tok(list(texts[s:s + batch_size]), return_tensors="pt", padding=True, truncation=True,
+                  return_special_tokens_mask=True)
+        special = enc.pop("special_tokens_mask")
+        with torch.no_grad():
+            hs = model(**{k: v.to(device) for k, v in enc.items()}, output_hidden_states=True).hidden_states
+        h = hs[-1 if layer is None else int(layer)].float().cpu()
+        h = torch.nn.functional.normalize(h, dim=-1)
+        for i in range(h.shape[0]):
+            keep = (enc["attention_mask"][i] == 1) & (special[i] == 0)
+            out.append(h[i][keep])
+    return out
+
+
+def bertscore(hyps, refs, model_dir, layer=None, batch_size=32, device="cpu") -> tuple[dict, list[float]]:
+    """BERTScore without idf or baseline rescaling (Zhang et al. 2020): greedy cosine matching; for several
+    references, the reference with the highest F1 counts (as bert-score does)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModel.from_pretrained(str(model_dir)).to(device).eval()
+    flat = [r for rs in refs for r in rs]
+    eh = _embed_tokens(model, tok, hyps, layer, device, batch_size)
+    er = _embed_tokens(model, tok, flat, layer, device, batch_size)
+    P, R, F1, k = [], [], [], 0
+    for i, rs in enumerate(refs):
+        best = (0.0, 0.0, 0.0)
+        for _ in rs:
+            h, r = eh[i], er[k]
+            k += 1
+            if len(h) == 0 or len(r) == 0:
+                continue
+            sim = h @ r.T
+            p, rc = sim.max(1).values.mean().item(), sim.max(0).values.mean().item()
+            f = 2 * p * rc / (p + rc) if p + rc > 0 else 0.0
+            if f > best[2]:
+                best = (p, rc, f)
+        P.append(best[0]), R.append(best[1]), F1.append(best[2])
+    del torch
+    return {"bertscore": float(np.mean(F1)), "bertscore_p": float(np.mean(P)), "bertscore_r": float(np.mean(R))}, F1
+
+
+def _sbert(model_dir, texts, device="cpu", batch_size=32):
+    """Sentence-BERT embeddings: mean of the last layer over real tokens, L2-normalised."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModel.from_pretrained(str(model_dir)).to(device).eval()
+    out = []
+    for s in range(0, len(texts), batch_size):
+        enc = tok(list(texts[s:s + batch_size]), return_tensors="pt", padding=True, truncation=True).to(device)
+        with torch.no_grad():
+            h = model(**enc).last_hidden_state.float()
+        m = enc["attention_mask"][..., None].float()
+        out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def error_probs(echecker_dir, texts, device="cpu", batch_size=32) -> np.ndarray:
+    """Probability that each caption is disfluent: the sigmoid of the ``error`` label of a multi-label
+    sequence classifier (FENSE's error detector), else of its highest label."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(echecker_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(str(echecker_dir)).to(device).eval()
+    labels = {v: int(k) for k, v in model.config.id2label.items()}
+    out = []
+    for s in range(0, len(texts), batch_size):
+        enc = tok(list(texts[s:s + batch_size]), return_tensors="pt", padding=True, truncation=True).to(device)
+        with torch.no_grad():
+            p = torch.sigmoid(model(**enc).logits.float()).cpu()
+        out.append(p[:, labels["error"]] if "error" in labels else p.max(1).values)
+    return torch.cat(out).numpy()
+
+
+def fense(hyps, refs, sbert_dir, echecker_dir, error_threshold=0.9, penalty=0.9, device="cpu"
+          ) -> tuple[dict, list[float]]:
+    """FENSE (Zhou et al. 2022): mean Sentence-BERT cosine to the references, times (1 - penalty) when the
+    error detector's probability exceeds ``error_threshold``."""
+    flat = [r for rs in refs for r in rs]
+    eh, er = _sbert(sbert_dir, list(hyps), device), _sbert(sbert_dir, flat, device)
+    err = error_probs(echecker_dir, list(hyps), device)
+    per, k = [], 0
+    for i, rs in enumerate(refs):
+        sim = float((er[k:k + len(rs)] @ eh[i]).mean())
+        k += len(rs)
+        per.append(sim * (1 - penalty) if err[i] > error_threshold else sim)
+    return {"fense": float(np.mean(per))}, per
+
+
+def clapscore(hyps, wavs, model_dir, batch_size=8, device="cpu") -> tuple[dict, list[float]]:
+    """Cosine between CLAP audio embeddings of the utterance and CLAP text embeddings of the hypothesis."""
+    import torch
+    from transformers import ClapModel, ClapProcessor
+    from etser.audio import load_audio
+    proc = ClapProcessor.from_pretrained(str(model_dir))
+    model = ClapModel.from_pretrained(str(model_dir)).to(device).eval()
+    rate = int(proc.feature_extractor.sampling_rate)
+    per = []
+    # the feature extractor crops audio longer than max_length_s at a random place (np.random): fix it
+    np_state = np.random.get_state()
+    np.random.seed(0)
+    for s in range(0, len(hyps), batch_size):
+        audio = [load_audio(p, rate=rate) for p in wavs[s:s + batch_size]]
+        a = proc.feature_extractor(audio, sampling_rate=rate, return_tensors="pt").to(device)
+        t = proc.tokenizer(list(hyps[s:s + batch_size]), return_tensors="pt", padding=True).to(device)
+        with torch.no_grad():
+            ae = model.get_audio_features(**a)
+            te = model.get_text_features(**t)
+        ae = getattr(ae, "pooler_output", ae)
+        te = getattr(te, "pooler_output", te)
+        per += torch.nn.functional.cosine_similarity(ae.float(), te.float(), dim=-1).cpu().tolist()
+    np.random.set_state(np_state)
+    return {"clapscore": float(np.mean(per))}, per
+
+
+def score_captions(hyps: Sequence[str], refs: Sequence[Sequence[str]], conf: dict, wavs: Sequence[str] | None = None,
+                   device: str = "cpu", log: Callable = LOG.warning) -> dict:
+    """All configured metrics: ``{"scores": {...}, "per_utt": {...}, "notes": {...}}``; a metric that cannot run
+    is None in ``scores`` with its reason in ``notes`` (logged once)."""
+    if len(hyps) != len(refs) or not hyps:
+        raise ValueError(f"{len(hyps)} hypotheses for {len(refs)} reference sets")
+    want = set(conf["metrics"])
+    scores, per, notes = lexical_scores(hyps, refs, conf, log)
+    if "bertscore" in want:
+        c = conf["bertscore"]
+        if _missing_dir(c.get("model_dir")):
+            scores["bertscore"] = None
+            notes["bertscore"] = ("BERTScore needs a BERT: set bertscore.model_dir in conf/caption/metrics.yaml "
+                                  f"(a local HF dir; now {c.get('model_dir')!r})")
+        else:
+            s, p = bertscore(hyps, refs, c["model_dir"], c.get("layer"), int(c.get("batch_size", 32)), device)
+            scores.update(s), per.update(bertscore=p)
+            notes["bertscore"] = f"model {c['model_dir']}, layer {c.get('layer') or 'last'}, no idf, no rescaling"
+    if "fense" in want:
+        c = conf["fense"]
+        if _missing_dir(c.get("sbert_dir")) or _missing_dir(c.get("echecker_dir")):
+            scores["fense"] = None
+            notes["fense"] = ("FENSE needs a Sentence-BERT and an error detector: set fense.sbert_dir and "
+                              "fense.echecker_dir in conf/caption/metrics.yaml (local HF dirs; now "
+                              f"{c.get('sbert_dir')!r}, {c.get('echecker_dir')!r})")
+        else:
+            s, p = fense(hyps, refs, c["sbert_dir"], c["echecker_dir"], float(c["error_threshold"]),
+                         float(c["penalty"]), device)
+            scores["fense"], per["fense"] = s["fense"], p
+    if "clapscore" in want:
+        c = conf["clap"]
+        if _missing_dir(c.get("model_dir")):
+            scores["clapscore"] = None
+            notes["clapscore"] = ("CLAPScore needs a CLAP model: set clap.model_dir in conf/caption/metrics.yaml "
+                                  f"(a local HF dir; now {c.get('model_dir')!r})")
+        elif wavs is None:
+            scores["clapscore"] = None
+            notes["clapscore"] = "CLAPScore needs the audio: wav.scp of the set was not found"
+        else:
+            s, p = clapscore(hyps, wavs, c["model_dir"], int(c.get("batch_size", 8)), device)
+            scores.update(s), per.update(clapscore=p)
+    for k, v in notes.items():
+        if scores.get(k, 0) is None:
+            log(v)
+    return {"scores": scores, "per_utt": per, "notes": notes}

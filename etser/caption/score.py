@@ -1,0 +1,183 @@
+"""Decode and score a trained captioner (or a baseline) on some sets; build the captioning table.
+
+    python -m etser.caption.score --exp_dir exp/<tag>/caption_transformer/caption_style/seed1 \\
+        --sets "val test" --data_dir data --feats_dir dump/<tag> [--metrics_config conf/caption/metrics.yaml]
+    python -m etser.caption.score --baseline nearest --kind style --exp_dir exp/<tag>/caption_nearest/caption_style \\
+        --sets "val test" --data_dir data --feats_dir dump/<tag>
+
+Writes ``<exp_dir>/decode_<set>/metrics.json`` and ``hyp_ref.txt`` (utt<TAB>hypothesis<TAB>reference...).
+``table_rows`` / ``format_table`` turn a list of metrics.json into the caption kind x decoder table (mean and
+std over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from etser.caption import KINDS
+from etser.caption.baselines import BASELINES, predict
+from etser.caption.data import load_frames, read_captions
+from etser.caption.metrics import TABLE_COLUMNS, load_metrics_config, score_captions
+from etser.datadir import read_table
+
+LOG = logging.getLogger("etser.caption.score")
+
+
+def _wavs(data_set_dir: Path, utts: Sequence[str]) -> list[str] | None:
+    path = Path(data_set_dir) / "wav.scp"
+    if not path.is_file():
+        return None
+    table = read_table(path)
+    missing = [u for u in utts if u not in table]
+    if missing:
+        raise KeyError(f"{path}: {len(missing)} captioned utterance(s) have no audio (first: {missing[0]})")
+    return [table[u] for u in utts]
+
+
+def write_decode(out_dir: Path, utts, hyps, refs, result: dict, info: dict) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "hyp_ref.txt", "w", encoding="utf-8") as f:
+        f.write("# utt\thypothesis\treference(s)\n")
+        for u, h, rs in zip(utts, hyps, refs):
+            f.write("\t".join([u, h.replace("\t", " "), *rs]) + "\n")
+    metrics = {**info, "num_utts": len(utts), "scores": result["scores"], "notes": result["notes"],
+               "empty_hypotheses": sum(not h.strip() for h in hyps)}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return metrics
+
+
+def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Path, mconf: dict,
+              device: str = "cpu", num_beams: int | None = None) -> list[dict]:
+    import torch
+    from etser.caption.train import generate, load_trained
+
+    model, info = load_trained(exp_dir, device)
+    conf = info["conf"]
+    dc = {**conf["decode_conf"], **({"num_beams": num_beams} if num_beams else {})}
+    out = []
+    for s in sets:
+        t0 = time.monotonic()
+        cs = read_captions(Path(data_dir) / s, info["kind"])
+        load_frames(cs, Path(feats_dir) / s, info["layers"], float(conf.get("preload_frames_gb", 2.0)))
+        torch.manual_seed(0)
+        hyps = generate(model, cs, device, int(dc["num_beams"]), int(dc["max_len"]), float(dc["length_penalty"]))
+        refs = [[c] for c in cs.captions]
+        res = score_captions(hyps, refs, mconf, _wavs(Path(data_dir) / s, cs.utts), device)
+        meta = {"kind": info["kind"], "decoder": conf["decoder"], "set": s, "seed": info["seed"],
+                "exp_dir": str(exp_dir), "best_epoch": info["epoch"], "decode": dc, "counts": cs.counts}
+        m = write_decode(Path(exp_dir) / f"decode_{s}", cs.utts, hyps, refs, res, meta)
+        sec = time.monotonic() - t0
+        LOG.info("%s %s: %s; %d utts in %.1f s (%.1f utts/s, decoding and scoring)", exp_dir, s, _fmt(m["scores"]),
+                 len(cs), sec, len(cs) / max(sec, 1e-9))
+        out.append(m)
+    return out
+
+
+def score_baseline(name: str, kind: str, exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Path,
+                   mconf: dict, layers="all", train_set: str = "train") -> list[dict]:
+    tr = read_captions(Path(data_dir) / train_set, kind)
+    if name == "nearest":
+        layers, _ = load_frames(tr, Path(feats_dir) / train_set, layers)
+    out = []
+    for s in sets:
+        cs = read_captions(Path(data_dir) / s, kind)
+        if name == "nearest":
+            load_frames(cs, Path(feats_dir) / s, layers)
+        hyps = predict(name, tr, cs)
+        refs = [[c] for c in cs.captions]
+        res = score_captions(hyps, refs, mconf, _wavs(Path(data_dir) / s, cs.utts))
+        meta = {"kind": kind, "decoder": f"baseline_{name}", "set": s, "seed": None, "exp_dir": str(exp_dir),
+                "counts": cs.counts}
+        m = write_decode(Path(exp_dir) / f"decode_{s}", cs.utts, hyps, refs, res, meta)
+        LOG.info("%s %s: %s", exp_dir, s, _fmt(m["scores"]))
+        out.append(m)
+    return out
+
+
+def _fmt(scores: dict) -> str:
+    return " ".join(f"{TABLE_COLUMNS[k]} {v:.3f}" for k, v in scores.items() if k in TABLE_COLUMNS and v is not None)
+
+
+# ---------------------------------------------------------------- table
+
+def table_rows(metrics_files: Sequence[Path], set_name: str = "test") -> list[dict]:
+    """One row per (kind, decoder): mean and std over seeds of every table column (None: blank cell)."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in metrics_files:
+        m = json.loads(Path(p).read_text(encoding="utf-8"))
+        if m["set"] == set_name:
+            groups.setdefault((m["kind"], m["decoder"]), []).append(m)
+    kind_order = {k: i for i, k in enumerate(KINDS)}
+    rows = []
+    for (kind, dec), ms in sorted(groups.items(), key=lambda kv: (kind_order.get(kv[0][0], 99), kv[0][1])):
+        row = {"kind": kind, "decoder": dec, "seeds": len(ms), "num_utts": ms[0]["num_utts"],
+               "segmentation": ms[0]["notes"].get("segmentation")}
+        for col in TABLE_COLUMNS:
+            vals = [m["scores"].get(col) for m in ms]
+            vals = [v for v in vals if v is not None]
+            row[col] = (float(np.mean(vals)), float(np.std(vals))) if len(vals) == len(ms) and vals else None
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Markdown: kind | decoder | seeds | the seven metric columns | CIDEr-D; blank where not computable."""
+    cols = list(TABLE_COLUMNS)
+    head = "| caption | decoder | seeds | " + " | ".join(TABLE_COLUMNS[c] for c in cols) + " |"
+    lines = [head, "|" + "---|" * (3 + len(cols))]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r[c]
+            cells.append("" if v is None else f"{v[0]:.3f}" + (f" ± {v[1]:.3f}" if r["seeds"] > 1 else ""))
+        lines.append(f"| {r['kind']} | {r['decoder']} | {r['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m etser.caption.score", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--exp_dir", type=Path, required=True)
+    ap.add_argument("--sets", default="val test", help="space-separated set names")
+    ap.add_argument("--data_dir", type=Path, default=Path("data"))
+    ap.add_argument("--feats_dir", type=Path, required=True)
+    ap.add_argument("--metrics_config", type=Path, default=None, help="conf/caption/metrics.yaml")
+    ap.add_argument("--baseline", choices=BASELINES, help="score a baseline instead of a trained model")
+    ap.add_argument("--kind", choices=KINDS, help="with --baseline: the caption kind")
+    ap.add_argument("--num_beams", type=int, default=None, help="override decode_conf.num_beams")
+    ap.add_argument("--ngpu", type=int, default=0)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    from etser.caption.train import quiet_transformers
+    from etser.train import pick_device
+    quiet_transformers()
+    sets = args.sets.split()
+    try:
+        mconf = load_metrics_config(args.metrics_config)
+        if args.baseline:
+            if not args.kind:
+                raise ValueError("--baseline needs --kind")
+            score_baseline(args.baseline, args.kind, args.exp_dir, sets, args.data_dir, args.feats_dir, mconf)
+        else:
+            score_exp(args.exp_dir, sets, args.data_dir, args.feats_dir, mconf, pick_device(args.ngpu),
+                      args.num_beams)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+        LOG.error("%s", e.args[0] if isinstance(e, KeyError) else e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
