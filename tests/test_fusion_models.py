@@ -179,3 +179,29 @@ def test_bad_input_is_named():
 def test_registry_levels():
     assert {n for n, c in FUSION_MODELS.items() if c.level == "utterance"} == {"attention", "tfn", "lmf", "misa", "mmim"}
     assert set(FRAME) == {"mult", "mfn", "graph_mfn", "mfm", "mctn"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_with_missing_modalities_and_modality_dropout_stays_finite(name):
+    model = small(name, modality_dropout=0.5).train()
+    x, lens = inputs(model)
+    present = {m: torch.ones(4, dtype=torch.bool) for m in model.modalities}
+    present["text"] = torch.tensor([False, True, True, False])
+    out = run(model, x, lens, present)
+    (out.logits.square().sum() + out.aux_loss).backward()
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.aux_loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # modality dropout is a training-time option only
+    model.eval()
+    torch.testing.assert_close(run(model, x, lens, present).logits, run(model, x, lens, present, seed=9).logits)
+
+
+def test_modality_dropout_changes_training_outputs():
+    model = small("attention", modality_dropout=0.5).train()
+    model.conf["dropout"] = 0.0
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    x, _ = inputs(model, batch=4)
+    a, b = run(model, x, None, seed=1).logits, run(model, x, None, seed=2).logits
+    assert not torch.allclose(a, b)

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import FusionModel, FusionOutput, MLPEncoder, gate
+from .base import FusionModel, FusionOutput, MLPEncoder
 
 
 def diff_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
