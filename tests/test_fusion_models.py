@@ -205,3 +205,21 @@ def test_modality_dropout_changes_training_outputs():
     x, _ = inputs(model, batch=4)
     a, b = run(model, x, None, seed=1).logits, run(model, x, None, seed=2).logits
     assert not torch.allclose(a, b)
+
+
+def test_missing_modality_patterns():
+    from etser.fusion import modality_subsets, present_for
+
+    subsets = modality_subsets(("speech", "text", "visual"))
+    assert subsets[0] == ("speech", "text", "visual") and len(subsets) == 7 and subsets[-1] == ("visual",)
+    model = small("lmf").eval()
+    x, _ = inputs(model)
+    for s in subsets:
+        pres = present_for(s, model.modalities, 4)
+        assert [bool(pres[m][0]) for m in model.modalities] == [m in s for m in model.modalities]
+        out = model(x, None, pres)
+        # the absent modalities' values do not matter
+        other = {m: (v if m in s else torch.randn_like(v)) for m, v in x.items()}
+        torch.testing.assert_close(model(other, None, pres).logits, out.logits)
+    with pytest.raises(ValueError, match="non-empty subset"):
+        present_for(("eeg",), model.modalities, 4)

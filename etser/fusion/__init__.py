@@ -2,6 +2,7 @@
 
 ``build_fusion(name, input_dims, output_dim, conf)`` builds one by name; ``FUSION_MODELS`` lists them.
 Utterance level: attention, tfn, lmf, misa, mmim.  Frame level: mult, mfn, graph_mfn, mfm, mctn.
+``modality_subsets`` and ``present_for`` build the ``present`` masks for scoring with modalities missing.
 Frame alignment utilities (MERBench's feature compression and text alignment) are in :mod:`etser.fusion.align`.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from .attention import Attention
-from .base import FusionModel, FusionOutput
+from .base import FusionModel, FusionOutput, modality_subsets, present_for
 from .graph_mfn import GraphMFN
 from .lmf import LMF
 from .mctn import MCTN
@@ -39,4 +40,5 @@ def build_fusion(name: str, input_dims: Mapping[str, int], output_dim: int,
     return fusion_class(name)(input_dims, output_dim, conf)
 
 
-__all__ = ["FUSION_MODELS", "FusionModel", "FusionOutput", "build_fusion", "fusion_class"]
+__all__ = ["FUSION_MODELS", "FusionModel", "FusionOutput", "build_fusion", "fusion_class", "modality_subsets",
+           "present_for"]

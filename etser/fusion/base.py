@@ -202,3 +202,19 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     m = mask.unsqueeze(-1).to(pred.dtype)
     n = m.sum() * pred.size(-1)
     return ((pred - target).pow(2) * m).sum() / n.clamp(min=1.0)
+
+
+def modality_subsets(modalities) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``modalities``, largest first, for scoring with modalities missing."""
+    from itertools import combinations
+
+    ms = tuple(modalities)
+    return [s for r in range(len(ms), 0, -1) for s in combinations(ms, r)]
+
+
+def present_for(subset, modalities, batch: int, device=None) -> dict[str, torch.Tensor]:
+    """The ``present`` argument with the modalities of ``subset`` present for the whole batch, the others not."""
+    unknown = sorted(set(subset) - set(modalities))
+    if unknown or not subset:
+        raise ValueError(f"subset {list(subset)} must be a non-empty subset of {list(modalities)}")
+    return {m: torch.full((batch,), m in subset, dtype=torch.bool, device=device) for m in modalities}
