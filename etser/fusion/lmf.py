@@ -1,0 +1,42 @@
+"""Low-rank Multimodal Fusion (Liu et al., ACL 2018).
+
+The TFN outer product with its weight tensor factorised into ``rank`` modality-specific factors: for each rank,
+the product over modalities of ([h_m, 1] @ W_m), then a learned weighted sum over ranks plus a bias.
+Missing modality: ZEROED encoding (the appended 1 stays), as in TFN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .base import FusionModel, FusionOutput, MLPEncoder, gate
+
+
+class LMF(FusionModel):
+    name = "lmf"
+    level = "utterance"
+    defaults = {"hidden_dim": 128, "dropout": 0.3, "rank": 4}
+
+    def __init__(self, input_dims, output_dim, conf=None):
+        super().__init__(input_dims, output_dim, conf)
+        h, p, r = int(self.conf["hidden_dim"]), float(self.conf["dropout"]), int(self.conf["rank"])
+        self.encoders = nn.ModuleDict({m: MLPEncoder(d, h, p) for m, d in self.input_dims.items()})
+        self.factors = nn.ParameterDict({m: nn.Parameter(torch.empty(r, h + 1, h)) for m in self.modalities})
+        for f in self.factors.values():
+            nn.init.xavier_normal_(f)
+        self.rank_weights = nn.Parameter(torch.empty(1, r))
+        nn.init.xavier_normal_(self.rank_weights)
+        self.bias = nn.Parameter(torch.zeros(1, h))
+        self.drop = nn.Dropout(p)
+        self.out = nn.Linear(h, self.output_dim)
+
+    def fuse(self, x, lengths, present):
+        fused = None
+        for m in self.modalities:
+            z = gate(self.encoders[m](x[m]), present[m])
+            z = torch.cat([z, z.new_ones(z.size(0), 1)], 1)
+            f = torch.einsum("bi,rih->rbh", z, self.factors[m])  # (rank, B, h)
+            fused = f if fused is None else fused * f
+        feats = torch.einsum("or,rbh->bh", self.rank_weights, fused) + self.bias
+        return FusionOutput(self.out(self.drop(feats)), self.zero(), feats)

@@ -1,0 +1,90 @@
+"""MERBench's random hyper-parameter search (toolkit/model-tune.yaml) and its selection rule.
+
+A search space is a mapping ``key -> list of values``; one trial takes ONE uniformly random value from every
+list (MERBench draws one per run with ``random.randint``; here the draws come from ``random.Random(seed)``, in
+the order of the keys, so a seed gives the same N trials every time).  A fusion config file
+(``conf/fusion/<name>.yaml``) holds ``model:`` (the model's defaults), ``train:`` (lr, grad_clip) and ``tune:``
+(the lists); :func:`apply_trial` routes every drawn key to the section that defines it.
+
+Selection: the trial with the best VALIDATION metric wins; test figures are never looked at (ties go to the
+earlier trial).  MERBench also picks the best epoch of each run on validation; that is the trainer's job.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+SECTIONS = ("model", "train", "tune")
+
+
+def load_search_space(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read a ``conf/fusion/<name>.yaml``; checks that every tuned key has a default in model: or train:."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    unknown = sorted(set(doc) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {unknown}; expected {list(SECTIONS)}")
+    out = {s: dict(doc.get(s) or {}) for s in SECTIONS}
+    for key, values in out["tune"].items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: tune.{key} must be a non-empty list, got {values!r}")
+        if key not in out["model"] and key not in out["train"]:
+            raise ValueError(f"{path}: tune.{key} has no default under model: or train:")
+    return out
+
+
+def draw_trials(space: Mapping[str, Sequence[Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` trials, each one random value per list of ``space``; deterministic for ``seed``."""
+    if int(n) < 1:
+        raise ValueError(f"number of trials must be >= 1, got {n}")
+    for key, values in space.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"search space {key!r} must be a non-empty list, got {values!r}")
+    rng = random.Random(int(seed))
+    return [{key: copy.deepcopy(values[rng.randrange(len(values))]) for key, values in space.items()}
+            for _ in range(int(n))]
+
+
+def apply_trial(conf: Mapping[str, Mapping[str, Any]], trial: Mapping[str, Any]) -> tuple[dict, dict]:
+    """(model conf, train conf) of a loaded config with ``trial``'s values put where their keys live."""
+    model, train = dict(conf.get("model") or {}), dict(conf.get("train") or {})
+    for key, value in trial.items():
+        if key in model:
+            model[key] = value
+        elif key in train:
+            train[key] = value
+        else:
+            raise ValueError(f"trial key {key!r} is neither a model nor a train option "
+                             f"(model: {sorted(model)}, train: {sorted(train)})")
+    return model, train
+
+
+def select_best(records: Sequence[Mapping[str, Any]], metric: str, mode: str = "max") -> int:
+    """Index of the record whose ``record["val"][metric]`` is best (``mode`` max or min); earlier wins ties.
+
+    Each record is a mapping with at least ``val`` (validation metrics); anything else in it (the config, test
+    metrics) is ignored, so the choice can never depend on test results.  NaN validation values never win."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    if not records:
+        raise ValueError("no trials to select from")
+    best, best_value = None, None
+    for i, rec in enumerate(records):
+        val = rec.get("val")
+        if not isinstance(val, Mapping) or metric not in val:
+            raise ValueError(f"trial {i} has no validation metric {metric!r} (has {sorted(val or {})})")
+        v = float(val[metric])
+        if math.isnan(v):
+            continue
+        if best is None or (v > best_value if mode == "max" else v < best_value):
+            best, best_value = i, v
+    if best is None:
+        raise ValueError(f"every trial has a NaN validation {metric!r}")
+    return best
