@@ -9,7 +9,6 @@ line), the others kept.
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib.util
 import io
 import json
@@ -24,7 +23,8 @@ import pytest
 import soundfile as sf
 
 from etser.datadir import read_table, staged_dir, write_table
-from tests.helpers_release import media_dir, rel_path, write_utterance
+from tests.helpers_disk import full_disk_after
+from tests.helpers_release import media_dir, write_utterance
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"G00002_01_05_001": "train", "G00002_01_06_002": "train", "G00001_01_01_001": "val",
@@ -221,35 +221,6 @@ def test_float_wav_with_nan_or_inf_is_excluded(tmp_path, capsys, value):
 
 # ---------------------------------------------------------------- a full disk, atomic tables and sets
 
-def _full_disk_after(monkeypatch, module, n_files: int):
-    """Make every file opened by module after the first n_files fail with ENOSPC on its first write."""
-    real_open = open
-    opened = []
-
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, s):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-    def fake_open(file, mode="r", *args, **kwargs):
-        f = real_open(file, mode, *args, **kwargs)
-        if "w" not in mode:
-            return f
-        opened.append(file)
-        return f if len(opened) <= n_files else Full(f)
-
-    monkeypatch.setattr(module, "open", fake_open, raising=False)
-    return opened
-
-
 def test_disk_full_ends_with_one_line_and_leaves_no_partial_table(tmp_path, capsys, monkeypatch):
     import etser.datadir
 
@@ -257,7 +228,7 @@ def test_disk_full_ends_with_one_line_and_leaves_no_partial_table(tmp_path, caps
     out = tmp_path / "data"
     assert run_stage(capsys, db, out)[0] == 0  # a complete earlier run
     write_utterance(db, BAD, "sad")
-    _full_disk_after(monkeypatch, etser.datadir, 7)  # excluded lists, then the train set's 3rd table
+    full_disk_after(monkeypatch, etser.datadir, 7)  # excluded lists, then the train set's 3rd table
     rc, stdout, err = run_stage(capsys, db, out)
     assert rc == 1
     [line] = err.strip().splitlines()
@@ -271,6 +242,18 @@ def test_disk_full_ends_with_one_line_and_leaves_no_partial_table(tmp_path, caps
     monkeypatch.undo()
     assert run_stage(capsys, db, out)[0] == 0  # once there is space again, the rerun works
     assert len(read_table(out / "train" / "utt2spk")) == 3
+
+
+def test_disk_full_at_the_first_file_is_one_line_too(tmp_path, capsys, monkeypatch):
+    import etser.datadir
+
+    db = make_release(tmp_path / "db")
+    out = tmp_path / "data"
+    full_disk_after(monkeypatch, etser.datadir, 0)
+    rc, stdout, err = run_stage(capsys, db, out)
+    assert rc == 1
+    assert err.strip() == f"ERROR: local/data_prep.py: cannot write {out}/excluded: No space left on device"
+    assert not [p for p in out.rglob("*") if p.is_file()]
 
 
 def test_write_table_failure_keeps_the_old_file_and_leaves_no_debris(tmp_path):
