@@ -16,7 +16,7 @@ import os
 import numpy as np
 import soundfile as sf
 
-from etser.audio_info import not_a_regular_file
+from etser.audio_info import not_a_regular_file, wav_data_bytes
 from etser.datadir import printable
 
 TARGET_RATE = 16000
@@ -36,7 +36,8 @@ def _where(path, utt: str | None) -> str:
 def load_audio(path: str | os.PathLike, utt: str | None = None, rate: int = TARGET_RATE) -> np.ndarray:
     """Decode ``path`` and return a 1-D float32 array at ``rate`` Hz, channels averaged.
 
-    Raises AudioLoadError naming ``utt`` and ``path`` for a missing, unreadable, empty or non-finite file.
+    Raises AudioLoadError naming ``utt`` and ``path`` for a missing, unreadable, truncated, empty or
+    non-finite file, and for anything that is not a regular file (never opened).
     """
     path = os.fspath(path)
     if path.endswith("|"):
@@ -51,9 +52,19 @@ def load_audio(path: str | os.PathLike, utt: str | None = None, rate: int = TARG
     if what:
         raise AudioLoadError(f"{_where(path, utt)}: is {what}, not an audio file")
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            frames, sr, fmt = f.frames, f.samplerate, f.format
+            data = f.read(dtype="float32", always_2d=True)
+        sizes = wav_data_bytes(path) if fmt in ("WAV", "WAVEX") else None
     except (RuntimeError, OSError, ValueError) as e:  # sf.LibsndfileError is a RuntimeError
         raise AudioLoadError(f"{_where(path, utt)}: cannot decode audio: {e}") from None
+    # A cut-off file: libsndfile shortens a WAV to what it holds, an MP3 decoder stops early.
+    if sizes is not None and sizes[0] > sizes[1]:
+        raise AudioLoadError(f"{_where(path, utt)}: truncated: the WAV header declares {sizes[0]} bytes of samples "
+                             f"but the file holds {sizes[1]}")
+    if 0 < data.shape[0] < frames:
+        raise AudioLoadError(f"{_where(path, utt)}: truncated: the header declares {frames} frames but only "
+                             f"{data.shape[0]} can be decoded")
     if data.shape[0] == 0:
         raise AudioLoadError(f"{_where(path, utt)}: the file holds 0 samples")
     wav = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]

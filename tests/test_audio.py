@@ -118,3 +118,20 @@ def test_prime_rate_is_resampled_in_bounded_memory_and_time(tmp_path, rate):
     y = load_audio(path)
     inner = slice(200, -200)
     assert np.abs(y[inner] - _tone(16000, 0.5, 440)[inner]).max() < 2e-3
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("MP3", "MPEG_LAYER_III")])
+def test_truncated_file_is_an_error_not_a_shorter_signal(tmp_path, fmt, subtype):
+    """libsndfile shortens a cut-off WAV silently and an MP3 decoder stops early: stage 2 must not
+    compute features of half an utterance."""
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, _tone(16000, 1.0), 16000, format=fmt, subtype=subtype)
+    data = buf.getvalue()
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(AudioLoadError, match=r"utterance S01-x \(.*cut\.\w+\): (truncated|cannot decode)"):
+        load_audio(path, "S01-x")
+    path.write_bytes(data)
+    assert load_audio(path, "S01-x").shape == (16000,)

@@ -24,7 +24,13 @@ Rules, decided here:
   whitespace collapsed; ``text_raw`` is that content as is, except that line breaks and other control
   characters become spaces and leading/trailing spaces go (a table line cannot hold them).
 - Audio is referenced in place (absolute path in ``wav.scp``), never copied or resampled; ``utt2dur``
-  comes from the header.
+  comes from the header, checked by a cheap decode (etser.audio_info: truncation in any container, NaN or
+  infinity in float files).
+- Names: a path that is not valid UTF-8 cannot be written to a Kaldi table, so its utterance is excluded
+  ("non-UTF-8 path") and every message shows such names with ``\\xNN`` escapes; a db_root that is not UTF-8
+  stops the stage. Symlinks are followed but each folder is searched once (a loop is named in a warning,
+  never reported as duplicate uids). Named pipes and devices are never opened.
+- Each set is written into a staging folder and renamed into place: complete or absent, never mixed.
 - Official split by group: val = G00001 + G00012, test = G00003 + G00015, train = the other 11.
 """
 
