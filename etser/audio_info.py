@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-from etser.datadir import printable
+from etser.datadir import non_utf8_path
 
 # Frames decoded at the end of a compressed file; a block of samples, not the whole file.
 _TAIL_FRAMES = 4096
@@ -119,11 +119,9 @@ def _check_finite(path: str) -> None:
 def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Header facts of one audio file; AudioError for an unusable, unreadable, truncated, empty or non-finite one."""
     path = os.fspath(path)
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raise AudioError("non-UTF-8 path", f"the path {printable(path)} is not valid UTF-8 and a Kaldi table "
-                         "cannot hold it; rename the file or folder") from None
+    why = non_utf8_path(path)
+    if why:
+        raise AudioError("non-UTF-8 path", why)
     try:
         what = not_a_regular_file(path)
     except OSError as e:

@@ -43,6 +43,16 @@ def printable(text: str | os.PathLike) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def non_utf8_path(path: str | os.PathLike) -> str | None:
+    """Why a path cannot go into a table (it is not valid UTF-8), or None when it can."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return (f"the path {printable(path)} is not valid UTF-8 and a Kaldi table cannot hold it; "
+                "rename the file or folder")
+    return None
+
+
 def split_line(line: str) -> tuple[str, str]:
     """Key and value of one table line, split as read_table splits it (value = rest of the line)."""
     parts = _SPLIT.split(line.strip(), maxsplit=1)

@@ -13,9 +13,12 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -151,20 +154,28 @@ def test_control_characters_in_json_strings_stay_on_one_line(tmp_path, capsys):
 
 # ---------------------------------------------------------------- special files and symlink loops
 
-@pytest.mark.parametrize("kind", ["wav fifo", "json fifo", "json device"])
-def test_special_files_are_never_opened(tmp_path, capsys, kind):
+@pytest.mark.parametrize("kind", ["wav fifo", "wav socket", "json fifo", "json device"])
+def test_special_files_are_never_opened(tmp_path, capsys, request, kind):
     db = make_release(tmp_path / "db")
     paths = write_utterance(db, BAD, "happy")
-    target = paths["wav"] if kind == "wav fifo" else paths["video"]
+    target = paths["wav"] if kind.startswith("wav") else paths["video"]
     target.unlink()
     if kind.endswith("fifo"):
         os.mkfifo(target)
+    elif kind.endswith("socket"):  # bound at a short path (AF_UNIX allows 107 bytes), linked from the release
+        short = Path(tempfile.mkdtemp(dir="/tmp"))
+        request.addfinalizer(lambda: shutil.rmtree(short))
+        sock = socket.socket(socket.AF_UNIX)
+        request.addfinalizer(sock.close)
+        sock.bind(str(short / "s"))
+        target.symlink_to(short / "s")
     else:
         target.symlink_to("/dev/zero")  # reading it never ends
     rc, out, err = run_stage(capsys, db, tmp_path / "data")
     assert rc == 0, err
-    if kind == "wav fifo":
-        assert_only_bad_excluded(tmp_path / "data", "not a file", "the path is a named pipe, not an audio file")
+    if kind.startswith("wav"):
+        what = "a named pipe" if kind == "wav fifo" else "a socket"
+        assert_only_bad_excluded(tmp_path / "data", "not a file", f"the path is {what}, not an audio file")
     else:
         what = "a named pipe" if kind == "json fifo" else "a character device"
         assert_only_bad_excluded(tmp_path / "data", "bad JSON", f"Video JSON is {what}, not a file (not opened)")
