@@ -254,6 +254,13 @@ def test_symlink_loop_is_named_once(recipe):
     assert sum(": duplicate uid: " in line for line in recipe["stderr"].splitlines()) == 1
 
 
+def test_stage1_warnings_start_their_own_line(recipe):
+    """stderr is a pipe here, as in a log file: no progress bar fragments before any stage-1 warning."""
+    lines = [line for line in recipe["stderr"].split("\n") if "WARNING: " in line]
+    assert sum(line.startswith("WARNING: excluding ") for line in lines) == 13  # one per excluded utterance
+    assert all(line.startswith("WARNING: ") for line in lines), lines
+
+
 def test_disk_full(recipe, tmp_path, capsys, monkeypatch):
     """A disk that fills up while stage 1 writes (simulated: ENOSPC from write())."""
     import etser.datadir
