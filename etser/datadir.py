@@ -3,15 +3,22 @@
 A table is one ``key value`` per line; the value is the rest of the line after the first run of
 whitespace (so paths with spaces survive in ``wav.scp``).  Files are sorted as ``LC_ALL=C sort`` sorts,
 which for UTF-8 is the order of the encoded bytes, i.e. Python's code-point order of ``str``.
+
+Every file is written atomically (a temporary file in the same folder, then a rename; the temporary file
+is removed when writing fails, e.g. on a full disk), and ``staged_dir`` does the same for a whole data
+directory: a reader sees the previous complete set, the new complete set, or (for an instant) none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import tempfile
 from bisect import bisect_left
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 _SPLIT = re.compile(r"\s+")
 
@@ -19,6 +26,31 @@ _SPLIT = re.compile(r"\s+")
 def c_sort_key(key: str) -> bytes:
     """Sort key equal to ``LC_ALL=C sort`` on UTF-8 text."""
     return key.encode("utf-8")
+
+
+def printable(text: str | os.PathLike) -> str:
+    """Text any UTF-8 writer accepts: a file name's undecodable bytes become ``\\xNN``, lone surrogates ``\\udNNN``.
+
+    Python gives names that are not valid UTF-8 as str with surrogate escapes; writing those raises
+    UnicodeEncodeError. Messages and exclusion lists quote paths through this.
+    """
+    text = os.fspath(text)
+    if isinstance(text, bytes):
+        return text.decode("utf-8", "backslashreplace")
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte (e.g. from a JSON "\\ud800")
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def non_utf8_path(path: str | os.PathLike) -> str | None:
+    """Why a path cannot go into a table (it is not valid UTF-8), or None when it can."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return (f"the path {printable(path)} is not valid UTF-8 and a Kaldi table cannot hold it; "
+                "rename the file or folder")
+    return None
 
 
 def split_line(line: str) -> tuple[str, str]:
@@ -61,8 +93,7 @@ def write_table(path: str | os.PathLike, items: Mapping[str, object] | Iterable[
     pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
     pairs.sort(key=lambda kv: c_sort_key(kv[0]))
     seen = set()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with _atomic_open(path) as f:
         for key, value in pairs:
             value = str(value)
             if not key or _SPLIT.search(key):
@@ -73,8 +104,77 @@ def write_table(path: str | os.PathLike, items: Mapping[str, object] | Iterable[
                 raise ValueError(f"{path}: duplicate key {key!r}")
             seen.add(key)
             f.write(f"{key} {value}\n" if value != "" else f"{key}\n")
-    os.replace(tmp, path)
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a whole text file (UTF-8) atomically; on any error the old file, if any, is left as it was."""
+    path = Path(path)
+    with _atomic_open(path) as f:
+        f.write(text)
+    return path
+
+
+@contextlib.contextmanager
+def _atomic_open(path: Path) -> Iterator:
+    """A text file open at a temporary name beside path, renamed to path when the block ends without error.
+
+    The temporary name is unique (two writers never share one) and is removed on any error, so a failed
+    write (a full disk, a value that cannot be encoded) leaves neither a partial file nor debris.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as f:
+            yield f
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a table is as readable as any file
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno:  # a failed write() names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """An empty folder beside path to write a whole directory into; it replaces path when the block succeeds.
+
+    On any error the staged folder is removed and path is left as it was. The swap is two renames (the old
+    folder aside, the new one in), so path is always either the old complete directory or the new one, absent
+    only between the renames.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new"))
+    try:
+        yield staged
+        os.chmod(staged, 0o777 & ~_umask())
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+        try:
+            os.replace(staged, path)
+        except BaseException:
+            if old is not None:  # put the old directory back
+                os.replace(old / path.name, path)
+            raise
+    except BaseException as e:
+        shutil.rmtree(staged, ignore_errors=True)
+        name = getattr(e, "filename", None)
+        if isinstance(e, OSError) and isinstance(name, str) and name.startswith(f"{staged}{os.sep}"):
+            # name the file the user knows, not the staging folder that is gone
+            raise OSError(e.errno, e.strerror, str(path / os.path.relpath(name, staged))) from e
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:

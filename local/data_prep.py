@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from etser.cli import str2bool  # noqa: E402
+from etser.datadir import printable  # noqa: E402
 from emotiontalk.release import SETS, DataPrepError, exclusion_summary, figures_line, prepare  # noqa: E402
 
 
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         result = prepare(args.db_root, args.out, sets=sets, strict=args.strict)
     except DataPrepError as e:
         print(f"ERROR: local/data_prep.py: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. a full disk while the exclusion lists are written: one line, no traceback
+        print(f"ERROR: local/data_prep.py: cannot write {printable(e.filename or args.out)}: {e.strerror or e}",
+              file=sys.stderr)
         return 1
     print(result.stats, end="")
     if result.exclusions:

@@ -11,7 +11,9 @@ without the bad utterance.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
+import os
 import re
 from pathlib import Path
 
@@ -21,8 +23,9 @@ import pytest
 import soundfile as sf
 
 from etser.datadir import read_table
+from tests.helpers_disk import full_disk_after
 from tests.helpers_faults import make_workdir, run_recipe
-from tests.helpers_release import write_utterance
+from tests.helpers_release import rel_path, write_utterance
 
 UPSTREAM = ("--upstream", "fbank_no_cmvn", "--nj", "1")
 GOOD = {"G00002_01_05_001": "happy", "G00002_01_06_002": "sad", "G00004_01_07_001": "angry",
@@ -35,6 +38,20 @@ def wav(seconds=0.5, rate=16000, channels=1, subtype="PCM_16", freq=200.0) -> by
     x = (0.3 * np.sin(2 * np.pi * freq * t) * np.linspace(0.2, 1.0, t.size)).astype(np.float32)
     buf = io.BytesIO()
     sf.write(buf, np.repeat(x[:, None], channels, axis=1), rate, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+def flac(seconds=0.5, rate=16000) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, 0.3 * np.sin(np.arange(int(seconds * rate)) / 5.0), rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def float_wav_with(value: float) -> bytes:
+    x = np.zeros(8000, np.float32)
+    x[4000] = value
+    buf = io.BytesIO()
+    sf.write(buf, x, 16000, format="WAV", subtype="FLOAT")
     return buf.getvalue()
 
 
@@ -56,7 +73,15 @@ CASES = {
                                                               freq=400))),
     "44.1 kHz float stereo": ("G00005_01_09_013", dict(wav=wav(rate=44100, channels=2, subtype="FLOAT",
                                                                freq=500))),
+    "named pipe as wav": ("G00005_01_09_014", {}),  # made a FIFO by the fixture
+    "lone surrogate in JSON": ("G00005_01_09_015", dict(raw_json={"text": b'{"emotion_result": "happy", '
+                                                                          b'"content": "\\ud800"}'})),
+    "truncated FLAC behind .wav": ("G00005_01_09_016", dict(wav=flac()[:len(flac()) // 2])),
+    "NaN in a float wav": ("G00005_01_09_017", dict(wav=float_wav_with(np.nan))),
+    "44101 Hz wav": ("G00005_01_09_018", dict(wav=wav(rate=44101, freq=350))),
+    "folder name not UTF-8": ("G00005_01_10_001", {}),  # its speaker folder renamed by the fixture
 }
+BAD_FOLDER = os.fsdecode(b"G00005_01_10\xe9")  # a Latin-1 name
 
 
 def utt(uid: str) -> str:
@@ -73,6 +98,13 @@ def recipe(tmp_path_factory):
         kwargs = dict(kwargs)
         kwargs.setdefault("wav", wav(freq=250.0))
         write_utterance(db, uid, kwargs.pop("labels", "happy"), **kwargs)
+    wav_dir = db / "Audio" / "wav"
+    fifo = wav_dir / rel_path(CASES["named pipe as wav"][0], ".wav")
+    fifo.unlink()
+    os.mkfifo(fifo)
+    speaker_dir = (wav_dir / rel_path(CASES["folder name not UTF-8"][0], ".wav")).parent
+    speaker_dir.rename(speaker_dir.with_name(BAD_FOLDER))
+    (wav_dir / "G00005" / "loop").symlink_to("..")  # a symlink loop
     w = make_workdir(top / "my experiments")
     r = run_recipe(w, "--db_root", db, "--stop_stage", 2, *UPSTREAM)
     assert r.returncode == 0, r.stderr[-4000:]
@@ -115,10 +147,10 @@ def assert_kept_quietly(recipe, case: str) -> None:
 
 
 def test_summary_counts_every_exclusion(recipe):
-    assert ("WARNING: 8 utterance(s) excluded (bad JSON: 1, duplicate uid: 1, empty audio: 1, missing audio: 1, "
-            "no label: 1, truncated audio: 1, unknown label: 1, unreadable audio: 1); see data/excluded"
-            in recipe["stderr"])
-    assert "stage 1: 21 utterances found, 13 kept, 8 excluded" in recipe["stdout"]
+    assert ("WARNING: 13 utterance(s) excluded (bad JSON: 2, bad samples: 1, duplicate uid: 1, empty audio: 1, "
+            "missing audio: 1, no label: 1, non-UTF-8 path: 1, not a file: 1, truncated audio: 2, unknown label: 1, "
+            "unreadable audio: 1); see data/excluded" in recipe["stderr"])
+    assert "stage 1: 27 utterances found, 14 kept, 13 excluded" in recipe["stdout"]
 
 
 def test_missing_wav(recipe):
@@ -177,7 +209,7 @@ def test_paths_with_spaces(recipe):
     assert sorted(recipe["feats"]) == sorted(wav_scp)  # every kept utterance has features
 
 
-@pytest.mark.parametrize("case", ["8 kHz 8-bit", "48 kHz 24-bit stereo", "44.1 kHz float stereo"])
+@pytest.mark.parametrize("case", ["8 kHz 8-bit", "48 kHz 24-bit stereo", "44.1 kHz float stereo", "44101 Hz wav"])
 def test_other_rates_depths_and_channels_are_resampled(recipe, case):
     """Not 16-bit, not 16 kHz, stereo: kept, read at 16 kHz mono in stage 2 (100 fbank frames/s)."""
     assert_kept_quietly(recipe, case)
@@ -185,6 +217,66 @@ def test_other_rates_depths_and_channels_are_resampled(recipe, case):
     assert float(read_table(recipe["dir"] / "data/train/utt2dur")[u]) == pytest.approx(0.5, abs=1e-3)
     frames = int(read_table(recipe["tag"] / "train" / "utt2num_frames")[u])
     assert 48 <= frames <= 50
+
+
+def test_named_pipe_is_not_opened(recipe):
+    assert_excluded(recipe, "named pipe as wav", "not a file", "the path is a named pipe, not an audio file "
+                    "(not opened)", "G00005_01_09_014.wav")
+
+
+def test_lone_surrogate_in_json(recipe):
+    assert_excluded(recipe, "lone surrogate in JSON", "bad JSON", "Text JSON holds a lone surrogate \\ud800 in "
+                    "content, which is not a character (UTF-8 cannot hold it)", "G00005_01_09_015.json")
+
+
+def test_truncated_flac(recipe):
+    assert_excluded(recipe, "truncated FLAC behind .wav", "truncated audio", "the header declares 8000 frames "
+                    "but the last of them cannot be decoded", "G00005_01_09_016.wav")
+
+
+def test_nan_in_float_wav(recipe):
+    assert_excluded(recipe, "NaN in a float wav", "bad samples", "sample 4000 is nan (NaN or infinity in a float "
+                    "file)", "G00005_01_09_017.wav")
+
+
+def test_folder_name_not_utf8(recipe):
+    assert_excluded(recipe, "folder name not UTF-8", "non-UTF-8 path", "G00005_01_10\\xe9/G00005_01_10_001.wav "
+                    "is not valid UTF-8 and a Kaldi table cannot hold it; rename the file or folder",
+                    "G00005_01_10\\xe9")
+
+
+def test_symlink_loop_is_named_once(recipe):
+    lines = [line for line in recipe["stderr"].splitlines() if "symlink loop" in line]
+    assert len(lines) == 1 and lines[0].startswith("WARNING: not searching "), lines
+    assert lines[0].endswith("Audio/wav/G00005/loop: a symlink loop (it is the folder "
+                             f"{recipe['db']}/Audio/wav again)")
+    assert "duplicate uid: WAV found 2 times" in warning(recipe, CASES["duplicate uid"][0])  # the real one only
+    assert sum(": duplicate uid: " in line for line in recipe["stderr"].splitlines()) == 1
+
+
+def test_stage1_warnings_start_their_own_line(recipe):
+    """stderr is a pipe here, as in a log file: no progress bar fragments before any stage-1 warning."""
+    lines = [line for line in recipe["stderr"].split("\n") if "WARNING: " in line]
+    assert sum(line.startswith("WARNING: excluding ") for line in lines) == 13  # one per excluded utterance
+    assert all(line.startswith("WARNING: ") for line in lines), lines
+
+
+def test_disk_full(recipe, tmp_path, capsys, monkeypatch):
+    """A disk that fills up while stage 1 writes (simulated: ENOSPC from write())."""
+    import etser.datadir
+
+    spec = importlib.util.spec_from_file_location("data_prep_catalogue", Path(__file__).parents[1] / "local" /
+                                                  "data_prep.py")
+    data_prep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data_prep)
+    full_disk_after(monkeypatch, etser.datadir, 5)
+    out = tmp_path / "data"
+    assert data_prep.main(["--db_root", str(recipe["db"]), "--out", str(out), "--sets", "train"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (f"ERROR: local/data_prep.py: cannot write {out}/train/text_raw: No space left on device; no "
+                       "data dir was left half written (the sets and stats.md were removed): free space and rerun "
+                       "stage 1")
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["excluded"]
 
 
 def test_upstream_without_config(recipe):

@@ -24,7 +24,13 @@ Rules, decided here:
   whitespace collapsed; ``text_raw`` is that content as is, except that line breaks and other control
   characters become spaces and leading/trailing spaces go (a table line cannot hold them).
 - Audio is referenced in place (absolute path in ``wav.scp``), never copied or resampled; ``utt2dur``
-  comes from the header.
+  comes from the header, checked by a cheap decode (etser.audio_info: truncation in any container, NaN or
+  infinity in float files).
+- Names: a path that is not valid UTF-8 cannot be written to a Kaldi table, so its utterance is excluded
+  ("non-UTF-8 path") and every message shows such names with ``\\xNN`` escapes; a db_root that is not UTF-8
+  stops the stage. Symlinks are followed but each folder is searched once (a loop is named in a warning,
+  never reported as duplicate uids). Named pipes and devices are never opened.
+- Each set is written into a staging folder and renamed into place: complete or absent, never mixed.
 - Official split by group: val = G00001 + G00012, test = G00003 + G00015, train = the other 11.
 """
 
@@ -43,8 +49,8 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from etser.audio_info import AudioError, audio_info
-from etser.datadir import c_sort_key, utt2spk_to_spk2utt, write_table
+from etser.audio_info import AudioError, audio_info, not_a_regular_file
+from etser.datadir import c_sort_key, printable, staged_dir, utt2spk_to_spk2utt, write_table, write_text_atomic
 from emotiontalk.labels import EMOTIONS_ALL, EMOTIONS_FOUR, LABEL_SOURCES
 
 SETS = ("train", "val", "test")
@@ -132,18 +138,27 @@ def find_release(db_root: str | os.PathLike) -> Release:
     """
     root = Path(os.path.abspath(db_root))
     if not root.is_dir():
-        raise DataPrepError(f"--db_root {root} is not a directory")
+        raise DataPrepError(f"--db_root {printable(root)} is not a directory")
+    try:
+        str(root).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataPrepError(f"--db_root {printable(root)} is not valid UTF-8, and the Kaldi tables (wav.scp) "
+                            "cannot hold paths below it; rename it or give a symlink with a UTF-8 name") from None
     folders: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
     level = [(root, _modality_of(root.name))]
+    seen = {_dir_key(root): str(root)}
     for _ in range(_MAX_SEARCH_DEPTH):
         next_level = []
         for d, modality in level:
             try:
                 entries = sorted(os.scandir(d), key=lambda e: e.name)
-            except OSError:
+            except OSError as e:
+                _warn(f"cannot list {printable(d)}: {e.strerror or e}")
                 continue
             for e in entries:
                 if not e.is_dir() or e.name in _SKIP_DIRS or e.name.startswith("._"):
+                    continue
+                if not _first_visit(e.path, seen):
                     continue
                 kind = e.name.lower()
                 if kind in ("json", "wav", "mp4"):
@@ -157,15 +172,52 @@ def find_release(db_root: str | os.PathLike) -> Release:
     return Release(root, {m: dict(k) for m, k in folders.items()})
 
 
+def _warn(message: str) -> None:
+    tqdm.write(f"WARNING: {message}", file=sys.stderr)
+
+
+def _dir_key(path: str | os.PathLike) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _first_visit(path: str, seen: dict[tuple[int, int], str]) -> bool:
+    """False (with a warning naming the link) for a folder already searched under another path.
+
+    Symlinks are followed, so a link to an ancestor (a loop) or a second path to one folder would list
+    the same files again and again, each time as a duplicate uid.
+    """
+    try:
+        key = _dir_key(path)
+    except OSError as e:
+        _warn(f"cannot search {printable(path)}: {e.strerror or e}")
+        return False
+    first = seen.setdefault(key, path)
+    if first == path:
+        return True
+    loop = os.path.commonpath([first, path]) == first
+    _warn(f"not searching {printable(path)}: " + (
+        f"a symlink loop (it is the folder {printable(first)} again)" if loop else
+        f"the folder {printable(first)} again (a symlink), already searched"))
+    return False
+
+
 def index_files(folders: Iterable[Path], suffix: str) -> dict[str, list[str]]:
     """File stem -> every file with that suffix below the folders (macOS ``._*`` files skipped).
 
-    Paths are plain strings: pathlib objects for ~100,000 files cost seconds.
+    Symlinks are followed, but each folder is searched once (a loop or a second path to it is named in a
+    warning and skipped); a folder that cannot be listed is named too. Paths are plain strings: pathlib
+    objects for ~100,000 files cost seconds.
     """
     found: dict[str, list[str]] = defaultdict(list)
+    seen: dict[tuple[int, int], str] = {}
     for top in folders:
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        if not _first_visit(str(top), seen):
+            continue
+        for dirpath, dirnames, filenames in os.walk(
+                top, followlinks=True, onerror=lambda e: _warn(f"cannot list {printable(e.filename)}: {e.strerror}")):
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS
+                                 and _first_visit(os.path.join(dirpath, d), seen))
             for name in filenames:
                 if name.startswith("._") or not name.lower().endswith(suffix):
                     continue
@@ -219,7 +271,15 @@ class Utterance:
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    """Parse one release JSON (BOM tolerated); ValueError saying what is wrong."""
+    """Parse one release JSON (BOM tolerated); ValueError saying what is wrong.
+
+    A path that is not a regular file (a named pipe, a device) is never opened: reading it would block or
+    never end. A string holding a lone surrogate (``"\\ud800"`` parses, but is no character and cannot be
+    written as UTF-8) makes the file unusable.
+    """
+    what = not_a_regular_file(path)
+    if what:
+        raise ValueError(f"is {what}, not a file (not opened)")
     try:
         with open(path, "rb") as f:
             obj = json.loads(f.read().decode("utf-8-sig"))
@@ -229,7 +289,28 @@ def read_json(path: str | os.PathLike) -> dict:
         raise ValueError(f"does not parse: {e}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"top level is a {type(obj).__name__}, not an object")
+    bad = _lone_surrogate(obj)
+    if bad:
+        raise ValueError(f"holds a lone surrogate {bad}, which is not a character (UTF-8 cannot hold it)")
     return obj
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(obj: object, where: str = "") -> str | None:
+    """'\\ud800 in content' for the first lone surrogate in a parsed JSON value's strings, else None."""
+    if isinstance(obj, str):
+        m = _SURROGATE.search(obj)
+        return f"\\u{ord(m.group()):04x} in {where or 'a string'}" if m else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        name = f"{where}.{k}" if where else str(k)
+        found = _lone_surrogate(k, f"a key of {where or 'the object'}") if isinstance(k, str) else None
+        found = found or _lone_surrogate(v, name)
+        if found:
+            return found
+    return None
 
 
 def parse_label(value: object) -> str:
@@ -269,7 +350,9 @@ class _Collector:
         self.echo = echo
 
     def add(self, split: str | None, uid: str, file: Path | str, reason: str, detail: str) -> None:
-        exc = Exclusion(uid, str(file), reason, detail)
+        # A name that is not UTF-8 (surrogate escapes) is written as \xNN: the lists are UTF-8 text.
+        uid, file, detail = printable(uid), printable(file), printable(detail)
+        exc = Exclusion(uid, file, reason, detail)
         self.items.append((split, exc))
         self.shown[reason] += 1
         if self.echo and self.shown[reason] <= _MESSAGES_PER_REASON:
@@ -291,7 +374,10 @@ def _check_json(uid: str, split: str, ss: int, modality: str, paths: list[str] |
     path = paths[0]
     try:
         obj = read_json(path)
-    except (ValueError, OSError) as e:
+    except OSError as e:
+        out.add(split, uid, path, "bad JSON", f"{folder} JSON cannot be read: {e.strerror or e}")
+        return None
+    except ValueError as e:
         out.add(split, uid, path, "bad JSON", f"{folder} JSON {e}")
         return None
     ok = True
@@ -374,7 +460,7 @@ def collect(release: Release, sets: Iterable[str] = SETS, progress: bool = True,
     out = _Collector(echo)
     kept: dict[str, list[Utterance]] = {s: [] for s in sets}
     for uid in tqdm(sorted(uids), desc="stage 1: reading JSON and audio headers", unit="utt", file=sys.stderr,
-                    mininterval=1.0, disable=not progress):
+                    mininterval=1.0, disable=None if progress else True):  # None: no bar in a log
         m = UID_RE.fullmatch(uid)
         split = split_of(int(m.group(1))) if m else None
         if split is None:  # belongs to no set: reported in <out>/excluded only
@@ -448,9 +534,7 @@ def write_set(set_dir: Path, utts: list[Utterance], modalities: Iterable[str]) -
 def write_excluded(path: Path, items: Iterable[Exclusion]) -> None:
     lines = sorted((e.line() for e in items), key=c_sort_key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line.replace("\n", " ") + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line.replace("\n", " ") + "\n" for line in lines))
 
 
 # ---------------------------------------------------------------- statistics
@@ -580,18 +664,31 @@ def prepare(db_root: str | os.PathLike, out_dir: str | os.PathLike, sets: Iterab
                      for s in empty]
     if problems:
         # Leave no data dir that looks complete when the stage fails.
-        for s in sets:
-            for name in TABLE_FILES:
-                (out_dir / s / name).unlink(missing_ok=True)
-        (out_dir / "stats.md").unlink(missing_ok=True)
+        _remove_tables(out_dir, sets)
         if exclusions:
             problems.append(f"see {out_dir / 'excluded'}")
         raise DataPrepError("; ".join(problems))
-    for s in sets:
-        write_set(out_dir / s, kept[s], release.modalities)
-    stats = format_stats(release, kept, exclusions)
-    (out_dir / "stats.md").write_text(stats, encoding="utf-8")
+    try:  # each set is written whole into a staging folder, then renamed into place
+        for s in sets:
+            with staged_dir(out_dir / s) as staged:
+                write_set(staged, kept[s], release.modalities)
+                write_excluded(staged / "excluded", (e for split, e in exclusions if split == s))
+        stats = format_stats(release, kept, exclusions)
+        write_text_atomic(out_dir / "stats.md", stats)
+    except OSError as e:  # a full disk: no set of this run may be mixed with an older one
+        _remove_tables(out_dir, sets)
+        raise DataPrepError(f"cannot write {printable(e.filename or out_dir)}: {e.strerror or e}; no data dir "
+                            "was left half written (the sets and stats.md were removed): free space and rerun "
+                            "stage 1") from None
     return PrepResult(release, kept, exclusions, stats, time.perf_counter() - start, found)
+
+
+def _remove_tables(out_dir: Path, sets: Iterable[str]) -> None:
+    """Leave no data dir that looks complete when the stage fails (the exclusion lists stay)."""
+    for s in sets:
+        for name in TABLE_FILES:
+            (out_dir / s / name).unlink(missing_ok=True)
+    (out_dir / "stats.md").unlink(missing_ok=True)
 
 
 def figures_line(result: PrepResult) -> str:
