@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage 2 on a GPU machine in a few minutes: the figures of docs/upstreams.md "Throughput at scale".
 #
-#     bench/gpu_check.sh [--fraction 0.1] [--workers N] [--out DIR]
+#     bench/gpu_check.sh [--fraction 0.05] [--workers N] [--out DIR]
 #     bench/gpu_check.sh --device cpu --large tiny --base tiny --fraction 0.0005   # the script itself, on a CPU
 #
 # Uses only the repository and its .venv (installs nothing, no network).  Runs, each under its own time limit:
@@ -14,7 +14,7 @@
 # HuBERT-Base exact; pipeline / bare forward >= 0.9; host memory independent of the corpus size.
 set -u -o pipefail
 
-fraction=0.1
+fraction=0.05
 device=cuda
 large=hubert_large
 base=hubert_base

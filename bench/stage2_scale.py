@@ -208,14 +208,18 @@ def _rss_mb(pid: int | str = "self") -> float:
 
 
 class HostMemory:
-    """Peak resident memory of this process plus its live child processes (decoding workers), sampled."""
+    """Peak resident memory of this process, its decoding workers and their fork server, sampled."""
 
     def __init__(self, interval: float = 0.05):
         self.interval, self.peak, self._stop = interval, 0.0, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def now(self) -> float:
-        return _rss_mb() + sum(_rss_mb(p.pid) for p in multiprocessing.active_children())
+        from multiprocessing import forkserver
+
+        server = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)  # the workers' parent
+        pids = [p.pid for p in multiprocessing.active_children()] + ([server] if server else [])
+        return _rss_mb() + sum(_rss_mb(pid) for pid in pids)
 
     def _run(self):
         while not self._stop.is_set():
