@@ -84,7 +84,8 @@ def make_corpus(root: Path, fraction: float, seed: int = 0) -> tuple[Path, float
         path = root / "wav" / f"{utt}.wav"
         # A gain and a slow envelope of its own, so utterances differ in their statistics as speech does.
         t = np.arange(samples) / RATE
-        env = rng.uniform(0.3, 1.5) * (0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(0.2, 3.0) * t + rng.uniform(0, 6.3)))
+        wobble = np.sin(2 * np.pi * rng.uniform(0.2, 3.0) * t + rng.uniform(0, 6.3))
+        env = rng.uniform(0.3, 1.5) * (0.55 + 0.45 * wobble)
         sf.write(path, (base[start:start + samples] * env[:, None].astype(np.float32)).clip(-1, 1), RATE,
                  subtype="PCM_16")
         scp.append(f"{utt} {path.resolve()}\n")
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         "policy": cfg["batch"]["policy"], "autocast": cfg["autocast"], "max_items": int(cfg["batch"]["max_items"]),
         "max_seconds": float(cfg["batch"]["max_seconds"]), "num_threads": args.num_threads, "num_workers": workers,
         "utts": n, "audio_seconds": round(audio_s, 2), "fraction": args.fraction,
-        "pipeline_seconds": round(t_pipe, 3), "loop_seconds": round(loop, 3),
+        "pipeline_seconds": round(t_pipe, 3), "loop_seconds": loop,
         "utts_per_second": n / loop, "audio_seconds_per_second": audio_s / loop,
         "forward_share": fwd_pipe / loop, "bare_seconds": round(t_bare, 3),
         "pipeline_over_bare": t_bare / loop,
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "batches": len(batches), "segments": len(segs), "items_per_batch": len(segs) / len(batches),
         "padding_share": 1 - sum(segs) / padded_samples,
         "peak_gpu_mb": gpu_peak, "peak_host_mb": mem.peak, "host_growth_mb": mem.peak - before,
-        "startup_seconds": round(startup, 3),
+        "startup_seconds": startup,
         "projected_full_seconds": startup + FULL_SECONDS / rate,
         "projected_full_bare_seconds": FULL_SECONDS / (audio_s / t_bare),
         "corpus_seconds": round(t_corpus, 1), "build_seconds": round(t_build, 1),
