@@ -330,8 +330,12 @@ def _durations(data: Path, keys: list[str], wav: dict[str, str]) -> dict[str, fl
 
 
 def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike, nj: int = 1,
-            job: int = 1, ngpu: int = 0, num_threads: int = 1, prefetch_depth: int = 8, upstream=None) -> dict:
+            job: int = 1, ngpu: int = 0, num_threads: int = 1, prefetch_depth: int = 8, upstream=None,
+            num_workers: int | None = None) -> dict:
     """Extract the features of job ``job`` of ``nj``; returns its marker dict (also when skipped).
+
+    ``num_workers``: processes that decode and resample (etser/loader.py); 0: one background thread;
+    None: ``num_threads`` on CUDA (the cores go to reading), 0 on CPU (they go to the forward).
 
     ``upstream``: an already built model of this config (the benchmark reuses one); the returned dict then
     also holds ``elapsed_seconds``, the time of the extraction loop (reading, forward, writing).
@@ -382,12 +386,21 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     info = {}
     threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, num_threads))  # restored below: callers (tests, the benchmark) share the process
+    got = None
     try:
         interactive = sys.stderr.isatty()
         bar = tqdm(total=len(order), unit="utt", file=sys.stderr, mininterval=0.5 if interactive else 30,
                    desc=f"extract {data.name} {job}/{nj}", dynamic_ncols=interactive)
         t_start = time.time()
-        loaded = ((u, w) for u, w in prefetch(order, lambda u: load_audio(wav[u], u), prefetch_depth))
+        workers = (num_threads if device == "cuda" else 0) if num_workers is None else num_workers
+        pairs = [(u, wav[u]) for u in order]
+        if workers > 0:
+            from etser.loader import load_in_workers, load_utt
+
+            got = load_in_workers(pairs, load_utt, workers, prefetch_depth, describe=lambda p: where(p[0]))
+        else:
+            got = prefetch(pairs, lambda p: load_audio(p[1], p[0]), prefetch_depth)
+        loaded = ((p[0], w) for p, w in got)
         for f in iter_features(upstream, loaded, where=where):
             if not info:
                 info = {"num_layers": int(f.mean.shape[0]), "dim": int(f.mean.shape[1])}
@@ -404,6 +417,8 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
         bar.close()
         elapsed = time.time() - t_start
     finally:
+        if got is not None:  # stops the readers now (worker processes), not when garbage collected
+            got.close()
         for fd in fds.values():
             fd.close()
         torch.set_num_threads(threads_before)
@@ -534,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--job", type=int, default=1, help="1-based job index")
             p.add_argument("--ngpu", type=int, default=0, help="> 0: run on CUDA (error when absent)")
             p.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
+            p.add_argument("--num_workers", type=int, default=None,
+                           help="audio decoding processes (default: --num_threads on CUDA, 0 = a thread on CPU)")
         else:
             p.add_argument("--name", default=None, help="upstream name for meta.json (default: config file stem)")
     args = parser.parse_args(argv)
@@ -541,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.cmd == "job":
-            run_job(args.config, args.data, args.dir, args.nj, args.job, args.ngpu, args.num_threads)
+            run_job(args.config, args.data, args.dir, args.nj, args.job, args.ngpu, args.num_threads,
+                    num_workers=args.num_workers)
         else:
             merge(args.config, args.data, args.dir, args.nj, args.name)
     except (UpstreamError, AudioLoadError, RuntimeError, ValueError, FileNotFoundError) as e:

@@ -202,14 +202,43 @@ def open_log(path: str | os.PathLike):
     return open(path, "w", encoding="utf-8", errors="replace")
 
 
-def job_env(threads: int | None) -> dict[str, str] | None:
-    """Environment for a job: with --num_threads T the BLAS/OpenMP pools get T threads."""
-    if threads is None:
+def job_env(threads: int | None, gpus: Sequence[str] | None = None) -> dict[str, str] | None:
+    """Environment for a job: with --num_threads T the BLAS/OpenMP pools get T threads; ``gpus``: the
+    job's ``CUDA_VISIBLE_DEVICES`` (a local job sees only its own GPUs, as under Slurm's --gres)."""
+    if threads is None and gpus is None:
         return None
     env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(threads)
+    if threads is not None:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(threads)
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     return env
+
+
+def visible_gpus(environ: dict[str, str] | None = None, fallback: int = 1) -> list[str]:
+    """The GPUs local jobs are spread over: the parent's ``CUDA_VISIBLE_DEVICES`` list when set (ids or UUIDs,
+    kept as given), else one per line of ``nvidia-smi -L``, else ``0..fallback-1``."""
+    environ = os.environ if environ is None else environ
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return [d.strip() for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        out = None
+    if out is not None and out.returncode == 0:
+        count = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+        if count:
+            return [str(i) for i in range(count)]
+    return [str(i) for i in range(max(1, fallback))]
+
+
+def gpus_of_job(position: int, per_job: int, devices: Sequence[str]) -> list[str]:
+    """Round robin: the job at 0-based ``position`` gets ``per_job`` consecutive devices of the cycle, so
+    ``--gpu 1`` with 4 GPUs puts jobs 1..4 on GPUs 0..3 and job 5 back on GPU 0."""
+    if per_job >= len(devices):
+        return list(devices)
+    return [devices[(position * per_job + k) % len(devices)] for k in range(per_job)]
 
 
 def run_task(command: str, out, threads: int | None = None) -> int:

@@ -420,7 +420,11 @@ class Upstream:
     def forward(self, wavs: list) -> list:
         import torch
 
-        wavs = [w.to(self.device) for w in wavs]
+        if self.device.type == "cuda":  # page-locked host copies: the transfers overlap the queued kernels
+            wavs = [w if w.is_cuda else (w if w.is_pinned() else w.pin_memory()).to(self.device, non_blocking=True)
+                    for w in wavs]
+        else:
+            wavs = [w.to(self.device) for w in wavs]
         with torch.inference_mode():
             if self.autocast is not None:
                 with torch.autocast(self.device.type, dtype=self.autocast):

@@ -134,3 +134,43 @@ def test_run_sh_ngpu(tmp_path, small_release):
         m = json.loads((exp / f"decode_{s}" / "metrics.json").read_text())
         assert m["set"] == s and 0 <= m["ua"] <= 1 and m["num_utts"] > 0
     print(f"\nrun.sh --ngpu 1 on {device}: test UA {m['ua']:.3f} over {m['num_utts']} utts")
+
+
+def test_cuda_decoding_workers_do_not_change_features(setup, tmp_path):
+    """Decoding in 2 worker processes, pinned non-blocking copies: the features of one background thread."""
+    root, data, models, cpu = setup
+    cfg = config("hubert_base", models)
+    got = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        run_job(cfg, data, out, nj=1, job=1, ngpu=1, num_workers=workers)
+        merge(cfg, data, out, nj=1)
+        got[workers] = dict(kaldiio.load_scp_sequential(str(out / "pooled_mean.scp")))
+    assert list(got[0]) == list(got[2])
+    err = max(rel(got[2][u], got[0][u]) for u in got[0])
+    print(f"\nworkers 2 vs 0 on cuda, pooled mean relative difference {err:.1e}")
+    assert err < 1e-6
+
+
+def test_run_py_two_jobs_on_one_gpu(setup, tmp_path):
+    """--nj 2 --ngpu 1 through utils/run.py: each job gets a CUDA_VISIBLE_DEVICES and runs on CUDA."""
+    import subprocess
+
+    root, data, models, cpu = setup
+    conf = tmp_path / "up.yaml"
+    conf.write_text(yaml.safe_dump(config("hubert_base", models)))
+    out = tmp_path / "dump"
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(repo / "utils" / "run.py"), "--gpu", "1", "JOB=1:2",
+                        str(out / "log" / "extract.JOB.log"), sys.executable, "-m", "etser.extract", "job",
+                        "--config", str(conf), "--data", str(data), "--dir", str(out), "--nj", "2", "--job", "JOB",
+                        "--ngpu", "1", "--num_threads", "2"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    from etser.jobs import visible_gpus
+
+    visible = visible_gpus()
+    for j in (1, 2):
+        log = (out / "log" / f"extract.{j}.log").read_text()
+        assert f"# CUDA_VISIBLE_DEVICES={visible[(j - 1) % len(visible)]}" in log
+        assert json.loads((out / "split2" / f"done.{j}").read_text())["device"] == "cuda"
+    assert merge(conf, data, out, nj=2)["devices"] == ["cuda"]

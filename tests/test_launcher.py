@@ -184,3 +184,63 @@ def test_works_through_the_egs_symlink(tmp_path):
     r = subprocess.run([sys.executable, str(via_egs), "JOB=1:2", "log/e.JOB.log", "true"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+# ---- one GPU per local job (--gpu G) ----
+
+def _fake_nvidia_smi(bin_dir: Path, gpus: int | None) -> dict[str, str]:
+    """An environment whose ``nvidia-smi -L`` lists ``gpus`` GPUs (None: fails, as without a driver)."""
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "nvidia-smi"
+    if gpus is None:
+        script.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    else:
+        lines = "".join(f"echo 'GPU {i}: NVIDIA H200 (UUID: GPU-{i:04d})'\n" for i in range(gpus))
+        script.write_text("#!/bin/sh\n" + lines + "echo '  MIG 1g.18gb Device 0: (UUID: MIG-x)'\n")
+    script.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def _job_devices(tmp_path: Path, n: int) -> list[str]:
+    return [(tmp_path / f"dev.{i}").read_text().strip() for i in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("visible, gpus, per_job, want", [
+    ("3,5", None, 1, ["3", "5", "3", "5", "3"]),     # the parent's list, round robin
+    ("GPU-aa, GPU-bb", 4, 1, ["GPU-aa", "GPU-bb"] * 2 + ["GPU-aa"]),  # UUIDs kept; the list wins over nvidia-smi
+    (None, 3, 1, ["0", "1", "2", "0", "1"]),          # nvidia-smi -L counts the GPUs (MIG lines are not GPUs)
+    (None, None, 2, ["0,1"] * 5),                     # neither: 0..G-1
+    (None, 4, 2, ["0,1", "2,3", "0,1", "2,3", "0,1"]),
+    ("7", None, 2, ["7"] * 5),                        # more GPUs per job than visible: all of them, once
+])
+def test_each_local_job_gets_its_own_gpus(tmp_path, visible, gpus, per_job, want):
+    env = _fake_nvidia_smi(tmp_path / "bin", gpus)
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    r = launch(["--gpu", per_job, "--max_jobs_run", 2, "JOB=1:5", "log/g.JOB.log",
+                'echo "$CUDA_VISIBLE_DEVICES" > dev.JOB'], tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert _job_devices(tmp_path, 5) == want
+    log = (tmp_path / "log" / "g.2.log").read_text().splitlines()
+    assert log[3] == f"# CUDA_VISIBLE_DEVICES={want[1]}"
+
+
+def test_without_gpu_option_the_environment_is_left_alone(tmp_path):
+    env = _fake_nvidia_smi(tmp_path / "bin", 4)
+    env["CUDA_VISIBLE_DEVICES"] = "2"
+    r = launch(["--gpu", 0, "JOB=1:2", "log/g.JOB.log", 'echo "${CUDA_VISIBLE_DEVICES-unset}" > dev.JOB'],
+               tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert _job_devices(tmp_path, 2) == ["2", "2"]
+    env.pop("CUDA_VISIBLE_DEVICES")
+    r = launch(["JOB=1:2", "log/g.JOB.log", 'echo "${CUDA_VISIBLE_DEVICES-unset}" > dev.JOB'], tmp_path, env=env)
+    assert _job_devices(tmp_path, 2) == ["unset", "unset"]
+
+
+def test_job_spec_subrange_keeps_the_round_robin_of_its_jobs(tmp_path):
+    env = _fake_nvidia_smi(tmp_path / "bin", 2)
+    r = launch(["--gpu", 1, "JOB=3:4", "log/g.JOB.log", 'echo "$CUDA_VISIBLE_DEVICES" > dev.JOB'], tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert [(tmp_path / f"dev.{i}").read_text().strip() for i in (3, 4)] == ["0", "1"]

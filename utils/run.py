@@ -13,7 +13,10 @@ with a message naming how many and which jobs failed, their logs, and the end of
 Options (``--name value``, ``--name=value``, dashes or underscores):
   --max_jobs_run K   jobs at once (default: CPUs available // --num_threads, at least 1)
   --num_threads T    threads per job: sets OMP/MKL/OPENBLAS_NUM_THREADS=T in the job's environment
-  --gpu G, --mem M, --time T, --partition P, --config F
+  --gpu G            GPUs per job: each job gets its own CUDA_VISIBLE_DEVICES, round robin over the GPUs
+                     visible here (this process's CUDA_VISIBLE_DEVICES list, else `nvidia-smi -L`, else
+                     0..G-1); more jobs than GPUs share them in turn.  0 (the default): left as it is
+  --mem M, --time T, --partition P, --config F
                      accepted and ignored, so a command line written for utils/slurm.py runs here too
 """
 
@@ -28,8 +31,8 @@ from collections import deque
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from etser.jobs import (failure_message, int_option, job_env, log_footer, log_header,  # noqa: E402
-                        open_log, parse_launcher_args, shell_code, substitute)
+from etser.jobs import (failure_message, gpus_of_job, int_option, job_env, log_footer,  # noqa: E402
+                        log_header, open_log, parse_launcher_args, shell_code, substitute, visible_gpus)
 
 PROG = "run.py"
 
@@ -63,6 +66,7 @@ def main(argv: list[str]) -> int:
         threads = int_option(a.options, "num_threads", None)
         default_jobs = max(1, available_cpus() // max(1, threads or 1))
         max_jobs = int_option(a.options, "max_jobs_run", default_jobs) or default_jobs
+        gpus_per_job = int_option(a.options, "gpu", 0)
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
@@ -76,7 +80,7 @@ def main(argv: list[str]) -> int:
     running: dict[int, tuple[int, subprocess.Popen, object, float]] = {}
     codes: dict[int, int] = {}
     stop: list[int] = []
-    env = job_env(threads)
+    devices = visible_gpus(fallback=gpus_per_job) if gpus_per_job else []
     die_with_parent = _death_signal_setter()
 
     def on_signal(signum, _frame):
@@ -103,9 +107,13 @@ def main(argv: list[str]) -> int:
                 codes[index] = 1
                 continue
             f.write(log_header(command))
+            gpus = gpus_of_job(indices.index(index), gpus_per_job, devices) if gpus_per_job else None
+            if gpus is not None:
+                f.write(f"# CUDA_VISIBLE_DEVICES={','.join(gpus)}\n")
             f.flush()
             proc = subprocess.Popen(["bash", "-c", command], stdout=f, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL if len(indices) > 1 else None, env=env,
+                                    stdin=subprocess.DEVNULL if len(indices) > 1 else None,
+                                    env=job_env(threads, gpus),
                                     preexec_fn=die_with_parent)
             running[proc.pid] = (index, proc, f, time.monotonic())
         if not running:
