@@ -292,8 +292,9 @@ def train(config: Path, task: str, seed: int, data_dir: Path, feats_dir: Path, e
     if conf.get("normalize") == "global_mvn" and "stats_file" not in (conf.get("normalize_conf") or {}):
         train_args += ["--normalize_conf", f"stats_file={stats / 'train' / 'feats_stats.npz'}"]
     if ngpu > 1:
-        # one node, one process per GPU: ESPnet spawns them and sets up DDP itself
-        train_args += ["--multiprocessing_distributed", "true", "--dist_world_size", ngpu]
+        # one node, one process per GPU: ESPnet spawns them and sets up DDP itself (in this mode
+        # --dist_world_size is the number of nodes; ESPnet multiplies it by --ngpu)
+        train_args += ["--multiprocessing_distributed", "true", "--dist_world_size", 1]
     run_espnet(train_args, log, env, "ESPnet cls_train")
     model = inference_model(exp_dir)
     (exp_dir / "done").write_text(f"{model.name}\n")

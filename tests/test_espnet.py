@@ -276,3 +276,33 @@ def test_failing_espnet_job_names_its_log(tmp_path):
     assert r.returncode == 1
     assert "ESPnet collect-stats failed (exit 1); its log is " + str(exp / "train.log") in r.stderr
     assert "no_such_encoder" in r.stderr and not (exp / "done").exists()
+
+
+def test_train_command_line(tmp_path, monkeypatch):
+    """What train() asks of ESPnet (runs recorded, not executed): shapes from collect-stats, global_mvn stats,
+    --resume, and one-node DDP for --ngpu 2."""
+    data, feats = _tiny_corpus(tmp_path)
+    calls = []
+
+    def fake_run(args, log_path, env=None, what=""):
+        args = [str(a) for a in args]
+        calls.append(args)
+        out = Path(args[args.index("--output_dir") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        if args[0] == "espnet2.bin.cls_train" and "--collect_stats" not in args:
+            (out / "config.yaml").write_text(yaml.safe_dump({"best_model_criterion": [["valid", "acc", "max"]]}))
+            (out / "valid.acc.best.pth").write_text("")
+
+    monkeypatch.setattr(eb, "run_espnet", fake_run)
+    exp = tmp_path / "exp" / "e"
+    eb.train(ROOT / "conf" / "espnet" / "feats.yaml", "speech_four", 3, data, feats, exp, ngpu=2)
+    stats, _, training = calls
+    assert stats[stats.index("--normalize") + 1] == "none" and "--collect_stats" in stats
+    assert training[training.index("--seed") + 1] == "3" and training[training.index("--input_size") + 1] == "8"
+    assert training[training.index("--resume") + 1] == "true"
+    assert training[training.index("--ngpu") + 1] == "2"
+    assert training[training.index("--multiprocessing_distributed") + 1] == "true"
+    assert training[training.index("--dist_world_size") + 1] == "1"          # nodes, in that mode
+    assert f"stats_file={exp}/stats/train/feats_stats.npz" in training
+    assert f"{exp}/stats/train/speech_shape" in training and f"{exp}/stats/valid/label_shape" in training
+    assert (exp / "done").read_text().strip() == "valid.acc.best.pth"
