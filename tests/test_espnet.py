@@ -306,3 +306,12 @@ def test_train_command_line(tmp_path, monkeypatch):
     assert f"stats_file={exp}/stats/train/feats_stats.npz" in training
     assert f"{exp}/stats/train/speech_shape" in training and f"{exp}/stats/valid/label_shape" in training
     assert (exp / "done").read_text().strip() == "valid.acc.best.pth"
+
+
+@pytest.mark.parametrize("name", ["hubert_frozen", "hubert_finetune"])
+def test_missing_checkpoint_stops_before_espnet(tmp_path, monkeypatch, name):
+    data, feats = _tiny_corpus(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(eb, "run_espnet", lambda *a, **k: pytest.fail("ESPnet must not run"))
+    with pytest.raises(eb.EspnetError, match="needs its checkpoint downloads/models/chinese-hubert-base"):
+        eb.train(ROOT / "conf" / "espnet" / f"{name}.yaml", "speech_four", 1, data, feats, tmp_path / "exp")
