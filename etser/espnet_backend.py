@@ -229,7 +229,9 @@ def check_frontend(conf: dict, config_path: Path) -> None:
 
 
 def train(config: Path, task: str, seed: int, data_dir: Path, feats_dir: Path, exp_dir: Path, ngpu: int = 0,
-          num_threads: int = 1, overwrite: bool = False, sets: tuple[str, str] = ("train", "val")) -> Path:
+          num_threads: int = 1, overwrite: bool = False, sets: tuple[str, str] = ("train", "val"),
+          command: str | None = None) -> Path:
+    """Collect-stats (once) and ESPnet training into ``exp_dir``; ``command`` (how it was called) goes to ``cmd``."""
     config, data_dir, feats_dir, exp_dir = Path(config), Path(data_dir), Path(feats_dir), Path(exp_dir)
     if (exp_dir / "done").is_file() and not overwrite:
         LOG.info("%s is trained (done), skipped (--overwrite true retrains)", exp_dir)
@@ -254,7 +256,8 @@ def train(config: Path, task: str, seed: int, data_dir: Path, feats_dir: Path, e
             "sets": list(sets), "espnet": REQUIRED_ESPNET,
             "left_out": {s: written[s]["left_out"] for s in sets}}
     (exp_dir / "backend.json").write_text(json.dumps(info, indent=1) + "\n")
-    (exp_dir / "cmd").write_text(shlex.join([sys.executable, "-m", "etser.espnet_backend", *sys.argv[1:]]) + "\n")
+    if command:
+        (exp_dir / "cmd").write_text(command + "\n")
     for s, w in written.items():
         LOG.info("%s: %d utterances of %s (%s input)%s", s, w["num_utts"], task, kind,
                  "; left out " + ", ".join(f"{k} {v}" for k, v in sorted(w["left_out"].items()))
@@ -428,7 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "train":
             train(args.config, args.task, args.seed, args.data_dir, args.feats_dir, args.exp_dir, args.ngpu,
-                  args.num_threads, args.overwrite)
+                  args.num_threads, args.overwrite,
+                  command=shlex.join([sys.executable, "-m", "etser.espnet_backend", *(argv or sys.argv[1:])]))
         else:
             score(args.exp_dir, args.sets.split(), args.data_dir, args.ngpu, args.num_threads)
     except (EspnetError, FileNotFoundError, ValueError) as e:

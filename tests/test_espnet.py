@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import stat
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -227,7 +226,7 @@ def test_espnet_train_score_results(tmp_path):
     r = _run(train, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     # ESPnet's own layout, and our marker
-    for name in ("config.yaml", "valid.acc.best.pth", "valid.acc.ave_2best.pth", "valid.acc.ave.pth",
+    for name in ("cmd", "config.yaml", "valid.acc.best.pth", "valid.acc.ave_2best.pth", "valid.acc.ave.pth",
                  "checkpoint.pth", "done", "stats/train/feats_stats.npz", "data/token_list", "data/train/text"):
         assert (exp / name).exists(), name
     assert any((exp / "tensorboard").rglob("events.out.tfevents.*"))
