@@ -314,3 +314,38 @@ def test_missing_checkpoint_stops_before_espnet(tmp_path, monkeypatch, name):
     monkeypatch.setattr(eb, "run_espnet", lambda *a, **k: pytest.fail("ESPnet must not run"))
     with pytest.raises(eb.EspnetError, match="needs its checkpoint downloads/models/chinese-hubert-base"):
         eb.train(ROOT / "conf" / "espnet" / f"{name}.yaml", "speech_four", 1, data, feats, tmp_path / "exp")
+
+
+@pytest.mark.parametrize("name", ["hubert_frozen", "hubert_finetune", "fbank_frozen"])
+def test_frontend_configs_build_in_espnet(tmp_path, name):
+    """Each audio config builds ESPnet's cls model (HuBERT from a tiny random Hugging Face dir in place of the
+    real checkpoint), and its freeze_param prefixes name real parameters (ESPnet ignores ones that do not)."""
+    from helpers_models import tiny_hf_dir
+
+    conf = yaml.safe_load((ROOT / "conf" / "espnet" / f"{name}.yaml").read_text())
+    if "path_or_url" in conf["frontend_conf"]["frontend_conf"]:
+        conf["frontend_conf"]["frontend_conf"]["path_or_url"] = str(tiny_hf_dir(tmp_path / "hf", "hubert"))
+    conf["frontend_conf"]["download_dir"] = str(tmp_path / "hub")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(conf))
+    (tmp_path / "tokens").write_text("neutral\nhappy\nsad\nangry\n<unk>\n")
+    code = f"""
+import sys
+from espnet2.tasks.cls import CLSTask
+args = CLSTask.get_parser().parse_args(["--config", "{config}", "--token_list", "{tmp_path / 'tokens'}",
+    "--normalize", "none", "--output_dir", "{tmp_path / 'out'}"])
+model = CLSTask.build_model(args)
+names = [n for n, _ in model.named_parameters()]
+for prefix in args.freeze_param:
+    hit = [n for n in names if n.startswith(prefix + ".")]
+    print(prefix, len(hit), sum(1 for n in names if not n.startswith(prefix + ".")))
+print("classes", model.decoder.linear_out.out_features)
+"""
+    out = subprocess.run([PY, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'local'}:{ROOT / 'tests'}"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.split("\n")
+    assert "classes 4" in lines
+    for prefix in conf["freeze_param"]:
+        frozen, trained = next(ln.split()[1:] for ln in lines if ln.startswith(prefix + " "))
+        assert int(trained) > 0 and (int(frozen) > 0 or name == "fbank_frozen"), (prefix, frozen, trained)
