@@ -137,7 +137,8 @@ BANDWIDTHS = np.array([70.0, 100.0, 140.0, 180.0, 250.0])
 F5 = 4400.0
 
 # Video: small square H.264 frames at a low rate (the face, not the picture quality, carries the label).
-VIDEO_SIZE, FPS = 112, 10
+# A multiple of 64 wide: at 112 pixels x264's output varied from run to run (it read row padding).
+VIDEO_SIZE, FPS = 128, 10
 # Facial expression per VIDEO label: (smile: mouth corners up, mouth opening, brow tilt: inner ends up,
 # brow raise, eye opening); scaled from neutral by a per-utterance intensity.
 EXPRESSIONS = {
@@ -225,12 +226,12 @@ def make_speakers(seed: int) -> dict[str, Speaker]:
         # drawn after the voice so that the voices do not depend on the look
         tone = r.uniform(0, 1)
         skin = tuple(int(c) for c in np.array([235, 200, 170]) * (1 - tone) + np.array([150, 105, 75]) * tone)
-        face_w = r.uniform(26, 34)
+        face_w = VIDEO_SIZE * r.uniform(0.23, 0.30)
         speakers[sid].__dict__.update(
             skin=skin, hair=tuple(int(c) for c in r.integers(15, 110, 3)),
             background=tuple(int(c) for c in r.integers(60, 200, 3)), face_w=face_w,
-            face_h=face_w * r.uniform(1.15, 1.35), cx=VIDEO_SIZE / 2 + r.uniform(-7, 7),
-            cy=VIDEO_SIZE / 2 + r.uniform(-4, 6))
+            face_h=face_w * r.uniform(1.15, 1.35), cx=VIDEO_SIZE * (0.5 + r.uniform(-0.06, 0.06)),
+            cy=VIDEO_SIZE * (0.5 + r.uniform(-0.035, 0.05)))
     return speakers
 
 
@@ -661,18 +662,20 @@ def render_frames(utt: Utterance, spk: Speaker, seed: int, y: np.ndarray) -> np.
 def to_mp4_bytes(frames: np.ndarray, y: np.ndarray) -> bytes:
     """The release's video file: H.264 (yuv420p, FPS) with the 16 kHz speech as a mono AAC track."""
     import av
+    import cv2
 
     buf = io.BytesIO()
-    # one encoder thread: x264's output then does not depend on the number of cores
     with av.open(buf, "w", format="mp4") as c:
-        vs = c.add_stream("libx264", rate=FPS, options={"crf": "26", "preset": "veryfast", "threads": "1"})
+        vs = c.add_stream("libx264", rate=FPS, options={"crf": "26", "preset": "veryfast"})
         vs.width = vs.height = VIDEO_SIZE
         vs.pix_fmt = "yuv420p"
+        vs.codec_context.thread_count = 1     # x264's output then does not depend on the number of cores
         aus = c.add_stream("aac", rate=SR)
         aus.layout = "mono"
         aus.bit_rate = 32000
         for i, f in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            # converted by OpenCV: PyAV's own rgb24 -> yuv420p conversion gave different bytes from run to run
+            frame = av.VideoFrame.from_ndarray(cv2.cvtColor(f, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
             frame.pts = i
             c.mux(vs.encode(frame))
         c.mux(vs.encode())
