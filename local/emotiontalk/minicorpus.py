@@ -230,8 +230,8 @@ def make_speakers(seed: int) -> dict[str, Speaker]:
         speakers[sid].__dict__.update(
             skin=skin, hair=tuple(int(c) for c in r.integers(15, 110, 3)),
             background=tuple(int(c) for c in r.integers(60, 200, 3)), face_w=face_w,
-            face_h=face_w * r.uniform(1.15, 1.35), cx=VIDEO_SIZE * (0.5 + r.uniform(-0.06, 0.06)),
-            cy=VIDEO_SIZE * (0.5 + r.uniform(-0.035, 0.05)))
+            face_h=face_w * r.uniform(1.15, 1.35), cx=VIDEO_SIZE * (0.5 + r.uniform(-0.04, 0.04)),
+            cy=VIDEO_SIZE * (0.5 + r.uniform(-0.03, 0.04)))
     return speakers
 
 
@@ -608,14 +608,14 @@ def render_frames(utt: Utterance, spk: Speaker, seed: int, y: np.ndarray) -> np.
     r = _rng(seed, 7, utt.group, utt.dialogue, utt.turn)
     n = max(1, int(round(len(y) / SR * FPS)))
     neutral = np.array(EXPRESSIONS["neutral"])
-    k = r.uniform(0.6, 1.2) if utt.labels["video"] != "neutral" else 0.0
+    k = r.uniform(0.85, 1.3) if utt.labels["video"] != "neutral" else 0.0
     smile, opening, tilt, raise_, eye = neutral + k * (np.array(EXPRESSIONS[utt.labels["video"]]) - neutral)
     hop = SR // FPS
     rms = np.array([np.sqrt(np.mean(y[i * hop:(i + 1) * hop] ** 2)) if i * hop < len(y) else 0.0
                     for i in range(n)])
     talk = np.clip(rms / (rms.max() + 1e-9), 0, 1) * (rms > 0.1 * rms.max())
     drift = np.cumsum(r.normal(0, 0.6, (n, 2)), axis=0)
-    drift = np.clip(drift - drift.mean(axis=0), -3, 3)
+    drift = np.clip(drift - drift.mean(axis=0), -2, 2)
     blink = r.random(n) < 0.06
     S = 4                                             # sub-pixel precision of the cv2 drawing calls
     frames = np.empty((n, VIDEO_SIZE, VIDEO_SIZE, 3), np.uint8)
