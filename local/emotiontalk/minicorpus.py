@@ -9,8 +9,9 @@ stage 1 on the real release's layout and quirks:
     <out>/Multimodal/Multimodal/{json,mp4}/...
     <out>/mini_corpus.json               (marker: parameters, generator version, counts, tree hash)
 
-Size (scale 1.0): 600 utterances, 40 per group in 2 dialogues, 1.0-3.0 s each (21 min of audio), 3,629
-files, 129 MB; generation takes about 10 s of CPU on one core (13-18 s wall on a busy 2-core machine).
+Size (scale 1.0): 600 utterances, 40 per group in 2 dialogues, 1.0-3.0 s each (20 min of audio), 3,629
+files, 138 MB; generation takes about 33 s of CPU on one core (54 s wall on a busy 2-core machine, 118 s
+when 9 agents shared it), of which the video is about 60 %.
 ``--scale`` multiplies the utterances per group.
 
 All 15 groups with their real actor pairs and the official split (val = G00001 + G00012, test = G00003 +
@@ -20,11 +21,22 @@ full-width ``【over/】…【/over】``, malformed ``[[/over]``, ``[laughing]``
 some JSON; macOS ``._*`` debris; WAV at 44.1 kHz (most) or 16 kHz, mono or stereo, PCM16.  No file is
 broken: bad inputs are made by the tests that need them.
 
-The speech is a source-filter synthesis whose emotion lives in the prosody (pitch level, range and contour,
-syllable rate, energy, spectral tilt, breathiness, jitter, tremor); speakers differ in base pitch, vocal
-tract length, speaking rate, level, voice quality and microphone colouring.  The audio-modality label is the
-emotion synthesised; the Multimodal, Text and Video labels agree with it most of the time and otherwise
-differ as they do in the real corpus.  Every random draw comes from a ``numpy`` generator seeded by
+Labels: the Multimodal label is drawn first (a quota per group); the Audio, Video and Text labels each agree
+with it with the real corpus's rates (68, 66, 42 %) and otherwise follow the real confusion, independently
+of each other, so the three modalities together predict the Multimodal label better than any one.
+
+- Audio: a source-filter synthesis whose AUDIO label lives in the prosody (pitch level, range and contour,
+  syllable rate, energy, spectral tilt, breathiness, jitter, tremor); speakers differ in base pitch, vocal
+  tract length, speaking rate, level, voice quality and microphone colouring.  One syllable per character
+  of the transcript.
+- Video (``Multimodal/mp4``): 128x128 H.264 at 10 fps with the 16 kHz speech as a mono AAC track; a
+  synthetic face whose expression (mouth curvature and opening, brow tilt and height, eye opening) carries
+  the VIDEO label, a mouth that opens with the loudness of the speech, head drift, blinks and sensor noise;
+  speakers differ in skin, hair and background colour, face size and position.
+- Text: one or two emotional words of the TEXT label (none for neutral) among neutral filler words, plus
+  the markup quirks.
+- Captions (Audio ``sourceAttr``: speaker, style, emotion, overall): several templates per kind filled
+  with the speaker's sex, age and pitch, the speaking rate and loudness, and the AUDIO label.  Every random draw comes from a ``numpy`` generator seeded by
 (seed, what is drawn), so a corpus is byte-identical for the same (seed, scale) and the same software on
 the same kind of CPU; elsewhere (other numpy SIMD kernels) a few samples may differ by one PCM step, the
 labels, transcripts and layout never.
