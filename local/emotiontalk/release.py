@@ -24,7 +24,14 @@ Rules, decided here:
   whitespace collapsed; ``text_raw`` is that content as is, except that line breaks and other control
   characters become spaces and leading/trailing spaces go (a table line cannot hold them).
 - Audio is referenced in place (absolute path in ``wav.scp``), never copied or resampled; ``utt2dur``
-  comes from the header.
+  comes from the header. Likewise ``video.scp`` names the Multimodal ``mp4`` of each utterance when the
+  release has an ``mp4`` folder; then an utterance without its (non-empty) mp4 is excluded.
+- Captions: ``utt2caption`` is the Audio JSON ``sourceAttr`` as compact JSON (``{}`` where absent);
+  ``utt2caption_<kind>`` (speaker, style, emotion, overall) holds the string of that key, one line, for the
+  utterances that have a non-empty one. Keys found, empty captions and values of another shape (counted,
+  one example with uid, file and value) are reported; no utterance is excluded for its captions.
+- Which parts of the release are present is the first table of ``stats.md``; each missing part is printed
+  as a NOTE naming the tasks it rules out.
 - Official split by group: val = G00001 + G00012, test = G00003 + G00015, train = the other 11.
 """
 
