@@ -10,7 +10,7 @@ stage 1 on the real release's layout and quirks:
     <out>/mini_corpus.json               (marker: parameters, generator version, counts, tree hash)
 
 Size (scale 1.0): 600 utterances, 40 per group in 2 dialogues, 1.0-3.0 s each (20 min of audio), 3,629
-files, 138 MB; generation takes about 33 s of CPU on one core (54 s wall on a busy 2-core machine, 118 s
+files, 138 MB; generation takes 31 s wall on a quiet 2-core machine (54 s when busy, 118 s
 when 9 agents shared it), of which the video is about 60 %.
 ``--scale`` multiplies the utterances per group.
 
