@@ -3,8 +3,8 @@
 
 Usage: local/make_mini_corpus.py --out DIR [--seed 0] [--scale 1.0]
 
-600 utterances at scale 1.0 (40 per group, all 15 groups), about 21 minutes of audio, ~130 MB, 3,600
-files.  When DIR already holds a complete corpus made with the same seed, scale and generator version, it
+600 utterances at scale 1.0 (40 per group, all 15 groups), about 20 minutes of audio and an mp4 video
+per utterance, ~140 MB, 3,600 files.  When DIR already holds a complete corpus made with the same seed, scale and generator version, it
 says so and exits.  Otherwise the corpus is written to a temporary folder beside DIR and renamed at the
 end, so an interrupted run never leaves half a corpus.  A non-empty DIR that is not a mini corpus is
 never overwritten.

@@ -201,7 +201,8 @@ def test_only_audio_present_and_stale_files_removed(tmp_path, capsys):
     rc, stdout, err = run_stage(capsys, audio_only, out)
     assert rc == 0, err
     assert sorted(p.name for p in (out / "train").iterdir()) == \
-        ["excluded", "spk2utt", "text", "text_raw", "utt2caption", "utt2dur", "utt2emo_audio", "utt2spk", "wav.scp"]
+        ["excluded", "spk2utt", "text", "text_raw", "utt2caption", "utt2caption_emotion", "utt2caption_overall",
+         "utt2caption_speaker", "utt2caption_style", "utt2dur", "utt2emo_audio", "utt2spk", "wav.scp"]
     assert set(read_table(out / "train" / "text").values()) == {"只有音频"}  # from the Audio JSON content
     assert "Text (utt2emo_text)" not in stdout
 

@@ -317,4 +317,4 @@ def test_warnings_start_their_own_line_in_a_log(tmp_path):
     assert "\r" not in text
     lines = text.splitlines()
     assert sum(line.startswith("WARNING: excluding ") for line in lines) == 6
-    assert all(line.startswith("WARNING: ") for line in lines), lines
+    assert all(line.startswith(("WARNING: ", "NOTE: ")) for line in lines), lines

@@ -31,6 +31,14 @@ Rules, decided here:
   stops the stage. Symlinks are followed but each folder is searched once (a loop is named in a warning,
   never reported as duplicate uids). Named pipes and devices are never opened.
 - Each set is written into a staging folder and renamed into place: complete or absent, never mixed.
+- ``video.scp`` names the Multimodal ``mp4`` of each utterance when the
+  release has an ``mp4`` folder; then an utterance without its (non-empty) mp4 is excluded.
+- Captions: ``utt2caption`` is the Audio JSON ``sourceAttr`` as compact JSON (``{}`` where absent);
+  ``utt2caption_<kind>`` (speaker, style, emotion, overall) holds the string of that key, one line, for the
+  utterances that have a non-empty one. Keys found, empty captions and values of another shape (counted,
+  one example with uid, file and value) are reported; no utterance is excluded for its captions.
+- Which parts of the release are present is the first table of ``stats.md``; each missing part is printed
+  as a NOTE naming the tasks it rules out.
 - Official split by group: val = G00001 + G00012, test = G00003 + G00015, train = the other 11.
 """
 
@@ -70,8 +78,13 @@ _LABEL_ALIASES = {"anger": "angry", "disgust": "disgusted", "fear": "fearful", "
 SENTIMENT_KEY = "Continuous label_result"
 UID_RE = re.compile(r"G(\d{5})_(\d{2})_(\d{2})_(\d{3})")
 # Every file stage 1 writes into a set dir (stale ones of an earlier run are removed).
-TABLE_FILES = ("wav.scp", "utt2spk", "spk2utt", "text", "text_raw", "utt2sentiment", "utt2caption",
-               "utt2dur") + tuple(f"utt2emo_{m}" for m in MODALITIES)
+# Caption kinds of the Audio JSON ``sourceAttr``: kind -> the keys accepted for it (the first is the
+# mini corpus's; the real release's schema is not published, so any other key is reported, never used).
+CAPTION_KINDS = {"speaker": ("speaker",), "style": ("style",), "emotion": ("emotion",), "overall": ("overall",)}
+CAPTION_KEY = "sourceAttr"
+TABLE_FILES = ("wav.scp", "video.scp", "utt2spk", "spk2utt", "text", "text_raw", "utt2sentiment", "utt2caption",
+               "utt2dur") + tuple(f"utt2emo_{m}" for m in MODALITIES) + tuple(
+               f"utt2caption_{k}" for k in CAPTION_KINDS)
 _SKIP_DIRS = {"__MACOSX", ".git"}
 _MAX_SEARCH_DEPTH = 6
 _MESSAGES_PER_REASON = 10
@@ -225,6 +238,44 @@ def index_files(folders: Iterable[Path], suffix: str) -> dict[str, list[str]]:
     return found
 
 
+def video_folders(release: Release) -> list[Path]:
+    """The release's ``mp4`` folders (Multimodal/mp4; a Video/mp4 is accepted too)."""
+    return [f for m in ("multi", "video") for f in release.folders.get(m, {}).get("mp4", [])]
+
+
+# What each part of the release gives, and the tasks that cannot run without it.
+MODALITY_PARTS = (
+    # (key in modalities.json, name, what stage 1 writes from it, what is ruled out without it)
+    ("wav", "audio wav (Audio/wav)", "wav.scp, utt2dur", "everything (stage 1 stops)"),
+    ("mp4", "video mp4 (Multimodal/mp4)", "video.scp",
+     "visual features (stage 2 visual upstreams), so no Visual table and no audio-visual fusion"),
+    ("text", "text (Text/json content)", "text, text_raw",
+     "text from the Text JSON (the Audio JSON content is used instead, if any)"),
+    ("label_audio", "Speech label (Audio/json)", "utt2emo_audio", "speech_four, speech_all"),
+    ("label_text", "Text label (Text/json)", "utt2emo_text", "text_four, text_all"),
+    ("label_video", "Video label (Video/json)", "utt2emo_video", "video_four, video_all"),
+    ("label_multi", "Multi label (Multimodal/json)", "utt2emo_multi",
+     "multi_four, multi_all (the Multi columns of every table)"),
+    ("sentiment", "sentiment (Multimodal/json Continuous label_result)", "utt2sentiment", "sentiment analysis"),
+    ("captions", "captions (Audio/json sourceAttr)", "utt2caption_<kind>", "speaker-style captioning"),
+)
+
+
+def modality_presence(release: Release, sets: dict[str, list[Utterance]]) -> dict[str, bool]:
+    """Part key (MODALITY_PARTS) -> whether the release has it for the kept utterances."""
+    mods = release.modalities
+    utts = [u for us in sets.values() for u in us]
+    return {"wav": bool(release.folders.get("audio", {}).get("wav")), "mp4": bool(video_folders(release)),
+            "text": "text" in mods, "label_audio": "audio" in mods, "label_text": "text" in mods,
+            "label_video": "video" in mods, "label_multi": "multi" in mods, "sentiment": "multi" in mods,
+            "captions": any(u.captions for u in utts)}
+
+
+def ruled_out(presence: dict[str, bool]) -> list[str]:
+    """One line per missing part: what it rules out."""
+    return [f"no {name}: no {what}" for key, name, _, what in MODALITY_PARTS if not presence[key]]
+
+
 def split_of(group: int) -> str | None:
     if not 1 <= group <= NUM_GROUPS:
         return None
@@ -264,6 +315,8 @@ class Utterance:
     sentiment: float | None = None
     caption: str = "{}"
     duration: float = 0.0
+    video: str = ""
+    captions: dict[str, str] = field(default_factory=dict)   # kind -> caption (only the kinds present)
 
     @property
     def utt_id(self) -> str:
@@ -444,6 +497,56 @@ def _expected_path(folders: list[Path], uid: str, ext: str) -> Path:
     return base / f"G{g}" / f"G{g}_{d}" / f"G{g}_{d}_{s}" / f"{uid}{ext}"
 
 
+@dataclass
+class CaptionStats:
+    """What the Audio JSON ``sourceAttr`` held, over the kept utterances."""
+    keys: Counter = field(default_factory=Counter)          # every key found -> utterances
+    absent: int = 0                                         # no sourceAttr at all
+    empty: Counter = field(default_factory=Counter)         # kind -> empty caption
+    unknown_shape: Counter = field(default_factory=Counter)  # 'sourceAttr' or kind -> value of another shape
+    examples: dict[str, str] = field(default_factory=dict)  # problem -> 'uid file: value'
+
+
+def _example(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_captions(obj: dict, uid: str, path: str, stats: CaptionStats, echo: bool) -> dict[str, str]:
+    """kind -> caption from the Audio JSON ``sourceAttr``; anything unexpected counted with an example."""
+    def problem(what: str, key: str, value: object) -> None:
+        stats.unknown_shape[key] += 1
+        if key not in stats.examples:
+            stats.examples[key] = f"{uid} {path}: {_example(value)}"
+            if echo:
+                tqdm.write(f"WARNING: {uid}: {what} ({path}): {_example(value)}; no caption taken from it",
+                           file=sys.stderr)
+
+    value = obj.get(CAPTION_KEY)
+    if value is None:
+        stats.absent += 1
+        return {}
+    if not isinstance(value, dict):
+        problem(f"{CAPTION_KEY} is a {type(value).__name__}, not an object of captions", CAPTION_KEY, value)
+        return {}
+    stats.keys.update(value.keys())
+    out = {}
+    for kind, keys in CAPTION_KINDS.items():
+        key = next((k for k in keys if k in value), None)
+        if key is None:
+            continue
+        caption = value[key]
+        if not isinstance(caption, str):
+            problem(f"{CAPTION_KEY}[{key!r}] is a {type(caption).__name__}, not a string", kind, caption)
+            continue
+        caption = _SPACES.sub(" ", _one_line(caption)).strip()
+        if not caption:
+            stats.empty[kind] += 1
+            continue
+        out[kind] = caption
+    return out
+
+
 def collect(release: Release, sets: Iterable[str] = SETS, progress: bool = True,
             echo: bool = True) -> tuple[dict[str, list[Utterance]], _Collector, int]:
     """Read every JSON and audio header of the requested sets; kept utterances and exclusions."""
@@ -456,8 +559,11 @@ def collect(release: Release, sets: Iterable[str] = SETS, progress: bool = True,
             "--db_root must be the folder where the Audio, Text, Video and Multimodal tars were extracted")
     json_index = {m: index_files(release.folders[m]["json"], ".json") for m in modalities}
     wav_index = index_files(release.folders["audio"]["wav"], ".wav")
+    mp4_folders = video_folders(release)
+    mp4_index = index_files(mp4_folders, ".mp4") if mp4_folders else None
     uids = set(wav_index).union(*json_index.values())
     out = _Collector(echo)
+    out.captions = CaptionStats()
     kept: dict[str, list[Utterance]] = {s: [] for s in sets}
     for uid in tqdm(sorted(uids), desc="stage 1: reading JSON and audio headers", unit="utt", file=sys.stderr,
                     mininterval=1.0, disable=None if progress else True):  # None: no bar in a log
@@ -490,6 +596,27 @@ def collect(release: Release, sets: Iterable[str] = SETS, progress: bool = True,
         except AudioError as e:
             out.add(split, uid, wavs[0], e.kind, str(e))
             continue
+        video = ""
+        if mp4_index is not None:
+            mp4s = mp4_index.get(uid)
+            if not mp4s:
+                out.add(split, uid, _expected_path(mp4_folders, uid, ".mp4"), "missing video",
+                        "no Multimodal mp4 for this utterance, while the release has videos"
+                        + _media_path(objs.get("multi")))
+                continue
+            if len(mp4s) > 1:
+                out.add(split, uid, mp4s[0], "duplicate uid",
+                        f"mp4 found {len(mp4s)} times: " + ", ".join(map(str, mp4s)))
+                continue
+            try:
+                size = os.path.getsize(mp4s[0])
+            except OSError as e:
+                out.add(split, uid, mp4s[0], "unreadable video", f"mp4 cannot be read: {e}")
+                continue
+            if size == 0:
+                out.add(split, uid, mp4s[0], "empty video", "mp4 file is empty (0 bytes)")
+                continue
+            video = mp4s[0]
         if any(o is None for o in objs.values()):
             continue
         raw = next((objs[mod]["content"] for mod in ("text", "audio")
@@ -503,13 +630,18 @@ def collect(release: Release, sets: Iterable[str] = SETS, progress: bool = True,
             sentiment=objs["multi"][SENTIMENT_KEY] if "multi" in objs else None,
             caption=_UNPRINTABLE.sub(lambda c: f"\\u{ord(c.group()):04x}", json.dumps(
                 caption if caption is not None else {}, ensure_ascii=False, separators=(",", ":"))),
-            duration=info.duration)
+            duration=info.duration, video=video,
+            captions=parse_captions(objs["audio"], uid, json_index["audio"][uid][0], out.captions, echo))
         kept[split].append(utt)
     return kept, out, len(uids)
 
 
-def write_set(set_dir: Path, utts: list[Utterance], modalities: Iterable[str]) -> None:
-    """Write one Kaldi data dir (every table sorted under LC_ALL=C, identical key sets)."""
+def write_set(set_dir: Path, utts: list[Utterance], modalities: Iterable[str], video: bool = False) -> None:
+    """Write one Kaldi data dir (every table sorted under LC_ALL=C).
+
+    The per-utterance tables have identical key sets; ``utt2caption_<kind>`` hold only the utterances with a
+    caption of that kind.
+    """
     set_dir.mkdir(parents=True, exist_ok=True)
     written = {
         "wav.scp": {u.utt_id: u.wav for u in utts},
@@ -523,6 +655,12 @@ def write_set(set_dir: Path, utts: list[Utterance], modalities: Iterable[str]) -
         written[f"utt2emo_{m}"] = {u.utt_id: u.labels[m] for u in utts}
     if "multi" in modalities:
         written["utt2sentiment"] = {u.utt_id: f"{u.sentiment:g}" for u in utts}
+    if video:
+        written["video.scp"] = {u.utt_id: u.video for u in utts}
+    for kind in CAPTION_KINDS:
+        table = {u.utt_id: u.captions[kind] for u in utts if kind in u.captions}
+        if table:
+            written[f"utt2caption_{kind}"] = table
     written["spk2utt"] = {s: " ".join(us) for s, us in utt2spk_to_spk2utt(written["utt2spk"]).items()}
     for name, table in written.items():
         write_table(set_dir / name, table)
@@ -558,8 +696,27 @@ def shared_speakers(sets: dict[str, list[Utterance]]) -> list[tuple[str, str, li
             if spk[a] & spk[b]]
 
 
+def _caption_section(sets: dict[str, list[Utterance]], captions: CaptionStats) -> list[str]:
+    total = sum(len(u) for u in sets.values())
+    out = ["## Captions (Audio JSON `sourceAttr`)", ""]
+    known = {k for keys in CAPTION_KINDS.values() for k in keys}
+    found = ", ".join(f"`{k}` ({n})" + ("" if k in known else " not used")
+                      for k, n in sorted(captions.keys.items())) or "none"
+    out += [f"Keys found (utterances): {found}. Without `sourceAttr`: {captions.absent} of {total}.", ""]
+    rows = [[f"utt2caption_{kind}"] + [sum(kind in u.captions for u in us) for us in sets.values()]
+            + [captions.empty[kind], captions.unknown_shape[kind]] for kind in CAPTION_KINDS]
+    out += [_md_table(["file"] + list(sets) + ["empty (left out)", "not a string (left out)"], rows), ""]
+    if captions.unknown_shape[CAPTION_KEY]:
+        out += [f"`sourceAttr` not an object in {captions.unknown_shape[CAPTION_KEY]} utterance(s).", ""]
+    for what, example in sorted(captions.examples.items()):
+        out += [f"Example of an unexpected `{what}`: {example}", ""]
+    out += ["Each `utt2caption_<kind>` holds only the utterances with a non-empty caption of that kind; "
+            "`utt2caption` keeps the raw `sourceAttr` JSON of every utterance.", ""]
+    return out
+
+
 def format_stats(release: Release, sets: dict[str, list[Utterance]],
-                 exclusions: list[tuple[str | None, Exclusion]]) -> str:
+                 exclusions: list[tuple[str | None, Exclusion]], captions: CaptionStats | None = None) -> str:
     modalities = release.modalities
     excluded_uids = defaultdict(set)
     for split, e in exclusions:
@@ -570,7 +727,17 @@ def format_stats(release: Release, sets: dict[str, list[Utterance]],
            "Speaker `S<ss>` comes from the file name `G<ggggg>_<dd>_<ss>_<ttt>`; a JSON `speaker_id` that names "
            "another speaker excludes the utterance. Audio is referenced in place at its own rate and channels "
            "(resampled when read, in stage 2).", "",
-           "## Splits", ""]
+           "## Modalities", ""]
+    presence = modality_presence(release, sets)
+    out += [_md_table(["part of the release", "found", "stage 1 writes", "without it: no"],
+                      [[name, "yes" if presence[key] else "**no**", f"`{files}`", what]
+                       for key, name, files, what in MODALITY_PARTS]), ""]
+    lost = ruled_out(presence)
+    out += (["Ruled out by this release: " + "; ".join(lost) + ".", ""] if lost
+            else ["Every modality is present: no task is ruled out.", ""])
+    if captions is not None:
+        out += _caption_section(sets, captions)
+    out += ["## Splits", ""]
     rows = []
     for s, utts in sets.items():
         speakers = sorted({u.speaker for u in utts})
@@ -668,18 +835,22 @@ def prepare(db_root: str | os.PathLike, out_dir: str | os.PathLike, sets: Iterab
         if exclusions:
             problems.append(f"see {out_dir / 'excluded'}")
         raise DataPrepError("; ".join(problems))
+    has_video = bool(video_folders(release))
     try:  # each set is written whole into a staging folder, then renamed into place
         for s in sets:
             with staged_dir(out_dir / s) as staged:
-                write_set(staged, kept[s], release.modalities)
+                write_set(staged, kept[s], release.modalities, video=has_video)
                 write_excluded(staged / "excluded", (e for split, e in exclusions if split == s))
-        stats = format_stats(release, kept, exclusions)
+        stats = format_stats(release, kept, exclusions, collector.captions)
         write_text_atomic(out_dir / "stats.md", stats)
     except OSError as e:  # a full disk: no set of this run may be mixed with an older one
         _remove_tables(out_dir, sets)
         raise DataPrepError(f"cannot write {printable(e.filename or out_dir)}: {e.strerror or e}; no data dir "
                             "was left half written (the sets and stats.md were removed): free space and rerun "
                             "stage 1") from None
+    if echo:
+        for line in ruled_out(modality_presence(release, kept)):
+            print(f"NOTE: stage 1: {line}", file=sys.stderr)
     return PrepResult(release, kept, exclusions, stats, time.perf_counter() - start, found)
 
 
