@@ -114,3 +114,36 @@ def video_dataset(root: Path, per_class: int = 6, speakers: int = 3, size: int =
             k += 1
     (data / "video.scp").write_text("\n".join(sorted(rows)) + "\n")
     return data, labels
+
+
+def tiny_image_model(kind: str, path: str | Path, seed: int = 0) -> Path:
+    """A randomly initialised Hugging Face image/video model dir (config, weights, preprocessor_config.json).
+
+    kind: clip (CLIPVisionModel), dinov2 (Dinov2Model), data2vec (Data2VecVisionModel), videomae
+    (VideoMAEModel, clips of 4 frames).  32 x 32 inputs, 2 layers of width 32.
+    """
+    import torch
+    import transformers as T
+
+    torch.manual_seed(seed)
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+                 patch_size=8)
+    size, crop = {"shortest_edge": 32}, {"height": 32, "width": 32}
+    if kind == "clip":
+        model = T.CLIPVisionModel(T.CLIPVisionConfig(**small))
+        proc = T.CLIPImageProcessor(size=size, crop_size=crop)
+    elif kind == "dinov2":
+        model = T.Dinov2Model(T.Dinov2Config(**small))
+        proc = T.BitImageProcessor(size=size, crop_size=crop, do_convert_rgb=True)
+    elif kind == "data2vec":
+        model = T.Data2VecVisionModel(T.Data2VecVisionConfig(**small))
+        proc = T.BeitImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False)
+    elif kind == "videomae":
+        model = T.VideoMAEModel(T.VideoMAEConfig(**small, num_frames=4, tubelet_size=2))
+        proc = T.VideoMAEImageProcessor(size=size, crop_size=crop)
+    else:
+        raise ValueError(kind)
+    path = Path(path)
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
