@@ -96,7 +96,7 @@ def _loader(cfg: dict, encoder, table: dict[str, str], src: Path):
     from etser.video import HaarFaces, load_faces
 
     face = cfg["face"]
-    detector = HaarFaces(face["margin"], face["min_size"]) if face["crop"] == "haar" else None
+    detector = HaarFaces(face["margin"], face["min_size"], face["detect_size"]) if face["crop"] == "haar" else None
 
     def load(utt):
         try:

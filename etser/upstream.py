@@ -103,6 +103,7 @@ VISUAL_DEFAULTS: dict[str, Any] = {
         "openface_dir": None,    # <dir>/<utt>/*.bmp|png|jpg or <dir>/<utt>.npy, for crop: openface
         "margin": 0.25,          # box enlarged by this fraction on each side (haar)
         "min_size": 24,          # smallest face side in pixels (haar)
+        "detect_size": 240,      # haar runs on a copy whose shorter side is at most this (speed)
         "no_face": "full_frame",  # full_frame (recorded in <dir>/no_face) or exclude
         "size": 224,             # crops are resized to size x size before the encoder's own processor
     },

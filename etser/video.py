@@ -116,25 +116,30 @@ def sampled_frames(path: str, mode: str, value: float | None):
 class HaarFaces:
     """The largest frontal face per frame by OpenCV's Haar cascade (weights inside opencv-python-headless)."""
 
-    def __init__(self, margin: float = 0.25, min_size: int = 24):
+    def __init__(self, margin: float = 0.25, min_size: int = 24, detect_size: int = 240):
         import cv2
 
         xml = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         self.cascade = cv2.CascadeClassifier(str(xml))
         if self.cascade.empty():
             raise VideoError(f"{xml}: the OpenCV Haar cascade could not be loaded (opencv-python-headless < 5 ships it)")
-        self.margin, self.min_size = float(margin), int(min_size)
+        self.margin, self.min_size, self.detect_size = float(margin), int(min_size), int(detect_size)
 
     def box(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
         """(x0, y0, x1, y1) of a square around the largest face, enlarged by the margin, or None."""
         import cv2
 
-        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-        faces = self.cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4,
-                                              minSize=(self.min_size, self.min_size))
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        # detection on a copy whose shorter side is at most detect_size: the cascade's cost grows with pixels
+        scale = min(1.0, self.detect_size / min(gray.shape[:2]))
+        if scale < 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        side_min = max(8, int(round(self.min_size * scale)))
+        faces = self.cascade.detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=4,
+                                              minSize=(side_min, side_min))
         if len(faces) == 0:
             return None
-        x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+        x, y, w, h = (v / scale for v in max(faces, key=lambda f: f[2] * f[3]))
         side = int(round(max(w, h) * (1 + 2 * self.margin)))
         cx, cy = x + w / 2, y + h / 2
         x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
@@ -198,7 +203,7 @@ def load_faces(path: str, utt: str, sampling: dict, face: dict, detector: HaarFa
         return np.stack([crop(stack[i], None, size) for i in idx]), True
     if face["crop"] == "none":
         return np.stack([crop(f, None, size) for f in sampled_frames(path, mode, value)]), True
-    detector = detector or HaarFaces(face["margin"], face["min_size"])
+    detector = detector or HaarFaces(face["margin"], face["min_size"], face.get("detect_size", 240))
     out: list[np.ndarray] = []
     raw: list[np.ndarray] = []  # frames before the first detection, kept whole until a box is known
     last = None
