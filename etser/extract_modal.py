@@ -78,7 +78,20 @@ def _build(cfg: dict, device: str):
 
 
 def _loader(cfg: dict, encoder, table: dict[str, str], src: Path):
-    """utt -> (prepared item, notes) or BadInput; runs in the prefetch thread."""
+    """utt -> (prepared item, notes) or BadInput; runs in the prefetch thread.  Any other error is raised
+    naming the utterance and its file."""
+    load = _bare_loader(cfg, encoder, table)
+    where = (lambda u: f"utterance {u} ({src})") if modality(cfg) == "text" else (lambda u: f"utterance {u} ({table[u]})")
+
+    def guarded(utt):
+        try:
+            return load(utt)
+        except Exception as e:  # e.g. a tokenizer or image processor failing on this input
+            raise RuntimeError(f"{where(utt)}: preparing the input failed: {type(e).__name__}: {e}") from e
+    return guarded
+
+
+def _bare_loader(cfg: dict, encoder, table: dict[str, str]):
     if modality(cfg) == "text":
         from etser.text_encoders import TextError
 

@@ -311,6 +311,11 @@ def check_hf_dir(path: Path, cfg: dict, files: tuple[str, ...] = ("config.json",
 
 def _check_ckpt(cfg: dict) -> None:
     """Fail before any model code runs when the checkpoint (``ckpt``, or a factory's ``args.ckpt``) is absent."""
+    if cfg.get("name") == "char_ngram" and modality(cfg) == "text":
+        fit = Path(cfg["args"].get("fit_text", "data/train/text"))
+        if not fit.is_file():
+            raise UpstreamError(f"upstream char_ngram: the training transcripts {fit.resolve()} (args.fit_text) "
+                                "do not exist; stage 1 writes them")
     ckpt = cfg.get("ckpt") or (cfg["args"].get("ckpt") if cfg.get("factory") else None)
     if not ckpt or str(ckpt).startswith(("http://", "https://")):
         return
@@ -556,6 +561,9 @@ class Upstream:
 def build_upstream(cfg: dict | str | os.PathLike, device: str = "cpu") -> Upstream:
     """Build the model of a config (dict, path or name); checkpoint checks come first, no network."""
     cfg = load_config(cfg) if not isinstance(cfg, dict) else normalize_config(cfg)
+    if modality(cfg) != "speech":
+        raise UpstreamError(f"upstream {cfg['name'] or cfg['factory']}: a {modality(cfg)} config; this builds speech "
+                            "upstreams only (stage 2 runs text/visual ones: python -m etser.extract job)")
     if cfg["name"] and _hubconf_module(cfg["name"]) is None:
         _hub_entry(cfg["name"], None)  # a name found only by importing the whole hub, or a clear error
     _check_ckpt(cfg)

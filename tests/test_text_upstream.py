@@ -200,3 +200,14 @@ def test_char_ngram_baseline_learns_and_is_the_same_in_every_job(tmp_path, monke
     _data(tmp_path / "data/train", dict(list(train.items())[:60]), name="text")
     again = run_job(conf, Path("data/test"), Path("dump/test"), nj=3, job=1)
     assert again["encoder"]["fit_utts"] == 60
+
+
+def test_baseline_check_ckpt_needs_train_text(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    conf = str(REPO / "conf/upstream/text_baseline.yaml")
+    assert upstream_main(["tag", conf, "--check_ckpt"]) == 1
+    assert "data/train/text" in capsys.readouterr().err
+    _data(tmp_path / "data/train", {"a": "很开心", "b": "难过"}, name="text")
+    assert upstream_main(["tag", conf, "--check_ckpt"]) == 0
+    assert upstream_main(["check", conf]) == 1
+    assert "a text config" in capsys.readouterr().err
