@@ -88,7 +88,15 @@ class HFTextEncoder:
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
         dtype = torch_dtype(cfg["dtype"], device)
-        self.model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=remote, **cfg["args"])
+        try:
+            self.model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=remote, **cfg["args"])
+        except ValueError as e:  # remote-code LMs that register only a causal-LM class (Baichuan-7B)
+            if "Unrecognized configuration class" not in str(e):
+                raise
+            from transformers import AutoModelForCausalLM
+
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=remote,
+                                                              **cfg["args"])
         self.model.to(self.device).eval()
         mc = self.model.config
         limits = [getattr(mc, k, None) for k in ("max_position_embeddings", "n_positions", "seq_length")]

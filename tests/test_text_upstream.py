@@ -211,3 +211,82 @@ def test_baseline_check_ckpt_needs_train_text(tmp_path, monkeypatch, capsys):
     assert upstream_main(["tag", conf, "--check_ckpt"]) == 0
     assert upstream_main(["check", conf]) == 1
     assert "a text config" in capsys.readouterr().err
+
+
+REMOTE_CONFIG = '''
+from transformers import PretrainedConfig
+
+
+class TinyRemoteConfig(PretrainedConfig):
+    model_type = "tiny_remote_lm"
+
+    def __init__(self, vocab_size=64, hidden_size=16, num_layers=2, **kw):
+        self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
+        super().__init__(**kw)
+'''
+REMOTE_MODEL = '''
+import torch
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration_tiny import TinyRemoteConfig
+
+
+class TinyRemoteLM(PreTrainedModel):
+    config_class = TinyRemoteConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.emb = torch.nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(config.hidden_size, config.hidden_size)
+                                          for _ in range(config.num_layers))
+        self.head = torch.nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, output_hidden_states=False, **kw):
+        h = self.emb(input_ids)
+        hs = [h]
+        for layer in self.layers:  # causal: a running mean of the previous positions
+            n = torch.arange(1, h.shape[1] + 1, device=h.device).view(1, -1, 1)
+            h = torch.tanh(layer(h.cumsum(dim=1) / n))
+            hs.append(h)
+        return CausalLMOutputWithPast(logits=self.head(h), hidden_states=tuple(hs))
+'''
+
+
+def test_remote_code_causal_lm_only_when_the_config_says_so(tmp_path):
+    """A checkpoint whose code ships with it and registers only a causal-LM class (as Baichuan-7B's)."""
+    ckpt = tiny_llama(tmp_path / "remote")
+    for f in ckpt.glob("*.safetensors"):
+        f.unlink()
+    (ckpt / "configuration_tiny.py").write_text(REMOTE_CONFIG)
+    (ckpt / "modeling_tiny.py").write_text(REMOTE_MODEL)
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(ckpt.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("remote.configuration_tiny", ckpt / "configuration_tiny.py")
+        cfg_mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cfg_mod)
+        sys.modules["remote.configuration_tiny"] = cfg_mod
+        spec = importlib.util.spec_from_file_location("remote.modeling_tiny", ckpt / "modeling_tiny.py")
+        model_mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(model_mod)
+    finally:
+        sys.path.remove(str(ckpt.parent))
+        sys.modules.pop("remote.configuration_tiny", None)
+    torch.manual_seed(0)
+    model_mod.TinyRemoteLM(cfg_mod.TinyRemoteConfig(vocab_size=64)).save_pretrained(ckpt)
+    conf = json.loads((ckpt / "config.json").read_text())
+    conf["auto_map"] = {"AutoConfig": "configuration_tiny.TinyRemoteConfig",
+                        "AutoModelForCausalLM": "modeling_tiny.TinyRemoteLM"}
+    (ckpt / "config.json").write_text(json.dumps(conf))
+    data = _data(tmp_path / "data", TEXTS)
+    with pytest.raises(Exception, match="trust_remote_code"):
+        run_job(str(_conf(tmp_path, ckpt)), data, tmp_path / "no")
+    meta = _stage2(str(_conf(tmp_path, ckpt, trust_remote_code=True)), data, tmp_path / "yes")
+    assert (meta["num_layers"], meta["dim"]) == (3, 16)
+    assert meta["encoder"]["model_class"] == "TinyRemoteLM"
+    nf = {u: int(v) for u, v in read_table(tmp_path / "yes" / "utt2num_frames").items()}
+    assert nf == {u: len(t) for u, t in TEXTS.items()}
