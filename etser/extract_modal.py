@@ -117,7 +117,7 @@ def _bare_loader(cfg: dict, encoder, table: dict[str, str]):
         except VideoError as e:
             return BadInput(f"unreadable video: {e}")
         if not found and face["no_face"] == "exclude":
-            return BadInput(f"no face found in any of {len(frames)} sampled frames (face.no_face: exclude)")
+            return BadInput(f"no face: no face found in any of {len(frames)} sampled frames (face.no_face: exclude)")
         return encoder.prepare(frames), {"no_face": 0 if found else len(frames)}
     return load
 
