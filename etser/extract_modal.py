@@ -231,7 +231,9 @@ def run_job(cfg: dict, data: str | os.PathLike, out_dir: str | os.PathLike, nj: 
         fds = {k: open(p, "wb") for k, p in tmps.items()}
         t_start = time.time()
         try:
-            loaded = prefetch(order, _loader(cfg, encoder, table, src), prefetch_depth)
+            # a prepared video is its frames' pixel tensors (~0.6 MB per 224 px frame): few of them ahead
+            depth = prefetch_depth if is_text else min(prefetch_depth, 2)
+            loaded = prefetch(order, _loader(cfg, encoder, table, src), depth)
             for utt, x, notes in iter_encoded(cfg, encoder, loaded):
                 file = str(src) if is_text else table[utt]
                 if isinstance(x, BadInput):
