@@ -346,6 +346,10 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
         raise ValueError(f"--job {job} outside 1..{nj}")
     data, out_dir = Path(data), Path(out_dir)
     cfg = load_config(config)
+    if cfg.get("modality", "speech") != "speech":  # text and visual read their own tables
+        from etser import extract_modal
+
+        return extract_modal.run_job(cfg, data, out_dir, nj, job, ngpu, num_threads, prefetch_depth, upstream)
     wav = read_table(data / "wav.scp", allow_empty_value=False)
     keys = sorted(wav, key=c_sort_key)
     part = split_keys(keys, nj)[job - 1]
@@ -465,6 +469,10 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
 
     data, out_dir = Path(data), Path(out_dir)
     cfg = load_config(config)
+    if cfg.get("modality", "speech") != "speech":
+        from etser import extract_modal
+
+        return extract_modal.merge(cfg, config, data, out_dir, nj, name)
     split = out_dir / f"split{nj}"
     wav = read_table(data / "wav.scp", allow_empty_value=False)
     keys = sorted(wav, key=c_sort_key)
@@ -504,6 +512,7 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
     meta = {
         "upstream": name or (str(cfg["name"] or cfg["factory"]) if isinstance(config, dict)
                              else find_config(config).stem),
+        "modality": "speech", "schema_version": 2,
         "config_hash": cfg_hash,
         "num_layers": num_layers, "dim": dim,
         "frame_rate": 16000 / stride, "stride_samples": stride,
@@ -542,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     for cmd in ("job", "merge"):
         p = sub.add_parser(cmd, help="extract one job's part" if cmd == "job" else "join the jobs' outputs")
         p.add_argument("--config", required=True, help="conf/upstream/<name>.yaml (or a name in conf/upstream)")
-        p.add_argument("--data", required=True, help="data directory with wav.scp (utt2dur used when present)")
+        p.add_argument("--data", required=True, help="data directory with wav.scp (utt2dur used when present), text/text_raw "
+                       "or video.scp (text and visual configs)")
         p.add_argument("--dir", required=True, help="output directory dump/<tag>/<set>")
         p.add_argument("--nj", type=int, default=1)
         if cmd == "job":

@@ -1,0 +1,173 @@
+"""Visual upstreams: face crops of a video -> hidden states of every layer over time, (L, T, D).
+
+Built-in encoders (``name:`` in a ``modality: visual`` config), or ``factory:`` for your own:
+
+- ``hf_image``: a local Hugging Face image model run per frame (CLIPVisionModel or CLIPModel's vision tower,
+  Dinov2Model, Data2VecVisionModel, ...); per layer the CLS token (``args: {token: mean}`` for the mean of the
+  patch tokens); the sampled frames are the time axis.
+- ``hf_video``: a clip model (VideoMAEModel): consecutive clips of ``num_frames`` (16) frames, the last one
+  completed by repeating its final frame; per layer the mean over tokens; clips are the time axis.
+- ``face_features``: no download; per frame of the face crop, in grayscale at ``args.size`` (48) px:
+  z-scored pixels downsampled to 12x12, OpenCV HOG, and intensity mean/std of the eye, nose and mouth bands.
+  L = 1.
+
+An encoder has ``prepare(frames (T, H, W, 3) uint8) -> item`` (run in the prefetch thread), ``size(item)``
+(frames, for batching), ``encode(items) -> [(L, T', D) float32 tensor]`` and ``info``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from etser.upstream import UpstreamError, check_hf_dir, load_factory
+
+
+def _dtype(name: str, device: str):
+    import torch
+
+    if name == "float16" and not str(device).startswith("cuda"):
+        raise UpstreamError("dtype float16 needs a CUDA device (--ngpu 1); use bfloat16 or float32 on CPU")
+    return getattr(torch, name)
+
+
+class HFImageEncoder:
+    """Per-frame hidden states of a local Hugging Face image model (CLS token or token mean per layer)."""
+
+    def __init__(self, cfg: dict, device: str = "cpu"):
+        import torch
+        import transformers
+        from transformers import AutoImageProcessor, AutoModel
+
+        path = Path(cfg["ckpt"])
+        check_hf_dir(path, cfg)
+        transformers.utils.logging.disable_progress_bar()
+        args = {"token": "cls", **cfg["args"]}
+        if args["token"] not in ("cls", "mean"):
+            raise UpstreamError(f"hf_image: args.token must be cls or mean, got {args['token']!r}")
+        self.token = args.pop("token")
+        self.device = torch.device(device)
+        self.dtype = _dtype(cfg["dtype"], device)
+        self.processor = AutoImageProcessor.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=self.dtype, **args)
+        # CLIPModel / ChineseCLIPModel hold text and vision towers: only the vision tower is run
+        self.model = getattr(model, "vision_model", model).to(self.device).eval()
+        self.info = {"model_class": type(self.model).__name__, "token": self.token}
+
+    def prepare(self, frames: np.ndarray):
+        return self.processor(images=list(frames), return_tensors="pt")["pixel_values"]
+
+    @staticmethod
+    def size(item) -> int:
+        return int(item.shape[0])
+
+    def encode(self, items: list) -> list:
+        import torch
+
+        pixels = torch.cat(items).to(self.device, self.dtype)
+        with torch.inference_mode():
+            out = self.model(pixel_values=pixels, output_hidden_states=True)
+        hs = torch.stack([h.float() for h in out.hidden_states])  # (L, N, tokens, D)
+        x = hs[:, :, 0] if self.token == "cls" else hs.mean(dim=2)  # (L, N, D)
+        x = x.cpu()
+        res, pos = [], 0
+        for it in items:
+            res.append(x[:, pos:pos + it.shape[0]])
+            pos += it.shape[0]
+        return res
+
+
+class HFVideoEncoder:
+    """Clip-level hidden states of a local Hugging Face video model (VideoMAE): clips are the time axis."""
+
+    def __init__(self, cfg: dict, device: str = "cpu"):
+        import torch
+        import transformers
+        from transformers import AutoImageProcessor, AutoModel
+
+        path = Path(cfg["ckpt"])
+        check_hf_dir(path, cfg)
+        transformers.utils.logging.disable_progress_bar()
+        self.device = torch.device(device)
+        self.dtype = _dtype(cfg["dtype"], device)
+        self.processor = AutoImageProcessor.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path, dtype=self.dtype, **cfg["args"]).to(self.device).eval()
+        self.clip = int(getattr(self.model.config, "num_frames", 16))
+        self.info = {"model_class": type(self.model).__name__, "clip_frames": self.clip}
+
+    def prepare(self, frames: np.ndarray):
+        n = -(-len(frames) // self.clip) * self.clip
+        frames = np.concatenate([frames, np.repeat(frames[-1:], n - len(frames), axis=0)]) if n > len(frames) else frames
+        clips = [list(frames[i:i + self.clip]) for i in range(0, n, self.clip)]
+        return self.processor(clips, return_tensors="pt")["pixel_values"]  # (clips, clip, 3, H, W)
+
+    @staticmethod
+    def size(item) -> int:
+        return int(item.shape[0] * item.shape[1])
+
+    def encode(self, items: list) -> list:
+        import torch
+
+        pixels = torch.cat(items).to(self.device, self.dtype)
+        with torch.inference_mode():
+            out = self.model(pixel_values=pixels, output_hidden_states=True)
+        x = torch.stack([h.float().mean(dim=1) for h in out.hidden_states]).cpu()  # (L, clips, D)
+        res, pos = [], 0
+        for it in items:
+            res.append(x[:, pos:pos + it.shape[0]])
+            pos += it.shape[0]
+        return res
+
+
+class FaceFeatureEncoder:
+    """No-download baseline: downsampled pixels, HOG and band statistics of the grayscale face crop."""
+
+    def __init__(self, cfg: dict, device: str = "cpu"):
+        import cv2
+
+        a = {"size": 48, "pixels": 12, **cfg["args"]}
+        if set(a) - {"size", "pixels"}:
+            raise UpstreamError(f"face_features: unknown args {sorted(set(a) - {'size', 'pixels'})}")
+        self.size_px, self.pixels = int(a["size"]), int(a["pixels"])
+        if self.size_px % 16:
+            raise UpstreamError("face_features: args.size must be a multiple of 16 (HOG blocks)")
+        s = self.size_px
+        self.hog = cv2.HOGDescriptor((s, s), (16, 16), (8, 8), (8, 8), 9)
+        self.info = {"size": s, "pixels": self.pixels}
+
+    def prepare(self, frames: np.ndarray) -> np.ndarray:
+        import cv2
+
+        s, feats = self.size_px, []
+        for f in frames:
+            g = cv2.resize(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY), (s, s),
+                           interpolation=cv2.INTER_AREA)
+            z = g.astype(np.float32)
+            z = (z - z.mean()) / (z.std() + 1e-3)  # skin tone and lighting out
+            small = cv2.resize(z, (self.pixels, self.pixels), interpolation=cv2.INTER_AREA).ravel()
+            hog = self.hog.compute(g).ravel()
+            bands = [z[int(s * a):int(s * b)] for a, b in ((0.2, 0.45), (0.45, 0.65), (0.65, 0.9))]
+            stats = np.array([v for band in bands for v in (band.mean(), band.std())], dtype=np.float32)
+            feats.append(np.concatenate([small, hog, stats]))
+        return np.stack(feats).astype(np.float32)
+
+    @staticmethod
+    def size(item) -> int:
+        return int(item.shape[0])
+
+    def encode(self, items: list) -> list:
+        import torch
+
+        return [torch.from_numpy(it).unsqueeze(0) for it in items]
+
+
+def build_visual_encoder(cfg: dict, device: str = "cpu"):
+    if cfg["factory"]:
+        enc = load_factory(cfg["factory"])(**cfg["args"])
+        for attr in ("prepare", "encode", "size"):
+            if not callable(getattr(enc, attr, None)):
+                raise UpstreamError(f"factory {cfg['factory']}: a visual encoder needs prepare(), encode() and size()")
+        return enc
+    return {"hf_image": HFImageEncoder, "hf_video": HFVideoEncoder, "face_features": FaceFeatureEncoder}[
+        cfg["name"]](cfg, device)
