@@ -208,16 +208,16 @@ def test_run_sh_stages_3_to_5(tmp_path):
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     exp = tmp_path / "exp" / tag
-    assert len((exp / "train_jobs.txt").read_text().splitlines()) == 2
+    assert len((tmp_path / "exp" / "train_jobs.txt").read_text().splitlines()) == 2
     for task in ("speech_four", "speech_all"):
         d = exp / "superb" / task / "seed1"
         assert (d / "done").is_file() and (d / "decode_test" / "confusion.png").is_file()
     results_md = (tmp_path / "exp" / "RESULTS.md").read_text()
     assert f"`{tag}`" in results_md and "Speech(Four)" in results_md and "Speech(All)" in results_md
-    assert "already trained" not in (exp / "log" / "train.1.log").read_text()
+    assert "already trained" not in (tmp_path / "exp" / "log" / "train.1.log").read_text()
     out = subprocess.run(cmd[:4] + ["3"] + cmd[5:], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "already trained" in (exp / "log" / "train.1.log").read_text()
+    assert "already trained" in (tmp_path / "exp" / "log" / "train.1.log").read_text()
 
 
 def test_half_trained_dir_with_another_config_is_refused_untouched(corpus, tmp_path, caplog):
