@@ -291,7 +291,7 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
              "(see each exp dir's config.yaml `select_metric`); nothing is chosen on test. Mean: mean of the "
              "table's listed columns. Tables: " + ", ".join(f"{t['title']} (features of modality {t['modality']})"
                                                             for t in tables) + ".", "",
-             "Columns:", ""] + [f"- {described[t]}" for t in sorted(described, key=lambda x: titles[x])] + [""]
+             "Columns:", ""] + [f"- {described[t]}" for t in dict.fromkeys(c for t in tables for c in t["columns"])] + [""]
     for metric in TABLE_ORDER:
         lines += [f"## {METRIC_NAMES[metric]}", ""]
         for table in tables:

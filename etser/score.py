@@ -1,7 +1,7 @@
 """Stage 4: score trained heads on val and test.
 
     python -m etser.score [--sets "val test"] EXP_DIR [EXP_DIR ...]
-    python -m etser.score --job_list exp/<tag>/score_jobs.txt --job JOB --num_jobs N
+    python -m etser.score --job_list exp/score_jobs.txt --job JOB --num_jobs N
 
 writes ``EXP_DIR/decode_<set>/``: ``metrics.json``, ``predictions.txt``, ``confusion.txt``, ``confusion.png``,
 ``report.txt``.  The data and feature dirs are the ones recorded in ``EXP_DIR/config.yaml`` unless

@@ -2,7 +2,7 @@
 
     python -m etser.train --config conf/train/superb.yaml --task speech_four --seed 1 \\
         --data_dir data --feats_dir dump/<tag> --exp_dir exp/<tag>/superb/speech_four/seed1
-    python -m etser.train --job_list exp/<tag>/train_jobs.txt --job JOB --num_jobs N
+    python -m etser.train --job_list exp/train_jobs.txt --job JOB --num_jobs N
 
 Pooled heads train from the per-layer time-mean/std cache held in memory, so an epoch is one pass over a
 few small tensors; frame heads read ``frames.scp``.  The best epoch is chosen on the validation set
