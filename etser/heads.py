@@ -68,6 +68,7 @@ class Head(nn.Module):
 
     input_kind = "pooled"      # or "frames"
     num_streams = 1
+    eval_batch_size = 256      # utterances per batch when scoring
     layer_options: tuple[str, ...] = ()   # head_conf keys used by select_layers, not by the constructor
 
     @classmethod
@@ -210,6 +211,7 @@ class AttentiveHead(Head):
     """
 
     input_kind = "frames"
+    eval_batch_size = 32       # padded frame batches grow with the longest utterance
 
     @classmethod
     def select_layers(cls, head_conf: Mapping, num_layers: int, frame_layers: Sequence[int] | None) -> list[int]:

@@ -32,38 +32,12 @@ from typing import Sequence
 
 import numpy as np
 
-# re-exported: the metrics and prediction files live in etser.metrics
+# re-exported: the metrics and prediction files live in etser.metrics, the figures in etser.plots
 from etser.metrics import (METRIC_NAMES, compute_metrics, confusion_metrics, confusion_text,  # noqa: F401
                            metrics_from_confusion, quick_metrics, read_predictions, report_text, write_predictions)
+from etser.plots import plot_confusion  # noqa: F401
 
 LOG = logging.getLogger("etser.score")
-
-
-def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str) -> None:
-    """Counts in the cells, colour = row-normalised recall."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(confusion, dtype=float)
-    rows = cm.sum(1, keepdims=True)
-    frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    size = 1.2 + 0.75 * len(classes)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{int(cm[i, j])}\n{100 * frac[i, j]:.0f}%", ha="center", va="center", fontsize=8,
-                    color="white" if frac[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("reference")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of reference row")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str, Path] | None = None,
@@ -105,18 +79,13 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
     out = exp_dir / f"decode_{set_name}"
     out.mkdir(parents=True, exist_ok=True)
     task.write_predictions(out / "predictions.txt", utts, targets, posteriors)
-    (out / "confusion.txt").write_text(confusion_text(metrics["confusion"], classes))
-    title = f"{info['tag']} {info['head']} {info['task']} seed{info['seed']} — {set_name}"
-    (out / "report.txt").write_text(report_text(metrics, classes, title))
-    plot_confusion(metrics["confusion"], classes, out / "confusion.png",
-                   f"{title}\nUA {100 * metrics['ua']:.1f}  WA {100 * metrics['wa']:.1f}  "
-                   f"macro-F1 {100 * metrics['macro_f1']:.1f}")
+    task.write_reports(out, metrics, f"{info['tag']} {info['head']} {info['task']} seed{info['seed']} — {set_name}")
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=1) + "\n")
     tmp.replace(out / "metrics.json")
-    LOG.info("%s: %s %d utts, UA %.2f WA %.2f macro-F1 %.2f weighted-F1 %.2f (%.1f s)", exp_dir, set_name,
-             metrics["num_utts"], 100 * metrics["ua"], 100 * metrics["wa"], 100 * metrics["macro_f1"],
-             100 * metrics["weighted_f1"], time.monotonic() - start)
+    LOG.info("%s: %s %d utts, %s (%.1f s)", exp_dir, set_name, metrics["num_utts"],
+             " ".join(f"{name} {100 * metrics[k]:.2f}" for k, name in task.metric_names.items()),
+             time.monotonic() - start)
     return metrics
 
 
@@ -125,11 +94,9 @@ def _posteriors(model, task, examples, device: str) -> np.ndarray:
 
     from etser.featset import iter_batches
 
-    # padded frame batches grow with the longest utterance: smaller batches for frame heads
-    batch_size = 256 if model.input_kind == "pooled" else 32
     out = []
     with torch.no_grad():
-        for idx in iter_batches(len(examples), batch_size):
+        for idx in iter_batches(len(examples), model.eval_batch_size):
             out.append(task.posteriors(model(examples.batch(idx, device))))
     return np.concatenate(out)
 

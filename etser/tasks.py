@@ -24,7 +24,8 @@ import numpy as np
 import yaml
 
 from etser.datadir import read_table
-from etser.metrics import METRIC_NAMES, compute_metrics, quick_metrics, write_predictions
+from etser.metrics import (METRIC_NAMES, compute_metrics, confusion_text, quick_metrics, report_text,
+                           write_predictions)
 
 DEFAULT_TASKS_CONF = Path(__file__).resolve().parents[1] / "conf" / "tasks.yaml"
 
@@ -104,6 +105,14 @@ class ClassTask(Task):
         counts = np.bincount(targets, minlength=len(self.classes))
         return ", ".join(f"{c} {n}" for c, n in zip(self.classes, counts))
 
+    def check_training_targets(self, targets: np.ndarray) -> str | None:
+        """A warning about the training targets, or None."""
+        counts = np.bincount(targets, minlength=len(self.classes))
+        if (counts == 0).any():
+            return "classes with no training utterance: " + ", ".join(
+                c for c, n in zip(self.classes, counts) if n == 0)
+        return None
+
     def class_weights(self, targets: np.ndarray) -> np.ndarray:
         """Inverse frequency, mean 1 over the training utterances; an absent class gets 0."""
         counts = np.bincount(targets, minlength=len(self.classes))
@@ -131,6 +140,17 @@ class ClassTask(Task):
                           posteriors: np.ndarray) -> None:
         refs = self.target_names(targets) if targets is not None else None
         write_predictions(path, utts, refs, posteriors, self.classes)
+
+    def write_reports(self, out_dir: Path, metrics: dict, title: str) -> None:
+        """``confusion.txt``, ``report.txt`` and ``confusion.png`` of a decode dir."""
+        from etser.plots import plot_confusion
+
+        out_dir = Path(out_dir)
+        (out_dir / "confusion.txt").write_text(confusion_text(metrics["confusion"], self.classes))
+        (out_dir / "report.txt").write_text(report_text(metrics, self.classes, title))
+        plot_confusion(metrics["confusion"], self.classes, out_dir / "confusion.png",
+                       f"{title}\nUA {100 * metrics['ua']:.1f}  WA {100 * metrics['wa']:.1f}  "
+                       f"macro-F1 {100 * metrics['macro_f1']:.1f}")
 
 
 KINDS: dict[str, type[Task]] = {"classes": ClassTask}

@@ -120,8 +120,7 @@ def load_split(task: Task, data_dir: Path, set_name: str, streams: Sequence[Stre
 def predict(model: Head, task: Task, examples: Examples, device: str, batch_size: int | None = None
             ) -> tuple[np.ndarray, float]:
     """Posteriors (N, C) and the mean loss (unweighted) on ``examples``."""
-    # padded frame batches grow with the longest utterance: smaller batches for frame heads
-    batch_size = batch_size or (256 if model.input_kind == "pooled" else 32)
+    batch_size = batch_size or model.eval_batch_size
     model.eval()
     posteriors, loss = [], 0.0
     for idx in iter_batches(len(examples), batch_size):
@@ -247,10 +246,9 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
              task.name, len(tr), task.describe_targets(tr.targets), len(va), conf["head"],
              "; ".join(f"{st['name']} layers {_layer_span(st['layers'])} of {st['num_layers']} (dim {st['dim']}, "
                        f"{st['kind']})" for st in conf["streams"]), device)
-    counts = np.bincount(tr.targets, minlength=task.output_size)
-    if (counts == 0).any():
-        LOG.warning("classes with no training utterance: %s",
-                    ", ".join(c for c, n in zip(task.classes, counts) if n == 0))
+    warning = task.check_training_targets(tr.targets)
+    if warning:
+        LOG.warning("%s", warning)
 
     torch.manual_seed(seed)
     model = build_head(conf["head"], conf["head_conf"], conf["streams"], task.output_size)

@@ -1,4 +1,4 @@
-"""Fault tolerance of the whole recipe (issue 5): kill -9 and resume, a failing job, two runs at once, and
+"""Fault tolerance of the whole recipe: kill -9 and resume, a failing job, two runs at once, and
 stages that never touch other stages' finished outputs unless --overwrite true.
 
 Each test drives ./run.sh in a scratch working directory on a quarter-size mini corpus (fbank_no_cmvn,

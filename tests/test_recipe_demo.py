@@ -1,5 +1,5 @@
 """The README's first command, as a user runs it from egs/emotiontalk/: the default recipe on the embedded
-mini corpus learns (issue 4's "far above chance") and produces RESULTS.md and the confusion PNG."""
+mini corpus learns (far above chance) and produces RESULTS.md and the confusion PNG."""
 
 from __future__ import annotations
 
