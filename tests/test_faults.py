@@ -188,6 +188,8 @@ def _area(rel: str) -> int | None:
         if any(p.startswith("decode_") for p in parts) or parts[-1] == "score_jobs.txt" \
                 or parts[-1].startswith("score."):
             return 4
+        if parts[-1] == "train_jobs.txt":
+            return 3
         if len(parts) == 2:  # exp/RESULTS.md and the like
             return 5
         return 3
