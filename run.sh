@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# EmotionTalk speech emotion recognition recipe (Kaldi/ESPnet style).
+# EmotionTalk emotion recognition recipe (Kaldi/ESPnet style): speech, text and visual upstreams.
 #   ./run.sh                         # whole recipe on the embedded mini corpus (generated in stage 1)
-#   ./run.sh --db_root /data/EmotionTalk --upstream hubert_base --stage 2
+#   ./run.sh --db_root /data/EmotionTalk --upstreams "hubert_base wavlm_base" --stage 2
 # Stages: 1 data prep -> data/   2 upstream features -> dump/   3 training -> exp/
 #         4 scoring -> exp/.../decode_*/   5 results -> exp/RESULTS.md
 # Outputs go under the current working directory; run from the repo root or from egs/emotiontalk/.
@@ -20,14 +20,19 @@ db_root=            # extracted EmotionTalk release; empty: generate and use the
 mini_dir=downloads/mini_emotiontalk   # where the mini corpus is generated when db_root is empty
 strict=false        # true: any excluded utterance in stage 1 is an error
 sets="train val test"
+# conf/upstream/<name>.yaml, one per modality by default: the no-download speech, text and visual baselines.
 # S3PRL fbank without per-utterance CMVN: S3PRL's "fbank" normalises mean and variance of every
 # utterance, so its pooled mean/std are constant and pooled heads learn nothing (docs/training.md).
-upstream=fbank_no_cmvn   # conf/upstream/<upstream>.yaml
+upstreams="fbank_no_cmvn text_baseline visual_baseline"
+upstream=           # alias of --upstreams for a single one
 nj=4                # parallel jobs (feature extraction; at most this many training/scoring jobs)
 ngpu=0              # GPUs per extraction/training job (0: CPU)
 num_threads=1       # CPU threads per job
-heads=superb        # conf/train/<head>.yaml, several allowed
-tasks="speech_four multi_four speech_all multi_all"
+backend=ours        # ours: etser.train/etser.score; espnet: etser.espnet_backend
+heads=superb        # conf/train/<head>.yaml (conf/espnet/<head>.yaml for --backend espnet), several allowed
+tasks=              # empty: each upstream's modality's default list in the tasks conf
+tasks_conf=conf/tasks.yaml
+results_conf=conf/results.yaml
 seeds="1 2 3"
 cmd_backend=${cmd_backend:-local}   # local | slurm (cmd.sh)
 overwrite=false     # true: redo stages whose outputs exist
@@ -35,28 +40,33 @@ python=python3
 
 help_message=$(cat <<HELP
 Usage: $0 [options]
-  --stage N / --stop_stage N   stages to run (1 data, 2 features, 3 train, 4 score, 5 results)
-  --db_root DIR                extracted EmotionTalk release (default: generate the mini corpus)
-  --upstream NAME              conf/upstream/NAME.yaml (default: ${upstream})
-  --heads "A B"                conf/train/A.yaml ... (default: ${heads})
-  --tasks "T ..."              default: ${tasks}
-  --seeds "1 2 3"              training seeds
-  --nj N (parallel jobs of stages 2-4) --ngpu N --num_threads N --cmd_backend local|slurm --strict true|false --overwrite true|false
+  --stage N / --stop_stage N   stages to run (1 data, 2 features, 3 train, 4 score, 5 results) (default: ${stage}-${stop_stage})
+  --db_root DIR                extracted EmotionTalk release (default: generate the mini corpus in --mini_dir)
+  --mini_dir DIR               where the mini corpus is generated (default: ${mini_dir})
+  --strict true|false          stage 1: any excluded utterance is an error (default: ${strict})
+  --sets "A B"                 data sets of every stage (default: ${sets}); stage 3 trains on train, selects on val;
+                               stage 4 scores every set but train
+  --upstreams "A B"            conf/upstream/A.yaml ... (default: ${upstreams})
+  --upstream NAME              one upstream (alias of --upstreams NAME)
+  --backend ours|espnet        stage 3/4 implementation (default: ${backend})
+  --heads "A B"                conf/train/A.yaml ... or conf/espnet/A.yaml (default: ${heads})
+  --tasks "T ..."              tasks of every upstream (default: each upstream's modality's list in --tasks_conf)
+  --tasks_conf FILE            tasks YAML (default: ${tasks_conf})
+  --results_conf FILE          RESULTS.md tables YAML (default: ${results_conf})
+  --seeds "1 2 3"              training seeds (default: ${seeds})
+  --nj N                       parallel jobs of stages 2-4 (default: ${nj})
+  --ngpu N                     GPUs per job, 0: CPU (default: ${ngpu})
+  --num_threads N              CPU threads per job (default: ${num_threads})
+  --cmd_backend local|slurm    job launcher (default: ${cmd_backend})
+  --overwrite true|false       redo stages whose outputs exist (default: ${overwrite})
+  --python CMD                 Python interpreter (default: ${python})
   --config FILE                read options from a file of name=value lines
 HELP
 )
 
-# A fresh clone has no Python environment: make <repo>/.venv first (a no-op once it matches
-# requirements.txt). ETSER_PYTHON_ENV=system uses the python3 on PATH instead (e.g. a conda env).
-if [ "${ETSER_PYTHON_ENV:-venv}" = venv ]; then
-    utils/setup_env.sh
-fi
-# shellcheck disable=SC1091
-. ./path.sh
+# Options first: --help answers before any environment is made.
 # shellcheck disable=SC1091
 . utils/parse_options.sh
-# shellcheck disable=SC1091
-. ./cmd.sh
 
 if [ "$#" -ne 0 ]; then
     log "unexpected arguments: $*"; echo "${help_message}" >&2; exit 1
@@ -66,6 +76,19 @@ if ! [[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] \
     || [ "${stage}" -gt "${stop_stage}" ] || [ "${stage}" -lt 1 ] || [ "${stop_stage}" -gt 5 ]; then
     log "ERROR: --stage ${stage} --stop_stage ${stop_stage}: stages are 1 to 5 and stage <= stop_stage"; exit 1
 fi
+if [ -n "${upstream}" ]; then upstreams=${upstream}; fi
+if [ -z "${upstreams// /}" ]; then log "ERROR: --upstreams is empty"; exit 1; fi
+case "${backend}" in ours|espnet) ;; *) log "ERROR: --backend ${backend}: ours or espnet"; exit 1 ;; esac
+
+# A fresh clone has no Python environment: make <repo>/.venv first (a no-op once it matches
+# requirements.txt). ETSER_PYTHON_ENV=system uses the python3 on PATH instead (e.g. a conda env).
+if [ "${ETSER_PYTHON_ENV:-venv}" = venv ]; then
+    utils/setup_env.sh
+fi
+# shellcheck disable=SC1091
+. ./path.sh
+# shellcheck disable=SC1091
+. ./cmd.sh
 
 # ---- one run.sh at a time per working directory: two would interleave writes to data/ dump/ exp/ ----
 # The lock is held until this script and every job it started have exited (they inherit fd 9).
@@ -99,10 +122,11 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     done
 fi
 
-# ---- stage 2: upstream features -> dump/<tag>/<set> (issue 3) ----
+# ---- stage 2: upstream features -> dump/<tag>/<set>, for every upstream ----
 # <tag> = <upstream>_<hash of the config>: a changed config never reuses old features. Jobs that finished
 # are skipped on a rerun and unfinished ones redone; pooled_mean.scp appears only when the set is complete.
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  for upstream in ${upstreams}; do
     upstream_conf=conf/upstream/${upstream}.yaml
     # --check_ckpt: a missing checkpoint stops here with what to download, not in each of the nj jobs
     tag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
@@ -129,73 +153,91 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
         ${python} -m etser.extract merge --config "${upstream_conf}" --name "${upstream}" \
             --data "data/${x}" --dir "${dir}" --nj "${nj}"
     done
+  done
 fi
 
-# ---- stage 3: downstream training (issue 4) ----
-# One training per head x task x seed into exp/<tag>/<head>/<task>/seed<N>/, listed in a job file and shared
-# out among ${nj} jobs (each runs its lines in one process). Finished trainings are skipped, killed ones
-# resume from their last epoch checkpoint; --overwrite true retrains.
+# dump/<tag> of every upstream (stages 3 and 4)
+feats_dirs() {
+    local up tag out=""
+    for up in ${upstreams}; do
+        tag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream) || return 1
+        out="${out} dump/${tag}"
+    done
+    echo "${out# }"
+}
+# the job files of stages 3 and 4: upstream x head x task x seed, planned in one place (etser.plan)
+plan_jobs() {  # plan_jobs train|score OUT FEATS_DIRS
+    ${python} -m etser.plan "$1" --out "$2" --feats_dirs "$3" --heads "${heads}" --seeds "${seeds}" \
+        --tasks "${tasks}" --sets "${sets}" --backend "${backend}" --tasks_conf "${tasks_conf}" --data_dir data \
+        --exp_root exp --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}"
+}
+if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
+
+# ---- stage 3: downstream training ----
+# One training per upstream x head x task x seed into exp/<tag>/<head>/<task>/seed<N>/, listed in
+# exp/train_jobs.txt and shared out among ${nj} jobs (each runs its lines in one process; --backend espnet:
+# one job per training). Finished trainings are skipped, killed ones resume from their last epoch
+# checkpoint; --overwrite true retrains.
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-    tag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream)
-    feats_dir=dump/${tag}
-    for x in train val; do
-        if [ ! -f "${feats_dir}/${x}/pooled_mean.scp" ]; then
-            log "Stage 3: ${feats_dir}/${x} has no features: run stage 2 for --upstream ${upstream} first"; exit 1
-        fi
+    fdirs=$(feats_dirs)
+    for up in ${upstreams}; do
+        tag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream)
+        for x in train val; do
+            if [ ! -f "dump/${tag}/${x}/pooled_mean.scp" ]; then
+                log "Stage 3: dump/${tag}/${x} has no features: run stage 2 for --upstream ${up} first"; exit 1
+            fi
+        done
     done
-    if ! ${python} -c "import json, sys; sys.exit(0 if json.load(open('${feats_dir}/train/meta.json')).get('pooled_stats_informative', True) else 1)"; then
-        log "WARNING: the pooled statistics of ${tag} are the same for every utterance (per-utterance CMVN):" \
-            "pooled heads (superb, paper) cannot learn from them; use --upstream fbank_no_cmvn, or frames with --heads attentive"
+    mkdir -p exp/log
+    train_jobs=exp/train_jobs.txt
+    plan_jobs train "${train_jobs}" "${fdirs}"
+    n=$(wc -l < "${train_jobs}")
+    if [ "${backend}" = ours ]; then
+        train_nj=$(( n < nj ? n : nj ))
+        log "Stage 3: ${n} trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}) in ${train_nj} jobs, logs exp/log/train.*.log"
+        # shellcheck disable=SC2086
+        ${job_cmd} --num_threads "${num_threads}" JOB=1:"${train_nj}" "exp/log/train.JOB.log" \
+            ${python} -m etser.train --job_list "${train_jobs}" --job JOB --num_jobs "${train_nj}"
+    else
+        log "Stage 3: ${n} ESPnet trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}), logs exp/log/train.*.log"
+        # shellcheck disable=SC2086
+        ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" JOB=1:"${n}" "exp/log/train.JOB.log" \
+            ${python} -m etser.plan run_line --job_list "${train_jobs}" --job JOB --module etser.espnet_backend
     fi
-    mkdir -p "exp/${tag}/log"
-    train_jobs=exp/${tag}/train_jobs.txt
-    : > "${train_jobs}"
-    for head in ${heads}; do
-        [ -f "conf/train/${head}.yaml" ] || { log "Stage 3: no conf/train/${head}.yaml"; exit 1; }
-        for task in ${tasks}; do
-            for seed in ${seeds}; do
-                echo "--config conf/train/${head}.yaml --task ${task} --seed ${seed} --data_dir data" \
-                     "--feats_dir ${feats_dir} --exp_dir exp/${tag}/${head}/${task}/seed${seed}" \
-                     "--ngpu ${ngpu} --num_threads ${num_threads} --overwrite ${overwrite}" >> "${train_jobs}"
-            done
-        done
-    done
-    n=$(wc -l < "${train_jobs}"); train_nj=$(( n < nj ? n : nj ))
-    log "Stage 3: ${n} trainings (heads: ${heads}; tasks: ${tasks}; seeds: ${seeds}) on ${feats_dir} in ${train_nj} jobs, logs exp/${tag}/log/train.*.log"
-    if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
-    # shellcheck disable=SC2086
-    ${job_cmd} --num_threads "${num_threads}" JOB=1:"${train_nj}" "exp/${tag}/log/train.JOB.log" \
-        ${python} -m etser.train --job_list "${train_jobs}" --job JOB --num_jobs "${train_nj}"
 fi
 
-# ---- stage 4: scoring (issue 4) ----
-# Best checkpoint of every training on val and test -> exp/<tag>/<head>/<task>/seed<N>/decode_{val,test}/.
+# ---- stage 4: scoring ----
+# Best checkpoint of every training on every set but train -> exp/<tag>/<head>/<task>/seed<N>/decode_<set>/.
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-    tag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream)
-    mkdir -p "exp/${tag}/log"
-    score_jobs=exp/${tag}/score_jobs.txt
-    : > "${score_jobs}"
-    for head in ${heads}; do
-        for task in ${tasks}; do
-            for seed in ${seeds}; do
-                echo "--sets 'val test' --ngpu ${ngpu} exp/${tag}/${head}/${task}/seed${seed}" >> "${score_jobs}"
-            done
-        done
-    done
-    # scoring one training takes well under a second after ~5 s of imports: about six per job
-    n=$(wc -l < "${score_jobs}"); score_nj=$(( (n + 5) / 6 )); score_nj=$(( score_nj < nj ? score_nj : nj ))
-    log "Stage 4: scoring ${n} trainings of exp/${tag} on val and test in ${score_nj} jobs, logs exp/${tag}/log/score.*.log"
-    if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
-    # shellcheck disable=SC2086
-    ${job_cmd} --num_threads "${num_threads}" JOB=1:"${score_nj}" "exp/${tag}/log/score.JOB.log" \
-        ${python} -m etser.score --job_list "${score_jobs}" --job JOB --num_jobs "${score_nj}"
+    fdirs=$(feats_dirs)
+    mkdir -p exp/log
+    score_jobs=exp/score_jobs.txt
+    plan_jobs score "${score_jobs}" "${fdirs}"
+    n=$(wc -l < "${score_jobs}")
+    if [ "${backend}" = ours ]; then
+        # scoring one training takes well under a second after ~5 s of imports: about six per job
+        score_nj=$(( (n + 5) / 6 )); score_nj=$(( score_nj < nj ? score_nj : nj ))
+        log "Stage 4: scoring ${n} trainings in ${score_nj} jobs, logs exp/log/score.*.log"
+        # shellcheck disable=SC2086
+        ${job_cmd} --num_threads "${num_threads}" JOB=1:"${score_nj}" "exp/log/score.JOB.log" \
+            ${python} -m etser.score --job_list "${score_jobs}" --job JOB --num_jobs "${score_nj}"
+    else
+        log "Stage 4: scoring ${n} ESPnet trainings, logs exp/log/score.*.log"
+        # shellcheck disable=SC2086
+        ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" JOB=1:"${n}" "exp/log/score.JOB.log" \
+            ${python} -m etser.plan run_line --job_list "${score_jobs}" --job JOB --module etser.espnet_backend
+    fi
 fi
 
-# ---- stage 5: results (issue 4) ----
-# exp/RESULTS.md from every exp/*/*/*/seed*/decode_test/metrics.json (all upstreams and heads so far).
+# ---- stage 5: results ----
+# exp/RESULTS.md from every exp/*/*/*/seed*/decode_<set>/metrics.json (all upstreams and heads so far), on
+# test when it is among --sets, else on the last of them.
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
-    log "Stage 5: exp/RESULTS.md from all scored experiments under exp/"
-    ${python} -m etser.results --exp exp --out exp/RESULTS.md
+    results_set=test
+    case " ${sets} " in *" test "*) ;; *) results_set=${sets##* } ;; esac
+    log "Stage 5: exp/RESULTS.md from all scored experiments under exp/ (set ${results_set})"
+    ${python} -m etser.results --exp exp --out exp/RESULTS.md --set "${results_set}" \
+        --results_conf "${results_conf}" --tasks_conf "${tasks_conf}"
 fi
 
 log "Successfully finished stages ${stage}-${stop_stage}"

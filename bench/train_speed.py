@@ -134,7 +134,7 @@ def main() -> int:
             perm = torch.randperm(len(items), generator=g)
             for s in range(0, len(items), conf["batch_size"]):
                 idx = perm[s:s + conf["batch_size"]]
-                loss = F.cross_entropy(head({"mean": mean[idx], "std": std[idx]}), labels[idx])
+                loss = F.cross_entropy(head.forward_stream({"mean": mean[idx], "std": std[idx]}), labels[idx])
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(head.parameters(), conf["grad_clip"])

@@ -24,10 +24,7 @@ import argparse
 import hashlib
 import json
 import os
-import queue
-import resource
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +34,8 @@ import numpy as np
 
 from etser.audio import TARGET_RATE, AudioLoadError, audio_seconds, load_audio
 from etser.datadir import c_sort_key, read_table, write_table
+from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, prefetch, resolve_layers,  # noqa: F401
+                          split_keys, write_matrix)
 
 MIN_SAMPLES = 800  # 0.05 s; shorter audio is zero-padded to this (S3PRL's S3PRLUpstream does the same)
 KINDS = ("pooled_mean", "pooled_std", "frames")
@@ -119,20 +118,6 @@ class _Utt:
                            self.n, self.samples / TARGET_RATE, frames)
 
 
-def resolve_layers(spec, num_layers: int) -> list[int] | None:
-    """frames.layers (None, "all" or a list, negatives from the end) -> sorted layer indices."""
-    if spec is None:
-        return None
-    if spec == "all":
-        return list(range(num_layers))
-    out = []
-    for i in spec:
-        if not -num_layers <= i < num_layers:
-            raise ValueError(f"frames.layers: layer {i} out of range for {num_layers} layers")
-        out.append(i % num_layers)
-    return sorted(set(out))
-
-
 # ---------------------------------------------------------------- extraction
 
 def iter_features(upstream, items: Iterable[tuple[str, np.ndarray]], where: Callable[[str], str] = str,
@@ -213,47 +198,6 @@ def iter_features(upstream, items: Iterable[tuple[str, np.ndarray]], where: Call
         yield from run(batch)
 
 
-def prefetch(items: Iterable, load: Callable, depth: int = 8) -> Iterator:
-    """``(item, load(item))`` for each item, loaded in a background thread ``depth`` items ahead.
-
-    Decoding and resampling release the GIL, so they overlap with the model's forward pass.  An exception
-    in ``load`` (or in iterating ``items``) is raised here, in order.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def worker():
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                q.put((item, load(item), None))
-        except BaseException as e:  # from load or from items itself: handed to the consumer, which raises it
-            q.put((None, None, e))
-        finally:
-            q.put(done)
-
-    thread = threading.Thread(target=worker, name="prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            got = q.get()
-            if got is done:
-                return
-            item, value, err = got
-            if err is not None:
-                raise err
-            yield item, value
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a worker waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
-
-
 def extract_wavs(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]],
                  frame_layers=None) -> dict[str, UttFeatures]:
     """In-memory features of ``{utt: wav path}``: what inference calls (no files written)."""
@@ -275,46 +219,11 @@ def pooled_features(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]]
 
 # ---------------------------------------------------------------- ark writing
 
-def write_matrix(fd, key: str, array: np.ndarray, dtype: str = "float32") -> int:
-    """Append one ``key matrix`` record to an open binary ark; returns the scp offset of the matrix."""
-    import kaldiio
-
-    pos = fd.tell() + len((key + " ").encode("utf-8"))
-    if dtype == "float16":  # kaldiio's numpy record (NPY): readable by kaldiio, not by Kaldi binaries
-        kaldiio.save_ark(fd, {key: array.astype(np.float16)}, write_function="numpy")
-    elif dtype == "kaldi_compressed":  # Kaldi's CompressedMatrix (kSpeechFeature), 1 byte per value
-        kaldiio.save_ark(fd, {key: array.astype(np.float32)}, compression_method=2)
-    else:
-        kaldiio.save_ark(fd, {key: array.astype(np.float32)})
-    return pos
-
-
-def split_keys(keys: list[str], nj: int) -> list[list[str]]:
-    """Contiguous blocks as Kaldi's split_scp.pl (and utils/split_scp.py) cut them: the first len % nj
-    blocks one key longer; with more jobs than keys the last blocks are empty."""
-    base, extra = divmod(len(keys), nj)
-    ends = [(j + 1) * base + min(j + 1, extra) for j in range(nj)]
-    return [keys[end - base - (j < extra):end] for j, end in enumerate(ends)]
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
-
-
 def _job_id(cfg_hash: str, part: list[str], wav: dict[str, str]) -> str:
     h = hashlib.sha256(cfg_hash.encode())
     for utt in part:
         h.update(f"\n{utt} {wav[utt]}".encode("utf-8"))
     return h.hexdigest()
-
-
-def _read_marker(path: Path) -> dict:
-    """A job's ``done.<job>`` marker; {} when absent or unreadable (a job killed while writing it is unfinished)."""
-    try:
-        marker = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return marker if isinstance(marker, dict) else {}
 
 
 def _durations(data: Path, keys: list[str], wav: dict[str, str]) -> dict[str, float]:
@@ -446,25 +355,13 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
 
 # ---------------------------------------------------------------- merge
 
-def _informative(scp: dict[str, str], limit: int = 64) -> bool:
-    """False when the pooled statistics are the same for every utterance (per-utterance CMVN upstreams).
-
-    ``scp``: utterance -> ``ark:offset``, of which the first ``limit`` are read.
-    """
-    import kaldiio
-
-    mats = [kaldiio.load_mat(v) for v in list(scp.values())[:limit]]
-    if len(mats) < 2:
-        return True
-    return float(np.stack(mats).std(axis=0).max()) > 1e-2
-
-
 def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike, nj: int,
           name: str | None = None) -> dict:
     """Join the jobs' tables into ``<dir>/*.scp``, ``utt2num_frames``, ``meta.json`` and ``upstream.yaml``.
 
     Fails, writing nothing, when a job is unfinished or the utterances differ from ``wav.scp``'s.
     """
+    from etser.featset import SCHEMA_VERSION, write_meta
     from etser.upstream import config_hash, find_config, load_config, versions
 
     data, out_dir = Path(data), Path(out_dir)
@@ -512,7 +409,7 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
     meta = {
         "upstream": name or (str(cfg["name"] or cfg["factory"]) if isinstance(config, dict)
                              else find_config(config).stem),
-        "modality": "speech", "schema_version": 2,
+        "modality": "speech", "schema_version": SCHEMA_VERSION,
         "config_hash": cfg_hash,
         "num_layers": num_layers, "dim": dim,
         "frame_rate": 16000 / stride, "stride_samples": stride,
@@ -532,9 +429,7 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
     utmp = out_dir / "upstream.yaml.tmp"  # the config itself, for inference: load_config() / build_upstream()
     utmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     os.replace(utmp, out_dir / "upstream.yaml")
-    mtmp = out_dir / "meta.json.tmp"
-    mtmp.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
-    os.replace(mtmp, out_dir / "meta.json")
+    meta = write_meta(out_dir, meta)  # the reader's own writer: required keys, modality, schema_version
     write_table(out_dir / "utt2num_frames", tables["utt2num_frames"])
     for k in [k for k in kinds if k != "pooled_mean"] + ["pooled_mean"]:  # pooled_mean.scp last: "complete"
         write_table(out_dir / f"{k}.scp", tables[k])

@@ -23,14 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from etser.datadir import c_sort_key, read_table, write_table
-from etser.extract import _informative, _peak_rss_mb, _read_marker, prefetch, resolve_layers, split_keys, write_matrix
+from etser.featset import SCHEMA_VERSION, write_meta
+from etser.dumpio import _informative, _peak_rss_mb, _read_marker, prefetch, resolve_layers, split_keys, write_matrix
 from etser.upstream import config_hash, find_config, modality, versions
 from etser.video import VideoError
 
-SCHEMA_VERSION = 2
 LISTS = ("excluded", "no_face", "truncated")  # per-job tables joined by merge
 
 
@@ -359,9 +357,7 @@ def merge(cfg: dict, config, data: str | os.PathLike, out_dir: str | os.PathLike
     utmp = out_dir / "upstream.yaml.tmp"
     utmp.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     os.replace(utmp, out_dir / "upstream.yaml")
-    mtmp = out_dir / "meta.json.tmp"
-    mtmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
-    os.replace(mtmp, out_dir / "meta.json")
+    meta = write_meta(out_dir, meta)
     for k in LISTS:
         write_table(out_dir / k, tables[k])
     write_table(out_dir / "utt2num_frames", tables["utt2num_frames"])

@@ -1,10 +1,15 @@
 """Downstream heads on frozen upstream features.
 
-Every head maps a batch to class logits.  A batch is a dict:
+Every head maps a batch (the format of :mod:`etser.featset`) to outputs (B, output_size).  A head class
+declares what it reads, and nothing outside it branches on its name:
 
-* pooled heads (``superb``, ``paper``) read the stage-2 pooled cache: ``mean`` and ``std``, each (B, L, D),
-  the time-mean and time-std of every upstream layer;
-* frame heads (``attentive``) read ``frames`` (B, T, L', D) of the dumped ``frame_layers`` and ``lengths`` (B,).
+* ``input_kind``: ``"pooled"`` (the stage-2 pooled cache: ``mean`` and ``std``, each (B, L, D), the time-mean
+  and time-std of every selected layer) or ``"frames"`` (``frames`` (B, T, L, D) of the dumped
+  ``frame_layers`` and ``lengths`` (B,));
+* ``num_streams``: how many feature streams (modalities) it takes (the heads here take one);
+* :meth:`Head.select_layers`: which upstream layers of a stream it reads, from its ``head_conf``.
+
+Heads are registered by name in ``HEADS`` (the ``head:`` of conf/train/<name>.yaml).
 
 ``superb`` is S3PRL's emotion-recognition head: softmax-weighted sum of all layers, Linear(D, 256), mean pooling
 over time, Linear(256, C).  Mean pooling commutes with the per-frame affine maps before it, so computing it from
@@ -59,12 +64,21 @@ def _robust_scale(center: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
 
 
 class Head(nn.Module):
-    """Common part: which input the head reads, the class count, and training-set standardisation."""
+    """Common part: what the head reads, the output size, and training-set standardisation."""
 
-    input_kind = "pooled"   # or "frames"
+    input_kind = "pooled"      # or "frames"
+    num_streams = 1
+    eval_batch_size = 256      # utterances per batch when scoring
+    layer_options: tuple[str, ...] = ()   # head_conf keys used by select_layers, not by the constructor
+
+    @classmethod
+    def select_layers(cls, head_conf: Mapping, num_layers: int, frame_layers: Sequence[int] | None) -> list[int]:
+        """Upstream layer indices (0 = the first hidden state) the head reads: all of them."""
+        return list(range(num_layers))
 
     def __init__(self, num_layers: int, dim: int, num_classes: int, normalize: bool):
         super().__init__()
+        self.stream_name: str | None = None   # set by build_head: the batch stream this head reads
         self.num_layers, self.dim, self.num_classes = num_layers, dim, num_classes
         self.normalize = normalize
         for name, value in (("mean_center", 0.0), ("mean_scale", 1.0), ("std_center", 0.0), ("std_scale", 1.0)):
@@ -87,6 +101,20 @@ class Head(nn.Module):
         std_center = std.mean(0)
         self.std_center.copy_(std_center)
         self.std_scale.copy_(_robust_scale(std_center, std.std(0, unbiased=False)))
+
+    def forward(self, batch: Mapping) -> torch.Tensor:
+        """Outputs (B, output_size) of a batch in the etser.featset format."""
+        streams = batch["streams"]
+        name = self.stream_name if self.stream_name in streams else None
+        if name is None:
+            if len(streams) != 1:
+                raise ValueError(f"{type(self).__name__} reads one stream ({self.stream_name}); the batch has "
+                                 f"{', '.join(streams)}")
+            name = next(iter(streams))
+        return self.forward_stream(streams[name])
+
+    def forward_stream(self, stream: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must define forward_stream or forward")
 
     def norm_mean(self, mean: torch.Tensor) -> torch.Tensor:
         return (mean - self.mean_center) / self.mean_scale
@@ -118,7 +146,7 @@ class SuperbHead(Head):
         w = F.softmax(self.std_layer_logits, dim=0)
         return self.std_proj(torch.einsum("l,bld->bd", w, self.norm_std(std)))
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward_stream(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Pooled path: batch['mean'], batch['std'] (B, L, D)."""
         hidden = 0
         if self.proj is not None:
@@ -144,6 +172,14 @@ class SuperbHead(Head):
 class PaperHead(Head):
     """The official EmotionTalk setup: fixed unweighted sum of the last layers' time-means, then an MLP."""
 
+    layer_options = ("last_layers",)
+
+    @classmethod
+    def select_layers(cls, head_conf: Mapping, num_layers: int, frame_layers: Sequence[int] | None) -> list[int]:
+        """The last ``last_layers`` (4, or all when the upstream has fewer)."""
+        k = int(head_conf.get("last_layers", 4))
+        return list(range(max(0, num_layers - k), num_layers))
+
     def __init__(self, num_layers: int, dim: int, num_classes: int, hidden_dims: Sequence[int] = (256, 128, 64),
                  dropout: float = 0.3, stats: Sequence[str] = ("mean",), normalize: bool = False):
         super().__init__(num_layers, dim, num_classes, normalize)
@@ -157,7 +193,7 @@ class PaperHead(Head):
         layers.append(nn.Linear(width, num_classes))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward_stream(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         parts = []
         if "mean" in self.stats:
             parts.append(self.norm_mean(batch["mean"]).sum(1))
@@ -175,6 +211,15 @@ class AttentiveHead(Head):
     """
 
     input_kind = "frames"
+    eval_batch_size = 32       # padded frame batches grow with the longest utterance
+
+    @classmethod
+    def select_layers(cls, head_conf: Mapping, num_layers: int, frame_layers: Sequence[int] | None) -> list[int]:
+        """The dumped frame layers."""
+        if not frame_layers:
+            raise ValueError("attentive head needs frame-level features: the feature dump has no frames.scp; "
+                             "set frame_layers in the upstream config and rerun stage 2")
+        return list(frame_layers)
 
     def __init__(self, num_layers: int, dim: int, num_classes: int, hidden_dim: int = 256, attn_dim: int = 128,
                  dropout: float = 0.1, stats: Sequence[str] = ("mean", "std"), normalize: bool = True):
@@ -198,7 +243,7 @@ class AttentiveHead(Head):
         logits = self.attention(hidden).squeeze(-1).masked_fill(~mask, float("-inf"))
         return hidden, F.softmax(logits, dim=1)
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward_stream(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         hidden, w = self.attention_weights(batch["frames"], batch["lengths"])
         mean = torch.einsum("bt,bth->bh", w, hidden)
         parts = [mean] if "mean" in self.stats else []
@@ -217,32 +262,29 @@ def _check_stats(stats: Sequence[str]) -> None:
         raise ValueError(f"stats must be a non-empty subset of {list(POOLED_STATS)}, got {list(stats)}")
 
 
+def head_class(name: str) -> type[Head]:
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; known: {', '.join(HEADS)}")
+    return HEADS[name]
+
+
 def select_layers(head_name: str, head_conf: Mapping, num_layers: int,
                   frame_layers: Sequence[int] | None = None) -> list[int]:
-    """Upstream layer indices (0 = the first hidden state) the head reads.
-
-    superb: all; paper: the last ``last_layers`` (4, or all when the upstream has fewer); attentive: the
-    dumped frame layers.
-    """
-    if head_name == "superb":
-        return list(range(num_layers))
-    if head_name == "paper":
-        k = int(head_conf.get("last_layers", 4))
-        return list(range(max(0, num_layers - k), num_layers))
-    if head_name == "attentive":
-        if not frame_layers:
-            raise ValueError("attentive head needs frame-level features: the feature dump has no frames.scp; "
-                             "set frame_layers in the upstream config and rerun stage 2")
-        return list(frame_layers)
-    raise ValueError(f"unknown head {head_name!r}; known: {', '.join(HEADS)}")
+    """Upstream layer indices the head ``head_name`` reads (its class's :meth:`Head.select_layers`)."""
+    return head_class(head_name).select_layers(head_conf, num_layers, frame_layers)
 
 
-def build_head(head_name: str, head_conf: Mapping, num_layers: int, dim: int, num_classes: int) -> Head:
-    """Build a head for ``num_layers`` selected layers (see :func:`select_layers`) of dimension ``dim``."""
-    if head_name not in HEADS:
-        raise ValueError(f"unknown head {head_name!r}; known: {', '.join(HEADS)}")
-    conf = {k: v for k, v in dict(head_conf).items() if k != "last_layers"}
+def build_head(head_name: str, head_conf: Mapping, streams: Sequence[Mapping], output_size: int) -> Head:
+    """Build a head for ``streams`` (dicts with ``name``, ``layers`` (the selected ones) and ``dim``)."""
+    cls = head_class(head_name)
+    if len(streams) != cls.num_streams:
+        raise ValueError(f"head {head_name} reads {cls.num_streams} stream(s), got {len(streams)}: "
+                         + ", ".join(str(s["name"]) for s in streams))
+    conf = {k: v for k, v in dict(head_conf).items() if k not in cls.layer_options}
+    (stream,) = streams
     try:
-        return HEADS[head_name](num_layers, dim, num_classes, **conf)
+        model = cls(len(stream["layers"]), int(stream["dim"]), output_size, **conf)
     except TypeError as e:
         raise ValueError(f"bad head_conf for {head_name}: {e}") from None
+    model.stream_name = str(stream["name"])
+    return model

@@ -26,26 +26,32 @@ def predict_files(exp_dir: Path, wavs: dict[str, str], device: str = "cpu") -> t
     """(ids, probabilities (N, C), classes) for ``{id: wav path}``."""
     import torch
 
-    from etser import extract, train
+    from etser import extract
+    from etser.checkpoint import load_best
+    from etser.featset import StreamData
+    from etser.tasks import task_from_spec
     from etser.upstream import UpstreamError, build_upstream, config_hash, load_config
 
     exp_dir = Path(exp_dir)
-    model, info = train.load_trained(exp_dir, device)
+    model, info = load_best(exp_dir, device)
+    task = task_from_spec(info["task_spec"], f"{exp_dir}/best.pt")
+    if len(info["streams"]) != 1:
+        raise ValueError(f"{exp_dir}: the model reads {len(info['streams'])} streams; inference from audio "
+                         "files feeds one")
+    (stream,) = info["streams"]
     up_path = exp_dir / "upstream.yaml"
     if not up_path.is_file():
         raise FileNotFoundError(f"{up_path} not found: the features of this training had no upstream.yaml "
                                 "(retrain on features from stage 2 of this recipe)")
     cfg = load_config(up_path)
-    meta_path = exp_dir / "feats_meta.json"
-    if meta_path.is_file():
-        expected = json.loads(meta_path.read_text()).get("config_hash")
-        if expected and config_hash(cfg) != expected:
-            raise UpstreamError(f"{up_path}: config hash {config_hash(cfg)} differs from the training features' "
-                                f"{expected} ({meta_path})")
+    expected = stream.get("config_hash")
+    if expected and config_hash(cfg) != expected:
+        raise UpstreamError(f"{up_path}: config hash {config_hash(cfg)} differs from the training features' "
+                            f"{expected} ({exp_dir}/best.pt)")
     upstream = build_upstream(cfg, device)
-    layers = list(info["layers"])
-    frame_heads = model.input_kind == "frames"
-    feats = extract.extract_wavs(upstream, wavs, frame_layers=layers if frame_heads else None)
+    layers = list(stream["layers"])
+    frames_kind = stream["kind"] == "frames"
+    feats = extract.extract_wavs(upstream, wavs, frame_layers=layers if frames_kind else None)
     ids = list(wavs)
     probs = []
     with torch.no_grad():
@@ -54,14 +60,16 @@ def predict_files(exp_dir: Path, wavs: dict[str, str], device: str = "cpu") -> t
             if f.mean.shape[0] <= max(layers):
                 raise ValueError(f"{wavs[u]}: the upstream gave {f.mean.shape[0]} layers, the head was trained on "
                                  f"layers {layers}")
-            if frame_heads:
+            present = torch.ones(1, dtype=torch.bool)
+            if frames_kind:
                 x = torch.from_numpy(f.frames).reshape(f.frames.shape[0], len(layers), -1)
-                batch = {"frames": x[None].to(device), "lengths": torch.tensor([x.shape[0]], device=device)}
+                data = StreamData("frames", [u], present, frames=[x])
             else:
-                batch = {"mean": torch.from_numpy(f.mean[layers])[None].to(device),
-                         "std": torch.from_numpy(f.std[layers])[None].to(device)}
-            probs.append(torch.softmax(model(batch).float(), dim=-1).cpu().numpy()[0])
-    return ids, np.asarray(probs, dtype=np.float64), list(info["classes"])
+                data = StreamData("pooled", [u], present, mean=torch.from_numpy(f.mean[layers])[None],
+                                  std=torch.from_numpy(f.std[layers])[None])
+            batch = {"utts": [u], "streams": {stream["name"]: data.batch([0], device)}}
+            probs.append(task.posteriors(model(batch))[0])
+    return ids, np.asarray(probs, dtype=np.float64), list(task.classes)
 
 
 def format_lines(ids: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> list[str]:
@@ -82,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from etser.audio import AudioLoadError
     from etser.datadir import read_table
-    from etser.train import pick_device
+    from etser.runtime import pick_device
     from etser.upstream import UpstreamError
 
     wavs: dict[str, str] = {}

@@ -3,9 +3,11 @@
     python -m etser.results [--exp exp] [--out exp/RESULTS.md] [--set test]
     python -m etser.results bootstrap SYSTEM_A SYSTEM_B [--set test] [--num_samples 10000] [--seed 0]
 
-RESULTS.md has one table per metric in the seeds' shape: rows upstream x head, columns Speech(Four),
-Multi(Four), Speech(All), Multi(All) and their Mean; each cell the mean ± sample std over seeds.  It is
-generated from ``exp/<tag>/<head>/<task>/seed<N>/decode_<set>/metrics.json`` and never typed by hand.
+RESULTS.md has, per metric, the tables of ``--results_conf`` (conf/results.yaml): each has a title, the
+modality of its rows' features and its columns (task names; titles from ``--tasks_conf``) and a Mean; rows
+are upstream x head of the experiments of that modality (recorded at training from the features'
+meta.json); each cell the mean ± sample std over seeds.  It is generated from
+``exp/<tag>/<head>/<task>/seed<N>/decode_<set>/metrics.json`` and never typed by hand.
 
 A SYSTEM for the bootstrap is an exp dir of one seed (``.../seed1``) or of a task (``.../speech_four``: all
 its seeds, the statistic being the mean over seeds, as in the tables).  Both systems must have scored the
@@ -29,8 +31,10 @@ from typing import Sequence
 import numpy as np
 import yaml
 
-from etser.score import METRIC_NAMES, confusion_metrics, read_predictions
-from etser.tasks import SEED_TASKS, get_task
+from etser.metrics import METRIC_NAMES, confusion_metrics, read_predictions
+from etser.tasks import load_tasks
+
+DEFAULT_RESULTS_CONF = Path(__file__).resolve().parents[1] / "conf" / "results.yaml"
 
 DEFINITIONS = {
     "ua": "UA (unweighted accuracy) = mean over classes of recall (correct / reference utterances of the class), "
@@ -39,7 +43,7 @@ DEFINITIONS = {
     "macro_f1": "macro-F1 = unweighted mean of per-class F1 over the classes in the references or predictions "
                 "(a class never predicted has F1 0 and counts).",
     "weighted_f1": "weighted-F1 = per-class F1 weighted by the number of reference utterances of the class "
-                   "(the official EmotionTalk metric).",
+                   "(the metric of the corpus's official results).",
 }
 TABLE_ORDER = ("ua", "wa", "macro_f1", "weighted_f1")
 
@@ -58,6 +62,7 @@ def find_metrics(exp_root: Path, set_name: str = "test") -> list[dict]:
         if missing:
             raise ValueError(f"{path}: lacks {', '.join(missing)}; rerun stage 4 for {path.parent.parent}")
         m["exp_dir"] = str(path.parent.parent)
+        m.setdefault("modality", "speech")
         found.append(m)
     return found
 
@@ -68,33 +73,71 @@ def _cell(values: Sequence[float], n_expected: int) -> str:
     return text + (f" (n={len(v)})" if len(v) != n_expected else "")
 
 
-def summarize(metrics: list[dict]) -> tuple[dict, list[str], list[tuple[str, str]]]:
-    """{(tag, head): {task: [metrics of each seed]}}, task columns, row keys."""
-    table: dict = defaultdict(lambda: defaultdict(list))
+def load_tables(path: Path | None = None) -> list[dict]:
+    """The tables of a results YAML: ``[{title, modality, columns, mean}]``."""
+    path = Path(path) if path is not None else DEFAULT_RESULTS_CONF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the results tables configuration (--results_conf)")
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    tables = doc.get("tables") if isinstance(doc, dict) else None
+    if not isinstance(tables, list) or not tables:
+        raise ValueError(f"{path}: expected a mapping with a non-empty 'tables' list")
+    out = []
+    for i, t in enumerate(tables):
+        missing = [k for k in ("title", "modality", "columns") if not (t or {}).get(k)]
+        if missing:
+            raise ValueError(f"{path}: table {i + 1} lacks {', '.join(missing)}")
+        out.append({"title": str(t["title"]), "modality": str(t["modality"]),
+                    "columns": [str(c) for c in t["columns"]], "mean": bool(t.get("mean", True))})
+    modalities = [t["modality"] for t in out]
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"{path}: two tables have the same modality ({', '.join(modalities)})")
+    return out
+
+
+def summarize(metrics: list[dict], tables: list[dict]) -> list[dict]:
+    """Per table that has rows: ``{title, columns, mean_columns, rows, cells}``, cells =
+    {(tag, head): {task: [metrics of each seed]}}.  Modalities without a table get one of their own."""
+    by_modality: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for m in metrics:
-        table[(m["tag"], m["head"])][m["task"]].append(m)
-    tasks = {t for row in table.values() for t in row}
-    columns = [t for t in SEED_TASKS if t in tasks] + sorted(tasks - set(SEED_TASKS))
-    rows = sorted(table)
-    return table, columns, rows
+        by_modality[m["modality"]][(m["tag"], m["head"])][m["task"]].append(m)
+    specs = list(tables) + [{"title": mod.capitalize(), "modality": mod, "columns": [], "mean": False}
+                            for mod in sorted(by_modality) if mod not in {t["modality"] for t in tables}]
+    out = []
+    for spec in specs:
+        cells = by_modality.get(spec["modality"])
+        if not cells:
+            continue
+        tasks = {t for row in cells.values() for t in row}
+        # the listed columns some row has, then the rows' other tasks; a Mean only when every listed one is there
+        columns = [t for t in spec["columns"] if t in tasks] + sorted(tasks - set(spec["columns"]))
+        complete = spec["mean"] and spec["columns"] and all(t in tasks for t in spec["columns"])
+        mean_columns = list(spec["columns"]) if complete else []
+        out.append({"title": spec["title"], "modality": spec["modality"], "columns": columns,
+                    "mean_columns": mean_columns, "rows": sorted(cells), "cells": cells})
+    return out
 
 
-def metric_table(table: dict, columns: list[str], rows: list, metric: str) -> list[str]:
-    n_expected = max((len(v) for row in table.values() for v in row.values()), default=1)
-    titles = [get_task(t).title() for t in columns]
-    has_mean = all(t in columns for t in SEED_TASKS)
-    head = ["Upstream (tag)", "Head", *titles] + (["Mean"] if has_mean else [])
+def _titles(table: dict, task_titles: dict) -> list[str]:
+    return [task_titles.get(t, t) for t in table["columns"]]
+
+
+def metric_table(table: dict, metric: str, task_titles: dict) -> list[str]:
+    cells_of, columns, mean_columns = table["cells"], table["columns"], table["mean_columns"]
+    n_expected = max((len(v) for row in cells_of.values() for v in row.values()), default=1)
+    head = ["Upstream (tag)", "Head", *_titles(table, task_titles)] + (["Mean"] if mean_columns else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for tag, head_name in rows:
+    for tag, head_name in table["rows"]:
+        row = cells_of[(tag, head_name)]
         cells, means = [], []
         for t in columns:
-            runs = table[(tag, head_name)].get(t, [])
+            runs = row.get(t, [])
             cells.append(_cell([r[metric] for r in runs], n_expected) if runs else "–")
-            if t in SEED_TASKS and runs:
+            if t in mean_columns and runs:
                 means.append(np.mean([r[metric] for r in runs]))
-        if has_mean:
-            cells.append(f"{100 * np.mean(means):.2f}" if len(means) == len(SEED_TASKS) else "–")
-        upstream = table[(tag, head_name)][next(iter(table[(tag, head_name)]))][0].get("upstream", tag)
+        if mean_columns:
+            cells.append(f"{100 * np.mean(means):.2f}" if len(means) == len(mean_columns) else "–")
+        upstream = row[next(iter(row))][0].get("upstream", tag)
         lines.append(f"| {upstream} (`{tag}`) | {head_name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -213,12 +256,31 @@ def bootstrap_lines(res: dict) -> list[str]:
 
 # ---------------------------------------------------------------- RESULTS.md
 
-def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples: int = 10000, seed: int = 0) -> str:
+def _task_titles(metrics: list[dict], tasks_conf: Path | None) -> tuple[dict, dict]:
+    """Column titles and one-line descriptions of the tasks: from the tasks YAML, else from metrics.json."""
+    titles, described = {}, {}
+    try:
+        conf = load_tasks(tasks_conf).tasks
+    except FileNotFoundError:
+        conf = {}
+    for m in metrics:
+        t = m["task"]
+        task = conf.get(t)
+        titles[t] = task.title if task is not None else m.get("title", t)
+        classes = list(task.classes) if task is not None else m.get("classes", [])
+        label_file = task.label_file if task is not None else "?"
+        described[t] = f"{titles[t]} = `{t}`: labels `{label_file}`, {len(classes)} classes ({', '.join(classes)})"
+    return titles, described
+
+
+def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples: int = 10000, seed: int = 0,
+                  results_conf: Path | None = None, tasks_conf: Path | None = None) -> str:
     metrics = find_metrics(exp_root, set_name)
     if not metrics:
         raise FileNotFoundError(f"no {exp_root}/<tag>/<head>/<task>/seed<N>/decode_{set_name}/metrics.json: "
                                 "run stages 3 and 4 first")
-    table, columns, rows = summarize(metrics)
+    tables = summarize(metrics, load_tables(results_conf))
+    titles, described = _task_titles(metrics, tasks_conf)
     seeds = sorted({m["seed"] for m in metrics})
     lines = ["# Results", "",
              f"Generated by `python -m etser.results` from {len(metrics)} `decode_{set_name}/metrics.json` under "
@@ -227,13 +289,16 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
              f"({', '.join(map(str, seeds))}"
              "; `(n=k)` where a cell has fewer), in percent. The best epoch of each run was chosen on val "
              "(see each exp dir's config.yaml `select_metric`); nothing is chosen on test. Mean: mean of the "
-             "four seed columns. Speech = audio-modality labels (`utt2emo_audio`), Multi = multimodal labels "
-             "(`utt2emo_multi`); Four = neutral, happy, sad, angry; All = the 7 classes.", ""]
+             "table's listed columns. Tables: " + ", ".join(f"{t['title']} (features of modality {t['modality']})"
+                                                            for t in tables) + ".", "",
+             "Columns:", ""] + [f"- {described[t]}" for t in dict.fromkeys(c for t in tables for c in t["columns"])] + [""]
     for metric in TABLE_ORDER:
-        lines += [f"## {METRIC_NAMES[metric]}", ""] + metric_table(table, columns, rows, metric)
-        lines += ["", DEFINITIONS[metric], ""]
+        lines += [f"## {METRIC_NAMES[metric]}", ""]
+        for table in tables:
+            lines += [f"### {table['title']}", ""] + metric_table(table, metric, titles) + [""]
+        lines += [DEFINITIONS[metric], ""]
     lines += ["## Significance (paired bootstrap)", ""]
-    lines += _significance(table, columns, rows, set_name, num_samples, seed)
+    lines += _significance(tables, titles, set_name, num_samples, seed)
     lines += [""] + environment(metrics) + [""]
     text = "\n".join(lines)
     out = Path(out)
@@ -244,28 +309,31 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
     return text
 
 
-def _significance(table, columns, rows, set_name, num_samples, seed) -> list[str]:
-    lines = [f"Per column, the two systems (upstream × head) with the best mean UA, compared on the same {set_name} "
-             f"utterances: {num_samples} resamples (seed {seed}), the statistic being the mean over each system's "
-             f"seeds; the smallest p this can give is 1/{num_samples + 1:.0f} ≈ {1 / (num_samples + 1):.4f}. "
+def _significance(tables, titles, set_name, num_samples, seed) -> list[str]:
+    lines = [f"Per table and column, the two systems (upstream × head) with the best mean UA, compared on the same "
+             f"{set_name} utterances: {num_samples} resamples (seed {seed}), the statistic being the mean over each "
+             f"system's seeds; the smallest p this can give is 1/{num_samples + 1:.0f} ≈ {1 / (num_samples + 1):.4f}. "
              "`python -m etser.results bootstrap A B` compares any two.", ""]
     compared = 0
-    for t in columns:
-        ranked = sorted(((np.mean([r["ua"] for r in table[row][t]]), row) for row in rows if t in table[row]),
-                        reverse=True)
-        if len(ranked) < 2:
-            continue
-        (_, a), (_, b) = ranked[:2]
-        dirs = [Path(table[x][t][0]["exp_dir"]).parent for x in (a, b)]
-        try:
-            res = paired_bootstrap(dirs[0], dirs[1], set_name, num_samples=num_samples, seed=seed)
-        except (ValueError, FileNotFoundError) as e:
-            lines += [f"{get_task(t).title()}: not compared ({e})", ""]
-            continue
-        lines += [f"**{get_task(t).title()}**: A = {a[1]} on `{a[0]}` ({res['a']['seeds']} seed(s)), "
-                  f"B = {b[1]} on `{b[0]}` ({res['b']['seeds']} seed(s)), {res['num_utts']} utterances", ""]
-        lines += bootstrap_lines(res) + [""]
-        compared += 1
+    for table in tables:
+        cells = table["cells"]
+        for t in table["columns"]:
+            ranked = sorted(((np.mean([r["ua"] for r in cells[row][t]]), row) for row in table["rows"]
+                             if t in cells[row]), reverse=True)
+            if len(ranked) < 2:
+                continue
+            (_, a), (_, b) = ranked[:2]
+            dirs = [Path(cells[x][t][0]["exp_dir"]).parent for x in (a, b)]
+            name = f"{table['title']}, {titles.get(t, t)}"
+            try:
+                res = paired_bootstrap(dirs[0], dirs[1], set_name, num_samples=num_samples, seed=seed)
+            except (ValueError, FileNotFoundError) as e:
+                lines += [f"{name}: not compared ({e})", ""]
+                continue
+            lines += [f"**{name}**: A = {a[1]} on `{a[0]}` ({res['a']['seeds']} seed(s)), "
+                      f"B = {b[1]} on `{b[0]}` ({res['b']['seeds']} seed(s)), {res['num_utts']} utterances", ""]
+            lines += bootstrap_lines(res) + [""]
+            compared += 1
     if not compared:
         lines.append("Only one system per column so far: nothing to compare.")
     return lines
@@ -305,15 +373,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--set", default="test")
     ap.add_argument("--num_samples", type=int, default=10000, help="bootstrap resamples for the significance section")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--results_conf", type=Path, default=None, help="tables YAML (default: conf/results.yaml)")
+    ap.add_argument("--tasks_conf", type=Path, default=None, help="tasks YAML (default: conf/tasks.yaml)")
     a = ap.parse_args(argv)
     out = a.out or a.exp / "RESULTS.md"
     t0 = time.monotonic()
     try:
-        text = write_results(a.exp, out, a.set, a.num_samples, a.seed)
+        text = write_results(a.exp, out, a.set, a.num_samples, a.seed, a.results_conf, a.tasks_conf)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    ua = text.split("## UA", 1)[1].split("\n\n", 2)[1]
+    ua = text.split("## UA", 1)[1].split(f"\n{DEFINITIONS['ua']}", 1)[0].strip()
     print(f"{out}: {text.count(chr(10))} lines in {time.monotonic() - t0:.1f} s; UA on {a.set}:\n{ua}", file=sys.stderr)
     return 0
 

@@ -7,7 +7,6 @@ Per utterance: frames h (T, L, D) drawn around a class-dependent offset (so the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +14,7 @@ import kaldiio
 import numpy as np
 
 from etser.datadir import write_table
+from etser.featset import write_meta
 from emotiontalk.labels import EMOTIONS_ALL
 
 
@@ -30,7 +30,7 @@ def make_frames(rng: np.random.Generator, label: int, num_layers: int, dim: int,
 
 
 def write_dump(set_dir: Path, frames: dict[str, np.ndarray], frame_layers: Sequence[int] | None,
-               upstream: str = "synthetic", frame_rate: float = 50.0) -> None:
+               upstream: str = "synthetic", frame_rate: float = 50.0, modality: str = "speech") -> None:
     """Write one ``dump/<tag>/<set>/`` from per-utterance (T, L, D) frames."""
     set_dir.mkdir(parents=True, exist_ok=True)
     utts = sorted(frames)
@@ -47,13 +47,13 @@ def write_dump(set_dir: Path, frames: dict[str, np.ndarray], frame_layers: Seque
                 x = frames[u][:, list(frame_layers), :]
                 wf(u, np.ascontiguousarray(x.reshape(x.shape[0], -1)))
     write_table(set_dir / "utt2num_frames", {u: frames[u].shape[0] for u in utts})
-    # the fields etser.extract.merge writes (the ones training reads: num_layers, dim, frame_layers, upstream)
-    meta = {"upstream": upstream, "config_hash": "0123abcd", "num_layers": int(num_layers), "dim": int(dim),
-            "frame_rate": frame_rate, "frame_layers": list(frame_layers) if frame_layers else None,
-            "dtype": {"pooled": "float32", "frames": "float32" if frame_layers else None},
-            "num_utts": len(utts), "devices": ["cpu"], "pooled_stats_informative": True,
-            "versions": {"torch": "test", "espnet-s3prl": "test"}, "config": {"name": upstream}}
-    (set_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+    # through the writer of the feature-set contract (etser.featset), with the fields stage 2 records
+    write_meta(set_dir, {
+        "upstream": upstream, "modality": modality, "config_hash": "0123abcd", "num_layers": int(num_layers),
+        "dim": int(dim), "frame_rate": frame_rate, "frame_layers": list(frame_layers) if frame_layers else None,
+        "dtype": {"pooled": "float32", "frames": "float32" if frame_layers else None},
+        "num_utts": len(utts), "devices": ["cpu"], "pooled_stats_informative": True,
+        "versions": {"torch": "test", "espnet-s3prl": "test"}, "config": {"name": upstream}})
 
 
 def make_corpus(root: Path, sizes: dict[str, int] | None = None, num_layers: int = 3, dim: int = 8,

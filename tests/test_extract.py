@@ -407,13 +407,15 @@ def test_kill_and_rerun_is_byte_identical(tmp_path, models, monkeypatch):
     part = split_keys(sorted(l.split()[0] for l in (data / "wav.scp").read_text().splitlines()), 2)[1]
     dur = dict(l.split() for l in (data / "utt2dur").read_text().splitlines())
     victim = min(part, key=lambda u: float(dur[u]))
-    wav = dict(l.split(" ", 1) for l in (data / "wav.scp").read_text().splitlines())
-    real = Path(wav[victim])
-    saved = real.with_suffix(".saved")
-    real.rename(saved)
-    os.mkfifo(real)  # reading it blocks until someone writes: the job is stuck mid-way, deterministically
+    # Reading the victim blocks for good, so the job is stuck mid-way, deterministically. (Not a named pipe
+    # in wav.scp: stage 2 refuses those without opening them.)
+    blocking = [PY, "-c", "import sys, time; import etser.extract as e; real = e.load_audio\n"
+                "def load(path, utt=None, **kw):\n"
+                f"    if utt == {victim!r}: time.sleep(3600)\n"
+                "    return real(path, utt, **kw)\n"
+                "e.load_audio = load; sys.exit(e.main(sys.argv[1:]))"] + cmd[3:]
     subprocess.run(cmd + ["--job", "1"], cwd=tmp_path, env=env, check=True, capture_output=True)
-    proc = subprocess.Popen(cmd + ["--job", "2"], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(blocking + ["--job", "2"], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
     tmp_ark = tmp_path / "dump/t/train/split2/pooled_mean.2.ark.tmp"
     deadline = time.time() + 120
     while time.time() < deadline and not tmp_ark.exists():
@@ -430,8 +432,6 @@ def test_kill_and_rerun_is_byte_identical(tmp_path, models, monkeypatch):
     proc.stderr.close()
     assert tmp_ark.exists() and not (tmp_path / "dump/t/train/split2/done.2").exists()
     assert not (tmp_path / "dump/t/train/split2/pooled_mean.2.ark").exists()
-    real.unlink()
-    saved.rename(real)
     with pytest.raises(RuntimeError, match="jobs 2 of 2"):
         merge(conf, data, tmp_path / "dump" / "t" / "train", 2)
     for j in (1, 2):  # the rerun: job 1 is skipped, job 2 redone

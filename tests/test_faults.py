@@ -1,4 +1,4 @@
-"""Fault tolerance of the whole recipe (issue 5): kill -9 and resume, a failing job, two runs at once, and
+"""Fault tolerance of the whole recipe: kill -9 and resume, a failing job, two runs at once, and
 stages that never touch other stages' finished outputs unless --overwrite true.
 
 Each test drives ./run.sh in a scratch working directory on a quarter-size mini corpus (fbank_no_cmvn,
@@ -188,6 +188,8 @@ def _area(rel: str) -> int | None:
         if any(p.startswith("decode_") for p in parts) or parts[-1] == "score_jobs.txt" \
                 or parts[-1].startswith("score."):
             return 4
+        if parts[-1] == "train_jobs.txt":
+            return 3
         if len(parts) == 2:  # exp/RESULTS.md and the like
             return 5
         return 3

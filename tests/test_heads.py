@@ -11,6 +11,15 @@ from etser.heads import AttentiveHead, PaperHead, SuperbHead, build_head, masked
 from tests.helpers_feats import make_corpus
 
 
+def _batch(**stream) -> dict:
+    """A one-stream batch in the etser.featset format."""
+    return {"streams": {"speech": stream}}
+
+
+def _stream(layers, dim) -> list[dict]:
+    return [{"name": "speech", "layers": list(range(layers)), "dim": dim}]
+
+
 def _perturb(model: torch.nn.Module, seed: int = 0) -> None:
     """Random non-trivial parameters (layer weights included) so the comparison is not about zeros."""
     g = torch.Generator().manual_seed(seed)
@@ -45,7 +54,7 @@ def test_superb_pooled_equals_frame_level(tmp_path, stats, normalize):
     head.fit_normalizer(mean, std)
     _perturb(head)
     head.eval()
-    pooled = head({"mean": mean, "std": std})
+    pooled = head(_batch(mean=mean, std=std))
     framewise = head.forward_frames(frames, lengths)
     assert pooled.shape == (len(utts), 7)
     assert (pooled - framewise).abs().max().item() <= 1e-5
@@ -61,11 +70,11 @@ def test_superb_mean_only_is_blind_to_per_utterance_mean_normalised_features():
     mean, std = masked_mean_std(frames, lengths)
     mean_only = SuperbHead(1, 8, 4, proj_dim=16, stats=("mean",))
     _perturb(mean_only)
-    logits = mean_only({"mean": mean, "std": std})
+    logits = mean_only(_batch(mean=mean, std=std))
     assert (logits - logits[0]).abs().max().item() < 1e-5
     with_std = SuperbHead(1, 8, 4, proj_dim=16, stats=("mean", "std"))
     _perturb(with_std)
-    logits = with_std({"mean": mean, "std": std})
+    logits = with_std(_batch(mean=mean, std=std))
     assert (logits - logits[0]).abs().max().item() > 1e-2
 
 
@@ -76,28 +85,28 @@ def test_attentive_padding_does_not_change_outputs():
     head.eval()
     short = torch.randn(7, 2, 8)
     long = torch.randn(30, 2, 8)
-    alone = head({"frames": short[None], "lengths": torch.tensor([7])})
+    alone = head(_batch(frames=short[None], lengths=torch.tensor([7])))
     padded = torch.stack([torch.cat([short, 1e4 * torch.randn(23, 2, 8)]), long])  # garbage in the padding
-    batch = head({"frames": padded, "lengths": torch.tensor([7, 30])})
+    batch = head(_batch(frames=padded, lengths=torch.tensor([7, 30])))
     assert torch.allclose(alone[0], batch[0], atol=1e-5), (alone, batch)
     _, w = head.attention_weights(padded, torch.tensor([7, 30]))
     assert torch.all(w[0, 7:] == 0)
     assert torch.allclose(w.sum(1), torch.ones(2))
     with pytest.raises(ValueError, match="no frames"):
-        head({"frames": padded, "lengths": torch.tensor([0, 30])})
+        head(_batch(frames=padded, lengths=torch.tensor([0, 30])))
 
 
 def test_paper_head_uses_unweighted_sum_of_last_four_layers():
     layers = select_layers("paper", {}, num_layers=13)
     assert layers == [9, 10, 11, 12]
     assert select_layers("paper", {}, num_layers=1) == [0]
-    head = build_head("paper", {"hidden_dims": [32, 16], "dropout": 0.2}, len(layers), 8, 4)
+    head = build_head("paper", {"hidden_dims": [32, 16], "dropout": 0.2}, _stream(len(layers), 8), 4)
     assert isinstance(head, PaperHead)
     assert not any("layer" in n for n, _ in head.named_parameters()), "layer sum must be fixed"
     head.eval()
     x = torch.randn(3, 4, 8)
     perm = x[:, [2, 0, 3, 1]]   # an unweighted sum does not care about the order of the layers
-    assert torch.allclose(head({"mean": x, "std": x}), head({"mean": perm, "std": perm}), atol=1e-6)
+    assert torch.allclose(head(_batch(mean=x, std=x)), head(_batch(mean=perm, std=perm)), atol=1e-6)
 
 
 def test_normalizer_survives_constant_statistic():
@@ -114,10 +123,30 @@ def test_normalizer_survives_constant_statistic():
 
 def test_build_head_errors():
     with pytest.raises(ValueError, match="unknown head"):
-        build_head("nope", {}, 1, 4, 2)
+        build_head("nope", {}, _stream(1, 4), 2)
     with pytest.raises(ValueError, match="bad head_conf"):
-        build_head("superb", {"projdim": 3}, 1, 4, 2)
+        build_head("superb", {"projdim": 3}, _stream(1, 4), 2)
     with pytest.raises(ValueError, match="stats"):
-        build_head("superb", {"stats": ["max"]}, 1, 4, 2)
+        build_head("superb", {"stats": ["max"]}, _stream(1, 4), 2)
     with pytest.raises(ValueError, match="frame_layers"):
         select_layers("attentive", {}, 3, [])
+    with pytest.raises(ValueError, match="reads 1 stream"):
+        build_head("superb", {}, _stream(1, 4) + [{"name": "text", "layers": [0], "dim": 4}], 2)
+
+
+def test_heads_declare_what_they_read():
+    """Input kind and layers come from the head classes (no name-keyed branches elsewhere)."""
+    from etser.heads import HEADS
+
+    assert {n: c.input_kind for n, c in HEADS.items()} == {"superb": "pooled", "paper": "pooled",
+                                                           "attentive": "frames"}
+    assert all(c.num_streams == 1 for c in HEADS.values())
+    assert select_layers("superb", {}, 3) == [0, 1, 2]
+    assert select_layers("attentive", {}, 13, [4, 8]) == [4, 8]
+    head = build_head("paper", {"last_layers": 2, "hidden_dims": [8]}, _stream(2, 4), 3)
+    assert head.stream_name == "speech"
+    x = torch.randn(5, 2, 4)
+    out = head({"streams": {"speech": {"mean": x, "std": x, "present": torch.ones(5, dtype=torch.bool)}}})
+    assert out.shape == (5, 3)
+    with pytest.raises(ValueError, match="reads one stream"):
+        head({"streams": {"text": {"mean": x, "std": x}, "visual": {"mean": x, "std": x}}})

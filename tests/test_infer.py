@@ -102,14 +102,19 @@ def test_superb_pooled_equals_frame_level_on_a_stage2_dump(pipeline):
     from etser.heads import SuperbHead
 
     _, data_dir, feats_dir = pipeline
-    pooled = train.load_split(data_dir / "train", feats_dir / "train", "speech_all", [0], "pooled")
-    frames = train.load_split(data_dir / "train", feats_dir / "train", "speech_all", [0], "frames")
+    from etser.featset import Stream
+    from etser.tasks import get_task
+
+    task = get_task("speech_all")
+    pooled = train.load_split(task, data_dir, "train", [Stream("speech", feats_dir, (0,), "pooled")])
+    frames = train.load_split(task, data_dir, "train", [Stream("speech", feats_dir, (0,), "frames")])
     assert pooled.utts == frames.utts
-    batch = train.make_batch(frames, list(range(len(frames))), "cpu")
+    idx = list(range(len(frames)))
+    p, f = pooled.batch(idx)["streams"]["speech"], frames.batch(idx)["streams"]["speech"]
     torch.manual_seed(0)
-    head = SuperbHead(1, pooled.mean.shape[-1], 7, stats=("mean", "std"), normalize=True)
-    head.fit_normalizer(pooled.mean, pooled.std)
+    head = SuperbHead(1, p["mean"].shape[-1], 7, stats=("mean", "std"), normalize=True)
+    head.fit_normalizer(p["mean"], p["std"])
     head.eval()
-    a = head({"mean": pooled.mean, "std": pooled.std})
-    b = head.forward_frames(batch["frames"], batch["lengths"])
+    a = head.forward_stream(p)
+    b = head.forward_frames(f["frames"], f["lengths"])
     assert (a - b).abs().max().item() <= 1e-5

@@ -1,4 +1,4 @@
-"""Issue 3 item 2(d): a user-defined upstream, in a file outside the etser package, plugged in by a YAML file
+"""A user-defined upstream, in a file outside the etser package, plugged in by a YAML file
 alone, runs through stages 2-4 of the recipe like a shipped one."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from etser.tasks import get_task
 
 
 def _fake_run(exp: Path, tag: str, head: str, task: str, seed: int, refs: list[int], preds: list[int],
-              set_name: str = "test") -> dict:
+              set_name: str = "test", modality: str | None = None) -> dict:
     """An exp dir as stages 3-4 leave it: decode_<set>/metrics.json + predictions.txt, config.yaml env."""
     classes = list(get_task(task).classes)
     d = exp / tag / head / task / f"seed{seed}"
@@ -25,6 +25,8 @@ def _fake_run(exp: Path, tag: str, head: str, task: str, seed: int, refs: list[i
                             probs, classes)
     m = score.compute_metrics(refs, preds, len(classes))
     m.update(task=task, head=head, seed=seed, tag=tag, upstream=tag.rsplit("_", 1)[0], set=set_name, classes=classes)
+    if modality is not None:   # absent: written before modalities (read as speech)
+        m["modality"] = modality
     (d / f"decode_{set_name}" / "metrics.json").write_text(json.dumps(m))
     (d / "config.yaml").write_text("env: {torch: 9.9.9, python: 3.11.7, device: 'cpu: test', num_threads: 1}\n")
     (d / "feats_meta.json").write_text(json.dumps({"versions": {"torch": "9.9.9", "espnet-s3prl": "1.2.3"},
@@ -64,7 +66,7 @@ def test_results_md_tables_mean_std_and_definitions(tmp_path):
     assert results.DEFINITIONS["ua"] in ua_table
     assert "torch 9.9.9, S3PRL 1.2.3" in text and "cpu: test" in text
     sig = text.split("## Significance", 1)[1]
-    assert "**Speech(Four)**: A = superb" in sig and "| UA |" in sig
+    assert "**Speech, Speech(Four)**: A = superb" in sig and "| UA |" in sig
 
 
 def test_missing_seed_is_marked_and_no_mean_without_all_columns(tmp_path):
@@ -74,7 +76,8 @@ def test_missing_seed_is_marked_and_no_mean_without_all_columns(tmp_path):
     _fake_run(tmp_path, "x_00000000", "paper", "speech_four", 1, refs, [0] * 20)
     text = results.write_results(tmp_path, tmp_path / "R.md", num_samples=200)
     ua_table = text.split("## UA", 1)[1].split("## WA", 1)[0]
-    assert "Mean" not in ua_table.splitlines()[2]
+    header = next(line for line in ua_table.splitlines() if line.startswith("| Upstream"))
+    assert "Mean" not in header
     assert "| 25.00 (n=1) |" in ua_table and "| 100.00 ± 0.00 |" in ua_table
 
 
@@ -122,3 +125,32 @@ def test_bootstrap_refuses_different_test_sets(tmp_path):
     with pytest.raises(FileNotFoundError, match="run stage 4"):
         results.paired_bootstrap(tmp_path / "nothing", tmp_path / "b_00000000/superb/speech_four")
     assert results.main(["--exp", str(tmp_path / "empty")]) == 1
+
+
+def test_one_table_per_modality_with_its_own_columns(tmp_path):
+    refs = [0, 1, 2, 3] * 5
+    _fake_run(tmp_path, "fbank_00000000", "superb", "speech_four", 1, refs, refs)
+    for task in ("text_four", "multi_four", "text_all", "multi_all"):
+        c = len(get_task(task).classes)
+        r = (np.arange(21) % c).tolist()
+        _fake_run(tmp_path, "textbase_11111111", "superb", task, 1, r, r, modality="text")
+    _fake_run(tmp_path, "clip_22222222", "paper", "video_four", 1, refs, [0] * 20, modality="visual")
+    text = results.write_results(tmp_path, tmp_path / "R.md", num_samples=100)
+    ua = text.split("## UA", 1)[1].split("## WA", 1)[0]
+    speech, rest = ua.split("### Speech", 1)[1].split("### Text", 1)
+    textt, visual = rest.split("### Visual", 1)
+    assert "| Upstream (tag) | Head | Speech(Four) |" in speech and "fbank" in speech and "textbase" not in speech
+    assert "| Upstream (tag) | Head | Text(Four) | Multi(Four) | Text(All) | Multi(All) | Mean |" in textt
+    assert "textbase (`textbase_11111111`) | superb | 100.00 | 100.00 | 100.00 | 100.00 | 100.00 |" in textt
+    assert "| Upstream (tag) | Head | Visual(Four) |" in visual and "| clip (`clip_22222222`) | paper | 25.00 |" in visual
+    assert "Visual(Four) = `video_four`: labels `utt2emo_video`, 4 classes" in text
+    # a table configuration with other columns and no Mean
+    conf = tmp_path / "results.yaml"
+    conf.write_text("tables:\n  - {title: Words, modality: text, columns: [text_all, text_four], mean: false}\n")
+    text = results.write_results(tmp_path, tmp_path / "R2.md", num_samples=100, results_conf=conf)
+    ua = text.split("## UA", 1)[1].split("## WA", 1)[0]
+    assert "### Words" in ua and "| Upstream (tag) | Head | Text(All) | Text(Four) | Multi(All) | Multi(Four) |" in ua
+    assert "### Speech" in ua and "### Visual" in ua   # modalities without a table get their own
+    conf.write_text("tables:\n  - {title: Words, columns: [text_all]}\n")
+    with pytest.raises(ValueError, match="table 1 lacks modality"):
+        results.write_results(tmp_path, tmp_path / "R3.md", results_conf=conf)

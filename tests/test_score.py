@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from etser import score, train
+from etser.featset import read_meta, write_meta
 from tests.helpers_feats import make_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +104,8 @@ def test_score_exp_writes_decode_dirs(tmp_path):
     # features of another upstream config (same shape) are refused, not scored
     other = tmp_path / "other_dump"
     shutil.copytree(feats_dir, other)
-    meta = json.loads((other / "test" / "meta.json").read_text())
-    (other / "test" / "meta.json").write_text(json.dumps({**meta, "config_hash": "ffff0000"}))
+    meta = read_meta(other / "test")
+    write_meta(other / "test", {**meta, "config_hash": "ffff0000"})
     with pytest.raises(ValueError, match="features of upstream config ffff0000, but .* trained on features of "
                                          "config 0123abcd"):
         score.score_exp(exp, ["test"], feats_dir=other)

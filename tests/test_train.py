@@ -14,6 +14,9 @@ import pytest
 import torch
 
 from etser import train
+from etser.checkpoint import list_epochs
+from etser.featset import Stream
+from etser.tasks import get_task
 from tests.helpers_feats import make_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +38,13 @@ def _args(data_dir, feats_dir, exp_dir, head="superb", task="speech_four", seed=
     return argv
 
 
+def _split(data_dir, feats_dir, set_name, task, layers, kind, cache=None):
+    return train.load_split(get_task(task), data_dir, set_name, [Stream("speech", feats_dir, tuple(layers), kind)],
+                            cache=cache)
+
+
 def _history(exp_dir: Path) -> list[dict]:
-    last = train._checkpoints(exp_dir)[-1][1]
+    last = list_epochs(exp_dir)[-1][1]
     hist = torch.load(last, weights_only=False)["state"]["history"]
     return [{k: v for k, v in h.items() if k != "seconds"} for h in hist]
 
@@ -66,7 +74,7 @@ def test_heads_learn_and_write_exp_dir(corpus, tmp_path, head, conf):
     # 3 of the 7 synthetic classes are not in the four-class task: the log says how many and why
     assert "left out 60 whose label is not one of its 4 classes (disgusted 20, fearful 20, surprised 20)" in log
     assert "epoch 1 train_loss" in log and "val_ua" in log
-    assert len(train._checkpoints(exp)) <= 2
+    assert len(list_epochs(exp)) <= 2
     if "class_weighted_loss=true" in conf:
         # balanced synthetic classes: inverse-frequency weights are all 1
         assert "class weights: neutral 1.000, happy 1.000, sad 1.000, angry 1.000" in log
@@ -107,7 +115,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(corpus, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "done").exists()
-    epoch_at_kill = train._checkpoints(killed)[-1][0]
+    epoch_at_kill = list_epochs(killed)[-1][0]
     assert 5 <= epoch_at_kill < 150, epoch_at_kill
 
     # the rerun resumes (same options as the killed run) and ends where the uninterrupted run ended
@@ -135,11 +143,11 @@ def test_shared_frame_cache_serves_tasks_with_other_utterances(corpus):
     """A job list shares one cache: a task after another of fewer utterances still gets all its frames."""
     data_dir, feats_dir = corpus
     cache: dict = {}
-    four = train.load_split(data_dir / "train", feats_dir / "train", "speech_four", [1, 2], "frames", cache=cache)
-    every = train.load_split(data_dir / "train", feats_dir / "train", "speech_all", [1, 2], "frames", cache=cache)
-    alone = train.load_split(data_dir / "train", feats_dir / "train", "speech_all", [1, 2], "frames")
+    four = _split(data_dir, feats_dir, "train", "speech_four", [1, 2], "frames", cache=cache)
+    every = _split(data_dir, feats_dir, "train", "speech_all", [1, 2], "frames", cache=cache)
+    alone = _split(data_dir, feats_dir, "train", "speech_all", [1, 2], "frames")
     assert len(four) < len(every) == len(alone) == 140
-    assert all(torch.equal(a, b) for a, b in zip(every.frames, alone.frames))
+    assert all(torch.equal(a, b) for a, b in zip(every.streams["speech"].frames, alone.streams["speech"].frames))
 
 
 def test_job_list_runs_its_share(corpus, tmp_path):
@@ -153,7 +161,7 @@ def test_job_list_runs_its_share(corpus, tmp_path):
     assert (tmp_path / "exp1" / "done").exists() and not (tmp_path / "exp0" / "done").exists()
     assert train.main(["--job_list", str(job_list), "--job", "1", "--num_jobs", "2"]) == 0
     assert all((tmp_path / f"exp{i}" / "done").exists() for i in range(3))
-    assert train.read_exp_config(tmp_path / "exp2")["classes"] == list(train.EMOTIONS_ALL)
+    assert train.read_exp_config(tmp_path / "exp2")["classes"] == list(get_task("speech_all").classes)
 
 
 def test_bad_inputs_are_named(corpus, tmp_path, caplog):
@@ -176,7 +184,9 @@ def test_bad_inputs_are_named(corpus, tmp_path, caplog):
     assert "utt2emo_text not found" in caplog.text
 
     with pytest.raises(FileNotFoundError, match="pooled_mean.scp not found: run stage 2"):
-        train.load_split(data_dir / "val", tmp_path / "no_dump", "speech_four", [0], "pooled", cache={})
+        (tmp_path / "no_dump" / "val").mkdir(parents=True)
+        (tmp_path / "no_dump" / "val" / "meta.json").write_text((feats_dir / "val" / "meta.json").read_text())
+        _split(data_dir, tmp_path / "no_dump", "val", "speech_four", [0], "pooled", cache={})
 
     with pytest.raises(ValueError, match="unknown option"):
         train.load_config(ROOT / "conf" / "train" / "superb.yaml", ["learning_rate=3"])
@@ -198,16 +208,16 @@ def test_run_sh_stages_3_to_5(tmp_path):
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     exp = tmp_path / "exp" / tag
-    assert len((exp / "train_jobs.txt").read_text().splitlines()) == 2
+    assert len((tmp_path / "exp" / "train_jobs.txt").read_text().splitlines()) == 2
     for task in ("speech_four", "speech_all"):
         d = exp / "superb" / task / "seed1"
         assert (d / "done").is_file() and (d / "decode_test" / "confusion.png").is_file()
     results_md = (tmp_path / "exp" / "RESULTS.md").read_text()
     assert f"`{tag}`" in results_md and "Speech(Four)" in results_md and "Speech(All)" in results_md
-    assert "already trained" not in (exp / "log" / "train.1.log").read_text()
+    assert "already trained" not in (tmp_path / "exp" / "log" / "train.1.log").read_text()
     out = subprocess.run(cmd[:4] + ["3"] + cmd[5:], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "already trained" in (exp / "log" / "train.1.log").read_text()
+    assert "already trained" in (tmp_path / "exp" / "log" / "train.1.log").read_text()
 
 
 def test_half_trained_dir_with_another_config_is_refused_untouched(corpus, tmp_path, caplog):

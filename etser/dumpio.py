@@ -1,0 +1,118 @@
+"""Pieces shared by the stage-2 extractors of every modality (etser.extract for speech, etser.extract_modal
+for text and visual): layer selection, the background prefetch thread, ark writing, Kaldi-style job
+splits, job markers and the "pooled statistics vary" check.  Below both extractors, so neither imports the
+other at module level."""
+
+from __future__ import annotations
+
+import json
+import queue
+import resource
+import threading
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+
+def resolve_layers(spec, num_layers: int) -> list[int] | None:
+    """frames.layers (None, "all" or a list, negatives from the end) -> sorted layer indices."""
+    if spec is None:
+        return None
+    if spec == "all":
+        return list(range(num_layers))
+    out = []
+    for i in spec:
+        if not -num_layers <= i < num_layers:
+            raise ValueError(f"frames.layers: layer {i} out of range for {num_layers} layers")
+        out.append(i % num_layers)
+    return sorted(set(out))
+
+
+def prefetch(items: Iterable, load: Callable, depth: int = 8) -> Iterator:
+    """``(item, load(item))`` for each item, loaded in a background thread ``depth`` items ahead.
+
+    Decoding and resampling release the GIL, so they overlap with the model's forward pass.  An exception
+    in ``load`` (or in iterating ``items``) is raised here, in order.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def worker():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put((item, load(item), None))
+        except BaseException as e:  # from load or from items itself: handed to the consumer, which raises it
+            q.put((None, None, e))
+        finally:
+            q.put(done)
+
+    thread = threading.Thread(target=worker, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = q.get()
+            if got is done:
+                return
+            item, value, err = got
+            if err is not None:
+                raise err
+            yield item, value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a worker waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def write_matrix(fd, key: str, array: np.ndarray, dtype: str = "float32") -> int:
+    """Append one ``key matrix`` record to an open binary ark; returns the scp offset of the matrix."""
+    import kaldiio
+
+    pos = fd.tell() + len((key + " ").encode("utf-8"))
+    if dtype == "float16":  # kaldiio's numpy record (NPY): readable by kaldiio, not by Kaldi binaries
+        kaldiio.save_ark(fd, {key: array.astype(np.float16)}, write_function="numpy")
+    elif dtype == "kaldi_compressed":  # Kaldi's CompressedMatrix (kSpeechFeature), 1 byte per value
+        kaldiio.save_ark(fd, {key: array.astype(np.float32)}, compression_method=2)
+    else:
+        kaldiio.save_ark(fd, {key: array.astype(np.float32)})
+    return pos
+
+
+def split_keys(keys: list[str], nj: int) -> list[list[str]]:
+    """Contiguous blocks as Kaldi's split_scp.pl (and utils/split_scp.py) cut them: the first len % nj
+    blocks one key longer; with more jobs than keys the last blocks are empty."""
+    base, extra = divmod(len(keys), nj)
+    ends = [(j + 1) * base + min(j + 1, extra) for j in range(nj)]
+    return [keys[end - base - (j < extra):end] for j, end in enumerate(ends)]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def _read_marker(path: Path) -> dict:
+    """A job's ``done.<job>`` marker; {} when absent or unreadable (a job killed while writing it is unfinished)."""
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def _informative(scp: dict[str, str], limit: int = 64) -> bool:
+    """False when the pooled statistics are the same for every utterance (per-utterance CMVN upstreams).
+
+    ``scp``: utterance -> ``ark:offset``, of which the first ``limit`` are read.
+    """
+    import kaldiio
+
+    mats = [kaldiio.load_mat(v) for v in list(scp.values())[:limit]]
+    if len(mats) < 2:
+        return True
+    return float(np.stack(mats).std(axis=0).max()) > 1e-2

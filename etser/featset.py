@@ -1,0 +1,249 @@
+"""The feature-set reader: stage-2 dumps as model inputs, in ONE batch format for training, scoring,
+inference and the tests.
+
+A feature set dir is ``dump/<tag>/<set>/`` as stage 2 writes it:
+
+* ``meta.json`` — ``upstream``, ``config_hash``, ``num_layers`` L, ``dim`` D, ``frame_layers`` (or null),
+  ``modality`` (``speech`` | ``text`` | ``visual``; ``speech`` when absent) and ``schema_version``
+  (1 when absent), ...;
+* ``pooled_mean.scp`` / ``pooled_std.scp`` — utt -> (L, D) time-mean / population time-std of every layer;
+* optional ``frames.scp`` — utt -> (T, len(frame_layers)·D), and ``utt2num_frames``.
+
+A **stream** is one such dump read a certain way: ``Stream(name, feats_dir, layers, kind)`` with ``kind``
+``pooled`` or ``frames``; its name (default: the modality) is its key in the batch.  A batch is::
+
+    {"utts":    [B utterance ids],
+     "streams": {name: {"mean": (B, L, D), "std": (B, L, D),           # kind pooled
+                        # or "frames": (B, T, L, D) zero-padded, "lengths": (B,) long   # kind frames
+                        "present": (B,) bool}},  # False: the utterance has no features of this modality
+     "target":  (B,) long class ids (classification) or float (continuous targets); absent at inference}
+
+L is the number of layers the head selected, in the order given.  An utterance without features is an
+error unless the stream is read with ``allow_missing=True``; then its inputs are zeros (one zero frame)
+and ``present`` is False.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import kaldiio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from etser.datadir import read_table
+
+# 2: meta.json records the modality (speech, text, visual) and the time axis; 1: speech only
+SCHEMA_VERSION = 2
+MODALITIES = ("speech", "text", "visual")
+KINDS = ("pooled", "frames")
+META_REQUIRED = ("upstream", "config_hash", "num_layers", "dim")
+META_DEFAULTS = {"modality": "speech", "schema_version": 1, "frame_layers": None}
+
+
+# ---------------------------------------------------------------- meta.json
+
+def read_meta(set_dir: Path) -> dict:
+    """``meta.json`` of a feature set dir, with ``modality`` / ``schema_version`` defaults filled in."""
+    path = Path(set_dir) / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run stage 2 (feature extraction) for this set first")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); rerun stage 2 for this set") from None
+    missing = [k for k in META_REQUIRED if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: lacks {', '.join(missing)}; rerun stage 2 for this set")
+    meta = {**META_DEFAULTS, **meta}
+    if meta["modality"] not in MODALITIES:
+        raise ValueError(f"{path}: modality {meta['modality']!r} is not one of {', '.join(MODALITIES)}")
+    if int(meta["schema_version"]) > SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {meta['schema_version']} is newer than this reader's "
+                         f"{SCHEMA_VERSION}: update the recipe")
+    return meta
+
+
+def write_meta(set_dir: Path, meta: Mapping) -> dict:
+    """Write ``meta.json`` atomically (defaults for ``modality`` and ``schema_version`` added); returns it."""
+    missing = [k for k in META_REQUIRED if k not in meta]
+    if missing:
+        raise ValueError(f"meta.json for {set_dir}: lacks {', '.join(missing)}")
+    meta = {**META_DEFAULTS, "schema_version": SCHEMA_VERSION, **meta}
+    if meta["modality"] not in MODALITIES:
+        raise ValueError(f"meta.json for {set_dir}: modality {meta['modality']!r} is not one of {', '.join(MODALITIES)}")
+    path = Path(set_dir) / "meta.json"
+    tmp = path.with_name("meta.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return meta
+
+
+# ---------------------------------------------------------------- streams
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """One input of a head: the dump ``feats_dir`` (``dump/<tag>``, holding ``<set>/``), read as ``kind``."""
+
+    name: str
+    feats_dir: Path
+    layers: tuple[int, ...]
+    kind: str = "pooled"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"stream {self.name}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+
+
+@dataclasses.dataclass
+class StreamData:
+    """The inputs of one stream for a list of utterances (in memory, or frames read per batch)."""
+
+    kind: str
+    utts: list[str]
+    present: torch.Tensor                    # (N,) bool
+    mean: torch.Tensor | None = None         # pooled: (N, L, D)
+    std: torch.Tensor | None = None
+    frames: list | None = None               # frames: per utterance (T, L, D) tensors ...
+    frame_reader: Callable | None = None     # ... or read per batch
+
+    def batch(self, idx: Sequence[int], device: str = "cpu") -> dict[str, torch.Tensor]:
+        idx_t = torch.as_tensor(list(idx), dtype=torch.long)
+        present = self.present[idx_t].to(device)
+        if self.kind == "pooled":
+            return {"mean": self.mean[idx_t].to(device), "std": self.std[idx_t].to(device), "present": present}
+        seqs = [self.frames[i] if self.frames is not None else self.frame_reader(self.utts[i]) for i in idx]
+        lengths = torch.tensor([s.shape[0] for s in seqs])
+        frames = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+        return {"frames": frames.to(device), "lengths": lengths.to(device), "present": present}
+
+
+def _read_pooled(scp: Path, cache: dict | None) -> dict[str, np.ndarray]:
+    if not scp.is_file():
+        raise FileNotFoundError(f"{scp} not found: run stage 2 (feature extraction) first")
+    key = ("pooled", str(scp.resolve()), os.path.getmtime(scp))
+    if cache is not None and key in cache:
+        return cache[key]
+    table = {u: np.asarray(m, dtype=np.float32) for u, m in kaldiio.load_scp_sequential(str(scp))}
+    if cache is not None:
+        cache[key] = table
+    return table
+
+
+def _check_missing(utts: Sequence[str], table, scp: Path, where: str, allow_missing: bool) -> list[bool]:
+    present = [u in table for u in utts]
+    if not allow_missing and not all(present):
+        missing = [u for u, p in zip(utts, present) if not p]
+        raise KeyError(f"{len(missing)} utterance(s) of {where} have no features in {scp} "
+                       f"(first: {missing[0]}); rerun stage 2 for this set")
+    return present
+
+
+def load_stream(set_dir: Path, utts: Sequence[str], layers: Sequence[int], kind: str, *, where: str = "the task",
+                cache: dict | None = None, log: Callable[[str], None] = lambda _: None,
+                preload_frames_gb: float = 2.0, allow_missing: bool = False) -> StreamData:
+    """Inputs of ``layers`` (upstream layer indices) of ``utts`` from the feature set dir ``set_dir``.
+
+    ``cache`` (a dict shared by the runs of one process) keeps tables already read; ``where`` names the
+    utterance list in errors (e.g. the label file).
+    """
+    set_dir, utts, layers = Path(set_dir), list(utts), [int(x) for x in layers]
+    meta = read_meta(set_dir)
+    num_layers, dim = int(meta["num_layers"]), int(meta["dim"])
+    bad = [x for x in layers if not 0 <= x < num_layers]
+    if bad:
+        raise ValueError(f"{set_dir}/meta.json: {num_layers} layers, but layers {bad} were asked for")
+    if kind == "pooled":
+        out = {}
+        for stat in ("mean", "std"):
+            scp = set_dir / f"pooled_{stat}.scp"
+            table = _read_pooled(scp, cache)
+            present = _check_missing(utts, table, scp, where, allow_missing)
+            zero = np.zeros((num_layers, dim), np.float32)
+            out[stat] = torch.from_numpy(np.stack([table.get(u, zero)[layers] for u in utts]))
+        return StreamData(kind, utts, torch.tensor(present, dtype=torch.bool), out["mean"], out["std"])
+    if kind != "frames":
+        raise ValueError(f"input kind {kind!r} is not one of {', '.join(KINDS)}")
+    frame_layers = list(meta.get("frame_layers") or [])
+    scp = set_dir / "frames.scp"
+    if not scp.is_file() or not frame_layers:
+        raise FileNotFoundError(f"{scp} not found: this head needs frame-level features; set frame_layers in the "
+                                "upstream config and rerun stage 2")
+    not_dumped = [x for x in layers if x not in frame_layers]
+    if not_dumped:
+        raise ValueError(f"{set_dir}: frames of layers {frame_layers} were dumped, not of {not_dumped}")
+    pos = [frame_layers.index(x) for x in layers]
+    reader = kaldiio.load_scp(str(scp))
+    present = _check_missing(utts, reader, scp, where, allow_missing)
+    empty = torch.zeros((1, len(pos), dim))
+
+    def read(utt: str) -> torch.Tensor:
+        if utt not in reader:
+            return empty
+        m = np.asarray(reader[utt], dtype=np.float32)
+        return torch.from_numpy(m.reshape(m.shape[0], len(frame_layers), dim)[:, pos])
+
+    n2f = set_dir / "utt2num_frames"
+    num_frames = {u: int(v) for u, v in read_table(n2f).items()} if n2f.is_file() else {}
+    size_gb = sum(num_frames.get(u, 0) for u in utts) * len(pos) * dim * 4 / 1e9
+    data = StreamData(kind, utts, torch.tensor(present, dtype=torch.bool))
+    if size_gb <= preload_frames_gb:
+        # one dict per scp and layers, shared by the tasks of a job list: each adds the utterances it lacks
+        key = ("frames", str(scp.resolve()), os.path.getmtime(scp), tuple(pos))
+        frames = cache.setdefault(key, {}) if cache is not None else {}
+        todo = [u for u in utts if u not in frames]
+        for u in tqdm(todo, desc=f"read {scp}", file=sys.stderr, mininterval=5, disable=len(todo) < 2000):
+            frames[u] = read(u)
+        data.frames = [frames[u] for u in utts]
+    else:
+        log(f"{scp}: {size_gb:.1f} GB of frames > preload_frames_gb {preload_frames_gb}: reading per batch")
+        data.frame_reader = read
+    return data
+
+
+# ---------------------------------------------------------------- examples = utterances + targets + streams
+
+@dataclasses.dataclass
+class Examples:
+    """The utterances of one set of one task: targets and every stream's inputs."""
+
+    utts: list[str]
+    targets: np.ndarray | None               # (N,) or None (inference)
+    streams: dict[str, StreamData]
+    left_out: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def batch(self, idx: Sequence[int], device: str = "cpu") -> dict:
+        """The batch of utterances ``idx`` in the format of the module docstring."""
+        out = {"utts": [self.utts[i] for i in idx],
+               "streams": {name: s.batch(idx, device) for name, s in self.streams.items()}}
+        if self.targets is not None:
+            out["target"] = torch.as_tensor(self.targets[list(idx)]).to(device)
+        return out
+
+
+def load_examples(utts: Sequence[str], targets: np.ndarray | None, streams: Sequence[Stream], set_name: str, *,
+                  where: str = "the task", cache: dict | None = None, log: Callable[[str], None] = lambda _: None,
+                  preload_frames_gb: float = 2.0, left_out: Mapping[str, int] | None = None) -> Examples:
+    """Examples of ``utts`` with the inputs of every stream from ``<stream.feats_dir>/<set_name>``."""
+    names = [s.name for s in streams]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two streams have the same name: {names}")
+    data = {s.name: load_stream(Path(s.feats_dir) / set_name, utts, s.layers, s.kind, where=where, cache=cache,
+                                log=log, preload_frames_gb=preload_frames_gb) for s in streams}
+    return Examples(list(utts), targets, data, dict(left_out or {}))
+
+
+def iter_batches(n: int, batch_size: int, order: Sequence[int] | None = None):
+    """Index lists of consecutive batches over ``order`` (default 0..n-1)."""
+    order = list(range(n)) if order is None else list(order)
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
