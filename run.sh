@@ -34,6 +34,13 @@ tasks=              # empty: each upstream's modality's default list in the task
 tasks_conf=conf/tasks.yaml
 results_conf=conf/results.yaml
 seeds="1 2 3"
+# multimodal fusion (stages 3-5): algorithms of conf/fusion over one stream per modality (NAME=UPSTREAM)
+fusion="attention"  # empty: no fusion; all ten: "attention tfn lmf misa mmim mult mfn graph_mfn mfm mctn"
+fusion_streams="speech=fbank_no_cmvn text=text_baseline visual=visual_baseline"
+fusion_tasks=       # empty: the 'fusion' list of the tasks conf (multi_four multi_all sentiment)
+fusion_trials=0     # >0: MERBench's random search, N draws of conf/fusion/<algo>.yaml tune lists, best on val
+fusion_search_seed=0
+fusion_allow_missing=false  # true: an utterance without features in a stream is a missing modality
 cmd_backend=${cmd_backend:-local}   # local | slurm (cmd.sh)
 overwrite=false     # true: redo stages whose outputs exist
 python=python3
@@ -54,6 +61,12 @@ Usage: $0 [options]
   --tasks_conf FILE            tasks YAML (default: ${tasks_conf})
   --results_conf FILE          RESULTS.md tables YAML (default: ${results_conf})
   --seeds "1 2 3"              training seeds (default: ${seeds})
+  --fusion "A B"               fusion algorithms, conf/fusion/A.yaml ... (default: ${fusion}; empty: none)
+  --fusion_streams "N=UP ..."  one upstream per modality (default: ${fusion_streams})
+  --fusion_tasks "T ..."       fusion tasks (default: the 'fusion' list of --tasks_conf)
+  --fusion_trials N            random search: N draws per run, selected on val (default: ${fusion_trials})
+  --fusion_search_seed S       seed of the draws (default: ${fusion_search_seed})
+  --fusion_allow_missing B     utterances missing in a stream are missing modalities (default: ${fusion_allow_missing})
   --nj N                       parallel jobs of stages 2-4 (default: ${nj})
   --ngpu N                     GPUs per job, 0: CPU (default: ${ngpu})
   --num_threads N              CPU threads per job (default: ${num_threads})
@@ -172,6 +185,12 @@ plan_jobs() {  # plan_jobs train|score OUT FEATS_DIRS
         --exp_root exp --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}"
 }
 if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
+plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT
+    ${python} -m etser.plan "$1" --out "$2" --fusion_streams "${fusion_streams}" --algos "${fusion}" \
+        --seeds "${seeds}" --tasks "${fusion_tasks}" --sets "${sets}" --tasks_conf "${tasks_conf}" --data_dir data \
+        --exp_root exp --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" \
+        --allow_missing "${fusion_allow_missing}" --trials "${fusion_trials}" --search_seed "${fusion_search_seed}"
+}
 
 # ---- stage 3: downstream training ----
 # One training per upstream x head x task x seed into exp/<tag>/<head>/<task>/seed<N>/, listed in
@@ -204,6 +223,15 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
         ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" JOB=1:"${n}" "exp/log/train.JOB.log" \
             ${python} -m etser.plan run_line --job_list "${train_jobs}" --job JOB --module etser.espnet_backend
     fi
+    # fusion: exp/fusion_<tags>/<algo>/<task>/seed<N>/ (etser.train with --fusion_streams)
+    if [ -n "${fusion// /}" ]; then
+        plan_fusion fusion_train exp/fusion_train_jobs.txt
+        n=$(wc -l < exp/fusion_train_jobs.txt); fusion_nj=$(( n < nj ? n : nj ))
+        log "Stage 3: ${n} fusion trainings (${fusion}; streams ${fusion_streams}) in ${fusion_nj} jobs, logs exp/log/fusion_train.*.log"
+        # shellcheck disable=SC2086
+        ${job_cmd} --num_threads "${num_threads}" JOB=1:"${fusion_nj}" "exp/log/fusion_train.JOB.log" \
+            ${python} -m etser.train --job_list exp/fusion_train_jobs.txt --job JOB --num_jobs "${fusion_nj}"
+    fi
 fi
 
 # ---- stage 4: scoring ----
@@ -226,6 +254,15 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
         # shellcheck disable=SC2086
         ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" JOB=1:"${n}" "exp/log/score.JOB.log" \
             ${python} -m etser.plan run_line --job_list "${score_jobs}" --job JOB --module etser.espnet_backend
+    fi
+    # fusion: also every subset of modalities present -> decode_<set>/missing.json
+    if [ -n "${fusion// /}" ]; then
+        plan_fusion fusion_score exp/fusion_score_jobs.txt
+        n=$(wc -l < exp/fusion_score_jobs.txt); fusion_nj=$(( (n + 5) / 6 )); fusion_nj=$(( fusion_nj < nj ? fusion_nj : nj ))
+        log "Stage 4: scoring ${n} fusion trainings in ${fusion_nj} jobs, logs exp/log/fusion_score.*.log"
+        # shellcheck disable=SC2086
+        ${job_cmd} --num_threads "${num_threads}" JOB=1:"${fusion_nj}" "exp/log/fusion_score.JOB.log" \
+            ${python} -m etser.score --job_list exp/fusion_score_jobs.txt --job JOB --num_jobs "${fusion_nj}"
     fi
 fi
 

@@ -232,14 +232,26 @@ class Examples:
 
 def load_examples(utts: Sequence[str], targets: np.ndarray | None, streams: Sequence[Stream], set_name: str, *,
                   where: str = "the task", cache: dict | None = None, log: Callable[[str], None] = lambda _: None,
-                  preload_frames_gb: float = 2.0, left_out: Mapping[str, int] | None = None) -> Examples:
-    """Examples of ``utts`` with the inputs of every stream from ``<stream.feats_dir>/<set_name>``."""
+                  preload_frames_gb: float = 2.0, left_out: Mapping[str, int] | None = None,
+                  allow_missing: bool = False) -> Examples:
+    """Examples of ``utts`` with the inputs of every stream from ``<stream.feats_dir>/<set_name>``
+    (``allow_missing``: an utterance without features in a stream gets ``present`` False there)."""
     names = [s.name for s in streams]
     if len(set(names)) != len(names):
         raise ValueError(f"two streams have the same name: {names}")
     data = {s.name: load_stream(Path(s.feats_dir) / set_name, utts, s.layers, s.kind, where=where, cache=cache,
-                                log=log, preload_frames_gb=preload_frames_gb) for s in streams}
+                                log=log, preload_frames_gb=preload_frames_gb, allow_missing=allow_missing)
+            for s in streams}
     return Examples(list(utts), targets, data, dict(left_out or {}))
+
+
+def scp_utts(scp: Path) -> list[str]:
+    """The utterance ids of a Kaldi scp (first field of each line), without reading the matrices."""
+    scp = Path(scp)
+    if not scp.is_file():
+        raise FileNotFoundError(f"{scp} not found: run stage 2 (feature extraction) first")
+    with open(scp, encoding="utf-8") as f:
+        return [line.split(maxsplit=1)[0] for line in f if line.strip()]
 
 
 def iter_batches(n: int, batch_size: int, order: Sequence[int] | None = None):

@@ -4,6 +4,8 @@
         [--tasks "speech_four ..."] [--sets "train val test"] [--backend ours|espnet] --out exp/train_jobs.txt
     python -m etser.plan score ... (same options) --out exp/score_jobs.txt
     python -m etser.plan run_line --job_list FILE --job N --module etser.espnet_backend
+    python -m etser.plan fusion_train --fusion_streams "speech=fbank_no_cmvn text=text_baseline visual=visual_baseline" \
+        --algos "attention mult" --seeds "1 2 3" [--tasks ...] --out exp/fusion_train_jobs.txt   (fusion_score: stage 4)
 
 One line per run in the job file (shell-quoted arguments).  ``ours``: stage 3 lines are arguments of
 ``python -m etser.train`` (run through ``--job_list``), stage 4 lines of ``python -m etser.score``; heads are
@@ -15,6 +17,11 @@ The task list of an upstream is its modality's default list of the tasks YAML (t
 features' ``meta.json``) unless ``--tasks`` is given.  Unknown tasks or heads and duplicates (two runs of
 one exp dir) are refused with the known names.  ``--sets``: stage 3 needs the train and valid sets in it;
 stage 4 scores every other set of it.
+
+Fusion: one stream per modality, ``NAME=UPSTREAM`` (a name of ``conf/upstream``, whose features are
+``dump/<tag>``, or a dump dir); exp dirs ``exp/fusion_<tagA>+<tagB>+.../<algo>/<task>/seed<S>``; the tasks
+default to the ``fusion`` list of the tasks YAML.  A stream never extracted is an error saying which
+stage-2 run makes it.
 """
 
 from __future__ import annotations
@@ -95,6 +102,84 @@ def plan_runs(feats_dirs: Sequence[str], heads: Sequence[str], seeds: Sequence[i
     return runs
 
 
+@dataclasses.dataclass(frozen=True)
+class FusionRun:
+    streams: tuple[tuple[str, str], ...]   # (name, dump dir)
+    tag: str
+    algo: str
+    task: str
+    seed: int
+    exp_dir: str
+
+
+def resolve_streams(spec: str, train_set: str = "train", conf_dir: str = "conf/upstream",
+                    dump_root: str = "dump") -> list[tuple[str, str]]:
+    """``"speech=fbank_no_cmvn text=dump/x"`` -> [(name, dump dir)], each checked to hold stage-2 features."""
+    from etser.upstream import config_tag
+
+    out, seen = [], set()
+    for item in spec.split():
+        name, eq, value = item.partition("=")
+        if not eq or not name or not value:
+            raise PlanError(f"--fusion_streams item {item!r}: expected NAME=UPSTREAM (e.g. speech=fbank_no_cmvn)")
+        if name in seen:
+            raise PlanError(f"--fusion_streams names stream {name} twice")
+        seen.add(name)
+        if (Path(conf_dir) / f"{value}.yaml").is_file():
+            fdir = f"{dump_root}/{config_tag(value, conf_dir)}"
+            hint = f"./run.sh --stage 2 --stop_stage 2 --upstreams {value}"
+        elif Path(value).is_dir():
+            fdir, hint = value, "stage 2 for that upstream"
+        else:
+            raise PlanError(f"--fusion_streams {item}: {value} is neither an upstream ({conf_dir}/{value}.yaml) nor "
+                            "a feature dir")
+        if not (Path(fdir) / train_set / "meta.json").is_file():
+            raise PlanError(f"fusion stream {name}: {fdir}/{train_set} has no features (never extracted): run {hint}")
+        out.append((name, fdir))
+    if len(out) < 2:
+        raise PlanError(f"--fusion_streams {spec!r}: fusion needs two or more streams")
+    return out
+
+
+def plan_fusion(streams: Sequence[tuple[str, str]], algos: Sequence[str], seeds: Sequence[int],
+                tasks: Sequence[str] | None = None, tasks_conf: Path | None = None, exp_root: str = "exp"
+                ) -> list[FusionRun]:
+    from etser.fusion import FUSION_MODELS
+
+    taskset = load_tasks(tasks_conf)
+    tasks = list(tasks) if tasks else taskset.default_tasks("fusion")
+    unknown = [t for t in tasks if t not in taskset.tasks]
+    if unknown:
+        raise PlanError(f"unknown task(s) {' '.join(unknown)} (in {taskset.path}); known tasks: {' '.join(taskset.names)}")
+    unknown = [a for a in algos if a not in FUSION_MODELS]
+    if unknown:
+        raise PlanError(f"unknown fusion algorithm(s) {' '.join(unknown)}; known: {' '.join(FUSION_MODELS)}")
+    if len(set(algos)) != len(algos) or len(set(seeds)) != len(seeds) or len(set(tasks)) != len(tasks):
+        raise PlanError("an algorithm, task or seed is given twice")
+    tag = "fusion_" + "+".join(Path(d).name for _, d in streams)
+    return [FusionRun(tuple(streams), tag, a, t, int(s), f"{exp_root}/{tag}/{a}/{t}/seed{s}")
+            for a in algos for t in tasks for s in seeds]
+
+
+def fusion_train_lines(runs: Sequence[FusionRun], data_dir: str, ngpu: int, num_threads: int, overwrite: bool,
+                       tasks_conf: str | None, allow_missing: bool = False, trials: int = 0,
+                       search_seed: int = 0) -> list[str]:
+    lines = []
+    for r in runs:
+        args = ["--config", "conf/train/fusion.yaml", "--conf", f"head_conf.algo={r.algo}", "--task", r.task,
+                "--seed", str(r.seed), "--data_dir", data_dir,
+                "--fusion_streams", " ".join(f"{n}={d}" for n, d in r.streams), "--exp_dir", r.exp_dir,
+                "--ngpu", str(ngpu), "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower()]
+        if allow_missing:
+            args += ["--conf", "allow_missing=true"]
+        if trials:
+            args += ["--conf", f"fusion_trials={int(trials)}", "--conf", f"fusion_search_seed={int(search_seed)}"]
+        if tasks_conf:
+            args += ["--tasks_conf", tasks_conf]
+        lines.append(shlex.join(args))
+    return lines
+
+
 def score_sets(sets: Sequence[str], train_set: str = "train", valid_set: str = "val") -> list[str]:
     out = [s for s in sets if s != train_set]
     if not out:
@@ -162,6 +247,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--num_threads", type=int, default=1)
         p.add_argument("--overwrite", type=str2bool, default=False)
         p.add_argument("--out", type=Path, required=True, help="the job file to write")
+    for name in ("fusion_train", "fusion_score"):
+        p = sub.add_parser(name, help=f"write the stage-{3 if name == 'fusion_train' else 4} fusion job file")
+        p.add_argument("--fusion_streams", required=True, help="NAME=UPSTREAM ... (or NAME=dump dir)")
+        p.add_argument("--algos", required=True, help="space-separated fusion algorithms")
+        p.add_argument("--seeds", required=True)
+        p.add_argument("--tasks", default="", help="default: the 'fusion' list of the tasks YAML")
+        p.add_argument("--sets", default="train val test")
+        p.add_argument("--tasks_conf", default=None)
+        p.add_argument("--upstream_conf_dir", default="conf/upstream")
+        p.add_argument("--data_dir", default="data")
+        p.add_argument("--exp_root", default="exp")
+        p.add_argument("--ngpu", type=int, default=0)
+        p.add_argument("--num_threads", type=int, default=1)
+        p.add_argument("--overwrite", type=str2bool, default=False)
+        p.add_argument("--allow_missing", type=str2bool, default=False)
+        p.add_argument("--trials", type=int, default=0, help="random-search draws per run (0: conf defaults)")
+        p.add_argument("--search_seed", type=int, default=0)
+        p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("run_line", help="run one line of a job file as python -m MODULE LINE")
     p.add_argument("--job_list", type=Path, required=True)
     p.add_argument("--job", type=int, required=True)
@@ -171,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.cmd == "run_line":
             return run_line(a.job_list, a.job, a.module)
         sets = a.sets.split()
+        if a.cmd.startswith("fusion_"):
+            return _write_fusion(a, sets)
         if a.cmd == "train":
             check_train_sets(sets)
         runs = plan_runs(a.feats_dirs.split(), a.heads.split(), [int(s) for s in a.seeds.split()],
@@ -191,6 +296,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         by_tag.setdefault(f"{r.tag} ({r.modality})", set()).add(r.task)
     print(f"{len(lines)} {'trainings' if a.cmd == 'train' else 'scorings'}: "
           + "; ".join(f"{k}: {' '.join(sorted(v))}" for k, v in by_tag.items()), file=sys.stderr)
+    return 0
+
+
+def _write_fusion(a, sets: Sequence[str]) -> int:
+    if a.cmd == "fusion_train":
+        check_train_sets(sets)
+    streams = resolve_streams(a.fusion_streams, conf_dir=a.upstream_conf_dir)
+    runs = plan_fusion(streams, a.algos.split(), [int(s) for s in a.seeds.split()], a.tasks.split() or None,
+                       a.tasks_conf, a.exp_root)
+    if a.cmd == "fusion_train":
+        lines = fusion_train_lines(runs, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf,
+                                   a.allow_missing, a.trials, a.search_seed)
+    else:
+        lines = [shlex.join(["--sets", " ".join(score_sets(sets)), "--data_dir", a.data_dir, "--ngpu", str(a.ngpu),
+                             r.exp_dir]) for r in runs]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = a.out.with_name(a.out.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    tmp.replace(a.out)
+    print(f"{len(lines)} fusion {'trainings' if a.cmd == 'fusion_train' else 'scorings'}: {runs[0].tag if runs else ''}"
+          f" x {' '.join(a.algos.split())} x {' '.join(sorted({r.task for r in runs}))}", file=sys.stderr)
     return 0
 
 

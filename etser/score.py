@@ -18,6 +18,14 @@ classes and ``zero_division=nan`` so that an undefined value is never counted as
   (F1 is undefined only when a class occurs in neither).  A class with references but no predictions has
   recall 0 and F1 0 and counts fully.
 * weighted-F1 — per-class F1 weighted by reference counts (the official EmotionTalk metric).
+
+Continuous tasks (sentiment): :mod:`etser.sentiment_metrics` (Acc-2 / weighted F1 of the sign on non-zero
+labels, MAE, Pearson r, CCC) and, beside them in ``metrics.json`` ``constant``, the same numbers of the
+constant predictors (training mean, all negative) fitted on the training labels; predictions ``utt ref pred``.
+
+Fusion models (several streams) are also scored with every non-empty subset of their modalities present
+(the others marked absent, handled per algorithm): ``decode_<set>/missing.json`` maps ``speech+text`` etc.
+to the metrics of that pattern.
 """
 
 from __future__ import annotations
@@ -66,10 +74,35 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
                              "it on features of the same upstream config")
         streams.append(Stream(st["name"], feats_dir, tuple(st["layers"]), st["kind"]))
     utts, targets, left_out = task.read_targets(Path(data_dir) / set_name, LOG.info)
-    examples = load_examples(utts, targets, streams, set_name, where=str(Path(data_dir) / set_name / task.label_file),
-                             cache=cache, log=LOG.info, left_out=left_out)
+    where = str(Path(data_dir) / set_name / task.label_file)
+    allow_missing = bool(info.get("allow_missing", False))
+    if len(streams) > 1:
+        from etser.train import check_stream_utts
+
+        check_stream_utts(utts, streams, set_name, where, allow_missing, LOG.info)
+    examples = load_examples(utts, targets, streams, set_name, where=where, cache=cache, log=LOG.info,
+                             left_out=left_out, allow_missing=allow_missing)
     posteriors = _posteriors(model, task, examples, device)
-    metrics = task.metrics(targets, posteriors)
+    train_targets = None
+    if task.kind == "continuous":   # the constant predictors are fitted on the training labels
+        train_set = Path(data_dir) / str(info.get("train_set") or "train")
+        if (train_set / task.label_file).is_file():
+            train_targets = task.read_targets(train_set)[1]
+    metrics = task.metrics(targets, posteriors, train_targets)
+    missing = {}
+    if hasattr(model, "keep_modalities"):
+        from etser.fusion import modality_subsets
+
+        for subset in modality_subsets(model.stream_names):
+            model.keep_modalities = set(subset)
+            try:
+                post = _posteriors(model, task, examples, device, skip_empty=True)
+            finally:
+                model.keep_modalities = None
+            if post is None:
+                continue
+            m = task.metrics(targets[post[1]], post[0], train_targets)
+            missing["+".join(subset)] = {k: v for k, v in m.items() if k not in ("confusion", "per_class")}
     classes = list(task.classes)
     metrics.update({"set": set_name, "task": info["task"], "title": task.title, "classes": classes,
                     "head": info["head"], "seed": info["seed"], "tag": info["tag"], "upstream": info["upstream"],
@@ -80,6 +113,10 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
     out.mkdir(parents=True, exist_ok=True)
     task.write_predictions(out / "predictions.txt", utts, targets, posteriors)
     task.write_reports(out, metrics, f"{info['tag']} {info['head']} {info['task']} seed{info['seed']} — {set_name}")
+    if missing:
+        tmp = out / "missing.json.tmp"
+        tmp.write_text(json.dumps({"streams": [s.name for s in streams], "patterns": missing}, indent=1) + "\n")
+        tmp.replace(out / "missing.json")
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=1) + "\n")
     tmp.replace(out / "metrics.json")
@@ -89,15 +126,29 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
     return metrics
 
 
-def _posteriors(model, task, examples, device: str) -> np.ndarray:
+def _posteriors(model, task, examples, device: str, skip_empty: bool = False):
+    """Posteriors (N, C) of ``examples``.  ``skip_empty`` (scoring with modalities kept out): utterances left
+    with no modality present are skipped; returns (posteriors, indices scored) or None when none is left."""
     import torch
 
     from etser.featset import iter_batches
 
-    out = []
+    out, kept = [], []
     with torch.no_grad():
         for idx in iter_batches(len(examples), model.eval_batch_size):
-            out.append(task.posteriors(model(examples.batch(idx, device))))
+            batch = examples.batch(idx, device)
+            if skip_empty:
+                keep = model.keep_modalities
+                any_present = torch.stack([s["present"] & (n in keep) for n, s in batch["streams"].items()]).any(0)
+                sel = [i for i, ok in zip(idx, any_present.tolist()) if ok]
+                if not sel:
+                    continue
+                if len(sel) != len(idx):
+                    batch = examples.batch(sel, device)
+                kept += sel
+            out.append(task.posteriors(model(batch)))
+    if skip_empty:
+        return (np.concatenate(out), np.asarray(kept, dtype=np.int64)) if out else None
     return np.concatenate(out)
 
 

@@ -4,9 +4,12 @@ A :class:`Task` holds everything that depends on the kind of target: the label f
 target kind, the output size, the loss, the selection metric and metrics, the prediction-file format and the
 RESULTS.md column title.  The generic package knows no corpus's label names: they come from the YAML.
 
-Kinds: ``classes`` (classification: cross-entropy on logits, softmax probabilities, WA/UA/F1).  Another
-kind (e.g. ``continuous`` targets such as a sentiment score) is a subclass of :class:`Task` registered in
-``KINDS``; the loader refuses kinds it does not know.
+Kinds (subclasses of :class:`Task` registered in ``KINDS``; the loader refuses kinds it does not know):
+
+* ``classes`` (classification: cross-entropy on logits, softmax probabilities, WA/UA/F1);
+* ``continuous`` (one value per utterance in ``range``, e.g. a sentiment score in [-2, 2]: one output, MSE
+  loss, selected on val by the weighted F1 of the sign on non-zero labels; metrics of
+  :mod:`etser.sentiment_metrics` with the constant predictors beside; predictions ``utt ref pred``).
 
     tasks = load_tasks("conf/tasks.yaml")
     task = tasks.get("speech_four")
@@ -129,12 +132,16 @@ class ClassTask(Task):
 
         return torch.softmax(outputs.float(), dim=-1).cpu().numpy().astype(np.float64)
 
+    def better(self, metric: str, value: float, best: float | None) -> bool:
+        """Whether ``value`` of ``metric`` beats ``best`` (None: nothing yet); NaN never wins."""
+        return value == value and (best is None or best != best or value > best)
+
     def quick_metrics(self, targets: np.ndarray, posteriors: np.ndarray) -> dict[str, float]:
         """Metrics for choosing the best epoch (no scikit-learn import)."""
         return quick_metrics(targets, posteriors.argmax(1), len(self.classes))
 
-    def metrics(self, targets: np.ndarray, posteriors: np.ndarray) -> dict:
-        return compute_metrics(targets, posteriors.argmax(1), len(self.classes))
+    def metrics(self, targets: np.ndarray, posteriors: np.ndarray, train_targets: np.ndarray | None = None) -> dict:
+        return {**compute_metrics(targets, posteriors.argmax(1), len(self.classes)), "kind": self.kind}
 
     def write_predictions(self, path: Path, utts: Sequence[str], targets: np.ndarray | None,
                           posteriors: np.ndarray) -> None:
@@ -153,7 +160,122 @@ class ClassTask(Task):
                        f"macro-F1 {100 * metrics['macro_f1']:.1f}")
 
 
-KINDS: dict[str, type[Task]] = {"classes": ClassTask}
+@dataclasses.dataclass(frozen=True)
+class ContinuousTask(Task):
+    """One continuous value per utterance (e.g. sentiment in [-2, 2]); a value outside ``range`` is an error."""
+
+    kind: str = "continuous"
+    value_range: tuple[float, float] = (-2.0, 2.0)
+    metric_names: Mapping[str, str] = dataclasses.field(default_factory=lambda: {
+        "f1_weighted": "WF1 (sign)", "acc2": "Acc-2", "mae": "MAE", "pearson": "r", "ccc": "CCC"})
+    # the official metric (MERBench's SIMS one): weighted F1 of the sign on the non-zero labels
+    default_select_metric: str = "f1_weighted"
+    lower_is_better: tuple[str, ...] = ("mae",)
+    target_dtype = np.float32
+
+    @property
+    def output_size(self) -> int:
+        return 1
+
+    def _extra_spec(self) -> dict:
+        return {"range": [float(x) for x in self.value_range]}
+
+    def read_targets(self, data_set_dir: Path, log: Callable[[str], None] = lambda _: None
+                     ) -> tuple[list[str], np.ndarray, dict[str, int]]:
+        """Utterances and values (N,) float32; nothing is left out (a bad value is an error)."""
+        path = Path(data_set_dir) / self.label_file
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: task {self.name} needs {self.label_file} in {data_set_dir} "
+                                    "(stage 1 writes it only when the release has that label)")
+        lo, hi = self.value_range
+        utts, values = [], []
+        for utt, text in read_table(path, allow_empty_value=False).items():
+            try:
+                v = float(text)
+            except ValueError:
+                raise ValueError(f"{path}: utterance {utt} has {text!r}, not a number") from None
+            if not np.isfinite(v) or not lo <= v <= hi:
+                raise ValueError(f"{path}: utterance {utt} has {text}, outside [{lo:g}, {hi:g}]")
+            utts.append(utt)
+            values.append(v)
+        if not utts:
+            raise ValueError(f"{path}: no utterance")
+        return utts, np.asarray(values, dtype=np.float32), {}
+
+    def describe_targets(self, targets: np.ndarray) -> str:
+        t = np.asarray(targets, dtype=np.float64)
+        return (f"mean {t.mean():.3f}, {int((t < 0).sum())} negative, {int((t == 0).sum())} zero, "
+                f"{int((t > 0).sum())} positive")
+
+    def check_training_targets(self, targets: np.ndarray) -> str | None:
+        t = np.asarray(targets)
+        return "every training value is the same" if t.size and np.all(t == t[0]) else None
+
+    def class_weights(self, targets: np.ndarray) -> np.ndarray:
+        raise ValueError(f"task {self.name}: class_weighted_loss needs classes; this task is continuous")
+
+    def loss(self, outputs, targets, weight=None, reduction: str = "mean"):
+        import torch.nn.functional as F
+
+        return F.mse_loss(outputs[:, 0].float(), targets.float(), reduction=reduction)
+
+    def posteriors(self, outputs) -> np.ndarray:
+        """The predicted values, (N, 1)."""
+        return outputs[:, :1].float().detach().cpu().numpy().astype(np.float64)
+
+    def better(self, metric: str, value: float, best: float | None) -> bool:
+        if value != value:          # NaN never wins
+            return False
+        if best is None or best != best:
+            return True
+        return value < best if metric in self.lower_is_better else value > best
+
+    def quick_metrics(self, targets: np.ndarray, posteriors: np.ndarray) -> dict[str, float]:
+        from etser.sentiment_metrics import sentiment_metrics
+
+        return {**_fractions(sentiment_metrics(posteriors[:, 0], targets)), "num_utts": len(targets)}
+
+    def metrics(self, targets: np.ndarray, posteriors: np.ndarray, train_targets: np.ndarray | None = None) -> dict:
+        """The sentiment metrics, and (with ``train_targets``) the constant predictors' on the same labels."""
+        from etser.sentiment_metrics import constant_baselines
+
+        out = {**self.quick_metrics(targets, posteriors), "kind": self.kind}
+        if train_targets is not None:
+            out["constant"] = {k: _fractions(v) for k, v in constant_baselines(train_targets, targets).items()}
+        return out
+
+    def write_predictions(self, path: Path, utts: Sequence[str], targets: np.ndarray | None,
+                          posteriors: np.ndarray) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("# utt ref pred\n" if targets is not None else "# utt pred\n")
+            for i, u in enumerate(utts):
+                ref = f" {float(targets[i]):.4f}" if targets is not None else ""
+                f.write(f"{u}{ref} {float(posteriors[i, 0]):.6f}\n")
+        tmp.replace(path)
+
+    def write_reports(self, out_dir: Path, metrics: dict, title: str) -> None:
+        """``report.txt``: the metrics and, when scored with them, the constant predictors'."""
+        lines = [title, "", f"{'predictor':<14}" + "".join(f"{self.metric_names[k]:>12}" for k in self.metric_names)]
+        rows = [("model", metrics)] + list((metrics.get("constant") or {}).items())
+        for name, m in rows:
+            lines.append(f"{name:<14}" + "".join(
+                f"{(100 if k in PERCENT_METRICS else 1) * m[k]:>12.3f}" for k in self.metric_names))
+        lines += ["", "Acc-2 / WF1 (sign): pred > 0 against label > 0 on the non-zero labels, in %; MAE, Pearson r "
+                  "and CCC over all utterances."]
+        (Path(out_dir) / "report.txt").write_text("\n".join(lines) + "\n")
+
+
+# sentiment metrics that are shares (fractions in metrics.json, % in reports, as WA/UA); MAE, r, CCC are not
+PERCENT_METRICS = ("acc2", "f1_weighted")
+
+
+def _fractions(m: Mapping) -> dict:
+    return {k: (v / 100 if k in PERCENT_METRICS else v) for k, v in m.items()}
+
+
+KINDS: dict[str, type[Task]] = {"classes": ClassTask, "continuous": ContinuousTask}
 
 
 def task_from_spec(spec: Mapping, where: str = "task") -> Task:
@@ -166,7 +288,7 @@ def task_from_spec(spec: Mapping, where: str = "task") -> Task:
     for key in ("label_file",):
         if not spec.get(key):
             raise ValueError(f"{where}: task {name} has no {key}")
-    known = {"name", "label_file", "title", "kind", "classes", "labels"}
+    known = {"name", "label_file", "title", "kind", "classes", "labels", "range"}
     unknown = sorted(set(spec) - known)
     if unknown:
         raise ValueError(f"{where}: task {name}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -181,6 +303,15 @@ def task_from_spec(spec: Mapping, where: str = "task") -> Task:
         if missing:
             raise ValueError(f"{where}: task {name}: classes {missing} are not among its labels {list(labels)}")
         return ClassTask(**common, classes=classes, labels=labels)
+    if kind == "continuous":
+        rng = spec.get("range", [-2.0, 2.0])
+        try:
+            lo, hi = (float(x) for x in rng)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: task {name}: range must be [low, high], got {rng!r}") from None
+        if not lo < hi:
+            raise ValueError(f"{where}: task {name}: range must be [low, high] with low < high, got {rng!r}")
+        return ContinuousTask(**common, value_range=(lo, hi))
     return KINDS[kind](**common)
 
 

@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from etser.checkpoint import atomic_save, list_epochs, load_epoch, prune_epochs, read_exp_config  # noqa: F401
 from etser.cli import str2bool
-from etser.featset import Examples, Stream, iter_batches, load_examples, load_stream, read_meta
-from etser.heads import Head, build_head, head_class
+from etser.featset import Examples, Stream, iter_batches, load_examples, load_stream, read_meta, scp_utts
+from etser.heads import Head, build_head, head_class, input_kind
 from etser.runtime import device_name, job_list_lines, peak_rss_mb, pick_device, set_threads
 from etser.tasks import Task, load_tasks
 
@@ -58,13 +58,20 @@ DEFAULTS = {
     "grad_clip": None,          # max gradient norm; null: no clipping
     "max_epochs": 100,
     "patience": 20,             # epochs without val improvement before stopping; null: never stop early
-    "select_metric": None,      # of the task's metrics (ua | wa | macro_f1 | weighted_f1); null: the task's default
+    "select_metric": None,      # of the task's metrics (ua | wa | macro_f1 | weighted_f1; continuous: f1_weighted |
+                                # acc2 | mae | pearson | ccc), or a mapping kind -> metric; null: the task's default
     "class_weighted_loss": False,
     "keep_checkpoints": 2,      # per-epoch checkpoints kept (the last ones)
     "train_set": "train",
     "valid_set": "val",
     "preload_frames_gb": 2.0,   # frame heads: hold frames in memory up to this size, else read per batch
+    "grad_clip_mode": "norm",   # norm (clip_grad_norm_) | value (clip_grad_value_, MERBench); grad_clip <= 0: none
+    "allow_missing": False,     # several streams: an utterance without features in one is a missing modality
+    "fusion_conf_dir": None,    # fusion head: conf/fusion/<algo>.yaml (model defaults, train lr/grad_clip, tune)
+    "fusion_trials": 0,         # fusion head: MERBench's random search, N draws of the tune lists (0: none)
+    "fusion_search_seed": 0,    # ... seed of the draws
 }
+DEFAULT_FUSION_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "fusion"
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
@@ -99,6 +106,38 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
     head_class(conf["head"])  # unknown head: an error naming the known ones
     if conf["optim"] not in OPTIMIZERS:
         raise ValueError(f"optim must be one of {', '.join(OPTIMIZERS)}, got {conf['optim']!r}")
+    if conf["grad_clip_mode"] not in ("norm", "value"):
+        raise ValueError(f"grad_clip_mode must be norm or value, got {conf['grad_clip_mode']!r}")
+    if conf["head"] == "fusion":
+        conf = apply_fusion_conf(conf, {item.partition("=")[0] for item in overrides})
+    return conf
+
+
+def apply_fusion_conf(conf: dict, overridden: set[str] = frozenset(), trial: int = 0) -> dict:
+    """A fusion head's config completed from conf/fusion/<algo>.yaml: its ``model`` section under
+    ``head_conf.fusion_conf`` and its ``train`` section (``lr``, ``grad_clip``) unless given with --conf;
+    ``trial`` k > 0: the k-th random draw of its ``tune`` lists (seed ``fusion_search_seed``) on top."""
+    from etser.tune import apply_trial, draw_trials, load_search_space
+
+    conf = copy.deepcopy(conf)
+    algo = str(conf["head_conf"].get("algo", "attention"))
+    path = Path(conf.get("fusion_conf_dir") or DEFAULT_FUSION_CONF_DIR) / f"{algo}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: fusion algorithm {algo!r} has no config")
+    space = load_search_space(path)
+    model_conf, train_conf = dict(space["model"]), dict(space["train"])
+    if trial > 0:
+        drawn = draw_trials(space["tune"], trial, int(conf["fusion_search_seed"]))[trial - 1]
+        model_conf, train_conf = apply_trial(space, drawn)
+    user = dict(conf["head_conf"].get("fusion_conf") or {})
+    # a trial's drawn values win over the config's (keys not tuned, e.g. modality_dropout, stay as given)
+    model_conf.update({k: v for k, v in user.items() if trial == 0 or k not in space["tune"]})
+    conf["head_conf"] = {**conf["head_conf"], "algo": algo, "fusion_conf": model_conf}
+    if trial > 0 or "optim_conf.lr" not in overridden:
+        conf["optim_conf"] = {**conf["optim_conf"], "lr": float(train_conf["lr"])}
+    if trial > 0 or "grad_clip" not in overridden:
+        conf["grad_clip"] = float(train_conf["grad_clip"])
+        conf["grad_clip_mode"] = "value"
     return conf
 
 
@@ -109,11 +148,40 @@ def config_hash(conf: dict) -> str:
 # ---------------------------------------------------------------- data
 
 def load_split(task: Task, data_dir: Path, set_name: str, streams: Sequence[Stream], cache: dict | None = None,
-               log=LOG.info, preload_frames_gb: float = 2.0) -> Examples:
+               log=LOG.info, preload_frames_gb: float = 2.0, allow_missing: bool = False) -> Examples:
     """The task's targets in ``data_dir/<set_name>`` and every stream's inputs of those utterances."""
     utts, targets, left_out = task.read_targets(Path(data_dir) / set_name, log)
-    return load_examples(utts, targets, streams, set_name, where=str(Path(data_dir) / set_name / task.label_file),
-                         cache=cache, log=log, preload_frames_gb=preload_frames_gb, left_out=left_out)
+    where = str(Path(data_dir) / set_name / task.label_file)
+    if len(streams) > 1:
+        check_stream_utts(utts, streams, set_name, where, allow_missing, log)
+    return load_examples(utts, targets, streams, set_name, where=where, cache=cache, log=log,
+                         preload_frames_gb=preload_frames_gb, left_out=left_out, allow_missing=allow_missing)
+
+
+def check_stream_utts(utts: Sequence[str], streams: Sequence[Stream], set_name: str, where: str,
+                      allow_missing: bool, log=LOG.info) -> dict[str, list[str]]:
+    """Utterances of ``utts`` without features, per stream; an error naming them unless ``allow_missing``
+    (then they are missing modalities, logged), and always one for an utterance that no stream has."""
+    missing = {}
+    for st in streams:
+        scp = Path(st.feats_dir) / set_name / "pooled_mean.scp"
+        have = set(scp_utts(scp))
+        gone = [u for u in utts if u not in have]
+        if gone:
+            missing[st.name] = gone
+    if not missing:
+        return missing
+    text = "; ".join(f"stream {n} ({Path(next(s.feats_dir for s in streams if s.name == n)) / set_name}) lacks "
+                     f"{len(g)}: {' '.join(g[:10])}{' ...' if len(g) > 10 else ''}" for n, g in missing.items())
+    if not allow_missing:
+        raise ValueError(f"{where}: the streams do not have the same utterances: {text}. Extract them (stage 2), "
+                         "or set allow_missing: true (--conf allow_missing=true; run.sh --fusion_allow_missing "
+                         "true) to treat them as missing modalities")
+    none = [u for u in utts if all(u in g for g in missing.values()) and len(missing) == len(streams)]
+    if none:
+        raise ValueError(f"{where}: {len(none)} utterance(s) have features in no stream (first: {none[0]})")
+    log(f"{where}: allow_missing: {text}; they are scored and trained as missing modalities")
+    return missing
 
 
 @torch.no_grad()
@@ -167,31 +235,64 @@ def plot_curve(history: list[dict], metric_names: dict, metric: str, best_epoch:
     plt.close(fig)
 
 
-def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path, exp_dir: Path, seed: int,
+def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path | None, exp_dir: Path, seed: int,
           device: str = "cpu", num_threads: int = 1, overwrite: bool = False, command: str = "",
-          cache: dict | None = None, tasks_conf: Path | None = None) -> dict:
-    """Train one head; returns the summary written to ``exp_dir/done``."""
-    exp_dir, data_dir, feats_dir = Path(exp_dir), Path(data_dir), Path(feats_dir)
+          cache: dict | None = None, tasks_conf: Path | None = None,
+          fusion_streams: dict[str, Path] | None = None) -> dict:
+    """Train one head; returns the summary written to ``exp_dir/done``.
+
+    ``fusion_streams`` (stream name -> ``dump/<tag>``) replaces ``feats_dir`` for heads over several streams.
+    """
+    if conf.get("fusion_trials") and not conf.get("_trial"):
+        return train_trials(conf, task_name, data_dir, feats_dir, exp_dir, seed, device, num_threads, overwrite,
+                            command, cache, tasks_conf, fusion_streams)
+    exp_dir, data_dir = Path(exp_dir), Path(data_dir)
+    feats_dir = Path(feats_dir) if feats_dir is not None else None
     tasks = load_tasks(tasks_conf)
     task = tasks.get(task_name)
-    conf = {**conf, "select_metric": conf.get("select_metric") or task.default_select_metric}
+    select = conf.get("select_metric")
+    if isinstance(select, dict):   # per task kind, e.g. {classes: weighted_f1, continuous: f1_weighted}
+        select = select.get(task.kind)
+    conf = {**conf, "select_metric": select or task.default_select_metric}
     if conf["select_metric"] not in task.metric_names:
         raise ValueError(f"select_metric must be one of {', '.join(task.metric_names)} for task {task.name}, "
                          f"got {conf['select_metric']!r}")
-    meta = read_meta(feats_dir / conf["train_set"])
     cls = head_class(conf["head"])
-    # one stream per feature dump, named by its modality
-    layers = cls.select_layers(conf["head_conf"], int(meta["num_layers"]), meta.get("frame_layers"))
-    streams = [{"name": meta["modality"], "modality": meta["modality"], "feats_dir": str(feats_dir),
-                "kind": cls.input_kind, "layers": layers, "num_layers": int(meta["num_layers"]),
-                "dim": int(meta["dim"]), "upstream": meta.get("upstream", feats_dir.name),
-                "config_hash": meta.get("config_hash")}]
+    kind = input_kind(conf["head"], conf["head_conf"])
+    if fusion_streams:
+        dumps = {str(n): Path(d) for n, d in fusion_streams.items()}
+    elif feats_dir is not None:
+        dumps = {None: feats_dir}          # one stream, named by its modality
+    else:
+        raise ValueError("no features: give --feats_dir (one stream) or --fusion_streams (several)")
+    if cls.num_streams is not None and len(dumps) != cls.num_streams:
+        raise ValueError(f"head {conf['head']} reads {cls.num_streams} stream(s), got {len(dumps)}")
+    streams, metas = [], {}
+    for name, fdir in dumps.items():
+        m = read_meta(fdir / conf["train_set"])
+        name = name or m["modality"]
+        metas[name] = m
+        layers = cls.select_layers(conf["head_conf"], int(m["num_layers"]), m.get("frame_layers"))
+        streams.append({"name": name, "modality": m["modality"], "feats_dir": str(fdir), "kind": kind,
+                        "layers": layers, "num_layers": int(m["num_layers"]), "dim": int(m["dim"]),
+                        "upstream": m.get("upstream", fdir.name), "tag": fdir.name,
+                        "config_hash": m.get("config_hash")})
+    meta = metas[streams[0]["name"]] if len(streams) == 1 else {"streams": metas}
+    if len(streams) == 1:
+        tag, upstream, modality = Path(streams[0]["feats_dir"]).name, streams[0]["upstream"], streams[0]["modality"]
+    else:
+        tag = "fusion_" + "+".join(st["tag"] for st in streams)
+        upstream = " + ".join(st["upstream"] for st in streams)
+        modality = "fusion"
     resolved = {**conf, "task": task_name, "task_spec": task.spec(), "classes": list(task.classes),
-                "tasks_conf": tasks.path, "seed": seed, "data_dir": str(data_dir), "feats_dir": str(feats_dir),
-                "tag": feats_dir.name, "upstream": meta.get("upstream", feats_dir.name),
-                "modality": meta["modality"], "layers": layers, "streams": streams}
+                "tasks_conf": tasks.path, "seed": seed, "data_dir": str(data_dir),
+                "feats_dir": " ".join(st["feats_dir"] for st in streams),
+                "tag": tag, "upstream": upstream, "modality": modality, "layers": streams[0]["layers"],
+                "streams": streams}
+    resolved.pop("_trial", None)
     # what determines the result (not where it runs, nor where the files are)
-    chash = config_hash({k: v for k, v in resolved.items() if k not in ("data_dir", "feats_dir", "tasks_conf")}
+    chash = config_hash({k: v for k, v in resolved.items()
+                         if k not in ("data_dir", "feats_dir", "tasks_conf", "fusion_conf_dir")}
                         | {"streams": [{k: v for k, v in st.items() if k != "feats_dir"} for st in streams]})
     done = exp_dir / "done"
     if done.is_file() and not overwrite:
@@ -231,15 +332,18 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
                "num_threads": num_threads}
         yaml.safe_dump({**conf, "config_hash": chash, "env": env}, f, sort_keys=False)
     (exp_dir / "feats_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-    for name in ("upstream.yaml",):  # the upstream config the features came from, for inference
-        src = feats_dir / conf["train_set"] / name
+    for st in conf["streams"]:  # the upstream config the features came from, for inference
+        fdir = Path(st["feats_dir"])
+        src = fdir / conf["train_set"] / "upstream.yaml"
         if not src.is_file():
-            src = feats_dir / name
+            src = fdir / "upstream.yaml"
         if src.is_file():
-            shutil.copyfile(src, exp_dir / name)
+            shutil.copyfile(src, exp_dir / ("upstream.yaml" if len(conf["streams"]) == 1
+                                            else f"upstream_{st['name']}.yaml"))
 
     streams = [Stream(st["name"], Path(st["feats_dir"]), tuple(st["layers"]), st["kind"]) for st in conf["streams"]]
-    kw = dict(cache=cache, log=LOG.info, preload_frames_gb=conf["preload_frames_gb"])
+    kw = dict(cache=cache, log=LOG.info, preload_frames_gb=conf["preload_frames_gb"],
+              allow_missing=bool(conf["allow_missing"]))
     tr = load_split(task, data_dir, conf["train_set"], streams, **kw)
     va = load_split(task, data_dir, conf["valid_set"], streams, **kw)
     LOG.info("task %s: train %d utts (%s), val %d utts; head %s on %s; device %s",
@@ -252,7 +356,15 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
 
     torch.manual_seed(seed)
     model = build_head(conf["head"], conf["head_conf"], conf["streams"], task.output_size)
-    model.fit_normalizer(*_pooled_for_normalizer(tr, data_dir, conf, streams[0], cache))
+    if hasattr(model, "fit_normalizers"):   # one standardisation per stream, from its present utterances
+        pooled = {}
+        for st in streams:
+            mean, std = _pooled_for_normalizer(tr, data_dir, conf, st, cache)
+            keep = tr.streams[st.name].present
+            pooled[st.name] = (mean[keep], std[keep])
+        model.fit_normalizers(pooled)
+    else:
+        model.fit_normalizer(*_pooled_for_normalizer(tr, data_dir, conf, streams[0], cache))
     model.to(device)
     opt = OPTIMIZERS[conf["optim"]](model.parameters(), **conf["optim_conf"])
     weight = None
@@ -278,7 +390,7 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
     info = {"head": conf["head"], "head_conf": conf["head_conf"], "task": task.name, "task_spec": task.spec(),
             "classes": list(task.classes), "output_size": task.output_size, "streams": conf["streams"],
             "layers": conf["layers"], "seed": seed, "tag": conf["tag"], "upstream": conf["upstream"],
-            "modality": conf["modality"], "config_hash": chash}
+            "modality": conf["modality"], "config_hash": chash, "allow_missing": bool(conf["allow_missing"])}
     bs, patience = int(conf["batch_size"]), conf["patience"]
     stopped_early = patience is not None and state["bad_epochs"] >= patience
     first_epoch = state["epoch"]  # > 0 when resumed: the figures count this run's epochs only
@@ -295,10 +407,16 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
         for idx in iter_batches(len(tr), bs, perm):
             batch = tr.batch(idx, device)
             loss = task.loss(model(batch), batch["target"], weight=weight)
+            aux = getattr(model, "aux_loss", None)
+            if aux is not None:   # a fusion model's extra loss, added as is (MERBench)
+                loss = loss + aux
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if conf["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(conf["grad_clip"]))
+            if conf["grad_clip"] and float(conf["grad_clip"]) > 0:
+                if conf["grad_clip_mode"] == "value":
+                    torch.nn.utils.clip_grad_value_(model.parameters(), float(conf["grad_clip"]))
+                else:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), float(conf["grad_clip"]))
             opt.step()
             total += loss.item() * len(idx)
         posteriors, val_loss = predict(model, task, va, device)
@@ -306,7 +424,7 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
         row = {"epoch": epoch, "train_loss": total / len(tr), "val_loss": val_loss,
                **{f"val_{k}": m[k] for k in names}, "seconds": time.monotonic() - t0}
         state["history"].append(row)
-        improved = m[metric] > state["best"]
+        improved = state["best_epoch"] == 0 or task.better(metric, m[metric], state["best"])
         if improved:
             state.update(best=m[metric], best_epoch=epoch, bad_epochs=0)
             atomic_save({"model": model.state_dict(), "epoch": epoch, "val_metrics": m, "info": info},
@@ -343,6 +461,42 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
     return summary
 
 
+def train_trials(conf, task_name, data_dir, feats_dir, exp_dir, seed, device, num_threads, overwrite, command,
+                 cache, tasks_conf, fusion_streams) -> dict:
+    """MERBench's random search: ``fusion_trials`` draws of the tune lists, each trained in
+    ``exp_dir/trials/trial<k>/`` (resumable like any training), the best on val (the task's selection metric;
+    test is never read) copied to ``exp_dir`` (best.pt, config.yaml, train.log) with ``trials.json``."""
+    from etser.tune import select_best
+
+    exp_dir = Path(exp_dir)
+    n = int(conf["fusion_trials"])
+    if conf["head"] != "fusion":
+        raise ValueError("fusion_trials: the random search is for the fusion head only")
+    if overwrite and exp_dir.exists():
+        shutil.rmtree(exp_dir)
+    task = load_tasks(tasks_conf).get(task_name)
+    records = []
+    for k in range(1, n + 1):
+        ck = {**apply_fusion_conf(conf, trial=k), "_trial": k}
+        summary = train(ck, task_name, data_dir, feats_dir, exp_dir / "trials" / f"trial{k}", seed, device,
+                        num_threads, False, command, cache, tasks_conf, fusion_streams)
+        records.append({"trial": k, "val": summary["val_metrics"], "fusion_conf": ck["head_conf"]["fusion_conf"],
+                        "lr": ck["optim_conf"]["lr"], "grad_clip": ck["grad_clip"]})
+    metric = conf.get("select_metric") or task.default_select_metric
+    mode = "min" if metric in getattr(task, "lower_is_better", ()) else "max"
+    best = select_best(records, metric, mode)
+    src = exp_dir / "trials" / f"trial{best + 1}"
+    for name in ("best.pt", "config.yaml", "train.log", "curve.png", "feats_meta.json", "cmd"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, exp_dir / name)
+    (exp_dir / "trials.json").write_text(json.dumps({"metric": metric, "search_seed": conf["fusion_search_seed"],
+                                                     "best_trial": best + 1, "trials": records}, indent=1) + "\n")
+    summary = {**json.loads((src / "done").read_text()), "trials": n, "best_trial": best + 1}
+    (exp_dir / "done").write_text(json.dumps(summary, indent=1) + "\n")
+    LOG.info("%s: %d trials, best on val %s: trial %d", exp_dir, n, metric, best + 1)
+    return summary
+
+
 def _layer_span(layers: Sequence[int]) -> str:
     if len(layers) > 2 and list(layers) == list(range(layers[0], layers[-1] + 1)):
         return f"{layers[0]}-{layers[-1]}"
@@ -353,7 +507,8 @@ def _pooled_for_normalizer(tr: Examples, data_dir: Path, conf: dict, stream: Str
     """Training-set pooled statistics of the head's layers (frame heads standardise frames with them)."""
     data = tr.streams[stream.name]
     if data.kind != "pooled":
-        data = load_stream(Path(stream.feats_dir) / conf["train_set"], tr.utts, stream.layers, "pooled", cache=cache)
+        data = load_stream(Path(stream.feats_dir) / conf["train_set"], tr.utts, stream.layers, "pooled", cache=cache,
+                           allow_missing=bool(conf["allow_missing"]))
     return data.mean, data.std
 
 
@@ -370,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--data_dir", type=Path, default=Path("data"), help="holds <train_set>/, <valid_set>/")
     ap.add_argument("--feats_dir", type=Path, help="dump/<tag>: holds <train_set>/, <valid_set>/")
+    ap.add_argument("--fusion_streams", default=None, metavar='"NAME=DIR ..."',
+                    help="several streams instead of --feats_dir: e.g. 'speech=dump/A text=dump/B visual=dump/C'")
     ap.add_argument("--exp_dir", type=Path)
     ap.add_argument("--ngpu", type=int, default=0)
     ap.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
@@ -381,13 +538,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_args(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict:
-    for name in ("config", "task", "feats_dir", "exp_dir"):
+    for name in ("config", "task", "exp_dir"):
         if getattr(args, name) is None:
             raise ValueError(f"--{name} is required")
+    streams = parse_streams(args.fusion_streams) if args.fusion_streams else None
+    if args.feats_dir is None and not streams:
+        raise ValueError("--feats_dir (or --fusion_streams) is required")
     conf = load_config(args.config, args.conf)
     command = "python -m etser.train " + " ".join(shlex.quote(a) for a in argv)
     return train(conf, args.task, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
-                 args.num_threads, args.overwrite, command, cache, args.tasks_conf)
+                 args.num_threads, args.overwrite, command, cache, args.tasks_conf, streams)
+
+
+def parse_streams(text: str) -> dict[str, Path]:
+    """``"speech=dump/A text=dump/B"`` -> {name: dir}; a name twice or an item without ``=`` is an error."""
+    out = {}
+    for item in text.split():
+        name, eq, value = item.partition("=")
+        if not eq or not name or not value:
+            raise ValueError(f"--fusion_streams item {item!r}: expected NAME=DIR")
+        if name in out:
+            raise ValueError(f"--fusion_streams names stream {name} twice")
+        out[name] = Path(value)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
