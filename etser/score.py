@@ -107,6 +107,7 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
     metrics.update({"set": set_name, "task": info["task"], "title": task.title, "classes": classes,
                     "head": info["head"], "seed": info["seed"], "tag": info["tag"], "upstream": info["upstream"],
                     "modality": info.get("modality", "speech"), "best_epoch": info["epoch"], "left_out": left_out,
+                    "kind": task.kind, **_fusion_fields(info),
                     "data_dir": str(Path(data_dir) / set_name),
                     "feats_dir": " ".join(str(s.feats_dir / set_name) for s in streams)})
     out = exp_dir / f"decode_{set_name}"
@@ -124,6 +125,18 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
              " ".join(f"{name} {100 * metrics[k]:.2f}" for k, name in task.metric_names.items()),
              time.monotonic() - start)
     return metrics
+
+
+def _fusion_fields(info: dict) -> dict:
+    """What RESULTS.md shows of a fusion model: algorithm, fusion level, each stream's upstream."""
+    if info["head"] != "fusion":
+        return {}
+    from etser.fusion import fusion_class
+
+    algo = str(info["head_conf"].get("algo"))
+    return {"algo": algo, "fusion_level": fusion_class(algo).level,
+            "stream_upstreams": {st["name"]: st.get("upstream", st.get("tag")) for st in info["streams"]},
+            "stream_modalities": {st["name"]: st.get("modality", st["name"]) for st in info["streams"]}}
 
 
 def _posteriors(model, task, examples, device: str, skip_empty: bool = False):

@@ -1,0 +1,174 @@
+"""The RESULTS.md sections of multimodal fusion and sentiment (the seeds' tables 2 and 3) and of missing
+modalities, from the ``metrics.json`` (and ``missing.json``) that :func:`etser.results.find_metrics` collects.
+
+* Multimodal emotion recognition: Features, Algorithm, Fusion level, Multimodal(Four), Multimodal(All), Mean —
+  weighted-F1 first (the metric comparable with the seeds' numbers: the official code computes accuracy and
+  weighted-F1 only), then UA and WA; and the best single-modality row of each column for comparison.
+* Sentiment: Text, Speech, Visual (the upstream of each modality), Discrete(Four), Discrete(All) (weighted-F1
+  of ``multi_four`` / ``multi_all``), Continuous (weighted-F1 of the sign on non-zero labels), Mean; the
+  constant predictors' row; then Acc-2, MAE, Pearson r and CCC beside the constants.
+* Missing modalities: per fusion experiment and task, the metric with each subset of modalities present.
+
+Cells are mean ± sample std over seeds, in percent (MAE, r and CCC as plain numbers).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+
+from etser.tasks import load_tasks
+
+MULTI_TASKS = ("multi_four", "multi_all")
+SENTIMENT_TASK = "sentiment"
+MODALITY_COLUMNS = (("text", "Text"), ("speech", "Speech"), ("visual", "Visual"))
+
+
+def _cell(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    v = scale * np.asarray(values, dtype=float)
+    if len(v) == 0:
+        return "–"
+    return f"{v.mean():.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def _main_metric(m: dict) -> str:
+    return "f1_weighted" if m.get("kind") == "continuous" else "weighted_f1"
+
+
+def _features(m: dict) -> str:
+    ups = m.get("stream_upstreams") or {}
+    return " + ".join(ups.values()) if ups else str(m.get("upstream", m["tag"]))
+
+
+def _group(metrics: list[dict]) -> dict:
+    """(tag, algo) -> task -> [metrics of each seed]."""
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for m in metrics:
+        out[(m["tag"], m.get("algo") or m["head"])][m["task"]].append(m)
+    return out
+
+
+def _titles(tasks_conf) -> dict:
+    try:
+        return {n: t.title for n, t in load_tasks(tasks_conf).tasks.items()}
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def fusion_sections(metrics: list[dict], set_name: str = "test", tasks_conf=None) -> list[str]:
+    fusion = [m for m in metrics if m["modality"] == "fusion"]
+    unimodal = [m for m in metrics if m["modality"] != "fusion" and m.get("kind", "classes") == "classes"]
+    sentiment = [m for m in metrics if m["task"] == SENTIMENT_TASK]
+    if not fusion and not sentiment:
+        return []
+    titles = _titles(tasks_conf)
+    lines: list[str] = []
+    lines += _er_table(fusion, unimodal, titles)
+    lines += _sentiment_table(metrics, sentiment, titles)
+    lines += _missing_table(fusion, titles)
+    return lines
+
+
+def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict) -> list[str]:
+    rows = _group([m for m in fusion if m["task"] in MULTI_TASKS])
+    if not rows:
+        return []
+    cols = [t for t in MULTI_TASKS if any(t in r for r in rows.values())]
+    tt = [titles.get(t, t).replace("Multi(", "Multimodal(") for t in cols]
+    lines = ["## Multimodal emotion recognition (the seeds' Table 2)", "",
+             "Weighted-F1 first: the metric comparable with the seeds' numbers (the official code computes "
+             "accuracy and weighted-F1 only; its best epoch is chosen on val weighted-F1, as here). UA and WA "
+             "beside. Features: the upstream of each stream.", ""]
+    head = ["Features", "Algorithm", "Fusion level", *[f"{t} WF1" for t in tt], "Mean WF1",
+            *[f"{t} UA" for t in tt], *[f"{t} WA" for t in tt]]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (tag, algo), row in sorted(rows.items()):
+        first = next(iter(row.values()))[0]
+        wf1 = [_cell([r["weighted_f1"] for r in row.get(t, [])]) for t in cols]
+        means = [np.mean([r["weighted_f1"] for r in row[t]]) for t in cols if t in row]
+        mean = f"{100 * np.mean(means):.2f}" if len(means) == len(cols) else "–"
+        ua = [_cell([r["ua"] for r in row.get(t, [])]) for t in cols]
+        wa = [_cell([r["wa"] for r in row.get(t, [])]) for t in cols]
+        lines.append(f"| {_features(first)} | {algo} | {first.get('fusion_level', '?')} | " +
+                     " | ".join([*wf1, mean, *ua, *wa]) + " |")
+    lines.append("")
+    # the best single modality of each column, to read the fusion gain against
+    single = _group([m for m in unimodal if m["task"] in cols])
+    best = []
+    for t, title in zip(cols, tt):
+        cand = [(np.mean([r["ua"] for r in row[t]]), key, row[t]) for key, row in single.items() if t in row]
+        if cand:
+            ua, (tag, head), runs = max(cand, key=lambda c: c[0])
+            best.append(f"{title}: {runs[0].get('upstream', tag)} ({runs[0]['modality']}, {head}) UA "
+                        f"{_cell([r['ua'] for r in runs])}, WF1 {_cell([r['weighted_f1'] for r in runs])}")
+    if best:
+        lines += ["Best single modality (by mean UA) on the same set: " + "; ".join(best) + ".", ""]
+    return lines
+
+
+def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict) -> list[str]:
+    if not sentiment:
+        return []
+    keys = sorted({(m["tag"], m.get("algo") or m["head"]) for m in sentiment})
+    groups = _group([m for m in metrics if (m["tag"], m.get("algo") or m["head"]) in keys])
+    lines = ["## Multimodal sentiment analysis (the seeds' Table 3)", "",
+             "Discrete(Four) / Discrete(All): weighted-F1 of the multimodal labels (`multi_four` / `multi_all`); "
+             "Continuous: weighted-F1 of the sign on the non-zero labels of `utt2sentiment` (the official metric, "
+             "MERBench's). A constant prediction already scores high on Continuous when most labels have one "
+             "sign: its row is beside (fitted on the training labels).", ""]
+    head = ["Text", "Speech", "Visual", "Algorithm", "Discrete(Four)", "Discrete(All)", "Continuous", "Mean"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in keys:
+        row = groups[key]
+        first = row[SENTIMENT_TASK][0]
+        ups = first.get("stream_upstreams") or {first.get("modality", "speech"): first.get("upstream", key[0])}
+        mods = first.get("stream_modalities") or {n: n for n in ups}
+        by_mod = {mods.get(n, n): u for n, u in ups.items()}
+        vals = {t: [r[_main_metric(r)] for r in row.get(t, [])] for t in (*MULTI_TASKS, SENTIMENT_TASK)}
+        cells = [_cell(vals[t]) for t in (*MULTI_TASKS, SENTIMENT_TASK)]
+        mean = (f"{100 * np.mean([np.mean(v) for v in vals.values()]):.2f}" if all(vals.values()) else "–")
+        lines.append("| " + " | ".join([*(by_mod.get(m, "–") for m, _ in MODALITY_COLUMNS), key[1], *cells, mean])
+                     + " |")
+    constants = defaultdict(list)
+    for m in sentiment:
+        for name, c in (m.get("constant") or {}).items():
+            constants[name].append(c)
+    for name, cs in sorted(constants.items()):
+        lines.append(f"| – | – | – | constant {name} ({np.mean([c['value'] for c in cs]):+.3f}) | – | – | "
+                     f"{_cell([c['f1_weighted'] for c in cs])} | – |")
+    lines += ["", "Continuous in detail (Acc-2 and WF1 of the sign in %, MAE, Pearson r, CCC):", "",
+              "| Features | Algorithm | Acc-2 | WF1 | MAE | r | CCC |", "|---|---|---|---|---|---|---|"]
+    for key in keys:
+        runs = groups[key][SENTIMENT_TASK]
+        lines.append(f"| {_features(runs[0])} | {key[1]} | {_cell([r['acc2'] for r in runs])} | "
+                     f"{_cell([r['f1_weighted'] for r in runs])} | {_cell([r['mae'] for r in runs], 1, 3)} | "
+                     f"{_cell([r['pearson'] for r in runs], 1, 3)} | {_cell([r['ccc'] for r in runs], 1, 3)} |")
+    for name, cs in sorted(constants.items()):
+        lines.append(f"| constant {name} | – | {_cell([c['acc2'] for c in cs])} | {_cell([c['f1_weighted'] for c in cs])} "
+                     f"| {_cell([c['mae'] for c in cs], 1, 3)} | {_cell([c['pearson'] for c in cs], 1, 3)} | "
+                     f"{_cell([c['ccc'] for c in cs], 1, 3)} |")
+    return lines + [""]
+
+
+def _missing_table(fusion: list[dict], titles: dict) -> list[str]:
+    with_missing = [m for m in fusion if m.get("missing")]
+    if not with_missing:
+        return []
+    patterns = sorted({p for m in with_missing for p in m["missing"]}, key=lambda p: (-p.count("+"), p))
+    groups: dict = defaultdict(list)
+    for m in with_missing:
+        groups[(_features(m), m.get("algo") or m["head"], m["task"])].append(m)
+    lines = ["## Missing modalities", "",
+             "Each fusion model scored with only the listed modalities present (the others marked absent: "
+             "dropped or zeroed per algorithm, docs/fusion.md). Weighted-F1 (sentiment: of the sign), %.", ""]
+    head = ["Features", "Algorithm", "Task", *patterns]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (feats, algo, task), runs in sorted(groups.items()):
+        cells = []
+        for p in patterns:
+            vals = [r["missing"][p][_main_metric(r)] for r in runs if p in r["missing"]]
+            cells.append(_cell(vals))
+        lines.append(f"| {feats} | {algo} | {titles.get(task, task)} | " + " | ".join(cells) + " |")
+    return lines + [""]
