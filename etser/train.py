@@ -482,7 +482,10 @@ def train_trials(conf, task_name, data_dir, feats_dir, exp_dir, seed, device, nu
                         num_threads, False, command, cache, tasks_conf, fusion_streams)
         records.append({"trial": k, "val": summary["val_metrics"], "fusion_conf": ck["head_conf"]["fusion_conf"],
                         "lr": ck["optim_conf"]["lr"], "grad_clip": ck["grad_clip"]})
-    metric = conf.get("select_metric") or task.default_select_metric
+    metric = conf.get("select_metric")
+    if isinstance(metric, dict):
+        metric = metric.get(task.kind)
+    metric = metric or task.default_select_metric
     mode = "min" if metric in getattr(task, "lower_is_better", ()) else "max"
     best = select_best(records, metric, mode)
     src = exp_dir / "trials" / f"trial{best + 1}"
