@@ -30,6 +30,8 @@ def _cell(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str
     v = scale * np.asarray(values, dtype=float)
     if len(v) == 0:
         return "–"
+    if np.isnan(v).all():
+        return "NaN"
     return f"{v.mean():.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
