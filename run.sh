@@ -92,6 +92,17 @@ fi
 if [ -n "${upstream}" ]; then upstreams=${upstream}; fi
 if [ -z "${upstreams// /}" ]; then log "ERROR: --upstreams is empty"; exit 1; fi
 case "${backend}" in ours|espnet) ;; *) log "ERROR: --backend ${backend}: ours or espnet"; exit 1 ;; esac
+# the default fusion (streams = the three default upstreams) runs only beside those upstreams: with other
+# --upstreams it is skipped, said so; an explicit --fusion_streams must have been extracted (stage 2)
+if [ "${fusion_streams}" = "speech=fbank_no_cmvn text=text_baseline visual=visual_baseline" ] && [ -n "${fusion// /}" ]; then
+    for item in ${fusion_streams}; do
+        case " ${upstreams} " in *" ${item#*=} "*) ;; *)
+            log "Fusion (${fusion}) skipped: its default streams need --upstreams to include ${item#*=}" \
+                "(or give --fusion_streams; --fusion '' turns this off)"
+            fusion=; break ;;
+        esac
+    done
+fi
 
 # A fresh clone has no Python environment: make <repo>/.venv first (a no-op once it matches
 # requirements.txt). ETSER_PYTHON_ENV=system uses the python3 on PATH instead (e.g. a conda env).

@@ -270,6 +270,7 @@ class FusionHead(nn.Module):
     ``aux_loss`` holds the model's extra loss of the last forward (the trainer adds it to the task loss).
     """
 
+    input_kind = "by algorithm"  # pooled (utterance-level algorithms) or frames: see input_kind_for
     num_streams = None          # two or more
     eval_batch_size = 64
     layer_options = ("last_layers",)

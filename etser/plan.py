@@ -60,7 +60,17 @@ class PlanError(ValueError):
 def known_heads(backend: str, conf_root: Path = Path(".")) -> list[str]:
     if backend not in BACKENDS:
         raise PlanError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-    return sorted(p.stem for p in (conf_root / BACKENDS[backend]).glob("*.yaml"))
+    names = sorted(p.stem for p in (conf_root / BACKENDS[backend]).glob("*.yaml"))
+    if backend == "ours":   # heads over several streams are planned by fusion_train / fusion_score
+        import yaml
+
+        from etser.heads import HEADS
+
+        def one_stream(name: str) -> bool:
+            head = (yaml.safe_load((conf_root / BACKENDS[backend] / f"{name}.yaml").read_text()) or {}).get("head")
+            return head not in HEADS or HEADS[head].num_streams == 1
+        names = [n for n in names if one_stream(n)]
+    return names
 
 
 def plan_runs(feats_dirs: Sequence[str], heads: Sequence[str], seeds: Sequence[int], tasks: Sequence[str] | None = None,

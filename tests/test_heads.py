@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from etser.heads import AttentiveHead, PaperHead, SuperbHead, build_head, masked_mean_std, select_layers
+from etser.heads import AttentiveHead, PaperHead, SuperbHead, build_head, input_kind, masked_mean_std, select_layers
 from tests.helpers_feats import make_corpus
 
 
@@ -138,9 +138,11 @@ def test_heads_declare_what_they_read():
     """Input kind and layers come from the head classes (no name-keyed branches elsewhere)."""
     from etser.heads import HEADS
 
-    assert {n: c.input_kind for n, c in HEADS.items()} == {"superb": "pooled", "paper": "pooled",
-                                                           "attentive": "frames"}
-    assert all(c.num_streams == 1 for c in HEADS.values())
+    assert {n: input_kind(n, {"algo": "mult"}) for n in HEADS} == {"superb": "pooled", "paper": "pooled",
+                                                                   "attentive": "frames", "fusion": "frames"}
+    assert input_kind("fusion", {"algo": "attention"}) == "pooled"
+    assert all(c.num_streams == 1 for n, c in HEADS.items() if n != "fusion")
+    assert HEADS["fusion"].num_streams is None   # two or more
     assert select_layers("superb", {}, 3) == [0, 1, 2]
     assert select_layers("attentive", {}, 13, [4, 8]) == [4, 8]
     head = build_head("paper", {"last_layers": 2, "hidden_dims": [8]}, _stream(2, 4), 3)
