@@ -186,3 +186,23 @@ def test_resume_after_kill_gives_the_uninterrupted_result(corpus, tmp_path, algo
     assert a["epoch"] == b["epoch"]
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_results_md_has_the_fusion_sentiment_and_missing_tables(corpus, tmp_path):
+    from etser.results import write_results
+
+    data, dumps = corpus
+    for task in ("multi_four", "multi_all", "sentiment"):
+        exp = tmp_path / "exp" / "fusion_speech+text+visual" / "attention" / task / "seed1"
+        train(_conf("attention", max_epochs=4), task, data, None, exp, 1, fusion_streams=dumps)
+        score_exp(exp, ["test"])
+    text = write_results(tmp_path / "exp", tmp_path / "exp" / "RESULTS.md", num_samples=10)
+    er = text.split("## Multimodal emotion recognition", 1)[1].split("\n## ", 1)[0]
+    assert "| Features | Algorithm | Fusion level | Multimodal(Four) WF1 | Multimodal(All) WF1 | Mean WF1 |" in er
+    assert "| syn_speech + syn_text + syn_visual | attention | utterance |" in er
+    sent = text.split("## Multimodal sentiment analysis", 1)[1].split("\n## ", 1)[0]
+    assert "| Text | Speech | Visual | Algorithm | Discrete(Four) | Discrete(All) | Continuous | Mean |" in sent
+    assert "| syn_text | syn_speech | syn_visual | attention |" in sent and "constant all_negative" in sent
+    miss = text.split("## Missing modalities", 1)[1]
+    assert "| speech+text+visual | speech+text | speech+visual | text+visual | speech | text | visual |" in miss
+    assert miss.count("| attention |") == 3
