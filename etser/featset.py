@@ -254,6 +254,32 @@ def scp_utts(scp: Path) -> list[str]:
         return [line.split(maxsplit=1)[0] for line in f if line.strip()]
 
 
+def check_stream_utts(utts: Sequence[str], streams: Sequence[Stream], set_name: str, where: str,
+                      allow_missing: bool, log: Callable[[str], None] = lambda _: None) -> dict[str, list[str]]:
+    """Utterances of ``utts`` without features, per stream; an error naming them unless ``allow_missing``
+    (then they are missing modalities, logged), and always one for an utterance that no stream has."""
+    missing = {}
+    for st in streams:
+        scp = Path(st.feats_dir) / set_name / "pooled_mean.scp"
+        have = set(scp_utts(scp))
+        gone = [u for u in utts if u not in have]
+        if gone:
+            missing[st.name] = gone
+    if not missing:
+        return missing
+    text = "; ".join(f"stream {n} ({Path(next(s.feats_dir for s in streams if s.name == n)) / set_name}) lacks "
+                     f"{len(g)}: {' '.join(g[:10])}{' ...' if len(g) > 10 else ''}" for n, g in missing.items())
+    if not allow_missing:
+        raise ValueError(f"{where}: the streams do not have the same utterances: {text}. Extract them (stage 2), "
+                         "or set allow_missing: true (--conf allow_missing=true; run.sh --fusion_allow_missing "
+                         "true) to treat them as missing modalities")
+    none = [u for u in utts if all(u in g for g in missing.values()) and len(missing) == len(streams)]
+    if none:
+        raise ValueError(f"{where}: {len(none)} utterance(s) have features in no stream (first: {none[0]})")
+    log(f"{where}: allow_missing: {text}; they are scored and trained as missing modalities")
+    return missing
+
+
 def iter_batches(n: int, batch_size: int, order: Sequence[int] | None = None):
     """Index lists of consecutive batches over ``order`` (default 0..n-1)."""
     order = list(range(n)) if order is None else list(order)

@@ -77,7 +77,7 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
     where = str(Path(data_dir) / set_name / task.label_file)
     allow_missing = bool(info.get("allow_missing", False))
     if len(streams) > 1:
-        from etser.train import check_stream_utts
+        from etser.featset import check_stream_utts
 
         check_stream_utts(utts, streams, set_name, where, allow_missing, LOG.info)
     examples = load_examples(utts, targets, streams, set_name, where=where, cache=cache, log=LOG.info,

@@ -39,7 +39,8 @@ from tqdm import tqdm
 
 from etser.checkpoint import atomic_save, list_epochs, load_epoch, prune_epochs, read_exp_config  # noqa: F401
 from etser.cli import str2bool
-from etser.featset import Examples, Stream, iter_batches, load_examples, load_stream, read_meta, scp_utts
+from etser.featset import (Examples, Stream, check_stream_utts, iter_batches, load_examples, load_stream,
+                           read_meta)
 from etser.heads import Head, build_head, head_class, input_kind
 from etser.runtime import device_name, job_list_lines, peak_rss_mb, pick_device, set_threads
 from etser.tasks import Task, load_tasks
@@ -156,32 +157,6 @@ def load_split(task: Task, data_dir: Path, set_name: str, streams: Sequence[Stre
         check_stream_utts(utts, streams, set_name, where, allow_missing, log)
     return load_examples(utts, targets, streams, set_name, where=where, cache=cache, log=log,
                          preload_frames_gb=preload_frames_gb, left_out=left_out, allow_missing=allow_missing)
-
-
-def check_stream_utts(utts: Sequence[str], streams: Sequence[Stream], set_name: str, where: str,
-                      allow_missing: bool, log=LOG.info) -> dict[str, list[str]]:
-    """Utterances of ``utts`` without features, per stream; an error naming them unless ``allow_missing``
-    (then they are missing modalities, logged), and always one for an utterance that no stream has."""
-    missing = {}
-    for st in streams:
-        scp = Path(st.feats_dir) / set_name / "pooled_mean.scp"
-        have = set(scp_utts(scp))
-        gone = [u for u in utts if u not in have]
-        if gone:
-            missing[st.name] = gone
-    if not missing:
-        return missing
-    text = "; ".join(f"stream {n} ({Path(next(s.feats_dir for s in streams if s.name == n)) / set_name}) lacks "
-                     f"{len(g)}: {' '.join(g[:10])}{' ...' if len(g) > 10 else ''}" for n, g in missing.items())
-    if not allow_missing:
-        raise ValueError(f"{where}: the streams do not have the same utterances: {text}. Extract them (stage 2), "
-                         "or set allow_missing: true (--conf allow_missing=true; run.sh --fusion_allow_missing "
-                         "true) to treat them as missing modalities")
-    none = [u for u in utts if all(u in g for g in missing.values()) and len(missing) == len(streams)]
-    if none:
-        raise ValueError(f"{where}: {len(none)} utterance(s) have features in no stream (first: {none[0]})")
-    log(f"{where}: allow_missing: {text}; they are scored and trained as missing modalities")
-    return missing
 
 
 @torch.no_grad()

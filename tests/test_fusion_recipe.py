@@ -206,3 +206,19 @@ def test_results_md_has_the_fusion_sentiment_and_missing_tables(corpus, tmp_path
     miss = text.split("## Missing modalities", 1)[1]
     assert "| speech+text+visual | speech+text | speech+visual | text+visual | speech | text | visual |" in miss
     assert miss.count("| attention |") == 3
+
+
+def test_paper_protocol_selects_on_val_weighted_f1(corpus, tmp_path):
+    import yaml
+
+    data, dumps = corpus
+    exp = tmp_path / "paper"
+    conf = load_config(Path("conf/train/paper.yaml"), ["max_epochs=3"])
+    summary = train(conf, "multi_four", data, dumps["speech"], exp, 1)
+    assert summary["select_metric"] == "weighted_f1"
+    assert yaml.safe_load((exp / "config.yaml").read_text())["select_metric"] == "weighted_f1"
+    log = (exp / "train.log").read_text()
+    # the epoch marked best is the one with the highest val weighted-F1 (earliest on ties)
+    rows = [ln for ln in log.splitlines() if " epoch " in ln and "val_weighted_f1" in ln]
+    wf1 = [float(ln.split("val_weighted_f1 ")[1].split()[0]) for ln in rows]
+    assert summary["best_epoch"] == int(np.argmax(wf1)) + 1
