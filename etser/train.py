@@ -24,13 +24,14 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import platform
 import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ import yaml
 from tqdm import tqdm
 
 from etser.checkpoint import atomic_save, list_epochs, load_epoch, prune_epochs, read_exp_config  # noqa: F401
+from etser import provenance
 from etser.cli import str2bool
 from etser.featset import Examples, Stream, iter_batches, load_examples, load_stream, read_meta
 from etser.heads import Head, build_head, head_class
@@ -167,9 +169,26 @@ def plot_curve(history: list[dict], metric_names: dict, metric: str, best_epoch:
     plt.close(fig)
 
 
+def features_record(set_dir: Path) -> dict:
+    """A feature set's identity as stage 2 recorded it (its config and what it was made from)."""
+    meta = read_meta(set_dir)
+    return {"config_hash": meta.get("config_hash"), "inputs": meta.get("inputs")}
+
+
+def training_identity(chash: str, task, data_dir: Path, sets: Sequence[str], streams: Sequence[Mapping]) -> dict:
+    """The training config, the label file of every set it reads (content) and every stream's features of
+    those sets (stage 2's record): a label corrected, features re-extracted from changed audio or a config
+    edited changes it."""
+    return {
+        "config": chash,
+        "labels": {s: provenance.content_identity(Path(data_dir) / s / task.label_file) for s in sets},
+        "features": {st["name"]: {s: features_record(Path(st["feats_dir"]) / s) for s in sets} for st in streams},
+    }
+
+
 def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path, exp_dir: Path, seed: int,
           device: str = "cpu", num_threads: int = 1, overwrite: bool = False, command: str = "",
-          cache: dict | None = None, tasks_conf: Path | None = None) -> dict:
+          cache: dict | None = None, tasks_conf: Path | None = None, on_change: str = "redo") -> dict:
     """Train one head; returns the summary written to ``exp_dir/done``."""
     exp_dir, data_dir, feats_dir = Path(exp_dir), Path(data_dir), Path(feats_dir)
     tasks = load_tasks(tasks_conf)
@@ -194,17 +213,24 @@ def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path, exp_dir: 
     chash = config_hash({k: v for k, v in resolved.items() if k not in ("data_dir", "feats_dir", "tasks_conf")}
                         | {"streams": [{k: v for k, v in st.items() if k != "feats_dir"} for st in streams]})
     done = exp_dir / "done"
-    if done.is_file() and not overwrite:
-        summary = json.loads(done.read_text())
-        if summary.get("config_hash") != chash:
-            raise RuntimeError(f"{exp_dir} was trained with a different config: use --overwrite true to retrain, "
-                               "or another --exp_dir")
-        LOG.info("%s: already trained (best epoch %s); skipping (--overwrite true to retrain)",
-                 exp_dir, summary["best_epoch"])
-        return summary
+    # what the training is made from: a rerun reuses (or resumes) it only while all of this is unchanged
+    present = training_identity(chash, task, data_dir, (conf["train_set"], conf["valid_set"]), streams)
+    started = done.is_file() or any((exp_dir / "checkpoints").glob("epoch*.pt"))
+    if started and not overwrite:
+        changes = provenance.check(str(exp_dir), provenance.read(exp_dir / provenance.FILE_NAME), present,
+                                   on_change)
+        if changes:
+            LOG.warning("%s: retraining from scratch, its inputs changed: %s", exp_dir, "; ".join(changes))
+            overwrite = True
+        elif done.is_file():
+            summary = json.loads(done.read_text())
+            LOG.info("%s: already trained (best epoch %s) and up to date; skipping (--overwrite true to retrain)",
+                     exp_dir, summary["best_epoch"])
+            return summary
     if overwrite and exp_dir.exists():
         shutil.rmtree(exp_dir)
     (exp_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    provenance.write(exp_dir / provenance.FILE_NAME, present)
     handler = _setup_log_file(exp_dir)
     try:
         return _train(resolved, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, num_threads,
@@ -374,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ngpu", type=int, default=0)
     ap.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--overwrite", type=str2bool, default=False, help="retrain a finished exp dir")
+    ap.add_argument("--on_change", choices=provenance.ON_CHANGE, default=os.environ.get("ETSER_ON_CHANGE", "redo"),
+                    help="an exp dir whose inputs (labels, features, config) changed: retrain it (redo) or stop "
+                         "naming what changed (refuse); default $ETSER_ON_CHANGE or redo")
     ap.add_argument("--job_list", type=Path, help="file of argument lines (one training each)")
     ap.add_argument("--job", type=int, default=1, help="with --job_list: this job's index (1-based)")
     ap.add_argument("--num_jobs", type=int, default=1, help="with --job_list: number of jobs sharing the list")
@@ -387,7 +416,7 @@ def run_args(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict
     conf = load_config(args.config, args.conf)
     command = "python -m etser.train " + " ".join(shlex.quote(a) for a in argv)
     return train(conf, args.task, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
-                 args.num_threads, args.overwrite, command, cache, args.tasks_conf)
+                 args.num_threads, args.overwrite, command, cache, args.tasks_conf, args.on_change)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
