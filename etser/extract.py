@@ -187,6 +187,14 @@ def iter_features(upstream, items: Iterable[tuple[str, np.ndarray]], where: Call
             state.add(torch.stack([h[i, lo:hi] for h in hs]), layers)
             state.done += 1
             if state.done == state.windows:
+                expected = upstream.num_frames(state.samples) if state.windows > 1 else None
+                if expected is not None and state.n != expected:
+                    # stitched windows must give what one forward of the whole utterance would: anything
+                    # else means a wrong frame-rate assumption, and frames would be dropped or doubled
+                    raise RuntimeError(f"{where(state.utt)}: {state.windows} windows stitched to {state.n} frames, "
+                                       f"but the whole {state.samples / TARGET_RATE:.2f} s give {expected} at "
+                                       f"{upstream.stride} samples per frame; check the upstream's frame rate "
+                                       "(get_downsample_rates) or use a longer chunk.seconds")
                 yield state.result(where(state.utt))
 
     batch: list = []

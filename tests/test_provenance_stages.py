@@ -122,8 +122,10 @@ def test_stage2_older_dump_without_record_is_not_trusted(extracted):
 
 # ---------------------------------------------------------------- the recipe, as a user runs it
 
-def _log_lines(r) -> str:
-    return r.stdout + r.stderr
+def _log_lines(r, w: Path | None = None) -> str:
+    """What run.sh printed, plus its jobs' logs of this run (trainings and scorings log there)."""
+    jobs = "".join(p.read_text() for p in sorted((w / "exp" / "log").glob("*.log"))) if w else ""
+    return r.stdout + r.stderr + jobs
 
 
 def _exp_files(w: Path) -> dict[str, int]:
@@ -141,7 +143,7 @@ def test_recipe_reruns_exactly_what_changed(tmp_path, small_release):
 
     # nothing changed: nothing is redone, and every stage says so
     r = run_recipe(w, "--stage", "2", *args)
-    out = _log_lines(r)
+    out = _log_lines(r, w)
     assert r.returncode == 0, out[-3000:]
     assert "complete and up to date, skipped" in out
     assert "and up to date; skipping" in out and "up to date (same model, references and features), kept" in out
@@ -158,7 +160,7 @@ def test_recipe_reruns_exactly_what_changed(tmp_path, small_release):
     write_table(w / "data" / "test" / "utt2emo_audio", labels)
     best = (exp_dir / "best.pt").read_bytes()
     r = run_recipe(w, "--stage", "3", *args)
-    out = _log_lines(r)
+    out = _log_lines(r, w)
     assert r.returncode == 0, out[-3000:]
     assert "rescoring, its inputs changed: references: changed" in out
     assert (exp_dir / "best.pt").read_bytes() == best  # not retrained: only the references changed
@@ -170,7 +172,7 @@ def test_recipe_reruns_exactly_what_changed(tmp_path, small_release):
     train_labels[u] = next(c for c in ("neutral", "happy", "sad", "angry") if c != train_labels[u])
     write_table(w / "data" / "train" / "utt2emo_audio", train_labels)
     r = run_recipe(w, "--stage", "3", *args)
-    out = _log_lines(r)
+    out = _log_lines(r, w)
     assert r.returncode == 0, out[-3000:]
     assert "retraining from scratch, its inputs changed: labels.train: changed" in out
     assert "rescoring, its inputs changed: model: changed" in out
