@@ -313,8 +313,10 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     got = None
     try:
         interactive = sys.stderr.isatty()
-        bar = tqdm(total=len(order), unit="utt", file=sys.stderr, mininterval=0.5 if interactive else 30,
-                   desc=f"extract {data.name} {job}/{nj}", dynamic_ncols=interactive)
+        # no bar in a job log (stderr not a terminal): its carriage-return updates would run into the warnings'
+        # lines; the job ends with a summary line of figures instead
+        bar = tqdm(total=len(order), unit="utt", file=sys.stderr, mininterval=0.5, disable=not interactive,
+                   desc=f"extract {data.name} {job}/{nj}", dynamic_ncols=True)
         t_start = time.time()
         workers = (num_threads if device == "cuda" else 0) if num_workers is None else num_workers
         pairs = [(u, wav[u]) for u in order]

@@ -308,9 +308,11 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
     bs, patience = int(conf["batch_size"]), conf["patience"]
     stopped_early = patience is not None and state["bad_epochs"] >= patience
     first_epoch = state["epoch"]  # > 0 when resumed: the figures count this run's epochs only
-    interactive = sys.stderr.isatty()  # job logs get a line every 30 s, not a carriage-return stream
+    # no bar in a job log (stderr not a terminal): carriage-return updates would run into the log lines;
+    # train.log has a line per epoch and the job log the summary
+    interactive = sys.stderr.isatty()
     bar = tqdm(total=conf["max_epochs"], initial=first_epoch, desc=f"train {exp_dir}", unit="epoch",
-               file=sys.stderr, mininterval=0.5 if interactive else 30, leave=False, dynamic_ncols=interactive)
+               file=sys.stderr, mininterval=0.5, leave=False, dynamic_ncols=True, disable=not interactive)
     for epoch in range(state["epoch"] + 1, conf["max_epochs"] + 1):
         if stopped_early:
             break
