@@ -106,9 +106,6 @@ done
 [[ "${ngpu}" =~ ^[0-9]+$ ]] || bad_options+=" --ngpu ${ngpu} (0 or a positive integer);"
 [ -z "${max_jobs_run}" ] || [[ "${max_jobs_run}" =~ ^[1-9][0-9]*$ ]] \
     || bad_options+=" --max_jobs_run ${max_jobs_run} (a positive integer);"
-for opt in overwrite strict; do
-    case "${!opt}" in true|false) ;; *) bad_options+=" --${opt} ${!opt} (true or false);" ;; esac
-done
 case "${on_change}" in redo|refuse) ;; *) bad_options+=" --on_change ${on_change} (redo or refuse);" ;; esac
 case "${tag}" in */*|.|..) bad_options+=" --tag ${tag} (a name, not a path);" ;; esac
 if [ -n "${bad_options}" ]; then
