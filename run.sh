@@ -42,7 +42,17 @@ fusion_trials=0     # >0: MERBench's random search, N draws of conf/fusion/<algo
 fusion_search_seed=0
 fusion_allow_missing=false  # true: an utterance without features in a stream is a missing modality
 cmd_backend=${cmd_backend:-local}   # local | slurm (cmd.sh)
+dumpdir=dump        # stage-2 features: <dumpdir>/<upstream tag>/<set>/
+expdir=exp          # trainings, scores, RESULTS.md
+tag=                # a named experiment: everything of stages 3-5 goes to <expdir>/<tag>/
+# launcher options per stage (utils/run.py / utils/slurm.py: --mem 8G --time 4:00:00 --partition P --gpu G),
+# e.g. extract_opts="--mem 16G --time 2:00:00 --partition gpu"; docs/slurm.md
+extract_opts=
+train_opts=
+score_opts=
+max_jobs_run=       # at most this many jobs of an array at once (Slurm --array=1-N%K); empty: the launcher's
 overwrite=false     # true: redo stages whose outputs exist
+on_change=redo      # an output whose inputs changed: redo it (redo) or stop naming what changed (refuse)
 python=python3
 
 help_message=$(cat <<HELP
@@ -71,7 +81,16 @@ Usage: $0 [options]
   --ngpu N                     GPUs per job, 0: CPU (default: ${ngpu})
   --num_threads N              CPU threads per job (default: ${num_threads})
   --cmd_backend local|slurm    job launcher (default: ${cmd_backend})
+  --dumpdir DIR                stage-2 features (default: ${dumpdir})
+  --expdir DIR                 trainings, scores and RESULTS.md (default: ${expdir})
+  --tag NAME                   a named experiment: stages 3-5 write to EXPDIR/NAME/ (default: none)
+  --extract_opts / --train_opts / --score_opts "OPTS"
+                               launcher options of stage 2 / 3 / 4, e.g. "--mem 16G --time 2:00:00 --partition gpu
+                               --gpu 1" (default: none; see docs/slurm.md)
+  --max_jobs_run K             at most K jobs of a stage at once (Slurm's --array %K) (default: the launcher's)
   --overwrite true|false       redo stages whose outputs exist (default: ${overwrite})
+  --on_change redo|refuse      features, trainings, scores whose inputs changed: redo them or stop saying what
+                               changed (default: ${on_change}); unchanged ones are always reused
   --python CMD                 Python interpreter (default: ${python})
   --config FILE                read options from a file of name=value lines
 HELP
@@ -103,6 +122,20 @@ if [ "${fusion_streams}" = "speech=fbank_no_cmvn text=text_baseline visual=visua
         esac
     done
 fi
+# every option is checked before anything is deleted (--overwrite true) or launched
+bad_options=
+for opt in nj num_threads; do
+    [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || bad_options+=" --${opt} ${!opt} (a positive integer);"
+done
+[[ "${ngpu}" =~ ^[0-9]+$ ]] || bad_options+=" --ngpu ${ngpu} (0 or a positive integer);"
+[ -z "${max_jobs_run}" ] || [[ "${max_jobs_run}" =~ ^[1-9][0-9]*$ ]] \
+    || bad_options+=" --max_jobs_run ${max_jobs_run} (a positive integer);"
+case "${on_change}" in redo|refuse) ;; *) bad_options+=" --on_change ${on_change} (redo or refuse);" ;; esac
+case "${tag}" in */*|.|..) bad_options+=" --tag ${tag} (a name, not a path);" ;; esac
+if [ -n "${bad_options}" ]; then
+    log "ERROR: bad option value(s):${bad_options%;}"; exit 1
+fi
+if [ -n "${tag}" ]; then expdir=${expdir}/${tag}; fi
 
 # A fresh clone has no Python environment: make <repo>/.venv first (a no-op once it matches
 # requirements.txt). ETSER_PYTHON_ENV=system uses the python3 on PATH instead (e.g. a conda env).
@@ -113,11 +146,23 @@ fi
 . ./path.sh
 # shellcheck disable=SC1091
 . ./cmd.sh
+# etser.train / etser.score read it: reuse unchanged outputs, redo or refuse changed ones
+export ETSER_ON_CHANGE=${on_change}
+if [ "${stop_stage}" -ge 2 ]; then
+    # unknown or repeated names, training configs with unknown keys, upstream configs that do not load: once, now
+    ${python} -m etser.plan check --upstreams "${upstreams}" --heads "${heads}" --tasks "${tasks}" \
+        --seeds "${seeds}" --backend "${backend}" --tasks_conf "${tasks_conf}" || exit 1
+fi
+if [ -n "${max_jobs_run}" ]; then
+    extract_opts="--max_jobs_run ${max_jobs_run} ${extract_opts}"
+    train_opts="--max_jobs_run ${max_jobs_run} ${train_opts}"
+    score_opts="--max_jobs_run ${max_jobs_run} ${score_opts}"
+fi
 
 # ---- one run.sh at a time per working directory: two would interleave writes to data/ dump/ exp/ ----
 # The lock is held until this script and every job it started have exited (they inherit fd 9).
-mkdir -p exp
-run_lock=exp/.run.lock
+mkdir -p "${expdir}"
+run_lock=${expdir}/.run.lock
 if command -v flock >/dev/null 2>&1; then
     exec 9>>"${run_lock}"
     if ! flock -n 9; then
@@ -153,25 +198,28 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   for upstream in ${upstreams}; do
     upstream_conf=conf/upstream/${upstream}.yaml
     # --check_ckpt: a missing checkpoint stops here with what to download, not in each of the nj jobs
-    tag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
+    utag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
     if [ "${ngpu}" -gt 0 ]; then extract_cmd=${cuda_cmd}; else extract_cmd=${train_cmd}; fi
     for x in ${sets}; do
-        dir=dump/${tag}/${x}
+        dir=${dumpdir}/${utag}/${x}
         if [ -f "${dir}/pooled_mean.scp" ] && [ "${overwrite}" != true ]; then
-            # complete features of other utterances than data/ now holds (stage 1 rerun on other data) are stale
-            if ! cmp -s <(cut -d' ' -f1 "data/${x}/wav.scp") <(cut -d' ' -f1 "${dir}/pooled_mean.scp"); then
-                log "ERROR: ${dir} holds features of other utterances than data/${x}/wav.scp (was stage 1 rerun" \
-                    "on other data?); rerun stage 2 with --overwrite true to extract them again"
+            # complete: reused only if made from exactly what data/ holds now (ids, paths, files, config);
+            # otherwise the jobs whose inputs changed are redone (their markers say which), or --on_change refuse
+            rc=0
+            ${python} -m etser.extract status --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
+                --on_change "${on_change}" || rc=$?
+            if [ "${rc}" -eq 0 ]; then
+                log "Stage 2: ${dir} is complete and up to date, skipped (--overwrite true redoes it)"
+                continue
+            elif [ "${rc}" -ne 1 ]; then
                 exit 1
             fi
-            log "Stage 2: ${dir} is complete, skipped (--overwrite true redoes it)"
-            continue
         fi
         if [ "${overwrite}" = true ]; then rm -rf "${dir}"; fi
         log "Stage 2: ${upstream} features of data/${x} -> ${dir} (${nj} jobs, logs in ${dir}/log)"
         mkdir -p "${dir}/log"
         # shellcheck disable=SC2086
-        ${extract_cmd} --num_threads "${num_threads}" JOB=1:"${nj}" "${dir}/log/extract.JOB.log" \
+        ${extract_cmd} --num_threads "${num_threads}" ${extract_opts} JOB=1:"${nj}" "${dir}/log/extract.JOB.log" \
             ${python} -m etser.extract job --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
                 --nj "${nj}" --job JOB --ngpu "${ngpu}" --num_threads "${num_threads}"
         ${python} -m etser.extract merge --config "${upstream_conf}" --name "${upstream}" \
@@ -182,10 +230,10 @@ fi
 
 # dump/<tag> of every upstream (stages 3 and 4)
 feats_dirs() {
-    local up tag out=""
+    local up utag out=""
     for up in ${upstreams}; do
-        tag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream) || return 1
-        out="${out} dump/${tag}"
+        utag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream) || return 1
+        out="${out} ${dumpdir}/${utag}"
     done
     echo "${out# }"
 }
@@ -193,7 +241,7 @@ feats_dirs() {
 plan_jobs() {  # plan_jobs train|score OUT FEATS_DIRS
     ${python} -m etser.plan "$1" --out "$2" --feats_dirs "$3" --heads "${heads}" --seeds "${seeds}" \
         --tasks "${tasks}" --sets "${sets}" --backend "${backend}" --tasks_conf "${tasks_conf}" --data_dir data \
-        --exp_root exp --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}"
+        --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}"
 }
 if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
 plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT
@@ -211,27 +259,27 @@ plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     fdirs=$(feats_dirs)
     for up in ${upstreams}; do
-        tag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream)
+        utag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream)
         for x in train val; do
-            if [ ! -f "dump/${tag}/${x}/pooled_mean.scp" ]; then
-                log "Stage 3: dump/${tag}/${x} has no features: run stage 2 for --upstream ${up} first"; exit 1
+            if [ ! -f "${dumpdir}/${utag}/${x}/pooled_mean.scp" ]; then
+                log "Stage 3: ${dumpdir}/${utag}/${x} has no features: run stage 2 for --upstream ${up} first"; exit 1
             fi
         done
     done
-    mkdir -p exp/log
-    train_jobs=exp/train_jobs.txt
+    mkdir -p "${expdir}/log"
+    train_jobs=${expdir}/train_jobs.txt
     plan_jobs train "${train_jobs}" "${fdirs}"
     n=$(wc -l < "${train_jobs}")
     if [ "${backend}" = ours ]; then
         train_nj=$(( n < nj ? n : nj ))
-        log "Stage 3: ${n} trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}) in ${train_nj} jobs, logs exp/log/train.*.log"
+        log "Stage 3: ${n} trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}) in ${train_nj} jobs, logs ${expdir}/log/train.*.log"
         # shellcheck disable=SC2086
-        ${job_cmd} --num_threads "${num_threads}" JOB=1:"${train_nj}" "exp/log/train.JOB.log" \
+        ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${train_nj}" "${expdir}/log/train.JOB.log" \
             ${python} -m etser.train --job_list "${train_jobs}" --job JOB --num_jobs "${train_nj}"
     else
-        log "Stage 3: ${n} ESPnet trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}), logs exp/log/train.*.log"
+        log "Stage 3: ${n} ESPnet trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}), logs ${expdir}/log/train.*.log"
         # shellcheck disable=SC2086
-        ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" JOB=1:"${n}" "exp/log/train.JOB.log" \
+        ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" ${train_opts} JOB=1:"${n}" "${expdir}/log/train.JOB.log" \
             ${python} -m etser.plan run_line --job_list "${train_jobs}" --job JOB --module etser.espnet_backend
     fi
     # fusion: exp/fusion_<tags>/<algo>/<task>/seed<N>/ (etser.train with --fusion_streams)
@@ -249,21 +297,21 @@ fi
 # Best checkpoint of every training on every set but train -> exp/<tag>/<head>/<task>/seed<N>/decode_<set>/.
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     fdirs=$(feats_dirs)
-    mkdir -p exp/log
-    score_jobs=exp/score_jobs.txt
+    mkdir -p "${expdir}/log"
+    score_jobs=${expdir}/score_jobs.txt
     plan_jobs score "${score_jobs}" "${fdirs}"
     n=$(wc -l < "${score_jobs}")
     if [ "${backend}" = ours ]; then
         # scoring one training takes well under a second after ~5 s of imports: about six per job
         score_nj=$(( (n + 5) / 6 )); score_nj=$(( score_nj < nj ? score_nj : nj ))
-        log "Stage 4: scoring ${n} trainings in ${score_nj} jobs, logs exp/log/score.*.log"
+        log "Stage 4: scoring ${n} trainings in ${score_nj} jobs, logs ${expdir}/log/score.*.log"
         # shellcheck disable=SC2086
-        ${job_cmd} --num_threads "${num_threads}" JOB=1:"${score_nj}" "exp/log/score.JOB.log" \
+        ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${score_nj}" "${expdir}/log/score.JOB.log" \
             ${python} -m etser.score --job_list "${score_jobs}" --job JOB --num_jobs "${score_nj}"
     else
-        log "Stage 4: scoring ${n} ESPnet trainings, logs exp/log/score.*.log"
+        log "Stage 4: scoring ${n} ESPnet trainings, logs ${expdir}/log/score.*.log"
         # shellcheck disable=SC2086
-        ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" JOB=1:"${n}" "exp/log/score.JOB.log" \
+        ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" ${score_opts} JOB=1:"${n}" "${expdir}/log/score.JOB.log" \
             ${python} -m etser.plan run_line --job_list "${score_jobs}" --job JOB --module etser.espnet_backend
     fi
     # fusion: also every subset of modalities present -> decode_<set>/missing.json
@@ -283,8 +331,8 @@ fi
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     results_set=test
     case " ${sets} " in *" test "*) ;; *) results_set=${sets##* } ;; esac
-    log "Stage 5: exp/RESULTS.md from all scored experiments under exp/ (set ${results_set})"
-    ${python} -m etser.results --exp exp --out exp/RESULTS.md --set "${results_set}" \
+    log "Stage 5: ${expdir}/RESULTS.md from all scored experiments under ${expdir}/ (set ${results_set})"
+    ${python} -m etser.results --exp "${expdir}" --out "${expdir}/RESULTS.md" --set "${results_set}" \
         --results_conf "${results_conf}" --tasks_conf "${tasks_conf}"
 fi
 

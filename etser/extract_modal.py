@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etser.datadir import c_sort_key, read_table, write_table
+from etser.provenance import file_identity, table_identity
 from etser.featset import SCHEMA_VERSION, write_meta
 from etser.dumpio import _informative, _peak_rss_mb, _read_marker, prefetch, resolve_layers, split_keys, write_matrix
 from etser.upstream import config_hash, find_config, modality, versions
@@ -59,10 +60,21 @@ def _fit_digest(cfg: dict) -> str:
 
 
 def _job_id(cfg: dict, part: list[str], table: dict[str, str]) -> str:
+    """The config, the fitted transform's training text, the utterances and their inputs: transcripts as they
+    are, videos by path and file identity (size and modification time: a video replaced in place is redone)."""
+    files = modality(cfg) != "text"
     h = hashlib.sha256((config_hash(cfg) + _fit_digest(cfg)).encode())
     for utt in part:
-        h.update(f"\n{utt} {table[utt]}".encode("utf-8"))
+        ident = f" {file_identity(table[utt])}" if files else ""
+        h.update(f"\n{utt} {table[utt]}{ident}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
+
+
+def inputs_identity(cfg: dict, table: dict[str, str], keys: list[str]) -> dict:
+    """meta.json's ``inputs``: the input table (and for videos their files) plus the fitted transform's text."""
+    ident = table_identity(table, keys, files=modality(cfg) != "text")
+    fit = _fit_digest(cfg)
+    return {**ident, "fit": fit} if fit else ident
 
 
 def _build(cfg: dict, device: str):
@@ -337,6 +349,7 @@ def merge(cfg: dict, config, data: str | os.PathLike, out_dir: str | os.PathLike
                              else find_config(config).stem),
         "modality": mod, "schema_version": SCHEMA_VERSION,
         "config_hash": config_hash(cfg),
+        "inputs": inputs_identity(cfg, table, keys),  # what the features were made from (etser.provenance)
         "num_layers": num_layers, "dim": dim,
         "time_axis": axis, "frame_rate": fps, "stride_samples": None,
         "frame_layers": layers,

@@ -198,7 +198,7 @@ def load_stream(set_dir: Path, utts: Sequence[str], layers: Sequence[int], kind:
         key = ("frames", str(scp.resolve()), os.path.getmtime(scp), tuple(pos))
         frames = cache.setdefault(key, {}) if cache is not None else {}
         todo = [u for u in utts if u not in frames]
-        for u in tqdm(todo, desc=f"read {scp}", file=sys.stderr, mininterval=5, disable=len(todo) < 2000):
+        for u in tqdm(todo, desc=f"read {scp}", file=sys.stderr, mininterval=5, disable=len(todo) < 2000 or not sys.stderr.isatty()):
             frames[u] = read(u)
         data.frames = [frames[u] for u in utts]
     else:

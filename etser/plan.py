@@ -188,6 +188,55 @@ def fusion_train_lines(runs: Sequence[FusionRun], data_dir: str, ngpu: int, num_
             args += ["--tasks_conf", tasks_conf]
         lines.append(shlex.join(args))
     return lines
+def _duplicates(items: Sequence[str]) -> list[str]:
+    seen, dup = set(), []
+    for x in items:
+        if x in seen and x not in dup:
+            dup.append(x)
+        seen.add(x)
+    return dup
+
+
+def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequence[str], seeds: Sequence[str],
+                  backend: str = "ours", tasks_conf: Path | None = None, conf_root: Path = Path(".")) -> list[str]:
+    """Everything wrong with run.sh's name options, found before anything is deleted or launched: duplicates
+    (two jobs must never train one exp dir), unknown tasks and heads, training configs with unknown keys,
+    upstream configs that do not load, seeds that are no integers."""
+    errors = []
+    for what, items in (("--upstreams", upstreams), ("--heads", heads), ("--tasks", tasks), ("--seeds", seeds)):
+        dup = _duplicates(items)
+        if dup:
+            errors.append(f"{what} names {' '.join(dup)} more than once (two jobs would write one exp dir)")
+    bad_seeds = [x for x in seeds if not x.lstrip("-").isdigit()]
+    if bad_seeds:
+        errors.append(f"--seeds: {' '.join(bad_seeds)} is not an integer")
+    if not seeds:
+        errors.append("--seeds is empty")
+    taskset = load_tasks(tasks_conf)
+    unknown = [t for t in tasks if t not in taskset.tasks]
+    if unknown:
+        errors.append(f"--tasks: unknown {' '.join(unknown)} (in {taskset.path}); known: {' '.join(taskset.names)}")
+    known = known_heads(backend, conf_root)
+    unknown = [h for h in heads if h not in known]
+    if unknown:
+        errors.append(f"--heads: unknown {' '.join(unknown)} for backend {backend} (no {BACKENDS[backend]}/<head>.yaml); "
+                      f"known: {' '.join(known) or '(none)'}")
+    elif backend == "ours":
+        from etser.train import load_config as load_train_config
+
+        for h in heads:
+            try:
+                load_train_config(conf_root / BACKENDS[backend] / f"{h}.yaml")
+            except (ValueError, OSError) as e:
+                errors.append(f"--heads {h}: {e}")
+    from etser.upstream import UpstreamError, find_config, load_config as load_upstream_config
+
+    for up in upstreams:
+        try:
+            load_upstream_config(find_config(up, conf_root / "conf" / "upstream"))
+        except (UpstreamError, ValueError, OSError) as e:
+            errors.append(f"--upstreams {up}: {e}")
+    return errors
 
 
 def score_sets(sets: Sequence[str], train_set: str = "train", valid_set: str = "val") -> list[str]:
@@ -275,6 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--trials", type=int, default=0, help="random-search draws per run (0: conf defaults)")
         p.add_argument("--search_seed", type=int, default=0)
         p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("check", help="check run.sh's name options before anything runs (exit 1 naming each problem)")
+    p.add_argument("--upstreams", default="")
+    p.add_argument("--heads", default="")
+    p.add_argument("--tasks", default="")
+    p.add_argument("--seeds", default="")
+    p.add_argument("--backend", default="ours", choices=sorted(BACKENDS))
+    p.add_argument("--tasks_conf", default=None)
     p = sub.add_parser("run_line", help="run one line of a job file as python -m MODULE LINE")
     p.add_argument("--job_list", type=Path, required=True)
     p.add_argument("--job", type=int, required=True)
@@ -283,6 +339,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.cmd == "run_line":
             return run_line(a.job_list, a.job, a.module)
+        if a.cmd == "check":
+            errors = check_options(a.upstreams.split(), a.heads.split(), a.tasks.split(), a.seeds.split(),
+                                   a.backend, a.tasks_conf)
+            for e in errors:
+                print(f"error: {e}", file=sys.stderr)
+            return 1 if errors else 0
         sets = a.sets.split()
         if a.cmd.startswith("fusion_"):
             return _write_fusion(a, sets)

@@ -33,12 +33,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from etser import provenance
 
 # re-exported: the metrics and prediction files live in etser.metrics, the figures in etser.plots
 from etser.metrics import (METRIC_NAMES, compute_metrics, confusion_metrics, confusion_text,  # noqa: F401
@@ -48,19 +51,48 @@ from etser.plots import plot_confusion  # noqa: F401
 LOG = logging.getLogger("etser.score")
 
 
+def scoring_identity(exp_dir: Path, set_name: str, data_dir: Path, label_file: str,
+                     feats_dirs: dict[str, Path]) -> dict:
+    """What decode_<set>/ is made from: the model (best.pt's content), the references (the label file's
+    content) and the features of the set (stage 2's record)."""
+    from etser.featset import read_meta
+
+    def record(d: Path) -> dict:
+        meta = read_meta(d)
+        return {"config_hash": meta.get("config_hash"), "inputs": meta.get("inputs")}
+
+    return {"model": provenance.content_identity(Path(exp_dir) / "best.pt"),
+            "references": provenance.content_identity(Path(data_dir) / set_name / label_file),
+            "features": {name: record(Path(d) / set_name) for name, d in sorted(feats_dirs.items())}}
+
+
 def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str, Path] | None = None,
-              device: str = "cpu", cache: dict | None = None) -> dict:
+              device: str = "cpu", cache: dict | None = None, on_change: str = "redo") -> dict:
     """Score ``exp_dir``'s best model on ``set_name``; writes decode_<set>/ and returns metrics.
 
-    ``feats_dirs``: stream name -> ``dump/<tag>`` (default: the ones recorded at training).
+    ``feats_dirs``: stream name -> ``dump/<tag>`` (default: the ones recorded at training).  A decode dir made
+    from the same model, references and features is reused ("up to date"); one whose inputs changed is redone
+    (``on_change='refuse'``: an error naming the changes).
     """
+    from etser.checkpoint import read_exp_config
+
+    start = time.monotonic()
+    exp_dir = Path(exp_dir)
+    out = exp_dir / f"decode_{set_name}"
+    conf = read_exp_config(exp_dir)
+    all_dirs = {st["name"]: Path((feats_dirs or {}).get(st["name"]) or st["feats_dir"]) for st in conf["streams"]}
+    present = scoring_identity(exp_dir, set_name, data_dir, conf["task_spec"]["label_file"], all_dirs)
+    if (out / "metrics.json").is_file():
+        changes = provenance.check(str(out), provenance.read(out / provenance.FILE_NAME), present, on_change)
+        if not changes:
+            LOG.info("%s: up to date (same model, references and features), kept", out)
+            return json.loads((out / "metrics.json").read_text())
+        LOG.info("%s: rescoring, its inputs changed: %s", out, "; ".join(changes))
     # torch and the feature reader: only when scoring a model
     from etser.checkpoint import load_best
     from etser.featset import Stream, load_examples, read_meta
     from etser.tasks import task_from_spec
 
-    start = time.monotonic()
-    exp_dir = Path(exp_dir)
     model, info = load_best(exp_dir, device)
     task = task_from_spec(info["task_spec"], f"{exp_dir}/best.pt")
     streams = []
@@ -110,8 +142,8 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
                     "kind": task.kind, **_fusion_fields(info),
                     "data_dir": str(Path(data_dir) / set_name),
                     "feats_dir": " ".join(str(s.feats_dir / set_name) for s in streams)})
-    out = exp_dir / f"decode_{set_name}"
     out.mkdir(parents=True, exist_ok=True)
+    (out / provenance.FILE_NAME).unlink(missing_ok=True)  # until metrics.json is rewritten: not up to date
     task.write_predictions(out / "predictions.txt", utts, targets, posteriors)
     task.write_reports(out, metrics, f"{info['tag']} {info['head']} {info['task']} seed{info['seed']} — {set_name}")
     if missing:
@@ -121,6 +153,7 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=1) + "\n")
     tmp.replace(out / "metrics.json")
+    provenance.write(out / provenance.FILE_NAME, present)
     LOG.info("%s: %s %d utts, %s (%.1f s)", exp_dir, set_name, metrics["num_utts"],
              " ".join(f"{name} {100 * metrics[k]:.2f}" for k, name in task.metric_names.items()),
              time.monotonic() - start)
@@ -166,7 +199,7 @@ def _posteriors(model, task, examples, device: str, skip_empty: bool = False):
 
 
 def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path | None = None, feats_dir: Path | None = None,
-              device: str = "cpu", cache: dict | None = None) -> dict[str, dict]:
+              device: str = "cpu", cache: dict | None = None, on_change: str = "redo") -> dict[str, dict]:
     """Score on ``sets``; ``data_dir`` / ``feats_dir`` default to the ones in EXP_DIR/config.yaml (a
     ``feats_dir`` given replaces the dump of a one-stream model)."""
     from etser.checkpoint import read_exp_config
@@ -183,7 +216,7 @@ def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path | None = None, 
             raise ValueError(f"{exp_dir}: --feats_dir replaces one stream's features; this model reads "
                              f"{len(names)} ({', '.join(names)})")
         feats_dirs = {names[0]: Path(feats_dir)}
-    return {s: score_set(exp_dir, s, data_dir, feats_dirs, device, cache) for s in sets}
+    return {s: score_set(exp_dir, s, data_dir, feats_dirs, device, cache, on_change) for s in sets}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data_dir", type=Path, default=None, help="default: the one in EXP_DIR/config.yaml")
     ap.add_argument("--feats_dir", type=Path, default=None, help="default: the one in EXP_DIR/config.yaml")
     ap.add_argument("--ngpu", type=int, default=0)
+    ap.add_argument("--on_change", choices=provenance.ON_CHANGE, default=os.environ.get("ETSER_ON_CHANGE", "redo"),
+                    help="a decode dir whose model, references or features changed: rescore (redo) or stop naming "
+                         "the change (refuse); default $ETSER_ON_CHANGE or redo")
     ap.add_argument("--job_list", type=Path, default=None,
                     help="file of argument lines (one scoring each); run those of --job among --num_jobs")
     ap.add_argument("--job", type=int, default=1)
@@ -217,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = pick_device(a.ngpu)
         for exp in a.exp_dirs:
             try:
-                score_exp(exp, a.sets.split(), a.data_dir, a.feats_dir, device, cache)
+                score_exp(exp, a.sets.split(), a.data_dir, a.feats_dir, device, cache, a.on_change)
             except Exception as e:  # keep scoring the others; the exit code says something failed
                 LOG.exception("scoring %s failed: %s", exp, e)
                 failed.append(str(exp))

@@ -24,13 +24,14 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import platform
 import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ import yaml
 from tqdm import tqdm
 
 from etser.checkpoint import atomic_save, list_epochs, load_epoch, prune_epochs, read_exp_config  # noqa: F401
+from etser import provenance
 from etser.cli import str2bool
 from etser.featset import (Examples, Stream, check_stream_utts, iter_batches, load_examples, load_stream,
                            read_meta)
@@ -210,17 +212,34 @@ def plot_curve(history: list[dict], metric_names: dict, metric: str, best_epoch:
     plt.close(fig)
 
 
+def features_record(set_dir: Path) -> dict:
+    """A feature set's identity as stage 2 recorded it (its config and what it was made from)."""
+    meta = read_meta(set_dir)
+    return {"config_hash": meta.get("config_hash"), "inputs": meta.get("inputs")}
+
+
+def training_identity(chash: str, task, data_dir: Path, sets: Sequence[str], streams: Sequence[Mapping]) -> dict:
+    """The training config, the label file of every set it reads (content) and every stream's features of
+    those sets (stage 2's record): a label corrected, features re-extracted from changed audio or a config
+    edited changes it."""
+    return {
+        "config": chash,
+        "labels": {s: provenance.content_identity(Path(data_dir) / s / task.label_file) for s in sets},
+        "features": {st["name"]: {s: features_record(Path(st["feats_dir"]) / s) for s in sets} for st in streams},
+    }
+
+
 def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path | None, exp_dir: Path, seed: int,
           device: str = "cpu", num_threads: int = 1, overwrite: bool = False, command: str = "",
           cache: dict | None = None, tasks_conf: Path | None = None,
-          fusion_streams: dict[str, Path] | None = None) -> dict:
+          fusion_streams: dict[str, Path] | None = None, on_change: str = "redo") -> dict:
     """Train one head; returns the summary written to ``exp_dir/done``.
 
     ``fusion_streams`` (stream name -> ``dump/<tag>``) replaces ``feats_dir`` for heads over several streams.
     """
     if conf.get("fusion_trials") and not conf.get("_trial"):
         return train_trials(conf, task_name, data_dir, feats_dir, exp_dir, seed, device, num_threads, overwrite,
-                            command, cache, tasks_conf, fusion_streams)
+                            command, cache, tasks_conf, fusion_streams, on_change)
     exp_dir, data_dir = Path(exp_dir), Path(data_dir)
     feats_dir = Path(feats_dir) if feats_dir is not None else None
     tasks = load_tasks(tasks_conf)
@@ -270,17 +289,24 @@ def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path | None, ex
                          if k not in ("data_dir", "feats_dir", "tasks_conf", "fusion_conf_dir")}
                         | {"streams": [{k: v for k, v in st.items() if k != "feats_dir"} for st in streams]})
     done = exp_dir / "done"
-    if done.is_file() and not overwrite:
-        summary = json.loads(done.read_text())
-        if summary.get("config_hash") != chash:
-            raise RuntimeError(f"{exp_dir} was trained with a different config: use --overwrite true to retrain, "
-                               "or another --exp_dir")
-        LOG.info("%s: already trained (best epoch %s); skipping (--overwrite true to retrain)",
-                 exp_dir, summary["best_epoch"])
-        return summary
+    # what the training is made from: a rerun reuses (or resumes) it only while all of this is unchanged
+    present = training_identity(chash, task, data_dir, (conf["train_set"], conf["valid_set"]), streams)
+    started = done.is_file() or any((exp_dir / "checkpoints").glob("epoch*.pt"))
+    if started and not overwrite:
+        changes = provenance.check(str(exp_dir), provenance.read(exp_dir / provenance.FILE_NAME), present,
+                                   on_change)
+        if changes:
+            LOG.warning("%s: retraining from scratch, its inputs changed: %s", exp_dir, "; ".join(changes))
+            overwrite = True
+        elif done.is_file():
+            summary = json.loads(done.read_text())
+            LOG.info("%s: already trained (best epoch %s) and up to date; skipping (--overwrite true to retrain)",
+                     exp_dir, summary["best_epoch"])
+            return summary
     if overwrite and exp_dir.exists():
         shutil.rmtree(exp_dir)
     (exp_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    provenance.write(exp_dir / provenance.FILE_NAME, present)
     handler = _setup_log_file(exp_dir)
     try:
         return _train(resolved, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, num_threads,
@@ -369,9 +395,11 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
     bs, patience = int(conf["batch_size"]), conf["patience"]
     stopped_early = patience is not None and state["bad_epochs"] >= patience
     first_epoch = state["epoch"]  # > 0 when resumed: the figures count this run's epochs only
-    interactive = sys.stderr.isatty()  # job logs get a line every 30 s, not a carriage-return stream
+    # no bar in a job log (stderr not a terminal): carriage-return updates would run into the log lines;
+    # train.log has a line per epoch and the job log the summary
+    interactive = sys.stderr.isatty()
     bar = tqdm(total=conf["max_epochs"], initial=first_epoch, desc=f"train {exp_dir}", unit="epoch",
-               file=sys.stderr, mininterval=0.5 if interactive else 30, leave=False, dynamic_ncols=interactive)
+               file=sys.stderr, mininterval=0.5, leave=False, dynamic_ncols=True, disable=not interactive)
     for epoch in range(state["epoch"] + 1, conf["max_epochs"] + 1):
         if stopped_early:
             break
@@ -437,7 +465,7 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
 
 
 def train_trials(conf, task_name, data_dir, feats_dir, exp_dir, seed, device, num_threads, overwrite, command,
-                 cache, tasks_conf, fusion_streams) -> dict:
+                 cache, tasks_conf, fusion_streams, on_change: str = "redo") -> dict:
     """MERBench's random search: ``fusion_trials`` draws of the tune lists, each trained in
     ``exp_dir/trials/trial<k>/`` (resumable like any training), the best on val (the task's selection metric;
     test is never read) copied to ``exp_dir`` (best.pt, config.yaml, train.log) with ``trials.json``."""
@@ -454,7 +482,7 @@ def train_trials(conf, task_name, data_dir, feats_dir, exp_dir, seed, device, nu
     for k in range(1, n + 1):
         ck = {**apply_fusion_conf(conf, trial=k), "_trial": k}
         summary = train(ck, task_name, data_dir, feats_dir, exp_dir / "trials" / f"trial{k}", seed, device,
-                        num_threads, False, command, cache, tasks_conf, fusion_streams)
+                        num_threads, False, command, cache, tasks_conf, fusion_streams, on_change)
         records.append({"trial": k, "val": summary["val_metrics"], "fusion_conf": ck["head_conf"]["fusion_conf"],
                         "lr": ck["optim_conf"]["lr"], "grad_clip": ck["grad_clip"]})
     metric = conf.get("select_metric")
@@ -509,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ngpu", type=int, default=0)
     ap.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--overwrite", type=str2bool, default=False, help="retrain a finished exp dir")
+    ap.add_argument("--on_change", choices=provenance.ON_CHANGE, default=os.environ.get("ETSER_ON_CHANGE", "redo"),
+                    help="an exp dir whose inputs (labels, features, config) changed: retrain it (redo) or stop "
+                         "naming what changed (refuse); default $ETSER_ON_CHANGE or redo")
     ap.add_argument("--job_list", type=Path, help="file of argument lines (one training each)")
     ap.add_argument("--job", type=int, default=1, help="with --job_list: this job's index (1-based)")
     ap.add_argument("--num_jobs", type=int, default=1, help="with --job_list: number of jobs sharing the list")
@@ -525,7 +556,7 @@ def run_args(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict
     conf = load_config(args.config, args.conf)
     command = "python -m etser.train " + " ".join(shlex.quote(a) for a in argv)
     return train(conf, args.task, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
-                 args.num_threads, args.overwrite, command, cache, args.tasks_conf, streams)
+                 args.num_threads, args.overwrite, command, cache, args.tasks_conf, streams, args.on_change)
 
 
 def parse_streams(text: str) -> dict[str, Path]:

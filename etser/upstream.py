@@ -496,7 +496,16 @@ class Upstream:
             rates = set(rates) if isinstance(rates, (list, tuple)) else {rates}
             if len(rates) != 1:
                 raise UpstreamError(f"layers have different frame rates {sorted(rates)}; not supported")
-            return int(rates.pop())
+            declared = int(rates.pop())
+            # A wrapper may declare the usual 320 for a model built with other conv strides (a local checkpoint
+            # of another design): the conv arithmetic, where known, is the truth.
+            measured = self._arithmetic_stride()
+            if measured is not None and measured != declared:
+                print(f"warning: upstream {self.cfg.get('name') or self.cfg.get('factory')}: declares {declared} "
+                      f"samples per frame ({SAMPLE_RATE / declared:g} frames/s) but its feature encoder gives "
+                      f"{measured} ({SAMPLE_RATE / measured:g} frames/s): using {measured}", file=sys.stderr)
+                return measured
+            return declared
         # No declared rate: measure it from two probe lengths.
         import torch
 
@@ -505,6 +514,14 @@ class Upstream:
         if t[1] <= t[0]:
             raise UpstreamError("cannot tell the frame rate of this upstream: give it get_downsample_rates()")
         return int(round(SAMPLE_RATE / (t[1] - t[0])))
+
+    def _arithmetic_stride(self) -> int | None:
+        """Samples per frame from the valid-frame arithmetic (conv strides), None when unknown."""
+        if self._num_frames is None:
+            return None
+        n = 10 * SAMPLE_RATE
+        frames = self._num_frames(2 * n) - self._num_frames(n)
+        return int(round(n / frames)) if frames > 0 else None
 
     def padding_error(self) -> float:
         """Largest relative difference (per layer and item) between a padded batch and single forwards."""

@@ -135,3 +135,17 @@ def test_truncated_file_is_an_error_not_a_shorter_signal(tmp_path, fmt, subtype)
         load_audio(path, "S01-x")
     path.write_bytes(data)
     assert load_audio(path, "S01-x").shape == (16000,)
+
+
+def test_stereo_downmix_equals_the_channel_mean_bit_for_bit(tmp_path):
+    """The fast two-channel downmix gives exactly numpy's float32 mean (features must not change)."""
+    import numpy as np
+    import soundfile as sf
+
+    from etser.audio import load_audio
+
+    rng = np.random.default_rng(3)
+    x = (0.3 * rng.standard_normal((16000, 2))).astype(np.float32)
+    p = tmp_path / "st.wav"
+    sf.write(p, x, 16000, subtype="FLOAT")
+    assert np.array_equal(load_audio(p), x.mean(axis=1, dtype=np.float32))

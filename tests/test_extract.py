@@ -494,7 +494,7 @@ def test_run_sh_stage2(expdir):
             assert "pooled mean and std are the same for every utterance" in res.stderr
     # A second run skips the finished sets; an unknown upstream lists the available ones.
     res = run_sh(expdir, "--upstream", "fbank", "--sets", "train")
-    assert res.returncode == 0 and "is complete, skipped" in res.stderr
+    assert res.returncode == 0 and "is complete and up to date, skipped" in res.stderr
     res = run_sh(expdir, "--upstream", "hubret_base", "--sets", "train")
     assert res.returncode != 0
     assert "unknown upstream 'hubret_base'" in res.stderr

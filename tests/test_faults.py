@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_faults import (FAST, digest, is_log, kill_run, make_workdir, recipe_env, run_recipe,
+from tests.helpers_faults import (FAST, digest, is_log, kill_run, make_workdir, run_recipe,
                                   stamps, start_recipe, wait_until)
 from tests.helpers_slurm import require_slurm
 

@@ -68,15 +68,15 @@ def test_infer_matches_stage4_predictions(pipeline, head, conf, capsys):
     wav_scp = data_dir / "test" / "wav.scp"
     assert infer.main(["--exp", str(exp), "--wav_scp", str(wav_scp), "--output", str(root / f"{head}.txt")]) == 0
     lines = (root / f"{head}.txt").read_text().splitlines()
-    assert lines[0] == "id pred " + " ".join(f"p_{c}" for c in classes)
-    got = {ln.split()[0]: ln.split() for ln in lines[1:]}
+    assert lines[0].split("\t") == ["id", "pred", *(f"p_{c}" for c in classes), "note"]
+    got = {ln.split("\t")[0]: ln.split("\t") for ln in lines[1:]}
     assert sorted(got) == sorted(utts)
     for u, pred, p in zip(utts, preds, probs):
         assert got[u][1] == pred
-        assert np.allclose([float(x) for x in got[u][2:]], p, atol=1e-4)
+        assert np.allclose([float(x) for x in got[u][2:-1]], p, atol=1e-4)
     # plain wav paths work too and give the same probabilities
     first_wav = (data_dir / "test" / "wav.scp").read_text().split()[1]
-    ids, p1, _ = infer.predict_files(exp, {first_wav: first_wav})
+    ids, p1, _, _ = infer.predict_files(exp, {first_wav: first_wav})
     assert np.allclose(p1[0], probs[0], atol=1e-5)
 
 
@@ -93,6 +93,57 @@ def test_infer_errors(pipeline, tmp_path, capsys):
     assert "upstream.yaml not found" in capsys.readouterr().err
     assert infer.main(["--exp", str(exp), str(tmp_path / "missing.wav")]) == 1
     assert "missing.wav" in capsys.readouterr().err
+
+
+def _rows(out: str) -> dict[str, list[str]]:
+    lines = out.rstrip("\n").splitlines()
+    assert lines[0].startswith("id\tpred\t") and lines[0].endswith("\tnote")
+    return {ln.split("\t")[0]: ln.split("\t") for ln in lines[1:]}
+
+
+def test_infer_many_files_one_unreadable_spaces_folder_and_silence(pipeline, tmp_path, capsys):
+    """One bad file keeps the others' lines; a path with spaces stays one field; a folder means its audio files;
+    silence gets a warning beside its prediction."""
+    root, data_dir, feats_dir = pipeline
+    exp = root / "exp" / "many"
+    assert train.main(["--config", str(ROOT / "conf/train/superb.yaml"), "--task", "speech_four", "--data_dir",
+                       str(data_dir), "--feats_dir", str(feats_dir), "--exp_dir", str(exp),
+                       "--conf", "max_epochs=1"]) == 0
+    folder = tmp_path / "my recordings"
+    folder.mkdir()
+    good = sorted((root / "wav").glob("*.wav"))[:2]
+    spaced = folder / "take one.wav"
+    shutil.copy(good[0], spaced)
+    shutil.copy(good[1], folder / "b.flac.wav")
+    (folder / "notes.txt").write_text("not audio")
+    broken = tmp_path / "broken file.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, dtype=np.float32), 16000)
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, (1e-5 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000)
+    rc = infer.main(["--exp", str(exp), str(broken), str(folder), str(silent), str(quiet), str(good[0])])
+    out, err = capsys.readouterr()
+    assert rc == 1  # something was unreadable, and the exit status says so
+    rows = _rows(out)
+    assert list(rows) == [str(broken), str(folder / "b.flac.wav"), str(spaced), str(silent), str(quiet),
+                          str(good[0])]
+    assert rows[str(broken)][1] == "-" and "unreadable" in rows[str(broken)][-1]
+    assert all(x == "nan" for x in rows[str(broken)][2:-1])
+    for f in (spaced, good[0]):
+        assert rows[str(f)][1] in CLASSES and rows[str(f)][-1] == ""
+    assert rows[str(spaced)][2:-1] == rows[str(good[0])][2:-1]  # the same audio, the same probabilities
+    assert rows[str(silent)][1] in CLASSES and "silent input" in rows[str(silent)][-1]
+    assert "near-silent input (RMS -9" in rows[str(quiet)][-1] and "dBFS < -60" in rows[str(quiet)][-1]
+    assert f"{broken}: unreadable" in err and "1 unreadable" in err
+
+
+def test_infer_empty_folder_is_named(pipeline, tmp_path, capsys):
+    root, _, _ = pipeline
+    (tmp_path / "empty").mkdir()
+    exp = next((root / "exp").iterdir())
+    assert infer.main(["--exp", str(exp), str(tmp_path / "empty")]) == 1
+    assert "a folder without audio files" in capsys.readouterr().err
 
 
 def test_superb_pooled_equals_frame_level_on_a_stage2_dump(pipeline):

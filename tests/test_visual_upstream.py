@@ -3,7 +3,6 @@ YAML; batched equals single-video extraction; bad videos are listed with file an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import kaldiio

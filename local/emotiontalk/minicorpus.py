@@ -836,7 +836,8 @@ def write_release(out: str | os.PathLike, seed: int = 0, scale: float = 1.0, pro
     speakers = make_speakers(seed)
     utts = plan_corpus(seed, scale)
     seconds = 0.0
-    for utt in tqdm(utts, desc="mini corpus", unit="utt", file=sys.stderr, mininterval=1.0, disable=not progress):
+    for utt in tqdm(utts, desc="mini corpus", unit="utt", file=sys.stderr, mininterval=1.0,
+                    disable=None if progress else True):  # None: no bar when stderr is no terminal
         spk = speakers[utt.speaker]
         y, start, end = synthesize(utt, spk, seed)
         seconds += len(y) / SR
