@@ -34,7 +34,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "local"))
 
-from etser.audio import load_audio  # noqa: E402
 from etser.extract import run_job, write_matrix  # noqa: E402
 
 

@@ -222,7 +222,7 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
         errors.append(f"--heads: unknown {' '.join(unknown)} for backend {backend} (no {BACKENDS[backend]}/<head>.yaml); "
                       f"known: {' '.join(known) or '(none)'}")
     elif backend == "ours":
-        from etser.train import load_config as load_train_config
+        from etser.trainconf import load_config as load_train_config
 
         for h in heads:
             try:

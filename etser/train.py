@@ -20,7 +20,6 @@ came from, for inference), ``train.log``, ``checkpoints/``, ``best.pt``, ``curve
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import logging
@@ -46,103 +45,18 @@ from etser.featset import (Examples, Stream, check_stream_utts, iter_batches, lo
 from etser.heads import Head, build_head, head_class, input_kind
 from etser.runtime import device_name, job_list_lines, peak_rss_mb, pick_device, set_threads
 from etser.tasks import Task, load_tasks
+from etser.trainconf import (DEFAULT_FUSION_CONF_DIR, DEFAULTS, apply_fusion_conf,  # noqa: F401
+                             load_config)  # the config loader lives below the trainer (run.sh checks configs)
 
 LOG = logging.getLogger("etser.train")
 # per-epoch lines: train.log only (the job log gets the progress bar and the summary)
 EPOCH_LOG = logging.getLogger("etser.train.epochs")
 EPOCH_LOG.propagate = False
 
-DEFAULTS = {
-    "head": None,
-    "head_conf": {},
-    "optim": "adam",
-    "optim_conf": {"lr": 1.0e-3},
-    "batch_size": 32,
-    "grad_clip": None,          # max gradient norm; null: no clipping
-    "max_epochs": 100,
-    "patience": 20,             # epochs without val improvement before stopping; null: never stop early
-    "select_metric": None,      # of the task's metrics (ua | wa | macro_f1 | weighted_f1; continuous: f1_weighted |
-                                # acc2 | mae | pearson | ccc), or a mapping kind -> metric; null: the task's default
-    "class_weighted_loss": False,
-    "keep_checkpoints": 2,      # per-epoch checkpoints kept (the last ones)
-    "train_set": "train",
-    "valid_set": "val",
-    "preload_frames_gb": 2.0,   # frame heads: hold frames in memory up to this size, else read per batch
-    "grad_clip_mode": "norm",   # norm (clip_grad_norm_) | value (clip_grad_value_, MERBench); grad_clip <= 0: none
-    "allow_missing": False,     # several streams: an utterance without features in one is a missing modality
-    "fusion_conf_dir": None,    # fusion head: conf/fusion/<algo>.yaml (model defaults, train lr/grad_clip, tune)
-    "fusion_trials": 0,         # fusion head: MERBench's random search, N draws of the tune lists (0: none)
-    "fusion_search_seed": 0,    # ... seed of the draws
-}
-DEFAULT_FUSION_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "fusion"
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
 # ---------------------------------------------------------------- config
-
-def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
-    """Defaults <- YAML file <- ``key=value`` overrides (value parsed as YAML; ``a.b=v`` sets a nested key)."""
-    conf = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of options")
-        unknown = sorted(set(loaded) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
-        for k, v in loaded.items():
-            conf[k] = {**conf[k], **v} if isinstance(conf[k], dict) and isinstance(v, dict) else v
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"--conf {item!r}: expected key=value")
-        *parents, leaf = key.split(".")
-        if parents and parents[0] not in DEFAULTS or not parents and leaf not in DEFAULTS:
-            raise ValueError(f"--conf {item!r}: unknown option {key.split('.')[0]!r}")
-        node = conf
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    if conf["head"] is None:
-        raise ValueError(f"{path or 'config'}: 'head' is not set (superb, paper, attentive)")
-    head_class(conf["head"])  # unknown head: an error naming the known ones
-    if conf["optim"] not in OPTIMIZERS:
-        raise ValueError(f"optim must be one of {', '.join(OPTIMIZERS)}, got {conf['optim']!r}")
-    if conf["grad_clip_mode"] not in ("norm", "value"):
-        raise ValueError(f"grad_clip_mode must be norm or value, got {conf['grad_clip_mode']!r}")
-    if conf["head"] == "fusion":
-        conf = apply_fusion_conf(conf, {item.partition("=")[0] for item in overrides})
-    return conf
-
-
-def apply_fusion_conf(conf: dict, overridden: set[str] = frozenset(), trial: int = 0) -> dict:
-    """A fusion head's config completed from conf/fusion/<algo>.yaml: its ``model`` section under
-    ``head_conf.fusion_conf`` and its ``train`` section (``lr``, ``grad_clip``) unless given with --conf;
-    ``trial`` k > 0: the k-th random draw of its ``tune`` lists (seed ``fusion_search_seed``) on top."""
-    from etser.tune import apply_trial, draw_trials, load_search_space
-
-    conf = copy.deepcopy(conf)
-    algo = str(conf["head_conf"].get("algo", "attention"))
-    path = Path(conf.get("fusion_conf_dir") or DEFAULT_FUSION_CONF_DIR) / f"{algo}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: fusion algorithm {algo!r} has no config")
-    space = load_search_space(path)
-    model_conf, train_conf = dict(space["model"]), dict(space["train"])
-    if trial > 0:
-        drawn = draw_trials(space["tune"], trial, int(conf["fusion_search_seed"]))[trial - 1]
-        model_conf, train_conf = apply_trial(space, drawn)
-    user = dict(conf["head_conf"].get("fusion_conf") or {})
-    # a trial's drawn values win over the config's (keys not tuned, e.g. modality_dropout, stay as given)
-    model_conf.update({k: v for k, v in user.items() if trial == 0 or k not in space["tune"]})
-    conf["head_conf"] = {**conf["head_conf"], "algo": algo, "fusion_conf": model_conf}
-    if trial > 0 or "optim_conf.lr" not in overridden:
-        conf["optim_conf"] = {**conf["optim_conf"], "lr": float(train_conf["lr"])}
-    if trial > 0 or "grad_clip" not in overridden:
-        conf["grad_clip"] = float(train_conf["grad_clip"])
-        conf["grad_clip_mode"] = "value"
-    return conf
-
 
 def config_hash(conf: dict) -> str:
     return hashlib.sha256(json.dumps(conf, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -180,7 +180,10 @@ def test_recipe_reruns_exactly_what_changed(tmp_path, small_release):
     out = _log_lines(r, w)
     assert r.returncode == 0, out[-3000:]
     assert "retraining from scratch, its inputs changed: labels.train: changed" in out
-    assert "rescoring, its inputs changed: model: changed" in out
+    assert (exp_dir / "best.pt").read_bytes() != best
+    # the old decode dirs went with the old model: stage 4 scored the new one
+    assert provenance.read(exp_dir / "decode_test" / provenance.FILE_NAME)["model"] == \
+        provenance.content_identity(exp_dir / "best.pt")
 
     # --on_change refuse: audio replaced in place stops stage 2 naming the change, deleting nothing
     wav = read_table(w / "data" / "val" / "wav.scp")
