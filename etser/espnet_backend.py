@@ -195,9 +195,10 @@ def run_espnet(args: Sequence[str], log_path: Path, env: dict | None = None, wha
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.write(f"# exit {rc} after {time.monotonic() - start:.1f} s\n")
     if rc != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-        raise EspnetError(f"{what or args[0]} failed (exit {rc}); its log is {log_path}; last lines:\n"
-                          + "\n".join(tail))
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]
+        # the naming line last: a launcher shows only the end of the job log (utils/run.py: 6 lines)
+        raise EspnetError(f"{what or args[0]} failed; last lines of {log_path}:\n" + "\n".join(tail)
+                          + f"\n{what or args[0]} failed (exit {rc}); its log is {log_path}")
     LOG.info("%s done in %.1f s (log %s)", what or args[0], time.monotonic() - start, log_path)
 
 
