@@ -288,6 +288,7 @@ def train(config: Path, task: str, seed: int, data_dir: Path, feats_dir: Path, e
                     "--output_dir", stats], log, env, "ESPnet aggregate_stats_dirs")
         (stats / "done").write_text("")
 
+    drop_unreadable_checkpoint(exp_dir)
     train_args = ["espnet2.bin.cls_train", *common, "--resume", "true", "--output_dir", exp_dir, "--ngpu", ngpu,
                   "--fold_length", SPEECH_FOLD[kind], "--fold_length", 1]
     for phase in ("train", "valid"):
@@ -304,6 +305,31 @@ def train(config: Path, task: str, seed: int, data_dir: Path, feats_dir: Path, e
     (exp_dir / "done").write_text(f"{model.name}\n")
     LOG.info("%s: trained, model for scoring %s", exp_dir, model.name)
     return exp_dir
+
+
+def drop_unreadable_checkpoint(exp_dir: Path) -> bool:
+    """A ``checkpoint.pth`` cut short (training killed while ESPnet saved it) would stop every ``--resume``:
+    remove it and the killed run's epoch files, so the training starts again from epoch 1 (with a warning)."""
+    ckpt = exp_dir / "checkpoint.pth"
+    if not ckpt.is_file():
+        return False
+    import torch
+
+    try:
+        states = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if not isinstance(states, dict) or not {"model", "reporter", "optimizers"} <= states.keys():
+            raise ValueError("not an ESPnet training checkpoint (no model/reporter/optimizers)")
+        return False
+    except Exception as e:  # noqa: BLE001 - whatever torch raises for a truncated file
+        why = f"{type(e).__name__}: {e}"
+    stale = [ckpt, *exp_dir.glob("*epoch.pth"), *exp_dir.glob("valid.*.pth"), *exp_dir.glob("train.*.pth")]
+    for p in stale:
+        p.unlink()
+    for d in ("images", "tensorboard", "att_ws"):
+        shutil.rmtree(exp_dir / d, ignore_errors=True)
+    LOG.warning("%s cannot be read (%s), so ESPnet cannot resume from it: removed it and %d epoch file(s) of the "
+                "killed run; training starts again from epoch 1", ckpt, why.splitlines()[0][:200], len(stale) - 1)
+    return True
 
 
 def _upstream_name(feats_set_dir: Path, conf: dict) -> str:
