@@ -189,7 +189,10 @@ def run_espnet(args: Sequence[str], log_path: Path, env: dict | None = None, wha
     cmd = [sys.executable, "-m", *map(str, args)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    killed = log_path.is_file() and not _last_line(log_path).startswith("# exit ")
     with open(log_path, "a", encoding="utf-8") as log:
+        if killed:    # say so where the reader of the log sees it, before the rerun's lines
+            log.write("# (the run above ended without an exit status: killed or its machine lost)\n")
         log.write(f"# {time.strftime('%F %T')} {shlex.join(cmd)}\n")
         log.flush()
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -200,6 +203,13 @@ def run_espnet(args: Sequence[str], log_path: Path, env: dict | None = None, wha
         raise EspnetError(f"{what or args[0]} failed; last lines of {log_path}:\n" + "\n".join(tail)
                           + f"\n{what or args[0]} failed (exit {rc}); its log is {log_path}")
     LOG.info("%s done in %.1f s (log %s)", what or args[0], time.monotonic() - start, log_path)
+
+
+def _last_line(path: Path) -> str:
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+        lines = f.read().decode("utf-8", errors="replace").splitlines()
+    return lines[-1] if lines else "# exit "   # an empty log holds no unfinished run
 
 
 def _child_env(num_threads: int) -> dict:

@@ -102,6 +102,7 @@ def test_local_run_beside_ours_killed_and_resumed(prepared):
     # collect-stats once (the rerun kept it), the killed training, the resumed one
     assert [("collect" if "--collect_stats true" in r else r.split(" -m ")[1].split()[0]) for r in runs] == [
         "collect", "espnet2.bin.aggregate_stats_dirs", "espnet2.bin.cls_train", "espnet2.bin.cls_train"]
+    assert log.count("# (the run above ended without an exit status: killed") == 1
     assert f"The training was resumed using {exp.relative_to(w)}/checkpoint.pth" in log
     assert log.count("1epoch results") == 1 and log.count("4epoch results") == 1   # epoch 1 not trained again
     m = _check_espnet_row(w)
