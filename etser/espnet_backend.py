@@ -189,16 +189,27 @@ def run_espnet(args: Sequence[str], log_path: Path, env: dict | None = None, wha
     cmd = [sys.executable, "-m", *map(str, args)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    killed = log_path.is_file() and not _last_line(log_path).startswith("# exit ")
     with open(log_path, "a", encoding="utf-8") as log:
+        if killed:    # say so where the reader of the log sees it, before the rerun's lines
+            log.write("# (the run above ended without an exit status: killed or its machine lost)\n")
         log.write(f"# {time.strftime('%F %T')} {shlex.join(cmd)}\n")
         log.flush()
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.write(f"# exit {rc} after {time.monotonic() - start:.1f} s\n")
     if rc != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-        raise EspnetError(f"{what or args[0]} failed (exit {rc}); its log is {log_path}; last lines:\n"
-                          + "\n".join(tail))
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]
+        # the naming line last: a launcher shows only the end of the job log (utils/run.py: 6 lines)
+        raise EspnetError(f"{what or args[0]} failed; last lines of {log_path}:\n" + "\n".join(tail)
+                          + f"\n{what or args[0]} failed (exit {rc}); its log is {log_path}")
     LOG.info("%s done in %.1f s (log %s)", what or args[0], time.monotonic() - start, log_path)
+
+
+def _last_line(path: Path) -> str:
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+        lines = f.read().decode("utf-8", errors="replace").splitlines()
+    return lines[-1] if lines else "# exit "   # an empty log holds no unfinished run
 
 
 def _child_env(num_threads: int) -> dict:
@@ -287,6 +298,7 @@ def train(config: Path, task: str, seed: int, data_dir: Path, feats_dir: Path, e
                     "--output_dir", stats], log, env, "ESPnet aggregate_stats_dirs")
         (stats / "done").write_text("")
 
+    drop_unreadable_checkpoint(exp_dir)
     train_args = ["espnet2.bin.cls_train", *common, "--resume", "true", "--output_dir", exp_dir, "--ngpu", ngpu,
                   "--fold_length", SPEECH_FOLD[kind], "--fold_length", 1]
     for phase in ("train", "valid"):
@@ -303,6 +315,31 @@ def train(config: Path, task: str, seed: int, data_dir: Path, feats_dir: Path, e
     (exp_dir / "done").write_text(f"{model.name}\n")
     LOG.info("%s: trained, model for scoring %s", exp_dir, model.name)
     return exp_dir
+
+
+def drop_unreadable_checkpoint(exp_dir: Path) -> bool:
+    """A ``checkpoint.pth`` cut short (training killed while ESPnet saved it) would stop every ``--resume``:
+    remove it and the killed run's epoch files, so the training starts again from epoch 1 (with a warning)."""
+    ckpt = exp_dir / "checkpoint.pth"
+    if not ckpt.is_file():
+        return False
+    import torch
+
+    try:
+        states = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if not isinstance(states, dict) or not {"model", "reporter", "optimizers"} <= states.keys():
+            raise ValueError("not an ESPnet training checkpoint (no model/reporter/optimizers)")
+        return False
+    except Exception as e:  # noqa: BLE001 - whatever torch raises for a truncated file
+        why = f"{type(e).__name__}: {e}"
+    stale = [ckpt, *exp_dir.glob("*epoch.pth"), *exp_dir.glob("valid.*.pth"), *exp_dir.glob("train.*.pth")]
+    for p in stale:
+        p.unlink()
+    for d in ("images", "tensorboard", "att_ws"):
+        shutil.rmtree(exp_dir / d, ignore_errors=True)
+    LOG.warning("%s cannot be read (%s), so ESPnet cannot resume from it: removed it and %d epoch file(s) of the "
+                "killed run; training starts again from epoch 1", ckpt, why.splitlines()[0][:200], len(stale) - 1)
+    return True
 
 
 def _upstream_name(feats_set_dir: Path, conf: dict) -> str:

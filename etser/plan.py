@@ -266,7 +266,7 @@ def train_lines(runs: Sequence[Run], backend: str, data_dir: str, ngpu: int, num
         else:
             args = ["train", "--config", f"conf/espnet/{r.head}.yaml", "--task", r.task, "--seed", str(r.seed),
                     "--data_dir", data_dir, "--feats_dir", r.feats_dir, "--exp_dir", r.exp_dir, "--ngpu", str(ngpu),
-                    "--num_threads", str(num_threads)]
+                    "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower()]
         lines.append(shlex.join(args))
     return lines
 
@@ -274,8 +274,8 @@ def train_lines(runs: Sequence[Run], backend: str, data_dir: str, ngpu: int, num
 def score_lines(runs: Sequence[Run], backend: str, sets: Sequence[str], data_dir: str, ngpu: int) -> list[str]:
     if backend == "ours":
         return [shlex.join(["--sets", " ".join(sets), "--ngpu", str(ngpu), r.exp_dir]) for r in runs]
-    return [shlex.join(["score", "--exp_dir", r.exp_dir, "--sets", " ".join(sets), "--data_dir", data_dir])
-            for r in runs]
+    return [shlex.join(["score", "--exp_dir", r.exp_dir, "--sets", " ".join(sets), "--data_dir", data_dir,
+                        "--ngpu", str(ngpu)]) for r in runs]
 
 
 def run_line(job_list: Path, job: int, module: str) -> int:

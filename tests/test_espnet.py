@@ -349,3 +349,23 @@ print("classes", model.decoder.linear_out.out_features)
     for prefix in conf["freeze_param"]:
         frozen, trained = next(ln.split()[1:] for ln in lines if ln.startswith(prefix + " "))
         assert int(trained) > 0 and (int(frozen) > 0 or name == "fbank_frozen"), (prefix, frozen, trained)
+
+
+def test_unreadable_checkpoint_is_dropped_before_resume(tmp_path, monkeypatch, caplog):
+    """A checkpoint.pth cut short by a kill during ESPnet's save: removed with the killed run's epoch files, and
+    the training restarts; a readable one is kept for --resume."""
+    import torch
+
+    exp = tmp_path / "exp"
+    (exp / "tensorboard").mkdir(parents=True)
+    (exp / "checkpoint.pth").write_bytes(b"PK\x03\x04 cut short")
+    (exp / "2epoch.pth").write_bytes(b"x")
+    (exp / "valid.acc.best.pth").symlink_to("2epoch.pth")
+    (exp / "train.log").write_text("kept\n")
+    with caplog.at_level("WARNING"):
+        assert eb.drop_unreadable_checkpoint(exp)
+    assert sorted(p.name for p in exp.iterdir()) == ["train.log"]
+    assert f"{exp / 'checkpoint.pth'} cannot be read" in caplog.text and "2 epoch file(s)" in caplog.text
+    torch.save({"model": {}, "reporter": {}, "optimizers": [], "schedulers": []}, exp / "checkpoint.pth")
+    assert not eb.drop_unreadable_checkpoint(exp) and (exp / "checkpoint.pth").is_file()
+    assert not eb.drop_unreadable_checkpoint(tmp_path / "none")

@@ -93,11 +93,11 @@ def test_cli_job_files_for_both_backends(dumps, tmp_path, monkeypatch):
     assert shlex.split(esp.read_text()) == [
         "train", "--config", "conf/espnet/conformer.yaml", "--task", "multi_all", "--seed", "3", "--data_dir", "data",
         "--feats_dir", dirs[0], "--exp_dir", "exp/sp_1234/espnet_conformer/multi_all/seed3", "--ngpu", "0",
-        "--num_threads", "2"]
+        "--num_threads", "2", "--overwrite", "false"]
     assert plan.main(["score", "--backend", "espnet", "--feats_dirs", dirs[0], "--heads", "conformer",
                       "--seeds", "3", "--tasks", "multi_all", "--out", str(esp)]) == 0
     assert shlex.split(esp.read_text()) == ["score", "--exp_dir", "exp/sp_1234/espnet_conformer/multi_all/seed3",
-                                            "--sets", "val test", "--data_dir", "data"]
+                                            "--sets", "val test", "--data_dir", "data", "--ngpu", "0"]
     assert plan.main(["train", "--backend", "espnet", "--feats_dirs", dirs[0], "--heads", "superb", "--seeds", "1",
                       "--out", str(esp)]) == 1
 
