@@ -80,7 +80,7 @@ def test_heads_learn_and_write_exp_dir(corpus, tmp_path, head, conf):
         assert "class weights: neutral 1.000, happy 1.000, sad 1.000, angry 1.000" in log
 
 
-def test_finished_dir_is_skipped_and_changed_config_refused(corpus, tmp_path, caplog):
+def test_finished_dir_is_skipped_and_changed_config_redone_or_refused(corpus, tmp_path, caplog):
     data_dir, feats_dir = corpus
     exp = tmp_path / "e"
     argv = _args(data_dir, feats_dir, exp, conf=["max_epochs=3"])
@@ -88,11 +88,19 @@ def test_finished_dir_is_skipped_and_changed_config_refused(corpus, tmp_path, ca
     mtime = (exp / "best.pt").stat().st_mtime_ns
     assert train.main(argv) == 0
     assert (exp / "best.pt").stat().st_mtime_ns == mtime
-    assert "already trained" in caplog.text
-    assert train.main(_args(data_dir, feats_dir, exp, conf=["max_epochs=4"])) == 1
-    assert "different config" in caplog.text
-    assert train.main(argv + ["--overwrite", "true"]) == 0
-    assert (exp / "best.pt").stat().st_mtime_ns != mtime
+    assert "already trained" in caplog.text and "up to date" in caplog.text
+    # another config into the same exp dir: refused on request, naming the change, nothing touched ...
+    changed = _args(data_dir, feats_dir, exp, conf=["max_epochs=4"])
+    assert train.main(changed + ["--on_change", "refuse"]) == 1
+    assert "is out of date: config: changed" in caplog.text
+    assert (exp / "best.pt").stat().st_mtime_ns == mtime
+    # ... and retrained by default, saying why
+    assert train.main(changed) == 0
+    assert "retraining from scratch, its inputs changed: config: changed" in caplog.text
+    mtime2 = (exp / "best.pt").stat().st_mtime_ns
+    assert mtime2 != mtime
+    assert train.main(changed + ["--overwrite", "true"]) == 0
+    assert (exp / "best.pt").stat().st_mtime_ns != mtime2
 
 
 def test_resume_after_kill_gives_the_uninterrupted_result(corpus, tmp_path):
