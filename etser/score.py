@@ -62,7 +62,8 @@ def scoring_identity(exp_dir: Path, set_name: str, data_dir: Path, label_file: s
         return {"config_hash": meta.get("config_hash"), "inputs": meta.get("inputs")}
 
     return {"model": provenance.content_identity(Path(exp_dir) / "best.pt"),
-            "references": provenance.content_identity(Path(data_dir) / set_name / label_file),
+            "references": provenance.content_identity(Path(data_dir) / set_name / label_file)
+            if (Path(data_dir) / set_name / label_file).is_file() else "missing",
             "features": {name: record(Path(d) / set_name) for name, d in sorted(feats_dirs.items())}}
 
 

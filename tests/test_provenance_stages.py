@@ -103,8 +103,9 @@ def test_stage2_config_edited(extracted, tmp_path):
     import yaml
 
     cfg = yaml.safe_load(FBANK.read_text())
-    # frames added: another config (its tag differs too, so run.sh never reuses the dir; here it is, on purpose)
-    cfg["frames"] = {"layers": "all", "dtype": "float16"}
+    # another frame dtype: another config (its tag differs too, so run.sh never reuses the dir; here it is, on purpose)
+    cfg["frames"] = {"layers": "all", "dtype": "float32" if cfg.get("frames", {}).get("dtype") == "float16"
+                     else "float16"}
     edited = tmp_path / "fbank_no_cmvn.yaml"
     edited.write_text(yaml.safe_dump(cfg))
     changes = status(edited, data, out)

@@ -228,14 +228,19 @@ def test_run_sh_stages_3_to_5(tmp_path):
     assert "already trained" in (tmp_path / "exp" / "log" / "train.1.log").read_text()
 
 
-def test_half_trained_dir_with_another_config_is_refused_untouched(corpus, tmp_path, caplog):
+def test_half_trained_dir_with_another_config_is_refused_untouched_or_restarted(corpus, tmp_path, caplog):
     data_dir, feats_dir = corpus
     exp = tmp_path / "e"
     assert train.main(_args(data_dir, feats_dir, exp, conf=["max_epochs=2"])) == 0
     (exp / "done").unlink()   # as if killed after its last checkpoint
     before = (exp / "config.yaml").read_text()
-    assert train.main(_args(data_dir, feats_dir, exp, conf=["max_epochs=2", "optim_conf.lr=0.5"])) == 1
-    assert "different config" in caplog.text
+    other = _args(data_dir, feats_dir, exp, conf=["max_epochs=2", "optim_conf.lr=0.5"])
+    assert train.main(other + ["--on_change", "refuse"]) == 1
+    assert "is out of date: config: changed" in caplog.text
     assert (exp / "config.yaml").read_text() == before
     assert train.main(_args(data_dir, feats_dir, exp, conf=["max_epochs=2"])) == 0   # same config: finishes
     assert (exp / "done").is_file()
+    # never resumed from another config's checkpoints: started afresh, saying why
+    assert train.main(other) == 0
+    assert "retraining from scratch, its inputs changed: config: changed" in caplog.text
+    assert (exp / "config.yaml").read_text() != before
