@@ -37,6 +37,12 @@ seeds="1 2 3"
 cmd_backend=${cmd_backend:-local}   # local | slurm (cmd.sh)
 overwrite=false     # true: redo stages whose outputs exist
 python=python3
+# captioning (stages 3-5; docs/captioning.md): runs when --tasks is empty (the default) or names "caption"
+caption_decoders="transformer"   # conf/caption/<name>.yaml: transformer gpt2 qwen2 bart
+caption_kinds="speaker style emotion overall"
+caption_upstream=fbank_no_cmvn   # a speech upstream whose config dumps frames (frames: {layers: ...})
+caption_seeds=1
+caption_baselines=true           # also score the most frequent caption and the nearest training utterance's
 
 help_message=$(cat <<HELP
 Usage: $0 [options]
@@ -60,6 +66,12 @@ Usage: $0 [options]
   --cmd_backend local|slurm    job launcher (default: ${cmd_backend})
   --overwrite true|false       redo stages whose outputs exist (default: ${overwrite})
   --python CMD                 Python interpreter (default: ${python})
+  --caption_decoders "A B"     captioning decoders, conf/caption/A.yaml (default: ${caption_decoders}); captioning
+                               runs when --tasks is empty or names "caption" (--tasks caption: captioning only)
+  --caption_kinds "A B"        caption kinds (default: ${caption_kinds})
+  --caption_upstream NAME      speech upstream whose frames the captioners read (default: ${caption_upstream})
+  --caption_seeds "1 2"        captioning seeds (default: ${caption_seeds})
+  --caption_baselines true|false  score the frequent-caption and nearest-utterance baselines (default: ${caption_baselines})
   --config FILE                read options from a file of name=value lines
 HELP
 )
@@ -79,6 +91,17 @@ fi
 if [ -n "${upstream}" ]; then upstreams=${upstream}; fi
 if [ -z "${upstreams// /}" ]; then log "ERROR: --upstreams is empty"; exit 1; fi
 case "${backend}" in ours|espnet) ;; *) log "ERROR: --backend ${backend}: ours or espnet"; exit 1 ;; esac
+# captioning: on by default and with --tasks "... caption"; "caption" is not a classifier task
+caption=false; classify=true
+case " ${tasks} " in *" caption "*) caption=true; tasks=$(echo " ${tasks} " | sed 's/ caption / /g; s/^ *//; s/ *$//')
+    if [ -z "${tasks}" ]; then classify=false; fi ;; esac
+if [ -z "${tasks// /}" ] && [ "${classify}" = true ]; then caption=true; fi
+if [ -z "${caption_decoders// /}" ] || [ -z "${caption_kinds// /}" ]; then caption=false; fi
+stage2_upstreams=${upstreams}
+if [ "${caption}" = true ]; then
+    if [ "${classify}" = false ]; then stage2_upstreams=${caption_upstream}; fi
+    case " ${stage2_upstreams} " in *" ${caption_upstream} "*) ;; *) stage2_upstreams="${stage2_upstreams} ${caption_upstream}" ;; esac
+fi
 
 # A fresh clone has no Python environment: make <repo>/.venv first (a no-op once it matches
 # requirements.txt). ETSER_PYTHON_ENV=system uses the python3 on PATH instead (e.g. a conda env).
@@ -126,7 +149,7 @@ fi
 # <tag> = <upstream>_<hash of the config>: a changed config never reuses old features. Jobs that finished
 # are skipped on a rerun and unfinished ones redone; pooled_mean.scp appears only when the set is complete.
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
-  for upstream in ${upstreams}; do
+  for upstream in ${stage2_upstreams}; do
     upstream_conf=conf/upstream/${upstream}.yaml
     # --check_ckpt: a missing checkpoint stops here with what to download, not in each of the nj jobs
     tag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
@@ -178,7 +201,7 @@ if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
 # exp/train_jobs.txt and shared out among ${nj} jobs (each runs its lines in one process; --backend espnet:
 # one job per training). Finished trainings are skipped, killed ones resume from their last epoch
 # checkpoint; --overwrite true retrains.
-if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [ "${classify}" = true ]; then
     fdirs=$(feats_dirs)
     for up in ${upstreams}; do
         tag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream)
@@ -208,7 +231,7 @@ fi
 
 # ---- stage 4: scoring ----
 # Best checkpoint of every training on every set but train -> exp/<tag>/<head>/<task>/seed<N>/decode_<set>/.
-if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [ "${classify}" = true ]; then
     fdirs=$(feats_dirs)
     mkdir -p exp/log
     score_jobs=exp/score_jobs.txt
@@ -229,6 +252,36 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     fi
 fi
 
+# ---- captioning, stages 3 and 4: exp/caption/<tag>/<decoder>/<kind>/seed<N> (etser.plan_caption) ----
+# Planning checks every decoder config and model dir, the frames and the caption files before any job.
+# Scoring: one job per 12 scorings, each in one process with one METEOR Java (~35 s to start).
+caption_plan() {  # caption_plan train|score OUT
+    ${python} -m etser.plan_caption "$1" --out "$2" --feats_dir "${caption_fdir}" --upstream "${caption_upstream}" \
+        --decoders "${caption_decoders}" --kinds "${caption_kinds}" --seeds "${caption_seeds}" \
+        --baselines "${caption_baselines}" --sets "${sets}" --data_dir data --exp_root exp --ngpu "${ngpu}" \
+        --num_threads "${num_threads}" --overwrite "${overwrite}"
+}
+if [ "${caption}" = true ] && [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 3 ]; then
+    caption_fdir=dump/$(${python} -m etser.upstream tag "${caption_upstream}" --conf_dir conf/upstream)
+    mkdir -p exp/log
+    if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+        caption_plan train exp/caption_train_jobs.txt
+        n=$(wc -l < exp/caption_train_jobs.txt); cnj=$(( n < nj ? n : nj ))
+        log "Stage 3: ${n} caption trainings (${caption_fdir}; kinds: ${caption_kinds}; decoders: ${caption_decoders}) in ${cnj} jobs, logs exp/log/caption_train.*.log"
+        # shellcheck disable=SC2086
+        ${job_cmd} --num_threads "${num_threads}" JOB=1:"${cnj}" "exp/log/caption_train.JOB.log" \
+            ${python} -m etser.caption.train --job_list exp/caption_train_jobs.txt --job JOB --num_jobs "${cnj}"
+    fi
+    if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+        caption_plan score exp/caption_score_jobs.txt
+        n=$(wc -l < exp/caption_score_jobs.txt); cnj=$(( (n + 11) / 12 )); cnj=$(( cnj < nj ? cnj : nj ))
+        log "Stage 4: ${n} caption scorings in ${cnj} jobs, logs exp/log/caption_score.*.log"
+        # shellcheck disable=SC2086
+        ${job_cmd} --num_threads "${num_threads}" JOB=1:"${cnj}" "exp/log/caption_score.JOB.log" \
+            ${python} -m etser.caption.score --job_list exp/caption_score_jobs.txt --job JOB --num_jobs "${cnj}"
+    fi
+fi
+
 # ---- stage 5: results ----
 # exp/RESULTS.md from every exp/*/*/*/seed*/decode_<set>/metrics.json (all upstreams and heads so far), on
 # test when it is among --sets, else on the last of them.
@@ -236,8 +289,15 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     results_set=test
     case " ${sets} " in *" test "*) ;; *) results_set=${sets##* } ;; esac
     log "Stage 5: exp/RESULTS.md from all scored experiments under exp/ (set ${results_set})"
+    if [ "${classify}" = true ]; then
     ${python} -m etser.results --exp exp --out exp/RESULTS.md --set "${results_set}" \
         --results_conf "${results_conf}" --tasks_conf "${tasks_conf}"
+    else rm -f exp/RESULTS.md; fi
+    # the captioning table of every scored caption experiment so far, appended to RESULTS.md
+    if [ "${caption}" = true ] || [ -d exp/caption ]; then
+        ${python} -m etser.caption.table exp/caption --set "${results_set}" --out exp/RESULTS_caption.md
+        cat exp/RESULTS_caption.md >> exp/RESULTS.md
+    fi
 fi
 
 log "Successfully finished stages ${stage}-${stop_stage}"

@@ -27,10 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from etser.caption.config import DECODERS
 from etser.caption.text import BOS, EOS, PAD, Tokenizer
 
 LOG = logging.getLogger("etser.caption")
-DECODERS = ("transformer", "gpt2", "qwen2", "bart")
 
 
 class Adaptor(nn.Module):
