@@ -1,8 +1,8 @@
 """Decode and score a trained captioner (or a baseline) on some sets; build the captioning table.
 
-    python -m etser.caption.score --exp_dir exp/<tag>/caption_transformer/caption_style/seed1 \\
+    python -m etser.caption.score --exp_dir exp/caption/<tag>/transformer/style/seed1 \\
         --sets "val test" --data_dir data --feats_dir dump/<tag> [--metrics_config conf/caption/metrics.yaml]
-    python -m etser.caption.score --baseline nearest --kind style --exp_dir exp/<tag>/caption_nearest/caption_style \\
+    python -m etser.caption.score --baseline nearest --kind style --exp_dir exp/caption/<tag>/baseline_nearest/style \\
         --sets "val test" --data_dir data --feats_dir dump/<tag>
     python -m etser.caption.score --job_list exp/caption_score_jobs.txt --job JOB --num_jobs N
 

@@ -1,7 +1,7 @@
 """Train a speech captioner for one caption kind.
 
     python -m etser.caption.train --config conf/caption/transformer.yaml --kind style --seed 1 \\
-        --data_dir data --feats_dir dump/<tag> --exp_dir exp/<tag>/caption_transformer/caption_style/seed1
+        --data_dir data --feats_dir dump/<tag> --exp_dir exp/caption/<tag>/transformer/style/seed1
     python -m etser.caption.train --job_list exp/caption_train_jobs.txt --job JOB --num_jobs N
 
 Frame-level features of ``train_set`` -> adaptor -> decoder (etser.caption.models), cross-entropy on the
