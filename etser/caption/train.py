@@ -33,7 +33,7 @@ import yaml
 from etser.caption import KINDS
 from etser.caption.data import CaptionSet, load_frames, pad_frames, read_captions, read_feats_meta
 from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, check_decoder_dir, load_config  # noqa: F401
-from etser.caption.models import build_model, trainable_state
+from etser.caption.models import build_model, frame_stats, trainable_state
 from etser.caption.text import Tokenizer
 from etser.cli import str2bool
 from etser.checkpoint import atomic_save as _atomic_save, list_epochs as _checkpoints
@@ -151,6 +151,10 @@ def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_th
         LOG.info("tokenizer: %d %s tokens (with 4 specials) from %d training captions", len(tok), tok.unit, len(tr))
     torch.manual_seed(seed)
     model = build_model(conf, len(layers), dim, tok).to(device)
+    if conf["adaptor_conf"].get("normalize") == "global":
+        mean, std = frame_stats(tr.frames)
+        model.adaptor.feat_mean.copy_(mean)
+        model.adaptor.feat_std.copy_(std)
     lens = model.token_lengths(tr.captions)
     long = sum(n > conf["max_caption_tokens"] for n in lens)
     LOG.info("kind %s: train %d captions (mean %.1f tokens, max %d), val %d; %d training caption(s) longer than "
