@@ -54,6 +54,12 @@ max_jobs_run=       # at most this many jobs of an array at once (Slurm --array=
 overwrite=false     # true: redo stages whose outputs exist
 on_change=redo      # an output whose inputs changed: redo it (redo) or stop naming what changed (refuse)
 python=python3
+# captioning (stages 3-5; docs/captioning.md): runs when --tasks is empty (the default) or names "caption"
+caption_decoders="transformer"   # conf/caption/<name>.yaml: transformer gpt2 qwen2 bart
+caption_kinds="speaker style emotion overall"
+caption_upstream=fbank_no_cmvn   # a speech upstream whose config dumps frames (frames: {layers: ...})
+caption_seeds=1
+caption_baselines=true           # also score the most frequent caption and the nearest training utterance's
 
 help_message=$(cat <<HELP
 Usage: $0 [options]
@@ -92,6 +98,12 @@ Usage: $0 [options]
   --on_change redo|refuse      features, trainings, scores whose inputs changed: redo them or stop saying what
                                changed (default: ${on_change}); unchanged ones are always reused
   --python CMD                 Python interpreter (default: ${python})
+  --caption_decoders "A B"     captioning decoders, conf/caption/A.yaml (default: ${caption_decoders}); captioning
+                               runs when --tasks is empty or names "caption" (--tasks caption: captioning only)
+  --caption_kinds "A B"        caption kinds (default: ${caption_kinds})
+  --caption_upstream NAME      speech upstream whose frames the captioners read (default: ${caption_upstream})
+  --caption_seeds "1 2"        captioning seeds (default: ${caption_seeds})
+  --caption_baselines true|false  score the frequent-caption and nearest-utterance baselines (default: ${caption_baselines})
   --config FILE                read options from a file of name=value lines
 HELP
 )
@@ -136,6 +148,17 @@ if [ -n "${bad_options}" ]; then
     log "ERROR: bad option value(s):${bad_options%;}"; exit 1
 fi
 if [ -n "${tag}" ]; then expdir=${expdir}/${tag}; fi
+# captioning: on by default and with --tasks "... caption"; "caption" is not a classifier task
+caption=false; classify=true
+case " ${tasks} " in *" caption "*) caption=true; tasks=$(echo " ${tasks} " | sed 's/ caption / /g; s/^ *//; s/ *$//')
+    if [ -z "${tasks}" ]; then classify=false; fi ;; esac
+if [ -z "${tasks// /}" ] && [ "${classify}" = true ]; then caption=true; fi
+if [ -z "${caption_decoders// /}" ] || [ -z "${caption_kinds// /}" ]; then caption=false; fi
+stage2_upstreams=${upstreams}
+if [ "${caption}" = true ]; then
+    if [ "${classify}" = false ]; then stage2_upstreams=${caption_upstream}; fi
+    case " ${stage2_upstreams} " in *" ${caption_upstream} "*) ;; *) stage2_upstreams="${stage2_upstreams} ${caption_upstream}" ;; esac
+fi
 
 # A fresh clone has no Python environment: make <repo>/.venv first (a no-op once it matches
 # requirements.txt). ETSER_PYTHON_ENV=system uses the python3 on PATH instead (e.g. a conda env).
@@ -195,7 +218,7 @@ fi
 # <tag> = <upstream>_<hash of the config>: a changed config never reuses old features. Jobs that finished
 # are skipped on a rerun and unfinished ones redone; pooled_mean.scp appears only when the set is complete.
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
-  for upstream in ${upstreams}; do
+  for upstream in ${stage2_upstreams}; do
     upstream_conf=conf/upstream/${upstream}.yaml
     # --check_ckpt: a missing checkpoint stops here with what to download, not in each of the nj jobs
     utag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
@@ -247,8 +270,9 @@ if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
 plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT
     ${python} -m etser.plan "$1" --out "$2" --fusion_streams "${fusion_streams}" --algos "${fusion}" \
         --seeds "${seeds}" --tasks "${fusion_tasks}" --sets "${sets}" --tasks_conf "${tasks_conf}" --data_dir data \
-        --exp_root exp --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" \
-        --allow_missing "${fusion_allow_missing}" --trials "${fusion_trials}" --search_seed "${fusion_search_seed}"
+        --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" \
+        --allow_missing "${fusion_allow_missing}" --trials "${fusion_trials}" --search_seed "${fusion_search_seed}" \
+        --dump_root "${dumpdir}"
 }
 
 # ---- stage 3: downstream training ----
@@ -256,7 +280,7 @@ plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT
 # exp/train_jobs.txt and shared out among ${nj} jobs (each runs its lines in one process; --backend espnet:
 # one job per training). Finished trainings are skipped, killed ones resume from their last epoch
 # checkpoint; --overwrite true retrains.
-if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [ "${classify}" = true ]; then
     fdirs=$(feats_dirs)
     for up in ${upstreams}; do
         utag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream)
@@ -284,18 +308,18 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     fi
     # fusion: exp/fusion_<tags>/<algo>/<task>/seed<N>/ (etser.train with --fusion_streams)
     if [ -n "${fusion// /}" ]; then
-        plan_fusion fusion_train exp/fusion_train_jobs.txt
-        n=$(wc -l < exp/fusion_train_jobs.txt); fusion_nj=$(( n < nj ? n : nj ))
-        log "Stage 3: ${n} fusion trainings (${fusion}; streams ${fusion_streams}) in ${fusion_nj} jobs, logs exp/log/fusion_train.*.log"
+        plan_fusion fusion_train ${expdir}/fusion_train_jobs.txt
+        n=$(wc -l < ${expdir}/fusion_train_jobs.txt); fusion_nj=$(( n < nj ? n : nj ))
+        log "Stage 3: ${n} fusion trainings (${fusion}; streams ${fusion_streams}) in ${fusion_nj} jobs, logs ${expdir}/log/fusion_train.*.log"
         # shellcheck disable=SC2086
-        ${job_cmd} --num_threads "${num_threads}" JOB=1:"${fusion_nj}" "exp/log/fusion_train.JOB.log" \
-            ${python} -m etser.train --job_list exp/fusion_train_jobs.txt --job JOB --num_jobs "${fusion_nj}"
+        ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${fusion_nj}" "${expdir}/log/fusion_train.JOB.log" \
+            ${python} -m etser.train --job_list ${expdir}/fusion_train_jobs.txt --job JOB --num_jobs "${fusion_nj}"
     fi
 fi
 
 # ---- stage 4: scoring ----
 # Best checkpoint of every training on every set but train -> exp/<tag>/<head>/<task>/seed<N>/decode_<set>/.
-if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [ "${classify}" = true ]; then
     fdirs=$(feats_dirs)
     mkdir -p "${expdir}/log"
     score_jobs=${expdir}/score_jobs.txt
@@ -316,12 +340,42 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     fi
     # fusion: also every subset of modalities present -> decode_<set>/missing.json
     if [ -n "${fusion// /}" ]; then
-        plan_fusion fusion_score exp/fusion_score_jobs.txt
-        n=$(wc -l < exp/fusion_score_jobs.txt); fusion_nj=$(( (n + 5) / 6 )); fusion_nj=$(( fusion_nj < nj ? fusion_nj : nj ))
-        log "Stage 4: scoring ${n} fusion trainings in ${fusion_nj} jobs, logs exp/log/fusion_score.*.log"
+        plan_fusion fusion_score ${expdir}/fusion_score_jobs.txt
+        n=$(wc -l < ${expdir}/fusion_score_jobs.txt); fusion_nj=$(( (n + 5) / 6 )); fusion_nj=$(( fusion_nj < nj ? fusion_nj : nj ))
+        log "Stage 4: scoring ${n} fusion trainings in ${fusion_nj} jobs, logs ${expdir}/log/fusion_score.*.log"
         # shellcheck disable=SC2086
-        ${job_cmd} --num_threads "${num_threads}" JOB=1:"${fusion_nj}" "exp/log/fusion_score.JOB.log" \
-            ${python} -m etser.score --job_list exp/fusion_score_jobs.txt --job JOB --num_jobs "${fusion_nj}"
+        ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${fusion_nj}" "${expdir}/log/fusion_score.JOB.log" \
+            ${python} -m etser.score --job_list ${expdir}/fusion_score_jobs.txt --job JOB --num_jobs "${fusion_nj}"
+    fi
+fi
+
+# ---- captioning, stages 3 and 4: exp/caption/<tag>/<decoder>/<kind>/seed<N> (etser.plan_caption) ----
+# Planning checks every decoder config and model dir, the frames and the caption files before any job.
+# Scoring: one job per 12 scorings, each in one process with one METEOR Java (~35 s to start).
+caption_plan() {  # caption_plan train|score OUT
+    ${python} -m etser.plan_caption "$1" --out "$2" --feats_dir "${caption_fdir}" --upstream "${caption_upstream}" \
+        --decoders "${caption_decoders}" --kinds "${caption_kinds}" --seeds "${caption_seeds}" \
+        --baselines "${caption_baselines}" --sets "${sets}" --data_dir data --exp_root "${expdir}" --ngpu "${ngpu}" \
+        --num_threads "${num_threads}" --overwrite "${overwrite}"
+}
+if [ "${caption}" = true ] && [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 3 ]; then
+    caption_fdir=${dumpdir}/$(${python} -m etser.upstream tag "${caption_upstream}" --conf_dir conf/upstream)
+    mkdir -p ${expdir}/log
+    if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+        caption_plan train ${expdir}/caption_train_jobs.txt
+        n=$(wc -l < ${expdir}/caption_train_jobs.txt); cnj=$(( n < nj ? n : nj ))
+        log "Stage 3: ${n} caption trainings (${caption_fdir}; kinds: ${caption_kinds}; decoders: ${caption_decoders}) in ${cnj} jobs, logs ${expdir}/log/caption_train.*.log"
+        # shellcheck disable=SC2086
+        ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${cnj}" "${expdir}/log/caption_train.JOB.log" \
+            ${python} -m etser.caption.train --job_list ${expdir}/caption_train_jobs.txt --job JOB --num_jobs "${cnj}"
+    fi
+    if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+        caption_plan score ${expdir}/caption_score_jobs.txt
+        n=$(wc -l < ${expdir}/caption_score_jobs.txt); cnj=$(( (n + 11) / 12 )); cnj=$(( cnj < nj ? cnj : nj ))
+        log "Stage 4: ${n} caption scorings in ${cnj} jobs, logs ${expdir}/log/caption_score.*.log"
+        # shellcheck disable=SC2086
+        ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${cnj}" "${expdir}/log/caption_score.JOB.log" \
+            ${python} -m etser.caption.score --job_list ${expdir}/caption_score_jobs.txt --job JOB --num_jobs "${cnj}"
     fi
 fi
 
@@ -332,8 +386,15 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     results_set=test
     case " ${sets} " in *" test "*) ;; *) results_set=${sets##* } ;; esac
     log "Stage 5: ${expdir}/RESULTS.md from all scored experiments under ${expdir}/ (set ${results_set})"
+    if [ "${classify}" = true ]; then
     ${python} -m etser.results --exp "${expdir}" --out "${expdir}/RESULTS.md" --set "${results_set}" \
         --results_conf "${results_conf}" --tasks_conf "${tasks_conf}"
+    else rm -f ${expdir}/RESULTS.md; fi
+    # the captioning table of every scored caption experiment so far, appended to RESULTS.md
+    if [ "${caption}" = true ] || [ -d ${expdir}/caption ]; then
+        ${python} -m etser.caption.table ${expdir}/caption --set "${results_set}" --out ${expdir}/RESULTS_caption.md
+        cat ${expdir}/RESULTS_caption.md >> ${expdir}/RESULTS.md
+    fi
 fi
 
 log "Successfully finished stages ${stage}-${stop_stage}"

@@ -315,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--sets", default="train val test")
         p.add_argument("--tasks_conf", default=None)
         p.add_argument("--upstream_conf_dir", default="conf/upstream")
+        p.add_argument("--dump_root", default="dump", help="where stage 2 put the features (run.sh --dumpdir)")
         p.add_argument("--data_dir", default="data")
         p.add_argument("--exp_root", default="exp")
         p.add_argument("--ngpu", type=int, default=0)
@@ -374,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _write_fusion(a, sets: Sequence[str]) -> int:
     if a.cmd == "fusion_train":
         check_train_sets(sets)
-    streams = resolve_streams(a.fusion_streams, conf_dir=a.upstream_conf_dir)
+    streams = resolve_streams(a.fusion_streams, conf_dir=a.upstream_conf_dir, dump_root=a.dump_root)
     runs = plan_fusion(streams, a.algos.split(), [int(s) for s in a.seeds.split()], a.tasks.split() or None,
                        a.tasks_conf, a.exp_root)
     if a.cmd == "fusion_train":

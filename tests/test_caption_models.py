@@ -128,3 +128,28 @@ def test_caption_limit_beyond_decoder_positions_is_refused(decoder_dirs):
                  max_caption_tokens=120)
     with pytest.raises(ValueError, match="exceeds the decoder's 128 positions"):
         build_model(conf, 2, 8)
+
+
+def test_global_normalisation_standardises_with_training_stats_and_keeps_loudness():
+    from etser.caption.models import Adaptor, frame_stats
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.randn(t, 2, 3, generator=g) * 4 + 7 for t in (5, 9)]
+    mean, std = frame_stats(frames)
+    flat = torch.cat(frames).double()
+    assert torch.allclose(mean.double(), flat.mean(0), atol=1e-5)
+    assert torch.allclose(std.double(), flat.std(0, unbiased=False), atol=1e-5)
+    a = Adaptor(2, 3, 4, hidden_dim=4, downsample=1, kind="linear", dropout=0.0, normalize="global").eval()
+    a.feat_mean.copy_(mean), a.feat_std.copy_(std)
+    b = Adaptor(2, 3, 4, hidden_dim=4, downsample=1, kind="linear", dropout=0.0, normalize=False).eval()
+    b.load_state_dict(a.state_dict())
+    x = frames[0][None]
+    lengths = torch.tensor([5])
+    assert torch.allclose(a(x, lengths)[0], b((x - mean) / std, lengths)[0], atol=1e-5)
+    # a louder copy (every dimension +3) stays distinguishable, unlike with the per-frame layer norm
+    c = Adaptor(2, 3, 4, hidden_dim=4, downsample=1, kind="linear", dropout=0.0, normalize=True).eval()
+    c.load_state_dict(a.state_dict())
+    assert torch.allclose(c(x, lengths)[0], c(x + 3, lengths)[0], atol=1e-4)
+    assert not torch.allclose(a(x, lengths)[0], a(x + 3, lengths)[0], atol=1e-2)
+    assert "adaptor.feat_mean" in trainable_state(torch.nn.ModuleDict({"adaptor": a}))
+    with pytest.raises(ValueError, match="normalize must be"):
+        Adaptor(2, 3, 4, normalize="frame")

@@ -82,6 +82,18 @@ def tokenize(hyps: Sequence[str], refs: Sequence[Sequence[str]], conf: dict, log
     return res, gts, unit
 
 
+_METEOR: list = []
+
+
+def shared_meteor():
+    """One METEOR Java process per Python process (it takes ~35 s to start and load its paraphrase table), reused
+    by every scoring of a job; pycocoevalcap's Meteor ends it when the object is collected at exit."""
+    if not _METEOR:
+        from pycocoevalcap.meteor.meteor import Meteor
+        _METEOR.append(Meteor())
+    return _METEOR[0]
+
+
 def _spice(res: dict, gts: dict, conf: dict) -> tuple[float, list[float]]:
     import pycocoevalcap.spice as spice_pkg
     pkg = Path(spice_pkg.__file__).parent
@@ -120,12 +132,7 @@ def lexical_scores(hyps, refs, conf, log: Callable = LOG.warning) -> tuple[dict,
     java = java_ok(conf["java"])
     if "meteor" in want:
         if java:
-            from pycocoevalcap.meteor.meteor import Meteor
-            m = Meteor()
-            try:
-                mv, m_per = m.compute_score(gts, res)
-            finally:
-                del m  # its __del__ ends the Java process
+            mv, m_per = shared_meteor().compute_score(gts, res)
             scores["meteor"], per["meteor"] = float(mv), [float(x) for x in m_per]
         else:
             scores["meteor"] = None

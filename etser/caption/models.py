@@ -27,21 +27,27 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from etser.caption.config import DECODERS
 from etser.caption.text import BOS, EOS, PAD, Tokenizer
 
 LOG = logging.getLogger("etser.caption")
-DECODERS = ("transformer", "gpt2", "qwen2", "bart")
 
 
 class Adaptor(nn.Module):
     """Softmax-weighted sum of the layers (or the one layer) -> downsample by ``downsample`` -> projection."""
 
     def __init__(self, num_layers: int, dim: int, out_dim: int, hidden_dim: int = 256, downsample: int = 2,
-                 kind: str = "conv", dropout: float = 0.1, normalize: bool = True):
+                 kind: str = "conv", dropout: float = 0.1, normalize: bool | str = True):
         super().__init__()
         if kind not in ("conv", "linear"):
             raise ValueError(f"adaptor kind must be conv or linear, got {kind!r}")
+        if normalize not in (True, False, "global"):
+            raise ValueError(f"adaptor normalize must be true (per frame), false or global, got {normalize!r}")
         self.k, self.kind, self.normalize = int(downsample), kind, normalize
+        # global: each layer's dimensions standardised with the training set's mean and std (set_stats); unlike
+        # a per-frame layer norm it keeps the frame energy (loudness)
+        self.register_buffer("feat_mean", torch.zeros(num_layers, dim))
+        self.register_buffer("feat_std", torch.ones(num_layers, dim))
         self.layer_logits = nn.Parameter(torch.zeros(num_layers))
         if kind == "conv":
             ksz = 2 * self.k - 1 if self.k > 1 else 3
@@ -53,7 +59,9 @@ class Adaptor(nn.Module):
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T', out_dim) and the valid mask (B, T'), T' = ceil(T / downsample)."""
         x = frames.float()
-        if self.normalize:
+        if self.normalize == "global":
+            x = (x - self.feat_mean) / self.feat_std
+        elif self.normalize:
             x = F.layer_norm(x, x.shape[-1:])
         x = (torch.softmax(self.layer_logits, 0)[None, None, :, None] * x).sum(2)  # (B, T, D)
         t = x.shape[1]
@@ -68,6 +76,17 @@ class Adaptor(nn.Module):
         out_len = (lengths.to(x.device) + self.k - 1) // self.k
         mask = torch.arange(h.shape[1], device=x.device)[None] < out_len[:, None]
         return self.proj(h), mask
+
+
+def frame_stats(frames) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L', D) mean and std over every frame of a set of (T, L', D) tensors (float64 sums)."""
+    n, s1, s2 = 0, 0.0, 0.0
+    for f in frames:
+        f = f.double()
+        n, s1, s2 = n + f.shape[0], s1 + f.sum(0), s2 + (f * f).sum(0)
+    mean = s1 / n
+    std = (s2 / n - mean * mean).clamp(min=0).sqrt()
+    return mean.float(), std.float().clamp(min=1e-5)
 
 
 def fixed_prefix(mem: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:

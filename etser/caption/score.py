@@ -1,9 +1,10 @@
 """Decode and score a trained captioner (or a baseline) on some sets; build the captioning table.
 
-    python -m etser.caption.score --exp_dir exp/<tag>/caption_transformer/caption_style/seed1 \\
+    python -m etser.caption.score --exp_dir exp/caption/<tag>/transformer/style/seed1 \\
         --sets "val test" --data_dir data --feats_dir dump/<tag> [--metrics_config conf/caption/metrics.yaml]
-    python -m etser.caption.score --baseline nearest --kind style --exp_dir exp/<tag>/caption_nearest/caption_style \\
+    python -m etser.caption.score --baseline nearest --kind style --exp_dir exp/caption/<tag>/baseline_nearest/style \\
         --sets "val test" --data_dir data --feats_dir dump/<tag>
+    python -m etser.caption.score --job_list exp/caption_score_jobs.txt --job JOB --num_jobs N
 
 Writes ``<exp_dir>/decode_<set>/metrics.json`` and ``hyp_ref.txt`` (utt<TAB>hypothesis<TAB>reference...).
 ``table_rows`` / ``format_table`` turn a list of metrics.json into the caption kind x decoder table (mean and
@@ -72,7 +73,8 @@ def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Pat
         refs = [[c] for c in cs.captions]
         res = score_captions(hyps, refs, mconf, _wavs(Path(data_dir) / s, cs.utts), device)
         meta = {"kind": info["kind"], "decoder": conf["decoder"], "set": s, "seed": info["seed"],
-                "exp_dir": str(exp_dir), "best_epoch": info["epoch"], "decode": dc, "counts": cs.counts}
+                "exp_dir": str(exp_dir), "tag": Path(feats_dir).name, "best_epoch": info["epoch"], "decode": dc,
+                "counts": cs.counts}
         m = write_decode(Path(exp_dir) / f"decode_{s}", cs.utts, hyps, refs, res, meta)
         sec = time.monotonic() - t0
         LOG.info("%s %s: %s; %d utts in %.1f s (%.1f utts/s, decoding and scoring)", exp_dir, s, _fmt(m["scores"]),
@@ -95,6 +97,7 @@ def score_baseline(name: str, kind: str, exp_dir: Path, sets: Sequence[str], dat
         refs = [[c] for c in cs.captions]
         res = score_captions(hyps, refs, mconf, _wavs(Path(data_dir) / s, cs.utts))
         meta = {"kind": kind, "decoder": f"baseline_{name}", "set": s, "seed": None, "exp_dir": str(exp_dir),
+                "tag": Path(feats_dir).name,
                 "counts": cs.counts}
         m = write_decode(Path(exp_dir) / f"decode_{s}", cs.utts, hyps, refs, res, meta)
         LOG.info("%s %s: %s", exp_dir, s, _fmt(m["scores"]))
@@ -159,10 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    args = build_parser().parse_args(argv)
-    from etser.caption.train import quiet_transformers
-    from etser.train import pick_device
+    from etser.caption.train import job_parser, quiet_transformers
+    from etser.runtime import job_list_lines
+    argv = list(sys.argv[1:] if argv is None else argv)
     quiet_transformers()
+    jobs = job_parser("python -m etser.caption.score").parse_known_args(argv)[0]
+    if jobs.job_list is None:
+        return _run(argv)
+    # the recipe's job file: this job's lines in one process, so that METEOR's Java (~35 s to start) starts once
+    try:
+        lines = job_list_lines(jobs.job_list, jobs.job, jobs.num_jobs)
+    except (ValueError, OSError) as e:
+        LOG.error("%s", e)
+        return 1
+    t0 = time.monotonic()
+    for i, line in enumerate(lines, 1):
+        LOG.info("job %d/%d, scoring %d of %d: %s", jobs.job, jobs.num_jobs, i, len(lines), " ".join(line))
+        if _run(line):
+            return 1
+    LOG.info("job %d/%d: %d scorings in %.1f s", jobs.job, jobs.num_jobs, len(lines), time.monotonic() - t0)
+    return 0
+
+
+def _run(argv: list[str]) -> int:
+    from etser.runtime import pick_device
+    args = build_parser().parse_args(argv)
     sets = args.sets.split()
     try:
         mconf = load_metrics_config(args.metrics_config)
@@ -174,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             score_exp(args.exp_dir, sets, args.data_dir, args.feats_dir, mconf, pick_device(args.ngpu),
                       args.num_beams)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
-        LOG.error("%s", e.args[0] if isinstance(e, KeyError) else e)
+        LOG.error("%s: %s", args.exp_dir, e.args[0] if isinstance(e, KeyError) else e)
         return 1
     return 0
 

@@ -1,7 +1,8 @@
 """Train a speech captioner for one caption kind.
 
     python -m etser.caption.train --config conf/caption/transformer.yaml --kind style --seed 1 \\
-        --data_dir data --feats_dir dump/<tag> --exp_dir exp/<tag>/caption_transformer/caption_style/seed1
+        --data_dir data --feats_dir dump/<tag> --exp_dir exp/caption/<tag>/transformer/style/seed1
+    python -m etser.caption.train --job_list exp/caption_train_jobs.txt --job JOB --num_jobs N
 
 Frame-level features of ``train_set`` -> adaptor -> decoder (etser.caption.models), cross-entropy on the
 caption tokens.  Every epoch ends with a validation pass (loss, and greedy decoding scored with the
@@ -16,7 +17,6 @@ Writes ``config.yaml``, ``cmd``, ``tokenizer.json`` (from-scratch decoder), ``tr
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import platform
@@ -32,82 +32,16 @@ import yaml
 
 from etser.caption import KINDS
 from etser.caption.data import CaptionSet, load_frames, pad_frames, read_captions, read_feats_meta
-from etser.caption.models import DECODERS, build_model, trainable_state
+from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, check_decoder_dir, load_config  # noqa: F401
+from etser.caption.models import build_model, frame_stats, trainable_state
 from etser.caption.text import Tokenizer
 from etser.cli import str2bool
-from etser.train import _atomic_save, _checkpoints, _peak_rss_mb, config_hash, device_name, pick_device
+from etser.checkpoint import atomic_save as _atomic_save, list_epochs as _checkpoints
+from etser.runtime import device_name, job_list_lines, peak_rss_mb as _peak_rss_mb, pick_device
+from etser.train import config_hash
 
 LOG = logging.getLogger("etser.caption.train")
-SELECT_METRICS = ("val_loss", "bleu4", "rouge_l", "cider_d")
-DEFAULTS = {
-    "decoder": None,               # transformer | gpt2 | qwen2 | bart
-    "decoder_dir": None,           # local Hugging Face dir (pretrained decoders)
-    "tokenizer_dir": None,         # pretrained decoders: its tokenizer, when not in decoder_dir
-    "decoder_conf": {},
-    "adaptor_conf": {"hidden_dim": 256, "downsample": 2, "kind": "conv", "dropout": 0.1, "normalize": True},
-    "layers": "all",               # frame layers used (weighted sum): all dumped ones, one int, or a list
-    "tokenizer_unit": "auto",      # from-scratch decoder: auto (char for Chinese, word otherwise) | char | jieba | word
-    "min_token_count": 1,
-    "max_caption_tokens": 64,      # longer captions are truncated (counted in train.log)
-    "freeze_decoder": False,       # pretrained decoders: train only the adaptor (and new cross-attention)
-    "optim": "adamw",
-    "optim_conf": {"lr": 1.0e-3},
-    "batch_size": 16,
-    "grad_clip": 1.0,
-    "max_epochs": 30,
-    "patience": 10,
-    "select_metric": "rouge_l",    # val_loss | bleu4 | rouge_l | cider_d (greedy decoding of the val set)
-    "decode_conf": {"num_beams": 3, "max_len": 40, "length_penalty": 1.0},
-    "keep_checkpoints": 2,
-    "preload_frames_gb": 2.0,      # hold a set's frames in memory up to this size, else read them per batch
-    "train_set": "train",
-    "valid_set": "val",
-}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-
-
-def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
-    conf = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
-        unknown = sorted(set(loaded) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
-        for k, v in loaded.items():
-            conf[k] = {**conf[k], **v} if isinstance(conf[k], dict) and isinstance(v, dict) else v
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        *parents, leaf = key.split(".")
-        if not eq or (parents[0] if parents else leaf) not in DEFAULTS:
-            raise ValueError(f"--conf {item!r}: expected key=value with a known option")
-        node = conf
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    if conf["decoder"] not in DECODERS:
-        raise ValueError(f"{path or 'config'}: decoder must be one of {', '.join(DECODERS)}, got {conf['decoder']!r}")
-    if conf["select_metric"] not in SELECT_METRICS:
-        raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {conf['select_metric']!r}")
-    if conf["optim"] not in OPTIMIZERS:
-        raise ValueError(f"optim must be one of {', '.join(OPTIMIZERS)}, got {conf['optim']!r}")
-    check_decoder_dir(conf)
-    return conf
-
-
-def check_decoder_dir(conf: dict) -> None:
-    """A pretrained decoder's dir must exist before any work (one message)."""
-    if conf["decoder"] == "transformer":
-        return
-    d = conf.get("decoder_dir")
-    if not d or not (Path(d) / "config.json").is_file():
-        raise FileNotFoundError(f"decoder {conf['decoder']}: decoder_dir {d!r} is not a local Hugging Face model "
-                                "directory (config.json, weights, tokenizer files); models are never downloaded")
-    t = Path(conf.get("tokenizer_dir") or d)
-    if not any((t / f).is_file() for f in TOKENIZER_FILES):
-        raise FileNotFoundError(f"decoder {conf['decoder']}: no tokenizer in {t} (none of {', '.join(TOKENIZER_FILES)}); "
-                                "set tokenizer_dir or save the tokenizer beside the model")
 
 
 def quick_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict:
@@ -217,6 +151,10 @@ def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_th
         LOG.info("tokenizer: %d %s tokens (with 4 specials) from %d training captions", len(tok), tok.unit, len(tr))
     torch.manual_seed(seed)
     model = build_model(conf, len(layers), dim, tok).to(device)
+    if conf["adaptor_conf"].get("normalize") == "global":
+        mean, std = frame_stats(tr.frames)
+        model.adaptor.feat_mean.copy_(mean)
+        model.adaptor.feat_std.copy_(std)
     lens = model.token_lengths(tr.captions)
     long = sum(n > conf["max_caption_tokens"] for n in lens)
     LOG.info("kind %s: train %d captions (mean %.1f tokens, max %d), val %d; %d training caption(s) longer than "
@@ -318,6 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def job_parser(prog: str) -> argparse.ArgumentParser:
+    """``--job_list FILE --job N --num_jobs M``: run lines N, N+M, ... of a job file (arguments of one run each)."""
+    ap = argparse.ArgumentParser(prog=prog, add_help=False)
+    ap.add_argument("--job_list", type=Path)
+    ap.add_argument("--job", type=int, default=1)
+    ap.add_argument("--num_jobs", type=int, default=1)
+    return ap
+
+
+JOB_PARSER = job_parser("python -m etser.caption.train")
+
+
 def quiet_transformers() -> None:
     try:
         from transformers.utils import logging as hf_logging
@@ -331,15 +281,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
     quiet_transformers()
+    jobs = JOB_PARSER.parse_known_args(argv)[0]
+    if jobs.job_list is None:
+        return _run(argv)
+    # the recipe's job file: this job's lines in one process (imports paid once); the first failure stops it
+    try:
+        lines = job_list_lines(jobs.job_list, jobs.job, jobs.num_jobs)
+    except (ValueError, OSError) as e:
+        LOG.error("%s", e)
+        return 1
+    for i, line in enumerate(lines, 1):
+        LOG.info("job %d/%d, training %d of %d: %s", jobs.job, jobs.num_jobs, i, len(lines), shlex.join(line))
+        if _run(line):
+            return 1
+    return 0
+
+
+def _run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     try:
         conf = load_config(args.config, args.conf)
         command = "python -m etser.caption.train " + " ".join(shlex.quote(a) for a in argv)
         train(conf, args.kind, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
               args.num_threads, args.overwrite, command)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
-        LOG.error("%s", e.args[0] if isinstance(e, KeyError) else e)
+        LOG.error("%s: %s", args.exp_dir, e.args[0] if isinstance(e, KeyError) else e)
         return 1
     return 0
 

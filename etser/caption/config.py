@@ -1,0 +1,85 @@
+"""A captioner's training config (conf/caption/<decoder>.yaml): defaults, overrides, checks.
+
+Cheap to import (no torch), so that the recipe's planning can check every decoder's config and local model
+dir before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+DECODERS = ("transformer", "gpt2", "qwen2", "bart")
+SELECT_METRICS = ("val_loss", "bleu4", "rouge_l", "cider_d")
+DEFAULTS = {
+    "decoder": None,               # transformer | gpt2 | qwen2 | bart
+    "decoder_dir": None,           # local Hugging Face dir (pretrained decoders)
+    "tokenizer_dir": None,         # pretrained decoders: its tokenizer, when not in decoder_dir
+    "decoder_conf": {},
+    "adaptor_conf": {"hidden_dim": 256, "downsample": 2, "kind": "conv", "dropout": 0.1, "normalize": True},
+    "layers": "all",               # frame layers used (weighted sum): all dumped ones, one int, or a list
+    "tokenizer_unit": "auto",      # from-scratch decoder: auto (char for Chinese, word otherwise) | char | jieba | word
+    "min_token_count": 1,
+    "max_caption_tokens": 64,      # longer captions are truncated (counted in train.log)
+    "freeze_decoder": False,       # pretrained decoders: train only the adaptor (and new cross-attention)
+    "optim": "adamw",
+    "optim_conf": {"lr": 1.0e-3},
+    "batch_size": 16,
+    "grad_clip": 1.0,
+    "max_epochs": 30,
+    "patience": 10,
+    "select_metric": "rouge_l",    # val_loss | bleu4 | rouge_l | cider_d (greedy decoding of the val set)
+    "decode_conf": {"num_beams": 3, "max_len": 40, "length_penalty": 1.0},
+    "keep_checkpoints": 2,
+    "preload_frames_gb": 2.0,      # hold a set's frames in memory up to this size, else read them per batch
+    "train_set": "train",
+    "valid_set": "val",
+}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
+OPTIMIZERS = ("adam", "adamw", "sgd")  # torch.optim classes in etser.caption.train
+
+
+def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
+    conf = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f) or {}
+        unknown = sorted(set(loaded) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+        for k, v in loaded.items():
+            conf[k] = {**conf[k], **v} if isinstance(conf[k], dict) and isinstance(v, dict) else v
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        if not eq or (parents[0] if parents else leaf) not in DEFAULTS:
+            raise ValueError(f"--conf {item!r}: expected key=value with a known option")
+        node = conf
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    if conf["decoder"] not in DECODERS:
+        raise ValueError(f"{path or 'config'}: decoder must be one of {', '.join(DECODERS)}, got {conf['decoder']!r}")
+    if conf["select_metric"] not in SELECT_METRICS:
+        raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {conf['select_metric']!r}")
+    if conf["optim"] not in OPTIMIZERS:
+        raise ValueError(f"optim must be one of {', '.join(OPTIMIZERS)}, got {conf['optim']!r}")
+    check_decoder_dir(conf)
+    return conf
+
+
+def check_decoder_dir(conf: dict) -> None:
+    """A pretrained decoder's dir must exist before any work (one message)."""
+    if conf["decoder"] == "transformer":
+        return
+    d = conf.get("decoder_dir")
+    if not d or not (Path(d) / "config.json").is_file():
+        raise FileNotFoundError(f"decoder {conf['decoder']}: decoder_dir {d!r} is not a local Hugging Face model "
+                                "directory (config.json, weights, tokenizer files); models are never downloaded")
+    t = Path(conf.get("tokenizer_dir") or d)
+    if not any((t / f).is_file() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(f"decoder {conf['decoder']}: no tokenizer in {t} (none of {', '.join(TOKENIZER_FILES)}); "
+                                "set tokenizer_dir or save the tokenizer beside the model")
