@@ -304,6 +304,7 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     tmps = {k: p.with_name(p.name + ".tmp") for k, p in arks.items()}
     scp: dict[str, dict[str, str]] = {k: {} for k in kinds}
     num_frames: dict[str, int] = {}
+    excluded: dict[str, str] = {}   # utt -> "file<TAB>reason" (on_bad_input: exclude)
     audio_s = 0.0
     where = lambda u: f"utterance {u} ({wav[u]})"  # noqa: E731
     fds = {k: open(p, "wb") for k, p in tmps.items()}
@@ -320,13 +321,24 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
         t_start = time.time()
         workers = (num_threads if device == "cuda" else 0) if num_workers is None else num_workers
         pairs = [(u, wav[u]) for u in order]
-        if workers > 0:
-            from etser.loader import load_in_workers, load_utt
+        from etser.loader import BadAudio, load_in_workers, load_utt, load_utt_or_reason
 
-            got = load_in_workers(pairs, load_utt, workers, prefetch_depth, describe=lambda p: where(p[0]))
+        lenient = cfg["on_bad_input"] == "exclude"
+        load = load_utt_or_reason if lenient else load_utt
+        if workers > 0:
+            got = load_in_workers(pairs, load, workers, prefetch_depth, describe=lambda p: where(p[0]))
         else:
-            got = prefetch(pairs, lambda p: load_audio(p[1], p[0]), prefetch_depth)
-        loaded = ((p[0], w) for p, w in got)
+            got = prefetch(pairs, load if lenient else (lambda p: load_audio(p[1], p[0])), prefetch_depth)
+
+        def readable(got):
+            for p, w in got:
+                if isinstance(w, BadAudio):  # on_bad_input: exclude: listed, never dropped silently
+                    excluded[p[0]] = f"{p[1]}\t{w.reason}"
+                    print(f"excluded: {p[0]}\t{w.reason}", file=sys.stderr)
+                    bar.update(1)
+                    continue
+                yield p[0], w
+        loaded = readable(got)
         for f in iter_features(upstream, loaded, where=where):
             if not info:
                 info = {"num_layers": int(f.mean.shape[0]), "dim": int(f.mean.shape[1])}
@@ -352,8 +364,10 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
         os.replace(tmps[k], arks[k])
         write_table(split / f"{k}.{job}.scp", scp[k])
     write_table(split / f"utt2num_frames.{job}", num_frames)
+    write_table(split / f"excluded.{job}", excluded)
     layers = resolve_layers(cfg["frames"]["layers"], info["num_layers"]) if info else None
-    result = {"job_id": job_id, "job": job, "nj": nj, "utts": len(part), "audio_seconds": round(audio_s, 3),
+    result = {"job_id": job_id, "job": job, "nj": nj, "utts": len(part), "excluded": len(excluded),
+              "audio_seconds": round(audio_s, 3),
               "stride": upstream.stride, "frame_layers": layers, "device": device, **info}
     tmp = marker.with_name(marker.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
@@ -397,12 +411,19 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
                            f"(see {out_dir}/log/extract.<job>.log); rerun the stage to redo them")
     kinds = ["pooled_mean", "pooled_std"] + (["frames"] if cfg["frames"]["layers"] is not None else [])
     tables = {k: {} for k in kinds + ["utt2num_frames"]}
+    excluded: dict[str, str] = {}
     for j in range(1, nj + 1):
         for k in kinds:
             tables[k].update(read_table(split / f"{k}.{j}.scp"))
         tables["utt2num_frames"].update(read_table(split / f"utt2num_frames.{j}"))
+        if (split / f"excluded.{j}").is_file():
+            excluded.update(read_table(split / f"excluded.{j}"))
+    expected = [k for k in keys if k not in excluded]
+    if not expected:
+        raise RuntimeError(f"{out_dir}: every utterance of {data}/wav.scp was excluded (see {split}/excluded.*)")
     for k, t in tables.items():
-        lacking, extra = sorted(set(keys) - set(t), key=c_sort_key), sorted(set(t) - set(keys), key=c_sort_key)
+        lacking = sorted(set(expected) - set(t), key=c_sort_key)
+        extra = sorted(set(t) - set(expected), key=c_sort_key)
         if lacking or extra:
             raise RuntimeError(
                 f"{split}/{k}.*: {len(lacking)} utterances of {data}/wav.scp missing"
@@ -430,7 +451,7 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
         "frame_layers": layers,
         "dtype": {"pooled": "float32", "frames": cfg["frames"]["dtype"] if layers is not None else None},
         "pooled": "time-mean and population time-std of each layer over the utterance's valid frames, (L, D)",
-        "num_utts": len(keys), "audio_hours": round(audio_s / 3600, 4),
+        "num_utts": len(expected), "num_excluded": len(excluded), "audio_hours": round(audio_s / 3600, 4),
         "data": str(data), "nj": nj, "devices": sorted({m["device"] for m in markers}),
         "pooled_stats_informative": bool(info),
         "versions": versions(),
@@ -445,9 +466,11 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
     os.replace(utmp, out_dir / "upstream.yaml")
     meta = write_meta(out_dir, meta)  # the reader's own writer: required keys, modality, schema_version
     write_table(out_dir / "utt2num_frames", tables["utt2num_frames"])
+    write_table(out_dir / "excluded", excluded)  # utt file<TAB>reason (on_bad_input: exclude); stages 3-4 skip them
     for k in [k for k in kinds if k != "pooled_mean"] + ["pooled_mean"]:  # pooled_mean.scp last: "complete"
         write_table(out_dir / f"{k}.scp", tables[k])
-    print(f"merge {out_dir}: {len(keys)} utts from {nj} jobs, {audio_s / 3600:.3f} h audio, "
+    print(f"merge {out_dir}: {len(expected)} utts from {nj} jobs"
+          + (f" ({len(excluded)} excluded, see {out_dir}/excluded)" if excluded else "") + f", {audio_s / 3600:.3f} h audio, "
           f"{num_layers} layers x {dim} dims at {16000 / stride:g} frames/s", file=sys.stderr)
     return meta
 

@@ -245,6 +245,25 @@ def load_examples(utts: Sequence[str], targets: np.ndarray | None, streams: Sequ
     return Examples(list(utts), targets, data, dict(left_out or {}))
 
 
+def drop_stage2_excluded(utts: Sequence[str], targets, streams: Sequence[Stream], set_name: str, where: str,
+                         log: Callable[[str], None] = lambda _: None):
+    """``(utts, targets)`` without the utterances stage 2 excluded (``<feats_dir>/<set>/excluded``: unreadable
+    audio, no decodable video, an empty transcript), logged with their count: left out, never silently."""
+    gone: dict[str, str] = {}
+    for st in streams:
+        path = Path(st.feats_dir) / set_name / "excluded"
+        if path.is_file():
+            for u, why in read_table(path).items():
+                gone.setdefault(u, f"{path}: {why}")
+    keep = [i for i, u in enumerate(utts) if u not in gone]
+    if len(keep) == len(utts):
+        return list(utts), targets
+    dropped = [u for u in utts if u in gone]
+    log(f"{where}: left out {len(dropped)} utterance(s) that stage 2 excluded (first: {dropped[0]}: "
+        f"{gone[dropped[0]]})")
+    return [utts[i] for i in keep], (None if targets is None else targets[keep])
+
+
 def scp_utts(scp: Path) -> list[str]:
     """The utterance ids of a Kaldi scp (first field of each line), without reading the matrices."""
     scp = Path(scp)

@@ -39,6 +39,23 @@ def load_utt(item: tuple[str, str]):
     return load_audio(path, utt)
 
 
+class BadAudio:
+    """What ``load_utt_or_reason`` gives for audio that cannot be read (picklable): the reason."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def load_utt_or_reason(item: tuple[str, str]):
+    """Like ``load_utt``, but unreadable audio gives a ``BadAudio`` (stage 2's ``on_bad_input: exclude``)."""
+    from etser.audio import AudioLoadError
+
+    try:
+        return load_utt(item)
+    except AudioLoadError as e:
+        return BadAudio(str(e))
+
+
 def _init_worker(threads: int) -> None:
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)

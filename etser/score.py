@@ -91,7 +91,7 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
         LOG.info("%s: rescoring, its inputs changed: %s", out, "; ".join(changes))
     # torch and the feature reader: only when scoring a model
     from etser.checkpoint import load_best
-    from etser.featset import Stream, load_examples, read_meta
+    from etser.featset import Stream, drop_stage2_excluded, load_examples, read_meta
     from etser.tasks import task_from_spec
 
     model, info = load_best(exp_dir, device)
@@ -109,6 +109,7 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
     utts, targets, left_out = task.read_targets(Path(data_dir) / set_name, LOG.info)
     where = str(Path(data_dir) / set_name / task.label_file)
     allow_missing = bool(info.get("allow_missing", False))
+    utts, targets = drop_stage2_excluded(utts, targets, streams, set_name, where, LOG.info)
     if len(streams) > 1:
         from etser.featset import check_stream_utts
 

@@ -40,8 +40,8 @@ from tqdm import tqdm
 from etser.checkpoint import atomic_save, list_epochs, load_epoch, prune_epochs, read_exp_config  # noqa: F401
 from etser import provenance
 from etser.cli import str2bool
-from etser.featset import (Examples, Stream, check_stream_utts, iter_batches, load_examples, load_stream,
-                           read_meta)
+from etser.featset import (Examples, Stream, check_stream_utts, drop_stage2_excluded, iter_batches, load_examples,
+                           load_stream, read_meta)
 from etser.heads import Head, build_head, head_class, input_kind
 from etser.runtime import device_name, job_list_lines, peak_rss_mb, pick_device, set_threads
 from etser.tasks import Task, load_tasks
@@ -69,6 +69,7 @@ def load_split(task: Task, data_dir: Path, set_name: str, streams: Sequence[Stre
     """The task's targets in ``data_dir/<set_name>`` and every stream's inputs of those utterances."""
     utts, targets, left_out = task.read_targets(Path(data_dir) / set_name, log)
     where = str(Path(data_dir) / set_name / task.label_file)
+    utts, targets = drop_stage2_excluded(utts, targets, streams, set_name, where, log)
     if len(streams) > 1:
         check_stream_utts(utts, streams, set_name, where, allow_missing, log)
     return load_examples(utts, targets, streams, set_name, where=where, cache=cache, log=log,

@@ -64,8 +64,11 @@ DEFAULTS: dict[str, Any] = {
         "dtype": "float16",  # float16 (kaldiio numpy ark), float32 (Kaldi FM) or kaldi_compressed (Kaldi CM)
     },
     "autocast": None,        # None, fp16 (CUDA) or bf16
+    # audio stage 2 cannot read (decode error, truncated, NaN): fail (the job stops naming the utterance and
+    # file) or exclude (listed with the reason in <dir>/excluded; stages 3-4 leave it out, counted)
+    "on_bad_input": "fail",
 }
-NOT_HASHED = ("download", "batch")
+NOT_HASHED = ("download", "batch", "on_bad_input")
 BATCH_POLICIES = ("equal_length", "padded")
 FRAME_DTYPES = ("float16", "float32", "kaldi_compressed")
 AUTOCAST = (None, "fp16", "bf16")
@@ -254,6 +257,8 @@ def normalize_config(user: dict, where: str = "upstream config") -> dict:
         raise UpstreamError(f"{where}: frames.dtype must be one of {', '.join(FRAME_DTYPES)}")
     if cfg["autocast"] not in AUTOCAST:
         raise UpstreamError(f"{where}: autocast must be null, fp16 or bf16")
+    if cfg["on_bad_input"] not in ("fail", "exclude"):
+        raise UpstreamError(f"{where}: on_bad_input must be fail or exclude, got {cfg['on_bad_input']!r}")
     return cfg
 
 

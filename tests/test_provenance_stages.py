@@ -202,3 +202,42 @@ def test_recipe_reruns_exactly_what_changed(tmp_path, small_release):
     assert r.returncode == 0, out[-3000:]
     assert "to be (re)extracted: inputs: files changed in place" in out
     assert "already done" in "".join(p.read_text() for p in (w / "dump").glob("*/val/log/extract.*.log"))
+
+
+# ---------------------------------------------------------------- unreadable audio in stage 2
+
+def _break_one(data: Path) -> str:
+    wav = read_table(data / "wav.scp")
+    victim = sorted(wav)[2]
+    Path(wav[victim]).write_bytes(Path(wav[victim]).read_bytes()[:60])  # a header promising more than is there
+    return victim
+
+
+def test_stage2_unreadable_audio_fails_naming_it_or_is_excluded_by_option(tmp_path):
+    import yaml
+
+    from etser.featset import Stream, drop_stage2_excluded
+
+    data = make_data(tmp_path, n=6)
+    victim = _break_one(data)
+    wav = read_table(data / "wav.scp")
+    with pytest.raises(Exception, match=rf"{victim}.*{Path(wav[victim]).name}|{Path(wav[victim]).name}.*{victim}"):
+        run_job(FBANK, data, tmp_path / "fail", 1, 1)
+    cfg = yaml.safe_load(FBANK.read_text())
+    cfg["on_bad_input"] = "exclude"
+    lenient = tmp_path / "fbank_exclude.yaml"
+    lenient.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "dump" / "train"
+    markers = [run_job(lenient, data, out, 2, j) for j in (1, 2)]
+    assert sum(m["excluded"] for m in markers) == 1
+    meta = merge(lenient, data, out, 2)
+    assert meta["num_excluded"] == 1 and meta["num_utts"] == 5
+    excluded = read_table(out / "excluded")
+    assert list(excluded) == [victim] and wav[victim] in excluded[victim]
+    assert victim not in read_table(out / "pooled_mean.scp")
+    # stages 3-4 leave it out, saying so
+    said = []
+    utts, targets = drop_stage2_excluded(sorted(wav), np.arange(6), [Stream("speech", out.parent, (0,), "pooled")],
+                                         "train", "data/train/utt2emo_audio", said.append)
+    assert victim not in utts and len(targets) == 5
+    assert "left out 1 utterance(s) that stage 2 excluded" in said[0]
