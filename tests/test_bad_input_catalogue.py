@@ -1,4 +1,4 @@
-"""The bad-input catalogue (issue 5, docs/bad_input.md): what a user sees from ./run.sh for each kind of damaged
+"""The bad-input catalogue (docs/bad_input.md): what a user sees from ./run.sh for each kind of damaged
 or wrong input.  One release holds every damaged utterance; the recipe runs on it once (stages 1-2, from a
 working directory and a release whose paths contain spaces) and each test checks one entry's message and
 outcome.  Errors that stop the recipe (upstream, checkpoint, stage order) get runs of their own.

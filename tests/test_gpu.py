@@ -1,4 +1,4 @@
-"""The CUDA paths (issue 3 item 6: --ngpu uses CUDA, optional fp16/bf16 autocast); skipped without a GPU.
+"""The CUDA paths (--ngpu uses CUDA, optional fp16/bf16 autocast); skipped without a GPU.
 
 - stage 2 on device "cuda" gives the CPU's pooled statistics and frames of tiny random models of the three
   model routes (S3PRL hubert_local, S3PRL hf_hubert_custom, the Whisper encoder factory);
