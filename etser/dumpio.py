@@ -116,3 +116,16 @@ def _informative(scp: dict[str, str], limit: int = 64) -> bool:
     if len(mats) < 2:
         return True
     return float(np.stack(mats).std(axis=0).max()) > 1e-2
+
+
+def finished_markers(split: Path, job_ids: list[str], out_dir: Path) -> list[dict]:
+    """The ``done.<job>`` markers of a split whose job ids are the expected ones (``job_ids[j-1]`` for job j);
+    RuntimeError naming the unfinished jobs otherwise (merge writes nothing then)."""
+    markers, missing = [], []
+    for j, want in enumerate(job_ids, 1):
+        m = _read_marker(split / f"done.{j}")
+        (markers.append(m) if m.get("job_id") == want else missing.append(j))
+    if missing:
+        raise RuntimeError(f"{out_dir}: jobs {' '.join(map(str, missing))} of {len(job_ids)} are not finished "
+                           f"(see {out_dir}/log/extract.<job>.log); rerun the stage to redo them")
+    return markers

@@ -35,8 +35,8 @@ import numpy as np
 from etser.audio import TARGET_RATE, AudioLoadError, audio_seconds, load_audio
 from etser.datadir import c_sort_key, read_table, write_table
 from etser.provenance import file_identity, table_identity
-from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, prefetch, resolve_layers,  # noqa: F401
-                          split_keys, write_matrix)
+from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, finished_markers, prefetch,  # noqa: F401
+                          resolve_layers, split_keys, write_matrix)
 
 MIN_SAMPLES = 800  # 0.05 s; shorter audio is zero-padded to this (S3PRL's S3PRLUpstream does the same)
 KINDS = ("pooled_mean", "pooled_std", "frames")
@@ -402,13 +402,7 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
     keys = sorted(wav, key=c_sort_key)
     parts = split_keys(keys, nj)
     cfg_hash = config_hash(cfg)
-    markers, missing = [], []
-    for j in range(1, nj + 1):
-        m = _read_marker(split / f"done.{j}")
-        (markers.append(m) if m.get("job_id") == _job_id(cfg_hash, parts[j - 1], wav) else missing.append(j))
-    if missing:
-        raise RuntimeError(f"{out_dir}: jobs {' '.join(map(str, missing))} of {nj} are not finished "
-                           f"(see {out_dir}/log/extract.<job>.log); rerun the stage to redo them")
+    markers = finished_markers(split, [_job_id(cfg_hash, part, wav) for part in parts], out_dir)
     kinds = ["pooled_mean", "pooled_std"] + (["frames"] if cfg["frames"]["layers"] is not None else [])
     tables = {k: {} for k in kinds + ["utt2num_frames"]}
     excluded: dict[str, str] = {}

@@ -26,7 +26,8 @@ from pathlib import Path
 from etser.datadir import c_sort_key, read_table, write_table
 from etser.provenance import file_identity, table_identity
 from etser.featset import SCHEMA_VERSION, write_meta
-from etser.dumpio import _informative, _peak_rss_mb, _read_marker, prefetch, resolve_layers, split_keys, write_matrix
+from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, finished_markers, prefetch, resolve_layers,
+                          split_keys, write_matrix)
 from etser.upstream import config_hash, find_config, modality, versions
 from etser.video import VideoError
 
@@ -311,13 +312,7 @@ def merge(cfg: dict, config, data: str | os.PathLike, out_dir: str | os.PathLike
     src, table = read_inputs(cfg, data)
     keys = sorted(table, key=c_sort_key)
     parts = split_keys(keys, nj)
-    markers, missing = [], []
-    for j in range(1, nj + 1):
-        m = _read_marker(split / f"done.{j}")
-        (markers.append(m) if m.get("job_id") == _job_id(cfg, parts[j - 1], table) else missing.append(j))
-    if missing:
-        raise RuntimeError(f"{out_dir}: jobs {' '.join(map(str, missing))} of {nj} are not finished "
-                           f"(see {out_dir}/log/extract.<job>.log); rerun the stage to redo them")
+    markers = finished_markers(split, [_job_id(cfg, part, table) for part in parts], out_dir)
     kinds = ["pooled_mean", "pooled_std"] + (["frames"] if cfg["frames"]["layers"] is not None else [])
     tables = {k: {} for k in kinds + ["utt2num_frames", *LISTS]}
     for j in range(1, nj + 1):
