@@ -233,9 +233,10 @@ def test_stages_leave_other_stages_outputs_alone(tmp_path, small_release, refere
     assert features(w) == feats
 
 
-def test_stage2_refuses_features_of_other_utterances(tmp_path, reference):
-    """Stage 1 rerun on other data: the finished features no longer match data/; stage 2 says so instead of
-    skipping (training would fail later) or silently deleting them, and --overwrite true extracts again."""
+def test_stage2_redoes_features_of_other_utterances_or_refuses(tmp_path, reference):
+    """Stage 1 rerun on other data: the finished features no longer match data/. Stage 2 never skips them as up
+    to date (training would fail later): --on_change refuse stops naming the change and deletes nothing; the
+    default redoes the set, which then holds exactly what data/ holds."""
     w = make_workdir(tmp_path / "work")
     for d in ("data", "dump"):
         shutil.copytree(reference["dir"] / d, w / d, symlinks=True)
@@ -245,14 +246,19 @@ def test_stage2_refuses_features_of_other_utterances(tmp_path, reference):
     wav_scp.write_text("".join(lines[1:]))
     subprocess.run(["utils/fix_data_dir.sh", "--tables", "conf/data_tables", "data/val"], cwd=w, check=True, capture_output=True)
     before = features(w)
-    r = run_recipe(w, "--stage", 2, "--stop_stage", 2, *FAST)
+    r = run_recipe(w, "--stage", 2, "--stop_stage", 2, "--on_change", "refuse", *FAST)
     assert r.returncode != 0
-    assert re.search(r"dump/\S+/val holds features of other utterances than data/val/wav.scp", r.stderr), r.stderr
-    assert "--overwrite true" in r.stderr
+    assert re.search(r"features \S+/val is out of date: inputs: the utterances changed", r.stderr), r.stderr
+    assert "--on_change redo" in r.stderr
     assert features(w) == before  # nothing deleted or rewritten
-    check(run_recipe(w, "--stage", 2, "--stop_stage", 2, "--sets", "val", "--overwrite", "true", *FAST))
+    r = run_recipe(w, "--stage", 2, "--stop_stage", 2, *FAST)
+    check(r)
+    assert re.search(r"\S+/val: to be \(re\)extracted: inputs: the utterances changed", r.stderr), r.stderr
+    assert re.search(r"\S+/train is complete and up to date, skipped", r.stderr), r.stderr
     scp = (tag_dir(w) / "val" / "pooled_mean.scp").read_text()
     assert dropped not in scp and len(scp.splitlines()) == len(lines) - 1
+    after = features(w)
+    assert {k: v for k, v in after.items() if "/val/" not in k} == {k: v for k, v in before.items() if "/val/" not in k}
 
 
 # ---- Slurm backend: the whole mini recipe, and a kill during stage 2 ----
