@@ -337,8 +337,14 @@ def test_three_modalities_predict_the_multimodal_label_better_than_any_one(docs,
 def test_captions_follow_the_speaker_and_vary(docs):
     speakers = minicorpus.make_speakers(0)
     captions = {uid: o["sourceAttr"] for uid, (o, _) in docs["Audio"].items() if o.get("sourceAttr")}
-    for kind in ("speaker", "style", "emotion", "overall"):
-        assert len({c[kind] for c in captions.values()}) >= 12, kind          # several templates and words
+    for kind, templates in minicorpus.CAPTION_TEMPLATES.items():
+        # every caption is one of the kind's wordings; several wordings and many fillings occur
+        shapes = [re.compile(re.sub(r"\\\{\w+\\\}", "(.+)", re.escape(t))) for t in templates]
+        literal = [len(re.sub(r"\{\w+\}", "", t)) for t in templates]  # "{emo}" alone matches any caption
+        used = {max((i for i, rx in enumerate(shapes) if rx.fullmatch(c[kind])), key=literal.__getitem__, default=None)
+                for c in captions.values()}
+        assert None not in used and len(used) >= 3, (kind, used)
+        assert len({c[kind] for c in captions.values()}) >= 9, kind
     for uid, c in captions.items():
         female = speakers[uid[10:12]].female
         assert ("女" in c["speaker"]) == female and ("男" in c["speaker"]) != female, (uid, c)

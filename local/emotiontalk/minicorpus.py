@@ -36,7 +36,10 @@ of each other, so the three modalities together predict the Multimodal label bet
 - Text: one or two emotional words of the TEXT label (none for neutral) among neutral filler words, plus
   the markup quirks.
 - Captions (Audio ``sourceAttr``: speaker, style, emotion, overall): several templates per kind filled
-  with the speaker's sex, age and pitch, the speaking rate and loudness, and the AUDIO label.  Every random draw comes from a ``numpy`` generator seeded by
+  with the speaker's sex, age and pitch, the speaking rate and loudness, and the AUDIO label; the wording is
+  chosen by those attributes (no random choice), so every caption is learnable from what is heard.
+
+Every random draw comes from a ``numpy`` generator seeded by
 (seed, what is drawn), so a corpus is byte-identical for the same (seed, scale) and the same software on
 the same kind of CPU; elsewhere (other numpy SIMD kernels) a few samples may differ by one PCM step, the
 labels, transcripts and layout never.
@@ -65,7 +68,7 @@ from scipy import signal
 from emotiontalk.labels import EMOTIONS_ALL
 
 # Bump when anything changes what is written: a marker with another version is regenerated.
-VERSION = 2
+VERSION = 3
 MARKER = "mini_corpus.json"
 SR = 16000                # synthesis rate; 44.1 kHz files are upsampled from it
 HOP, NFFT = 128, 512      # the formant filter runs in the STFT domain, one envelope per 8 ms frame
@@ -707,20 +710,23 @@ def _annotators(r: np.random.Generator, label: str, n: int) -> list[str]:
     return [votes[i] for i in r.permutation(n)]
 
 
-# Caption templates per kind: several wordings so that a captioner must learn the attributes, not a string.
+# Caption templates per kind: several wordings, so that captions are not constant strings. The wording is
+# chosen by what is heard (as an annotator's phrasing follows the impression), never at random: a random
+# choice that no audio reveals would cap every system at one reference and favour copying a whole caption.
+# The overall caption summarises the other three; it does not quote the transcript (that would be ASR).
 CAPTION_TEMPLATES = {
     "speaker": ("{sex}性，{age}，音调{pitch}", "一位{age}{sex}性，声音{pitch_adj}", "{age}{sex}声，音高{pitch}",
                 "说话人是{age}{sex}性，嗓音{pitch_adj}"),
     "style": ("语速{rate}，音量{vol}", "说话{rate_adv}，声音{vol_adj}", "{rate_adv}地说，音量{vol}",
               "语速{rate}，{vol_adj}的声音"),
     "emotion": ("{emo}", "语气{emo}", "带着{emo}的情绪", "听起来很{emo}"),
-    "overall": ("一位{age}{sex}性以{rate}的语速、{vol}的音量，带着{emo}的情绪说道：“{text}”",
-                "{age}{sex}性{rate_adv}地说“{text}”，声音{vol_adj}，语气{emo}",
-                "一个声音{pitch_adj}的{age}{sex}性{rate_adv}地说话，听起来很{emo}：“{text}”"),
+    "overall": ("一位{age}{sex}性以{rate}的语速、{vol}的音量，带着{emo}的情绪说话",
+                "{age}{sex}性{rate_adv}地说着，声音{vol_adj}，语气{emo}",
+                "一个声音{pitch_adj}的{age}{sex}性{rate_adv}地说话，听起来很{emo}"),
 }
 
 
-def _caption(utt: Utterance, spk: Speaker, plain: str, r: np.random.Generator) -> dict[str, str]:
+def _caption(utt: Utterance, spk: Speaker) -> dict[str, str]:
     """The Audio JSON ``sourceAttr``: speaker, style, emotion and overall captions from the synthesis."""
     p = utt.prosody
     pitch = spk.f0 * 2 ** (float(p["f0_st"]) / 12) / (210 if spk.female else 120)
@@ -729,13 +735,18 @@ def _caption(utt: Utterance, spk: Speaker, plain: str, r: np.random.Generator) -
     speed = 2 if rate > 5.2 else 0 if rate < 4.0 else 1
     energy = float(p["energy_db"])
     loud = 2 if energy > 3 else 0 if energy < -3 else 1
+    emo = EMOTIONS_ALL.index(utt.emotion)
     words = {
-        "sex": "女" if spk.female else "男", "age": spk.age, "emo": EMOTION_ZH[utt.emotion], "text": plain,
+        "sex": "女" if spk.female else "男", "age": spk.age, "emo": EMOTION_ZH[utt.emotion],
         "pitch": ("偏低", "适中", "偏高")[level], "pitch_adj": ("低沉", "平和", "尖细")[level],
         "rate": ("较慢", "适中", "较快")[speed], "rate_adv": ("慢慢", "平稳", "飞快")[speed],
         "vol": ("较小", "适中", "较大")[loud], "vol_adj": ("轻柔", "平稳", "响亮")[loud],
     }
-    return {kind: str(r.choice(templates)).format(**words) for kind, templates in CAPTION_TEMPLATES.items()}
+    # which wording: a function of the attributes each kind describes
+    pick = {"speaker": 2 * spk.female + (level == 1), "style": 3 * speed + loud, "emotion": emo + loud,
+            "overall": emo + 2 * speed + spk.female}
+    return {kind: templates[pick[kind] % len(templates)].format(**words)
+            for kind, templates in CAPTION_TEMPLATES.items()}
 
 
 def _plain(content: str) -> str:
@@ -758,7 +769,7 @@ def modality_json(utt: Utterance, spk: Speaker, seed: int, start: float, end: fl
                       for i, e in enumerate(_annotators(r, utt.labels["audio"], n_ann))],
              "paragraphs": [{"bg": int(round(start * 1000)), "ed": int(round(end * 1000)), "text": plain}]}
     if not utt.quirks["no_caption"]:
-        audio["sourceAttr"] = _caption(utt, spk, plain, _rng(seed, 8, utt.group, utt.dialogue, utt.turn))
+        audio["sourceAttr"] = _caption(utt, spk)
     docs["Audio"] = audio
     docs["Text"] = {"file_name": rel, "speaker_id": sid, "content": utt.content,
                     "emotion_result": utt.labels["text"],
