@@ -40,8 +40,8 @@ from tqdm import tqdm
 from etser.checkpoint import atomic_save, list_epochs, load_epoch, prune_epochs, read_exp_config  # noqa: F401
 from etser import provenance
 from etser.cli import str2bool
-from etser.featset import (Examples, Stream, check_stream_utts, drop_stage2_excluded, iter_batches, load_examples,
-                           load_stream, read_meta)
+from etser.featset import (Examples, Stream, check_stream_utts, drop_stage2_excluded, features_record, iter_batches,
+                           load_examples, load_stream, read_meta)
 from etser.heads import Head, build_head, head_class, input_kind
 from etser.runtime import device_name, job_list_lines, peak_rss_mb, pick_device, set_threads
 from etser.tasks import Task, load_tasks
@@ -125,12 +125,6 @@ def plot_curve(history: list[dict], metric_names: dict, metric: str, best_epoch:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def features_record(set_dir: Path) -> dict:
-    """A feature set's identity as stage 2 recorded it (its config and what it was made from)."""
-    meta = read_meta(set_dir)
-    return {"config_hash": meta.get("config_hash"), "inputs": meta.get("inputs")}
 
 
 def training_identity(chash: str, task, data_dir: Path, sets: Sequence[str], streams: Sequence[Mapping]) -> dict:

@@ -147,3 +147,38 @@ def test_frames_read_per_batch_train_the_same_weights(tmp_path, repo_root):
         states.append(torch.load(tmp_path / f"exp{gb}" / "best.pt", weights_only=False)["model"])
     assert "reading per batch" in (tmp_path / "exp0.0" / "train.log").read_text()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_changed_captions_features_or_config_retrain_or_refuse(tmp_path, repo_root, caplog):
+    from etser.provenance import StaleError
+
+    dd, fd = make_caption_corpus(tmp_path, sizes={"train": 16, "val": 6, "test": 6}, kinds=("style",))
+    conf = load_config(repo_root / "conf/caption/transformer.yaml", TINY + ["max_epochs=1"])
+    exp = tmp_path / "exp"
+    first = train(conf, "style", dd, fd, exp, seed=1)
+    assert json.loads((exp / "provenance.json").read_text())["captions"]["train"]
+    caplog.clear()
+    assert train(conf, "style", dd, fd, exp, seed=1) == first and "up to date; skipping" in caplog.text
+    # a training caption corrected: refused on request (nothing touched), else retrained
+    path = dd / "train" / "utt2caption_style"
+    caps = read_table(path)
+    caps[sorted(caps)[0]] = "fast and loud"
+    write_table(path, caps)
+    best = (exp / "best.pt").stat().st_mtime_ns
+    with pytest.raises(StaleError, match=r"captions\.train: changed"):
+        train(conf, "style", dd, fd, exp, seed=1, on_change="refuse")
+    assert (exp / "best.pt").stat().st_mtime_ns == best
+    caplog.clear()
+    train(conf, "style", dd, fd, exp, seed=1)
+    assert "retraining from scratch, its inputs changed: captions.train: changed" in caplog.text
+    # features of the validation set re-extracted (their stage-2 record changed), then a config edited
+    meta = json.loads((fd / "val" / "meta.json").read_text())
+    (fd / "val" / "meta.json").write_text(json.dumps({**meta, "config_hash": "0" * 8}))
+    caplog.clear()
+    train(conf, "style", dd, fd, exp, seed=1)
+    assert "its inputs changed: features.val.config_hash: changed" in caplog.text
+    caplog.clear()
+    train(load_config(repo_root / "conf/caption/transformer.yaml", TINY + ["max_epochs=2"]), "style", dd, fd, exp,
+          seed=1)
+    assert "its inputs changed: config: changed" in caplog.text
+    assert json.loads((exp / "done").read_text())["best_epoch"] in (1, 2)

@@ -39,3 +39,26 @@ def test_default_recipe_learns_from_egs_dir(tmp_path, mini_release):
     assert ua["speech_four"] >= 0.55 and ua["speech_all"] >= 0.35, ua
     results = (w / "exp" / "RESULTS.md").read_text()
     assert "Speech(Four)" in results and "Speech(All)" in results and tag_dir.name in results
+
+
+def test_caption_decoder_beats_both_baselines_on_the_mini_corpus(tmp_path, mini_release):
+    """./run.sh --tasks caption with the committed configs: for every caption kind the from-scratch decoder
+    scores above the most frequent caption and the nearest training utterance on BLEU-4 and ROUGE-L."""
+    w = tmp_path / "work"
+    w.mkdir()
+    for name in ("run.sh", "path.sh", "cmd.sh", "conf", "local", "utils"):
+        (w / name).symlink_to(EGS / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "cmd_backend")}
+    r = subprocess.run(["./run.sh", "--db_root", str(mini_release), "--tasks", "caption", "--nj", "2"], cwd=w,
+                       env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-4000:]
+    scores = {}
+    for f in (w / "exp" / "caption").glob("*/*/*/**/decode_test/metrics.json"):
+        m = json.loads(f.read_text())
+        scores[m["kind"], m["decoder"]] = m["scores"]
+    for kind in ("speaker", "style", "emotion", "overall"):
+        ours = scores[kind, "transformer"]
+        for base in ("baseline_frequent", "baseline_nearest"):
+            for metric in ("bleu4", "rouge_l"):
+                # measured (README): the closest is style ROUGE-L, 0.583 against the nearest utterance's 0.580
+                assert ours[metric] > scores[kind, base][metric], (kind, base, metric, ours, scores[kind, base])

@@ -10,8 +10,9 @@ pure-Python BLEU-4 / ROUGE-L / CIDEr-D when ``select_metric`` is one of them) an
 optimizer, RNG states, early-stopping state) written atomically; rerunning the same command after a kill
 resumes from it and ends with the same weights as an uninterrupted run (CPU, same seed and thread count).
 
-Writes ``config.yaml``, ``cmd``, ``tokenizer.json`` (from-scratch decoder), ``train.log``, ``checkpoints/``,
-``best.pt``, ``done``.
+Writes ``config.yaml``, ``cmd``, ``provenance.json`` (what it was made from: a rerun whose config, captions or
+features changed retrains, or with ``--on_change refuse`` stops), ``tokenizer.json`` (from-scratch decoder),
+``train.log``, ``checkpoints/``, ``best.pt``, ``done``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import shlex
 import shutil
@@ -31,12 +33,14 @@ import torch
 import yaml
 
 from etser.caption import KINDS
-from etser.caption.data import CaptionSet, load_frames, pad_frames, read_captions, read_feats_meta
+from etser import provenance
+from etser.caption.data import CaptionSet, caption_file, load_frames, pad_frames, read_captions, read_feats_meta
 from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, check_decoder_dir, load_config  # noqa: F401
 from etser.caption.models import build_model, frame_stats, trainable_state
 from etser.caption.text import Tokenizer
 from etser.cli import str2bool
 from etser.checkpoint import atomic_save as _atomic_save, list_epochs as _checkpoints
+from etser.featset import features_record
 from etser.runtime import device_name, job_list_lines, peak_rss_mb as _peak_rss_mb, pick_device
 from etser.train import config_hash
 
@@ -88,8 +92,17 @@ def load_trained(exp_dir: Path, device: str = "cpu"):
     return model.to(device).eval(), {**info, "epoch": best["epoch"], "val": best["val"]}
 
 
+def training_identity(chash: str, kind: str, data_dir: Path, feats_dir: Path, sets: Sequence[str]) -> dict:
+    """The resolved config, the caption file of every set read (content) and those sets' features (stage 2's
+    record): a caption corrected, features re-extracted or a config edited changes it."""
+    files = {s: caption_file(Path(data_dir) / s, kind) for s in sets}
+    return {"config": chash,
+            "captions": {s: provenance.content_identity(f) if f.is_file() else "missing" for s, f in files.items()},
+            "features": {s: features_record(Path(feats_dir) / s) for s in sets}}
+
+
 def train(conf: dict, kind: str, data_dir: Path, feats_dir: Path, exp_dir: Path, seed: int, device: str = "cpu",
-          num_threads: int = 1, overwrite: bool = False, command: str = "") -> dict:
+          num_threads: int = 1, overwrite: bool = False, command: str = "", on_change: str = "redo") -> dict:
     if kind not in KINDS:
         raise ValueError(f"unknown caption kind {kind!r}; use one of {', '.join(KINDS)}")
     data_dir, feats_dir, exp_dir = Path(data_dir), Path(feats_dir), Path(exp_dir)
@@ -97,16 +110,23 @@ def train(conf: dict, kind: str, data_dir: Path, feats_dir: Path, exp_dir: Path,
     resolved = {**conf, "kind": kind, "seed": seed, "tag": feats_dir.name, "upstream": meta.get("upstream")}
     chash = config_hash({k: v for k, v in resolved.items()})
     done = exp_dir / "done"
-    if done.is_file() and not overwrite:
-        summary = json.loads(done.read_text())
-        if summary.get("config_hash") != chash:
-            raise RuntimeError(f"{exp_dir} was trained with a different config: use --overwrite true to retrain, "
-                               "or another --exp_dir")
-        LOG.info("%s: already trained (best epoch %s); skipping", exp_dir, summary["best_epoch"])
-        return summary
+    # what the training is made from: reused (or resumed) only while all of it is unchanged
+    present = training_identity(chash, kind, data_dir, feats_dir, (conf["train_set"], conf["valid_set"]))
+    started = done.is_file() or any((exp_dir / "checkpoints").glob("epoch*.pt"))
+    if started and not overwrite:
+        changes = provenance.check(str(exp_dir), provenance.read(exp_dir / provenance.FILE_NAME), present, on_change)
+        if changes:
+            LOG.warning("%s: retraining from scratch, its inputs changed: %s", exp_dir, "; ".join(changes))
+            overwrite = True
+        elif done.is_file():
+            summary = json.loads(done.read_text())
+            LOG.info("%s: already trained (best epoch %s) and up to date; skipping (--overwrite true to retrain)",
+                     exp_dir, summary["best_epoch"])
+            return summary
     if overwrite and exp_dir.exists():
         shutil.rmtree(exp_dir)
     (exp_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    provenance.write(exp_dir / provenance.FILE_NAME, present)
     handler = logging.FileHandler(exp_dir / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     LOG.addHandler(handler)
@@ -253,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ngpu", type=int, default=0)
     ap.add_argument("--num_threads", type=int, default=1)
     ap.add_argument("--overwrite", type=str2bool, default=False)
+    ap.add_argument("--on_change", choices=provenance.ON_CHANGE, default=os.environ.get("ETSER_ON_CHANGE", "redo"),
+                    help="a finished or started training whose inputs (config, captions, features) changed: redo "
+                         "it, or refuse naming the changes (default: $ETSER_ON_CHANGE or redo)")
     return ap
 
 
@@ -304,7 +327,7 @@ def _run(argv: list[str]) -> int:
         conf = load_config(args.config, args.conf)
         command = "python -m etser.caption.train " + " ".join(shlex.quote(a) for a in argv)
         train(conf, args.kind, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
-              args.num_threads, args.overwrite, command)
+              args.num_threads, args.overwrite, command, args.on_change)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         LOG.error("%s: %s", args.exp_dir, e.args[0] if isinstance(e, KeyError) else e)
         return 1
