@@ -70,11 +70,11 @@ def read_meta(set_dir: Path) -> dict:
     return meta
 
 
-
 def features_record(set_dir: Path) -> dict:
     """A feature set's identity as stage 2 recorded it (its config and what it was made from)."""
     meta = read_meta(set_dir)
     return {"config_hash": meta.get("config_hash"), "inputs": meta.get("inputs")}
+
 
 def write_meta(set_dir: Path, meta: Mapping) -> dict:
     """Write ``meta.json`` atomically (defaults for ``modality`` and ``schema_version`` added); returns it."""

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -148,3 +150,32 @@ def check(what: str, recorded: Mapping | None, present: Mapping, on_change: str 
         raise StaleError(f"{what} is out of date: " + "; ".join(changes)
                          + " (rerun with --on_change redo to redo it, or restore the inputs)")
     return changes
+
+
+def open_training_dir(exp_dir: str | os.PathLike, present: Mapping, overwrite: bool, on_change: str,
+                      log: logging.Logger) -> dict | None:
+    """Decide what a (re)run of a training does with ``exp_dir``, whose inputs are ``present`` now.
+
+    Returns the summary of a finished training (its ``done``) when it is up to date: reuse it. Otherwise makes
+    the dir ready and returns None: a started training whose record matches is left to resume from its
+    checkpoints; one whose inputs changed (or ``overwrite``) is removed first, or with ``on_change='refuse'``
+    :class:`StaleError` is raised naming the changes. The present identity is recorded before training starts.
+    """
+    exp_dir = Path(exp_dir)
+    done = exp_dir / "done"
+    started = done.is_file() or any((exp_dir / "checkpoints").glob("epoch*.pt"))
+    if started and not overwrite:
+        changes = check(str(exp_dir), read(exp_dir / FILE_NAME), present, on_change)
+        if changes:
+            log.warning("%s: retraining from scratch, its inputs changed: %s", exp_dir, "; ".join(changes))
+            overwrite = True
+        elif done.is_file():
+            summary = json.loads(done.read_text())
+            log.info("%s: already trained (best epoch %s) and up to date; skipping (--overwrite true to retrain)",
+                     exp_dir, summary["best_epoch"])
+            return summary
+    if overwrite and exp_dir.exists():
+        shutil.rmtree(exp_dir)
+    (exp_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    write(exp_dir / FILE_NAME, present)
+    return None

@@ -199,25 +199,11 @@ def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path | None, ex
     chash = config_hash({k: v for k, v in resolved.items()
                          if k not in ("data_dir", "feats_dir", "tasks_conf", "fusion_conf_dir")}
                         | {"streams": [{k: v for k, v in st.items() if k != "feats_dir"} for st in streams]})
-    done = exp_dir / "done"
     # what the training is made from: a rerun reuses (or resumes) it only while all of this is unchanged
     present = training_identity(chash, task, data_dir, (conf["train_set"], conf["valid_set"]), streams)
-    started = done.is_file() or any((exp_dir / "checkpoints").glob("epoch*.pt"))
-    if started and not overwrite:
-        changes = provenance.check(str(exp_dir), provenance.read(exp_dir / provenance.FILE_NAME), present,
-                                   on_change)
-        if changes:
-            LOG.warning("%s: retraining from scratch, its inputs changed: %s", exp_dir, "; ".join(changes))
-            overwrite = True
-        elif done.is_file():
-            summary = json.loads(done.read_text())
-            LOG.info("%s: already trained (best epoch %s) and up to date; skipping (--overwrite true to retrain)",
-                     exp_dir, summary["best_epoch"])
-            return summary
-    if overwrite and exp_dir.exists():
-        shutil.rmtree(exp_dir)
-    (exp_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    provenance.write(exp_dir / provenance.FILE_NAME, present)
+    summary = provenance.open_training_dir(exp_dir, present, overwrite, on_change, LOG)
+    if summary is not None:
+        return summary
     handler = _setup_log_file(exp_dir)
     try:
         return _train(resolved, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, num_threads,

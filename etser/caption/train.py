@@ -23,7 +23,6 @@ import logging
 import os
 import platform
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,8 +31,8 @@ from typing import Sequence
 import torch
 import yaml
 
-from etser.caption import KINDS
 from etser import provenance
+from etser.caption import KINDS
 from etser.caption.data import CaptionSet, caption_file, load_frames, pad_frames, read_captions, read_feats_meta
 from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, check_decoder_dir, load_config  # noqa: F401
 from etser.caption.models import build_model, frame_stats, trainable_state
@@ -109,24 +108,11 @@ def train(conf: dict, kind: str, data_dir: Path, feats_dir: Path, exp_dir: Path,
     meta = read_feats_meta(feats_dir / conf["train_set"])
     resolved = {**conf, "kind": kind, "seed": seed, "tag": feats_dir.name, "upstream": meta.get("upstream")}
     chash = config_hash({k: v for k, v in resolved.items()})
-    done = exp_dir / "done"
     # what the training is made from: reused (or resumed) only while all of it is unchanged
     present = training_identity(chash, kind, data_dir, feats_dir, (conf["train_set"], conf["valid_set"]))
-    started = done.is_file() or any((exp_dir / "checkpoints").glob("epoch*.pt"))
-    if started and not overwrite:
-        changes = provenance.check(str(exp_dir), provenance.read(exp_dir / provenance.FILE_NAME), present, on_change)
-        if changes:
-            LOG.warning("%s: retraining from scratch, its inputs changed: %s", exp_dir, "; ".join(changes))
-            overwrite = True
-        elif done.is_file():
-            summary = json.loads(done.read_text())
-            LOG.info("%s: already trained (best epoch %s) and up to date; skipping (--overwrite true to retrain)",
-                     exp_dir, summary["best_epoch"])
-            return summary
-    if overwrite and exp_dir.exists():
-        shutil.rmtree(exp_dir)
-    (exp_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    provenance.write(exp_dir / provenance.FILE_NAME, present)
+    summary = provenance.open_training_dir(exp_dir, present, overwrite, on_change, LOG)
+    if summary is not None:
+        return summary
     handler = logging.FileHandler(exp_dir / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     LOG.addHandler(handler)
