@@ -8,7 +8,10 @@ scoring and inference need no training code.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -18,11 +21,40 @@ from etser.heads import Head, build_head
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves a truncated checkpoint."""
+    """Write a checkpoint to a temporary file, then rename: a kill never leaves a truncated checkpoint.
+
+    The one writer of ``.pt`` files.  torch.save serialises in memory and Python writes the bytes, so a full
+    disk is an OSError "no space left on <dir>" (torch's own file writer reports it as "unexpected pos"), and
+    the temporary file is removed whatever fails.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(e.errno, f"no space left on {path.parent.resolve()} writing {path} "
+                          f"({buf.getbuffer().nbytes} bytes): free space there, then rerun the stage "
+                          "(it resumes)") from None
+        raise
+
+
+def read_checkpoint(path: Path, map_location="cpu") -> dict:
+    """A checkpoint read as data: tensors and plain Python values only (torch's ``weights_only``), so a file
+    from an exp dir someone else wrote cannot run code here; anything else is refused, naming the file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message is long and advises weights_only=False: show only what the file holds
+        lines = [x.strip() for x in str(e).splitlines() if "unsupported" in x.lower()]
+        what = lines[0].rstrip(".") if lines else type(e).__name__
+        raise ValueError(f"{path}: refused: a checkpoint must hold only tensors and plain data, this one "
+                         f"holds more ({what}); retrain it (stage 3) or read a checkpoint you trust") from None
 
 
 def list_epochs(exp_dir: Path) -> list[tuple[int, Path]]:
@@ -38,7 +70,7 @@ def list_epochs(exp_dir: Path) -> list[tuple[int, Path]]:
 
 def load_epoch(path: Path) -> dict:
     # on the CPU: RNG states must be CPU tensors; the model and optimizer move theirs to the device
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return read_checkpoint(path, "cpu")
 
 
 def prune_epochs(exp_dir: Path, keep: int) -> None:
@@ -51,7 +83,7 @@ def load_best(exp_dir: Path, device: str = "cpu") -> tuple[Head, dict]:
     path = Path(exp_dir) / "best.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: train first (stage 3)")
-    best = torch.load(path, map_location=device, weights_only=False)
+    best = read_checkpoint(path, device)
     info = best["info"]
     model = build_head(info["head"], info["head_conf"], info["streams"], info["output_size"])
     model.load_state_dict(best["model"])

@@ -37,7 +37,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from etser.checkpoint import atomic_save, list_epochs, load_epoch, prune_epochs, read_exp_config  # noqa: F401
+from etser.checkpoint import (atomic_save, list_epochs, load_epoch, prune_epochs, read_checkpoint,  # noqa: F401
+                              read_exp_config)
 from etser import provenance
 from etser.cli import str2bool
 from etser.featset import (Examples, Stream, check_stream_utts, drop_stage2_excluded, features_record, iter_batches,
@@ -349,7 +350,7 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
     why = f"no val improvement for {patience} epochs" if stopped_early else f"max_epochs {conf['max_epochs']}"
     title = f"{conf['tag']} {conf['head']} {task.name} seed{seed}"
     plot_curve(state["history"], names, metric, state["best_epoch"], exp_dir / "curve.png", title)
-    best = torch.load(exp_dir / "best.pt", map_location="cpu", weights_only=False)
+    best = read_checkpoint(exp_dir / "best.pt")
     seconds = time.monotonic() - start_time
     summary = {"best_epoch": state["best_epoch"], "epochs": state["epoch"], "stopped": why,
                "val_metrics": {k: best["val_metrics"][k] for k in (*names, "num_utts")},

@@ -38,7 +38,7 @@ from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, chec
 from etser.caption.models import build_model, frame_stats, trainable_state
 from etser.caption.text import Tokenizer
 from etser.cli import str2bool
-from etser.checkpoint import atomic_save as _atomic_save, list_epochs as _checkpoints
+from etser.checkpoint import atomic_save as _atomic_save, list_epochs as _checkpoints, read_checkpoint
 from etser.featset import features_record
 from etser.runtime import device_name, job_list_lines, peak_rss_mb as _peak_rss_mb, pick_device
 from etser.train import config_hash
@@ -81,7 +81,7 @@ def load_trained(exp_dir: Path, device: str = "cpu"):
     path = Path(exp_dir) / "best.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: train first (python -m etser.caption.train)")
-    best = torch.load(path, map_location="cpu", weights_only=False)
+    best = read_checkpoint(path)
     info = best["info"]
     conf = info["conf"]
     check_decoder_dir(conf)
@@ -128,7 +128,7 @@ def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_th
     t_start = time.monotonic()
     torch.set_num_threads(num_threads)
     ckpts = _checkpoints(exp_dir)
-    last = torch.load(ckpts[-1][1], map_location="cpu", weights_only=False) if ckpts else None
+    last = read_checkpoint(ckpts[-1][1]) if ckpts else None
     if last is not None and last["config_hash"] != chash:
         raise RuntimeError(f"{ckpts[-1][1]} was written with a different config: use --overwrite true to start "
                            "over, or another --exp_dir")
