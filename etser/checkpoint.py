@@ -15,9 +15,9 @@ import pickle
 from pathlib import Path
 
 import torch
-import yaml
 
 from etser.heads import Head, build_head
+from etser.yamlfile import read_yaml
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -96,5 +96,4 @@ def read_exp_config(exp_dir: Path) -> dict:
     path = Path(exp_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: train first (stage 3)")
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    return read_yaml(path)

@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import yaml
 
 from etser.datadir import read_table
 from etser.tasks import get_task
+from etser.yamlfile import read_yaml
 
 LOG = logging.getLogger("etser.espnet_backend")
 
@@ -222,7 +222,7 @@ def _child_env(num_threads: int) -> dict:
 
 def read_config(path: Path) -> dict:
     try:
-        conf = yaml.safe_load(Path(path).read_text()) or {}
+        conf = read_yaml(path) or {}
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found (ESPnet configs live in conf/espnet/)") from None
     if not isinstance(conf, dict):
@@ -351,7 +351,7 @@ def _upstream_name(feats_set_dir: Path, conf: dict) -> str:
 
 def inference_model(exp_dir: Path) -> Path:
     """The n-best average of ESPnet's first best_model_criterion (``valid.acc.ave.pth``), else its best."""
-    conf = yaml.safe_load((exp_dir / "config.yaml").read_text())
+    conf = read_yaml(exp_dir / "config.yaml")
     phase, crit, _ = (conf.get("best_model_criterion") or [["valid", "loss", "min"]])[0]
     for name in (f"{phase}.{crit}.ave.pth", f"{phase}.{crit}.best.pth"):
         if (exp_dir / name).exists():

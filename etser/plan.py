@@ -38,6 +38,7 @@ from etser.cli import str2bool
 from etser.featset import read_meta
 from etser.runtime import job_list_lines
 from etser.tasks import load_tasks
+from etser.yamlfile import read_yaml
 
 BACKENDS = {"ours": "conf/train", "espnet": "conf/espnet"}
 
@@ -62,12 +63,10 @@ def known_heads(backend: str, conf_root: Path = Path(".")) -> list[str]:
         raise PlanError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     names = sorted(p.stem for p in (conf_root / BACKENDS[backend]).glob("*.yaml"))
     if backend == "ours":   # heads over several streams are planned by fusion_train / fusion_score
-        import yaml
-
         from etser.heads import HEADS
 
         def one_stream(name: str) -> bool:
-            head = (yaml.safe_load((conf_root / BACKENDS[backend] / f"{name}.yaml").read_text()) or {}).get("head")
+            head = (read_yaml(conf_root / BACKENDS[backend] / f"{name}.yaml") or {}).get("head")
             return head not in HEADS or HEADS[head].num_streams == 1
         names = [n for n in names if one_stream(n)]
     return names

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import yaml
 
 from etser.metrics import METRIC_NAMES, confusion_metrics, read_predictions
 from etser.tasks import load_tasks
+from etser.yamlfile import read_yaml
 
 DEFAULT_RESULTS_CONF = Path(__file__).resolve().parents[1] / "conf" / "results.yaml"
 
@@ -87,7 +87,7 @@ def load_tables(path: Path | None = None) -> list[dict]:
     path = Path(path) if path is not None else DEFAULT_RESULTS_CONF
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the results tables configuration (--results_conf)")
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    doc = read_yaml(path) or {}
     tables = doc.get("tables") if isinstance(doc, dict) else None
     if not isinstance(tables, list) or not tables:
         raise ValueError(f"{path}: expected a mapping with a non-empty 'tables' list")
@@ -157,7 +157,7 @@ def environment(metrics: list[dict]) -> list[str]:
     for m in metrics:
         exp = Path(m["exp_dir"])
         try:
-            conf = yaml.safe_load((exp / "config.yaml").read_text()) or {}
+            conf = read_yaml(exp / "config.yaml") or {}
         except OSError:
             conf = {}
         env = conf.get("env") or {}

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import yaml
 
 from etser.datadir import read_table
+from etser.yamlfile import read_yaml
 from etser.metrics import (METRIC_NAMES, compute_metrics, confusion_text, quick_metrics, report_text,
                            write_predictions)
 
@@ -350,8 +350,7 @@ def load_tasks(path: str | Path | None = None) -> TaskSet:
     key = (str(path.resolve()), path.stat().st_mtime)
     if key in _LOADED:
         return _LOADED[key]
-    with open(path, encoding="utf-8") as f:
-        doc = yaml.safe_load(f) or {}
+    doc = read_yaml(path) or {}
     if not isinstance(doc, dict) or not isinstance(doc.get("tasks"), dict) or not doc["tasks"]:
         raise ValueError(f"{path}: expected a mapping with a non-empty 'tasks' mapping")
     tasks = {str(n): task_from_spec({**(s or {}), "name": str(n)}, str(path)) for n, s in doc["tasks"].items()}

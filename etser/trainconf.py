@@ -13,6 +13,7 @@ from typing import Sequence
 import yaml
 
 from etser.heads import head_class
+from etser.yamlfile import read_yaml
 
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 DEFAULT_FUSION_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "fusion"
@@ -45,8 +46,7 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
     """Defaults <- YAML file <- ``key=value`` overrides (value parsed as YAML; ``a.b=v`` sets a nested key)."""
     conf = copy.deepcopy(DEFAULTS)
     if path is not None:
-        with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of options")
         unknown = sorted(set(loaded) - set(DEFAULTS))

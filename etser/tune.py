@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
+from etser.yamlfile import read_yaml
 
 SECTIONS = ("model", "train", "tune")
 
@@ -26,8 +26,7 @@ SECTIONS = ("model", "train", "tune")
 def load_search_space(path: str | Path) -> dict[str, dict[str, Any]]:
     """Read a ``conf/fusion/<name>.yaml``; checks that every tuned key has a default in model: or train:."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        doc = yaml.safe_load(f) or {}
+    doc = read_yaml(path) or {}
     unknown = sorted(set(doc) - set(SECTIONS))
     if unknown:
         raise ValueError(f"{path}: unknown sections {unknown}; expected {list(SECTIONS)}")

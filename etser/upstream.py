@@ -39,6 +39,8 @@ from typing import Any
 
 import yaml
 
+from etser.yamlfile import read_yaml
+
 SAMPLE_RATE = 16000
 CONF_DIR = "conf/upstream"
 
@@ -268,10 +270,9 @@ def load_config(source: str | os.PathLike | dict, conf_dir: str | os.PathLike = 
         return normalize_config(source)
     path = find_config(source, conf_dir)
     try:
-        with open(path, encoding="utf-8") as f:
-            user = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise UpstreamError(f"{path}: not valid YAML: {e}") from None
+        user = read_yaml(path) or {}
+    except ValueError as e:
+        raise UpstreamError(str(e)) from None
     return normalize_config(user, str(path))
 
 

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import yaml
 
+from etser.yamlfile import read_yaml
+
 DECODERS = ("transformer", "gpt2", "qwen2", "bart")
 SELECT_METRICS = ("val_loss", "bleu4", "rouge_l", "cider_d")
 DEFAULTS = {
@@ -45,8 +47,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")  # torch.optim classes in etser.caption.tr
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
     conf = copy.deepcopy(DEFAULTS)
     if path is not None:
-        with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
+        loaded = read_yaml(path) or {}
         unknown = sorted(set(loaded) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")

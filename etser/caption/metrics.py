@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import yaml
 
 from etser.caption.text import segment, metric_unit
+from etser.yamlfile import read_yaml
 
 LOG = logging.getLogger("etser.caption.metrics")
 ALL_METRICS = ("bleu4", "rouge_l", "meteor", "cider_d", "spider", "fense", "bertscore", "clapscore")
@@ -46,8 +46,7 @@ DEFAULTS = {
 def load_metrics_config(path: Path | None) -> dict:
     conf = json.loads(json.dumps(DEFAULTS))
     if path is not None:
-        with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
+        loaded = read_yaml(path) or {}
         unknown = sorted(set(loaded) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
