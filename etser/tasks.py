@@ -182,7 +182,9 @@ class ContinuousTask(Task):
 
     def read_targets(self, data_set_dir: Path, log: Callable[[str], None] = lambda _: None
                      ) -> tuple[list[str], np.ndarray, dict[str, int]]:
-        """Utterances and values (N,) float32; nothing is left out (a bad value is an error)."""
+        """Utterances and values (N,) float32 and ``{"no value": n}`` for the n utterances of the set (its
+        ``utt2spk``) that the label file leaves out (no value in the release): counted and logged, never
+        silently; a bad value is an error."""
         path = Path(data_set_dir) / self.label_file
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: task {self.name} needs {self.label_file} in {data_set_dir} "
@@ -200,7 +202,16 @@ class ContinuousTask(Task):
             values.append(v)
         if not utts:
             raise ValueError(f"{path}: no utterance")
-        return utts, np.asarray(values, dtype=np.float32), {}
+        left_out = {}
+        spk = Path(data_set_dir) / "utt2spk"
+        if spk.is_file():
+            have = set(utts)
+            lacking = [u for u in read_table(spk) if u not in have]
+            if lacking:
+                left_out = {"no value": len(lacking)}
+                log(f"{path}: {self.name} uses {len(utts)} utterances; left out {len(lacking)} of {spk} that have "
+                    f"no value (first: {lacking[0]})")
+        return utts, np.asarray(values, dtype=np.float32), left_out
 
     def describe_targets(self, targets: np.ndarray) -> str:
         t = np.asarray(targets, dtype=np.float64)

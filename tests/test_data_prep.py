@@ -258,13 +258,42 @@ BAD_CASES = {
     "speaker mismatch": (dict(fields={"audio": {"speaker_id": "08"}}), "speaker mismatch",
                          "the path says speaker 05, the Audio JSON speaker_id says '08'", "audio"),
     "missing json": (dict(modalities=("audio", "text", "multi")), "missing JSON", "no Video JSON", "video"),
-    "no sentiment": (dict(fields={"multi": {"Continuous label_result": None}}),
-                     "no label", "Multimodal JSON has no 'Continuous label_result'", "multi"),
     "bad sentiment": (dict(sentiment=3.5), "bad sentiment", "is 3.5, not a number in [-2, 2]", "multi"),
     "duplicate json": (dict(json_extra={"audio": ("Audio/Audio/json",)}), "duplicate uid",
                        "Audio JSON found 2 times", "audio"),
     "duplicate wav": (dict(wav_extra=("Audio/more/wav",)), "duplicate uid", "WAV found 2 times", "wav"),
 }
+
+
+def test_missing_sentiment_leaves_the_utterance_out_of_the_sentiment_task_only(tmp_path, capsys):
+    """A Multimodal JSON without a sentiment: the utterance keeps its emotion labels (speech, text, visual,
+    multi tasks), only utt2sentiment lacks it; a warning names it and the sentiment task counts it."""
+    from etser.tasks import get_task
+
+    db = make_release(tmp_path / "db")
+    write_utterance(db, BAD, "sad", fields={"multi": {"Continuous label_result": None}})
+    rc, out, err = run_stage(capsys, db, tmp_path / "data")
+    assert rc == 0, err
+    assert (f"WARNING: keeping {BAD} without a sentiment: Multimodal JSON has no 'Continuous label_result'; only "
+            "the tasks that need it leave it out (") in err
+    assert "excluding" not in err
+    train = tmp_path / "data" / "train"
+    utt = f"S05-{BAD}"
+    assert not (train / "excluded").read_text()
+    for name in ("utt2spk", "wav.scp", "text", "utt2emo_audio", "utt2emo_text", "utt2emo_video", "utt2emo_multi"):
+        assert utt in read_table(train / name), name
+    assert utt not in read_table(train / "utt2sentiment")
+    assert "| train | -0.400 | -0.4 | -0.4 | 1 |" in (tmp_path / "data" / "stats.md").read_text()
+    r = subprocess.run([str(ROOT / "utils" / "validate_data_dir.sh"), "--tables", str(ROOT / "conf" / "data_tables"),
+                        str(train)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    logged = []
+    for task in ("speech_all", "text_all", "video_all", "multi_all"):
+        assert utt in get_task(task).read_targets(train)[0], task
+    utts, values, left_out = get_task("sentiment").read_targets(train, logged.append)
+    assert utt not in utts and left_out == {"no value": 1}
+    assert logged == [f"{train}/utt2sentiment: sentiment uses {len(utts)} utterances; left out 1 of "
+                      f"{train}/utt2spk that have no value (first: {utt})"]
 
 
 @pytest.mark.parametrize("case", list(BAD_CASES))

@@ -15,8 +15,10 @@ Rules, decided here:
   present; otherwise the utterance is excluded ("speaker mismatch", both values in the message). A JSON
   without ``speaker_id`` is accepted (the path is authoritative).
 - An utterance is kept only if every modality present in the release has exactly one parsable JSON with a
-  known label (the Multimodal one also a sentiment in [-2, 2]) and its WAV is readable, complete and
-  non-empty; so all per-utterance files share one key set. Anything else is an exclusion, written as
+  known label (a Multimodal sentiment, when present, in [-2, 2]) and its WAV is readable, complete and
+  non-empty; so all per-utterance files share one key set, except ``utt2caption_<kind>`` and
+  ``utt2sentiment``: a Multimodal JSON without a sentiment keeps its utterance (a warning names it) for every
+  task but the sentiment one, which counts it. Anything else is an exclusion, written as
   ``uid<TAB>file<TAB>category: detail`` (one line per problem) to ``data/<set>/excluded``; all of them,
   including files whose name is not a release uid or whose group is not in the official split, also go to
   ``data/excluded``.
@@ -411,6 +413,13 @@ class _Collector:
         if self.echo and self.shown[reason] <= _MESSAGES_PER_REASON:
             tqdm.write(f"WARNING: excluding {uid}: {reason}: {detail} ({file})", file=sys.stderr)
 
+    def keep_without(self, uid: str, file: Path | str, what: str, detail: str) -> None:
+        """An utterance kept but without one label: only the tasks that need that label leave it out."""
+        self.shown[what] += 1
+        if self.echo and self.shown[what] <= _MESSAGES_PER_REASON:
+            tqdm.write(f"WARNING: keeping {printable(uid)} without {what}: {printable(detail)}; only the tasks "
+                       f"that need it leave it out ({printable(file)})", file=sys.stderr)
+
 
 def _check_json(uid: str, split: str, ss: int, modality: str, paths: list[str] | None, folders: list[Path],
                 out: _Collector) -> dict | None:
@@ -452,9 +461,8 @@ def _check_json(uid: str, split: str, ss: int, modality: str, paths: list[str] |
             ok = False
     if modality == "multi":
         value = obj.get(SENTIMENT_KEY)
-        if value is None:
-            out.add(split, uid, path, "no label", f"{folder} JSON has no {SENTIMENT_KEY!r}")
-            ok = False
+        if value is None:  # its emotion labels still serve every other task: left out of utt2sentiment only
+            out.keep_without(uid, path, "a sentiment", f"{folder} JSON has no {SENTIMENT_KEY!r}")
         else:
             try:
                 sentiment = float(value)
@@ -627,7 +635,7 @@ def collect(release: Release, sets: Iterable[str] = SETS, progress: bool = True,
             uid=uid, split=split, speaker=f"S{ss:02d}", wav=str(wavs[0]),
             text=clean_transcript(raw), text_raw=raw,
             labels={mod: o["emotion_result"] for mod, o in objs.items()},
-            sentiment=objs["multi"][SENTIMENT_KEY] if "multi" in objs else None,
+            sentiment=objs["multi"].get(SENTIMENT_KEY) if "multi" in objs else None,
             caption=_UNPRINTABLE.sub(lambda c: f"\\u{ord(c.group()):04x}", json.dumps(
                 caption if caption is not None else {}, ensure_ascii=False, separators=(",", ":"))),
             duration=info.duration, video=video,
@@ -654,7 +662,7 @@ def write_set(set_dir: Path, utts: list[Utterance], modalities: Iterable[str], v
     for m in modalities:
         written[f"utt2emo_{m}"] = {u.utt_id: u.labels[m] for u in utts}
     if "multi" in modalities:
-        written["utt2sentiment"] = {u.utt_id: f"{u.sentiment:g}" for u in utts}
+        written["utt2sentiment"] = {u.utt_id: f"{u.sentiment:g}" for u in utts if u.sentiment is not None}
     if video:
         written["video.scp"] = {u.utt_id: u.video for u in utts}
     for kind in CAPTION_KINDS:
@@ -772,9 +780,10 @@ def format_stats(release: Release, sets: dict[str, list[Utterance]],
         out += ["## Continuous sentiment (utt2sentiment)", ""]
         rows = []
         for s, utts in sets.items():
-            v = [u.sentiment for u in utts]
-            rows.append([s, f"{sum(v) / len(v):.3f}" if v else "-", min(v, default="-"), max(v, default="-")])
-        out += [_md_table(["set", "mean", "min", "max"], rows), ""]
+            v = [u.sentiment for u in utts if u.sentiment is not None]
+            rows.append([s, f"{sum(v) / len(v):.3f}" if v else "-", min(v, default="-"), max(v, default="-"),
+                         len(utts) - len(v)])
+        out += [_md_table(["set", "mean", "min", "max", "without"], rows), ""]
     out += ["## Excluded utterances", ""]
     if exclusions:
         rows = [[r, len(u)] for r, u in sorted(_uids_by_reason(exclusions).items())]
