@@ -84,6 +84,13 @@ def write_matrix(fd, key: str, array: np.ndarray, dtype: str = "float32") -> int
     return pos
 
 
+def job_arks(split: Path, kinds: Iterable[str], job: int) -> dict[str, Path]:
+    """The arks of one job, ``<split>/<kind>.<job>.ark``, as absolute paths: the scp entries that point into
+    them read the same bytes from any working dir (a relative path would be read against the reader's)."""
+    split = Path(split).resolve()
+    return {k: split / f"{k}.{job}.ark" for k in kinds}
+
+
 def split_keys(keys: list[str], nj: int) -> list[list[str]]:
     """Contiguous blocks as Kaldi's split_scp.pl (and utils/split_scp.py) cut them: the first len % nj
     blocks one key longer; with more jobs than keys the last blocks are empty."""

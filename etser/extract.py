@@ -35,7 +35,7 @@ import numpy as np
 from etser.audio import TARGET_RATE, AudioLoadError, audio_seconds, load_audio
 from etser.datadir import c_sort_key, read_table, write_table
 from etser.provenance import file_identity, table_identity
-from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, finished_markers, prefetch,  # noqa: F401
+from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, finished_markers, job_arks, prefetch,  # noqa: F401
                           resolve_layers, split_keys, write_matrix)
 
 MIN_SAMPLES = 800  # 0.05 s; shorter audio is zero-padded to this (S3PRL's S3PRLUpstream does the same)
@@ -300,7 +300,7 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     dur = _durations(data, part, wav)
     order = sorted(part, key=lambda u: (-dur[u], c_sort_key(u)))  # longest first: memory trouble shows at once
     kinds = ["pooled_mean", "pooled_std"] + (["frames"] if cfg["frames"]["layers"] is not None else [])
-    arks = {k: split / f"{k}.{job}.ark" for k in kinds}
+    arks = job_arks(split, kinds, job)
     tmps = {k: p.with_name(p.name + ".tmp") for k, p in arks.items()}
     scp: dict[str, dict[str, str]] = {k: {} for k in kinds}
     num_frames: dict[str, int] = {}

@@ -26,8 +26,8 @@ from pathlib import Path
 from etser.datadir import c_sort_key, read_table, write_table
 from etser.provenance import file_identity, table_identity
 from etser.featset import SCHEMA_VERSION, write_meta
-from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, finished_markers, prefetch, resolve_layers,
-                          split_keys, write_matrix)
+from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, finished_markers, job_arks, prefetch,
+                          resolve_layers, split_keys, write_matrix)
 from etser.upstream import config_hash, find_config, modality, versions
 from etser.video import VideoError
 
@@ -231,7 +231,7 @@ def run_job(cfg: dict, data: str | os.PathLike, out_dir: str | os.PathLike, nj: 
         order = sorted(part, key=lambda u: (-len(table[u]), c_sort_key(u))) if is_text else list(part)
         where = (lambda u: f"utterance {u} ({src})") if is_text else (lambda u: f"utterance {u} ({table[u]})")
         kinds = ["pooled_mean", "pooled_std"] + (["frames"] if cfg["frames"]["layers"] is not None else [])
-        arks = {k: split / f"{k}.{job}.ark" for k in kinds}
+        arks = job_arks(split, kinds, job)
         tmps = {k: p.with_name(p.name + ".tmp") for k, p in arks.items()}
         scp: dict[str, dict[str, str]] = {k: {} for k in kinds}
         lists: dict[str, dict[str, str]] = {k: {} for k in LISTS}

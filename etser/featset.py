@@ -130,12 +130,37 @@ class StreamData:
         return {"frames": frames.to(device), "lengths": lengths.to(device), "present": present}
 
 
+def check_ark_paths(scp: Path) -> None:
+    """Refuse an scp whose matrices would be read from another dump than its own.
+
+    Stage 2 writes absolute ark paths.  A relative one (dumps of older versions) is read against the working
+    dir: right only in the working dir that wrote it; elsewhere it would read this dir's ark of the same
+    name at the other dump's offsets, i.e. other utterances' features.  So a relative ark path must lead
+    into the scp's own folder, and every ark must exist.
+    """
+    scp = Path(scp)
+    home = scp.parent.resolve()
+    with open(scp, encoding="utf-8") as f:
+        arks = {line.split(maxsplit=1)[1].rstrip("\n").rsplit(":", 1)[0] for line in f if len(line.split()) > 1}
+    for ark in sorted(arks):
+        path = Path(ark)
+        if not path.is_absolute() and not path.resolve().is_relative_to(home):
+            raise ValueError(f"{scp}: ark path {ark} is relative to the working dir that wrote it; from here "
+                             f"({Path.cwd()}) it reads {path.resolve()}, outside {home}: a dump of another "
+                             "working dir. Rerun stage 2 for it there (arks are now written with absolute "
+                             "paths), or extract these features in this working dir")
+        if not path.is_file():
+            raise FileNotFoundError(f"{scp}: ark {ark} not found (the dump was moved or partly deleted): "
+                                    "rerun stage 2 for this set")
+
+
 def _read_pooled(scp: Path, cache: dict | None) -> dict[str, np.ndarray]:
     if not scp.is_file():
         raise FileNotFoundError(f"{scp} not found: run stage 2 (feature extraction) first")
     key = ("pooled", str(scp.resolve()), os.path.getmtime(scp))
     if cache is not None and key in cache:
         return cache[key]
+    check_ark_paths(scp)
     table = {u: np.asarray(m, dtype=np.float32) for u, m in kaldiio.load_scp_sequential(str(scp))}
     if cache is not None:
         cache[key] = table
@@ -185,6 +210,7 @@ def load_stream(set_dir: Path, utts: Sequence[str], layers: Sequence[int], kind:
     if not_dumped:
         raise ValueError(f"{set_dir}: frames of layers {frame_layers} were dumped, not of {not_dumped}")
     pos = [frame_layers.index(x) for x in layers]
+    check_ark_paths(scp)
     reader = kaldiio.load_scp(str(scp))
     present = _check_missing(utts, reader, scp, where, allow_missing)
     empty = torch.zeros((1, len(pos), dim))

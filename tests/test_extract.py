@@ -270,9 +270,10 @@ def test_jobs_merge_and_rerun(tmp_path, models, monkeypatch, capsys):
     assert meta["dtype"] == {"pooled": "float32", "frames": "float16"} and meta["num_utts"] == 6
     assert {"torch", "transformers", "kaldiio"} <= set(meta["versions"]) and meta["config_hash"] in config_tag(conf)
     check_dump(dump, data, load_config(conf))
-    # scp paths are relative to the working directory, sorted, one ark per job.
+    # scp paths are absolute (they read the same from any working directory), sorted, one ark per job.
     lines = (dump / "pooled_mean.scp").read_text().splitlines()
-    assert lines == sorted(lines) and lines[0].split()[1].startswith("dump/tiny/train/split3/pooled_mean.1.ark:")
+    ark = (tmp_path / "dump/tiny/train/split3").resolve() / "pooled_mean.1.ark"
+    assert lines == sorted(lines) and lines[0].split()[1].startswith(f"{ark}:")
     # A rerun skips finished jobs ...
     capsys.readouterr()
     before = (dump / "split3" / "pooled_mean.2.ark").stat().st_mtime_ns
