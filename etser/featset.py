@@ -279,20 +279,23 @@ def load_examples(utts: Sequence[str], targets: np.ndarray | None, streams: Sequ
 
 def drop_stage2_excluded(utts: Sequence[str], targets, streams: Sequence[Stream], set_name: str, where: str,
                          log: Callable[[str], None] = lambda _: None):
-    """``(utts, targets)`` without the utterances stage 2 excluded (``<feats_dir>/<set>/excluded``: unreadable
-    audio, no decodable video, an empty transcript), logged with their count: left out, never silently."""
-    gone: dict[str, str] = {}
+    """``(utts, targets)`` without the utterances stage 2 excluded from every stream (``<feats_dir>/<set>/
+    excluded``: unreadable audio, no decodable video, an empty transcript), logged with their count: left
+    out, never silently.  With several streams, an utterance excluded from some of them only stays: it lacks
+    features there, which :func:`check_stream_utts` refuses unless ``allow_missing`` makes it a missing
+    modality (docs/fusion.md)."""
+    gone: dict[str, dict[str, str]] = {}
     for st in streams:
         path = Path(st.feats_dir) / set_name / "excluded"
         if path.is_file():
             for u, why in read_table(path).items():
-                gone.setdefault(u, f"{path}: {why}")
-    keep = [i for i, u in enumerate(utts) if u not in gone]
+                gone.setdefault(u, {})[st.name] = f"{path}: {why}"
+    keep = [i for i, u in enumerate(utts) if len(gone.get(u, ())) < len(streams)]
     if len(keep) == len(utts):
         return list(utts), targets
-    dropped = [u for u in utts if u in gone]
+    dropped = [u for u in utts if len(gone.get(u, ())) == len(streams)]
     log(f"{where}: left out {len(dropped)} utterance(s) that stage 2 excluded (first: {dropped[0]}: "
-        f"{gone[dropped[0]]})")
+        f"{next(iter(gone[dropped[0]].values()))})")
     return [utts[i] for i in keep], (None if targets is None else targets[keep])
 
 
@@ -318,8 +321,14 @@ def check_stream_utts(utts: Sequence[str], streams: Sequence[Stream], set_name: 
             missing[st.name] = gone
     if not missing:
         return missing
-    text = "; ".join(f"stream {n} ({Path(next(s.feats_dir for s in streams if s.name == n)) / set_name}) lacks "
-                     f"{len(g)}: {' '.join(g[:10])}{' ...' if len(g) > 10 else ''}" for n, g in missing.items())
+    def lacks(name: str, got: list[str]) -> str:
+        set_dir = Path(next(s.feats_dir for s in streams if s.name == name)) / set_name
+        excluded = set(read_table(set_dir / "excluded")) if (set_dir / "excluded").is_file() else set()
+        why = sum(u in excluded for u in got)
+        return (f"stream {name} ({set_dir}) lacks {len(got)}: {' '.join(got[:10])}{' ...' if len(got) > 10 else ''}"
+                + (f" ({why} excluded by stage 2, see {set_dir}/excluded)" if why else ""))
+
+    text = "; ".join(lacks(n, g) for n, g in missing.items())
     if not allow_missing:
         raise ValueError(f"{where}: the streams do not have the same utterances: {text}. Extract them (stage 2), "
                          "or set allow_missing: true (--conf allow_missing=true; run.sh --fusion_allow_missing "

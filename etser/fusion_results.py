@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from etser.metrics import COUNT_NOTE, count_note, varying_counts
 from etser.tasks import load_tasks
 
 MULTI_TASKS = ("multi_four", "multi_all")
@@ -66,14 +67,21 @@ def fusion_sections(metrics: list[dict], set_name: str = "test", tasks_conf=None
     if not fusion and not sentiment:
         return []
     titles = _titles(tasks_conf)
+    varying = varying_counts(metrics)
     lines: list[str] = []
-    lines += _er_table(fusion, unimodal, titles)
-    lines += _sentiment_table(metrics, sentiment, titles)
+    lines += _er_table(fusion, unimodal, titles, varying)
+    lines += _sentiment_table(metrics, sentiment, titles, varying)
     lines += _missing_table(fusion, titles)
     return lines
 
 
-def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict) -> list[str]:
+def _noted(runs: list[dict], task: str, varying: set, values: Sequence[float] | None = None, **fmt) -> str:
+    """A cell of ``runs``, with the utterances they were scored on when ``task``'s scorings differ in that."""
+    text = _cell([r[_main_metric(r)] for r in runs] if values is None else values, **fmt)
+    return text + (count_note(runs) if runs and task in varying else "")
+
+
+def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: set) -> list[str]:
     rows = _group([m for m in fusion if m["task"] in MULTI_TASKS])
     if not rows:
         return []
@@ -82,17 +90,17 @@ def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict) -> list[st
     lines = ["## Multimodal emotion recognition (the seeds' Table 2)", "",
              "Weighted-F1 first: the metric comparable with the seeds' numbers (the official code computes "
              "accuracy and weighted-F1 only; its best epoch is chosen on val weighted-F1, as here). UA and WA "
-             "beside. Features: the upstream of each stream.", ""]
+             "beside. Features: the upstream of each stream.", ""] + ([COUNT_NOTE, ""] if varying & set(cols) else [])
     head = ["Features", "Algorithm", "Fusion level", *[f"{t} WF1" for t in tt], "Mean WF1",
             *[f"{t} UA" for t in tt], *[f"{t} WA" for t in tt]]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (tag, algo), row in sorted(rows.items()):
         first = next(iter(row.values()))[0]
-        wf1 = [_cell([r["weighted_f1"] for r in row.get(t, [])]) for t in cols]
+        wf1 = [_noted(row.get(t, []), t, varying, [r["weighted_f1"] for r in row.get(t, [])]) for t in cols]
         means = [np.mean([r["weighted_f1"] for r in row[t]]) for t in cols if t in row]
         mean = f"{100 * np.mean(means):.2f}" if len(means) == len(cols) else "–"
-        ua = [_cell([r["ua"] for r in row.get(t, [])]) for t in cols]
-        wa = [_cell([r["wa"] for r in row.get(t, [])]) for t in cols]
+        ua = [_noted(row.get(t, []), t, varying, [r["ua"] for r in row.get(t, [])]) for t in cols]
+        wa = [_noted(row.get(t, []), t, varying, [r["wa"] for r in row.get(t, [])]) for t in cols]
         lines.append(f"| {_features(first)} | {algo} | {first.get('fusion_level', '?')} | " +
                      " | ".join([*wf1, mean, *ua, *wa]) + " |")
     lines.append("")
@@ -104,13 +112,14 @@ def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict) -> list[st
         if cand:
             ua, (tag, head), runs = max(cand, key=lambda c: c[0])
             best.append(f"{title}: {runs[0].get('upstream', tag)} ({runs[0]['modality']}, {head}) UA "
-                        f"{_cell([r['ua'] for r in runs])}, WF1 {_cell([r['weighted_f1'] for r in runs])}")
+                        f"{_cell([r['ua'] for r in runs])}, WF1 {_cell([r['weighted_f1'] for r in runs])}"
+                        + (count_note(runs) if t in varying else ""))
     if best:
         lines += ["Best single modality (by mean UA) on the same set: " + "; ".join(best) + ".", ""]
     return lines
 
 
-def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict) -> list[str]:
+def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, varying: set) -> list[str]:
     if not sentiment:
         return []
     keys = sorted({(m["tag"], m.get("algo") or m["head"]) for m in sentiment})
@@ -119,7 +128,8 @@ def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict) -
              "Discrete(Four) / Discrete(All): weighted-F1 of the multimodal labels (`multi_four` / `multi_all`); "
              "Continuous: weighted-F1 of the sign on the non-zero labels of `utt2sentiment` (the official metric, "
              "MERBench's). A constant prediction already scores high on Continuous when most labels have one "
-             "sign: its row is beside (fitted on the training labels).", ""]
+             "sign: its row is beside (fitted on the training labels).", ""] + (
+                 [COUNT_NOTE, ""] if varying & {*MULTI_TASKS, SENTIMENT_TASK} else [])
     head = ["Text", "Speech", "Visual", "Algorithm", "Discrete(Four)", "Discrete(All)", "Continuous", "Mean"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in keys:
@@ -129,7 +139,7 @@ def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict) -
         mods = first.get("stream_modalities") or {n: n for n in ups}
         by_mod = {mods.get(n, n): u for n, u in ups.items()}
         vals = {t: [r[_main_metric(r)] for r in row.get(t, [])] for t in (*MULTI_TASKS, SENTIMENT_TASK)}
-        cells = [_cell(vals[t]) for t in (*MULTI_TASKS, SENTIMENT_TASK)]
+        cells = [_noted(row.get(t, []), t, varying, vals[t]) for t in (*MULTI_TASKS, SENTIMENT_TASK)]
         mean = (f"{100 * np.mean([np.mean(v) for v in vals.values()]):.2f}" if all(vals.values()) else "–")
         lines.append("| " + " | ".join([*(by_mod.get(m, "–") for m, _ in MODALITY_COLUMNS), key[1], *cells, mean])
                      + " |")
@@ -145,7 +155,7 @@ def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict) -
     for key in keys:
         runs = groups[key][SENTIMENT_TASK]
         lines.append(f"| {_features(runs[0])} | {key[1]} | {_cell([r['acc2'] for r in runs])} | "
-                     f"{_cell([r['f1_weighted'] for r in runs])} | {_cell([r['mae'] for r in runs], 1, 3)} | "
+                     f"{_noted(runs, SENTIMENT_TASK, varying)} | {_cell([r['mae'] for r in runs], 1, 3)} | "
                      f"{_cell([r['pearson'] for r in runs], 1, 3)} | {_cell([r['ccc'] for r in runs], 1, 3)} |")
     for name, cs in sorted(constants.items()):
         lines.append(f"| constant {name} | – | {_cell([c['acc2'] for c in cs])} | {_cell([c['f1_weighted'] for c in cs])} "
@@ -165,12 +175,17 @@ def _missing_table(fusion: list[dict], titles: dict) -> list[str]:
     lines = ["## Missing modalities", "",
              "Each fusion model scored with only the listed modalities present (the others marked absent: "
              "dropped or zeroed per algorithm, docs/fusion.md). Weighted-F1 (sentiment: of the sign), %.", ""]
+    # an utterance left with none of a pattern's modalities is skipped there: counts can differ by pattern
+    differ = len({int(s["num_utts"]) for m in with_missing for s in m["missing"].values() if "num_utts" in s}) > 1
+    if differ:
+        lines += [COUNT_NOTE, ""]
     head = ["Features", "Algorithm", "Task", *patterns]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (feats, algo, task), runs in sorted(groups.items()):
         cells = []
         for p in patterns:
-            vals = [r["missing"][p][_main_metric(r)] for r in runs if p in r["missing"]]
-            cells.append(_cell(vals))
+            pairs = [(r["missing"][p], r) for r in runs if p in r["missing"]]
+            cells.append(_cell([s[_main_metric(r)] for s, r in pairs])
+                         + (count_note([s for s, _ in pairs]) if pairs and differ else ""))
         lines.append(f"| {feats} | {algo} | {titles.get(task, task)} | " + " | ".join(cells) + " |")
     return lines + [""]

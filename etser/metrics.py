@@ -19,11 +19,32 @@ bootstrap.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 METRIC_NAMES = {"wa": "WA", "ua": "UA", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
+
+
+def varying_counts(scored: Iterable[Mapping], key: str = "task") -> set:
+    """The ``key`` values (tasks) whose scorings (metrics.json dicts) were made on different numbers of
+    utterances (``num_utts``): stage-2 exclusions, missing labels.  Results tables show those counts."""
+    seen: dict = {}
+    for m in scored:
+        if "num_utts" in m:
+            seen.setdefault(m[key], set()).add(int(m["num_utts"]))
+    return {k for k, ns in seen.items() if len(ns) > 1}
+
+
+def count_note(runs: Iterable[Mapping]) -> str:
+    """`` [N utts]`` (``N1/N2`` when the seeds differ): the utterances the runs of a table cell were scored on."""
+    ns = sorted({int(r["num_utts"]) for r in runs if "num_utts" in r})
+    return f" [{'/'.join(map(str, ns))} utts]" if ns else ""
+
+
+COUNT_NOTE = ("`[N utts]` after a cell: the number of utterances it was scored on, shown in every column whose "
+              "rows were scored on different numbers (utterances that stage 2 excluded, labels missing): such "
+              "cells are not measured on the same utterances.")
 
 
 def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> dict:
