@@ -35,8 +35,9 @@ def test_checkpoint_with_code_is_refused_named_and_not_run(tmp_path, reader):
     (exp / "checkpoints").mkdir(parents=True)
     path = exp / "checkpoints" / "epoch1.pt" if reader == "load_epoch" else exp / "best.pt"
     torch.save({"model": {}, "epoch": 1, "info": _Payload(marker)}, path)
-    with pytest.raises(ValueError, match=rf"{path}: refused: a checkpoint must hold only tensors and plain data, this one holds more "
-                                         r"\(Trying to load unsupported GLOBAL posix.system"):
+    with pytest.raises(ValueError, match=rf"{path}: refused: a checkpoint must hold only tensors and plain "
+                                         r"data, this one holds more \(Trying to load unsupported GLOBAL "
+                                         r"posix.system"):
         checkpoint.load_epoch(path) if reader == "load_epoch" else checkpoint.load_best(exp)
     assert not marker.exists(), "the checkpoint's code ran"
 
@@ -74,3 +75,17 @@ def test_trained_checkpoints_are_plain_data(tmp_path):
         assert checkpoint.load_epoch(p)["state"]["epoch"] >= 1
     model, info = checkpoint.load_best(exp)
     assert info["epoch"] >= 1
+
+
+def test_espnet_checkpoint_probe_runs_no_code(tmp_path):
+    """The check that an ESPnet checkpoint.pth is whole (before --resume) reads it as data: a pickle with
+    code is neither run nor taken for a file cut short (ESPnet's own resume decides about it)."""
+    from etser import espnet_backend
+
+    marker = tmp_path / "ran"
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    torch.save({"model": {}, "reporter": _Payload(marker), "optimizers": []}, exp / "checkpoint.pth")
+    assert not espnet_backend.drop_unreadable_checkpoint(exp)
+    assert not marker.exists(), "the checkpoint's code ran"
+    assert (exp / "checkpoint.pth").is_file()
