@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from etser import provenance
 from etser.datadir import read_table
 
 # 2: meta.json records the modality (speech, text, visual) and the time axis; 1: speech only
@@ -74,6 +75,19 @@ def features_record(set_dir: Path) -> dict:
     """A feature set's identity as stage 2 recorded it (its config and what it was made from)."""
     meta = read_meta(set_dir)
     return {"config_hash": meta.get("config_hash"), "inputs": meta.get("inputs")}
+
+
+def training_identity(chash: str, task, data_dir: Path, sets: Sequence[str], streams: Sequence[Mapping]) -> dict:
+    """What a training is made from: the training config, the label file of every set it reads (content) and
+    every stream's features of those sets (stage 2's record): a label corrected, features re-extracted from
+    changed audio or a config edited changes it.  Recorded by the trainer, compared again by stage 5."""
+    return {
+        "config": chash,
+        # a missing label file: the task's own read names it with what to do
+        "labels": {s: provenance.content_identity(Path(data_dir) / s / task.label_file)
+                   if (Path(data_dir) / s / task.label_file).is_file() else "missing" for s in sets},
+        "features": {st["name"]: {s: features_record(Path(st["feats_dir"]) / s) for s in sets} for st in streams},
+    }
 
 
 def write_meta(set_dir: Path, meta: Mapping) -> dict:

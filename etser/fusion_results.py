@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from etser.metrics import COUNT_NOTE, count_note, varying_counts
+from etser.metrics import COUNT_NOTE, count_note, stale_note, varying_counts
 from etser.tasks import load_tasks
 
 MULTI_TASKS = ("multi_four", "multi_all")
@@ -78,7 +78,7 @@ def fusion_sections(metrics: list[dict], set_name: str = "test", tasks_conf=None
 def _noted(runs: list[dict], task: str, varying: set, values: Sequence[float] | None = None, **fmt) -> str:
     """A cell of ``runs``, with the utterances they were scored on when ``task``'s scorings differ in that."""
     text = _cell([r[_main_metric(r)] for r in runs] if values is None else values, **fmt)
-    return text + (count_note(runs) if runs and task in varying else "")
+    return text + (count_note(runs) if runs and task in varying else "") + stale_note(runs)
 
 
 def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: set) -> list[str]:
@@ -113,7 +113,7 @@ def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: s
             ua, (tag, head), runs = max(cand, key=lambda c: c[0])
             best.append(f"{title}: {runs[0].get('upstream', tag)} ({runs[0]['modality']}, {head}) UA "
                         f"{_cell([r['ua'] for r in runs])}, WF1 {_cell([r['weighted_f1'] for r in runs])}"
-                        + (count_note(runs) if t in varying else ""))
+                        + (count_note(runs) if t in varying else "") + stale_note(runs))
     if best:
         lines += ["Best single modality (by mean UA) on the same set: " + "; ".join(best) + ".", ""]
     return lines
@@ -186,6 +186,7 @@ def _missing_table(fusion: list[dict], titles: dict) -> list[str]:
         for p in patterns:
             pairs = [(r["missing"][p], r) for r in runs if p in r["missing"]]
             cells.append(_cell([s[_main_metric(r)] for s, r in pairs])
-                         + (count_note([s for s, _ in pairs]) if pairs and differ else ""))
+                         + (count_note([s for s, _ in pairs]) if pairs and differ else "")
+                         + stale_note([r for _, r in pairs]))
         lines.append(f"| {feats} | {algo} | {titles.get(task, task)} | " + " | ".join(cells) + " |")
     return lines + [""]

@@ -42,6 +42,11 @@ def count_note(runs: Iterable[Mapping]) -> str:
     return f" [{'/'.join(map(str, ns))} utts]" if ns else ""
 
 
+def stale_note(runs: Iterable[Mapping]) -> str:
+    """`` (stale)`` when a run of a table cell was scored on inputs that changed since (its ``stale`` reasons)."""
+    return " (stale)" if any(r.get("stale") for r in runs) else ""
+
+
 COUNT_NOTE = ("`[N utts]` after a cell: the number of utterances it was scored on, shown in every column whose "
               "rows were scored on different numbers (utterances that stage 2 excluded, labels missing): such "
               "cells are not measured on the same utterances.")

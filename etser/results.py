@@ -30,7 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
-from etser.metrics import COUNT_NOTE, METRIC_NAMES, confusion_metrics, count_note, read_predictions, varying_counts
+from etser.metrics import (COUNT_NOTE, METRIC_NAMES, confusion_metrics, count_note, read_predictions, stale_note,
+                           varying_counts)
 from etser.tasks import load_tasks
 from etser.yamlfile import read_yaml
 
@@ -143,7 +144,7 @@ def metric_table(table: dict, metric: str, task_titles: dict, varying: set = fro
         for t in columns:
             runs = row.get(t, [])
             cells.append(_cell([r[metric] for r in runs], n_expected) + (count_note(runs) if t in varying else "")
-                         if runs else "–")
+                         + stale_note(runs) if runs else "–")
             if t in mean_columns and runs:
                 means.append(np.mean([r[metric] for r in runs]))
         if mean_columns:
@@ -290,6 +291,11 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
     if not found:
         raise FileNotFoundError(f"no {exp_root}/<tag>/<head>/<task>/seed<N>/decode_{set_name}/metrics.json: "
                                 "run stages 3 and 4 first")
+    from etser.score import stale_reasons
+
+    dumps: dict = {}
+    for m in found:  # scored before the labels, features or data they came from changed: marked, never passed off
+        m["stale"] = stale_reasons(Path(m["exp_dir"]), set_name, dumps)
     # unimodal classification tables here; fusion and continuous tasks in their own sections
     metrics = [m for m in found if m["modality"] != "fusion" and m["kind"] == "classes"]
     tables = summarize(metrics, load_tables(results_conf))
@@ -308,6 +314,7 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
              "Columns:", ""] + [f"- {described[t]}" for t in dict.fromkeys(c for t in tables for c in t["columns"])] + [""]
     if varying:
         lines += [COUNT_NOTE, ""]
+    lines += stale_section(found)
     official = any(m["head"] in OFFICIAL_HEADS for m in metrics)
     if official:
         lines += ["Rows of head `paper` follow the official protocol (best epoch on val weighted-F1): weighted-F1 "
@@ -331,6 +338,21 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
     tmp.write_text(text)
     tmp.replace(out)
     return text
+
+
+def stale_section(found: list[dict]) -> list[str]:
+    """The rows scored on inputs that changed since, each with why (the first changes), and what to rerun."""
+    stale = [m for m in found if m.get("stale")]
+    if not stale:
+        return []
+    lines = ["## Stale rows", "",
+             f"{len(stale)} of {len(found)} scorings were made from labels, features or data that changed since: "
+             "their cells say `(stale)`. Rerun stages 2-4 with the options that made them (changed inputs are "
+             "redone, the rest kept), then stage 5.", ""]
+    for m in stale:
+        more = f"; … ({len(m['stale']) - 3} more)" if len(m["stale"]) > 3 else ""
+        lines.append(f"- `{m['exp_dir']}`: " + "; ".join(m["stale"][:3]) + more)
+    return lines + [""]
 
 
 def _significance(tables, titles, set_name, num_samples, seed) -> list[str]:

@@ -200,6 +200,67 @@ def _posteriors(model, task, examples, device: str, skip_empty: bool = False):
     return np.concatenate(out)
 
 
+def stale_reasons(exp_dir: Path, set_name: str, cache: dict | None = None) -> list[str]:
+    """Why ``exp_dir/decode_<set>`` no longer shows what the data and dump dirs hold now ([] when it does):
+
+    * its scoring record against the present model, references and features (a label corrected, features
+      re-extracted, the model retrained);
+    * the training's record against the label files and features it read (train, val);
+    * every dump it read (train, val, the scored set) against the data dir it was extracted from: audio,
+      videos or transcripts changed while stage 2 was skipped.
+
+    ``cache`` (a dict) keeps the dumps' answers across the exp dirs of one results run.  Exp dirs that
+    record no streams (the ESPnet backend's) are not checked here.
+    """
+    from etser.checkpoint import read_exp_config
+    from etser.featset import training_identity
+    from etser.tasks import task_from_spec
+
+    exp_dir = Path(exp_dir)
+    try:
+        conf = read_exp_config(exp_dir)
+    except FileNotFoundError:
+        return [f"{exp_dir}/config.yaml not found"]
+    if not conf.get("streams") or not conf.get("task_spec"):
+        return []
+    cache = {} if cache is None else cache
+    data_dir = Path(conf["data_dir"])
+    dirs = {st["name"]: Path(st["feats_dir"]) for st in conf["streams"]}
+    out = []
+    decode = exp_dir / f"decode_{set_name}"
+    recorded = provenance.read(decode / provenance.FILE_NAME)
+    present = scoring_identity(exp_dir, set_name, data_dir, conf["task_spec"]["label_file"], dirs)
+    out += [f"scores: {c}" for c in provenance.check(str(decode), recorded, present)]
+    sets = (conf["train_set"], conf["valid_set"])
+    recorded = provenance.read(exp_dir / provenance.FILE_NAME)
+    if recorded is None:
+        out.append("training: no record of what it was made from")
+    else:
+        task = task_from_spec(conf["task_spec"], f"{exp_dir}/config.yaml")
+        now = training_identity(recorded.get("config"), task, data_dir, sets, conf["streams"])
+        out += [f"training: {c}" for c in provenance.describe_changes(recorded, now)]
+    for name, feats in dirs.items():
+        for s in dict.fromkeys((*sets, set_name)):
+            key = (str(feats / s), str(data_dir / s))
+            if key not in cache:
+                cache[key] = _dump_changes(feats / s, data_dir / s)
+            out += [f"features {feats / s}: {c}" for c in cache[key]]
+    return out
+
+
+def _dump_changes(set_dir: Path, data: Path) -> list[str]:
+    """Stage 2's record of a dump against the data dir now (etser.extract.status): [] when up to date."""
+    from etser.extract import status
+
+    config = next((p for p in (set_dir / "upstream.yaml", set_dir.parent / "upstream.yaml") if p.is_file()), None)
+    if config is None or not data.is_dir():
+        return []  # no config copy (a dump made by hand) or no data dir: nothing to compare against
+    try:
+        return status(config, data, set_dir)
+    except Exception as e:  # noqa: BLE001 - an unreadable config or table: the row is marked, not the run stopped
+        return [f"cannot be checked ({type(e).__name__}: {e})"]
+
+
 def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path | None = None, feats_dir: Path | None = None,
               device: str = "cpu", cache: dict | None = None, on_change: str = "redo") -> dict[str, dict]:
     """Score on ``sets``; ``data_dir`` / ``feats_dir`` default to the ones in EXP_DIR/config.yaml (a

@@ -41,8 +41,8 @@ from etser.checkpoint import (atomic_save, list_epochs, load_epoch, prune_epochs
                               read_exp_config)
 from etser import provenance
 from etser.cli import str2bool
-from etser.featset import (Examples, Stream, check_stream_utts, drop_stage2_excluded, features_record, iter_batches,
-                           load_examples, load_stream, read_meta)
+from etser.featset import (Examples, Stream, check_stream_utts, drop_stage2_excluded, iter_batches,  # noqa: F401
+                           load_examples, load_stream, read_meta, training_identity)
 from etser.heads import Head, build_head, head_class, input_kind
 from etser.runtime import device_name, job_list_lines, peak_rss_mb, pick_device, set_threads
 from etser.tasks import Task, load_tasks
@@ -126,19 +126,6 @@ def plot_curve(history: list[dict], metric_names: dict, metric: str, best_epoch:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def training_identity(chash: str, task, data_dir: Path, sets: Sequence[str], streams: Sequence[Mapping]) -> dict:
-    """The training config, the label file of every set it reads (content) and every stream's features of
-    those sets (stage 2's record): a label corrected, features re-extracted from changed audio or a config
-    edited changes it."""
-    return {
-        "config": chash,
-        # a missing label file: the task's own read names it with what to do
-        "labels": {s: provenance.content_identity(Path(data_dir) / s / task.label_file)
-                   if (Path(data_dir) / s / task.label_file).is_file() else "missing" for s in sets},
-        "features": {st["name"]: {s: features_record(Path(st["feats_dir"]) / s) for s in sets} for st in streams},
-    }
 
 
 def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path | None, exp_dir: Path, seed: int,
