@@ -335,6 +335,7 @@ def check_stream_utts(utts: Sequence[str], streams: Sequence[Stream], set_name: 
             missing[st.name] = gone
     if not missing:
         return missing
+
     def lacks(name: str, got: list[str]) -> str:
         set_dir = Path(next(s.feats_dir for s in streams if s.name == name)) / set_name
         excluded = set(read_table(set_dir / "excluded")) if (set_dir / "excluded").is_file() else set()
