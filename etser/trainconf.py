@@ -10,10 +10,8 @@ import copy
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
 from etser.heads import head_class
-from etser.yamlfile import read_yaml
+from etser.yamlfile import parse_yaml, read_yaml
 
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 DEFAULT_FUSION_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "fusion"
@@ -64,7 +62,7 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
         node = conf
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = parse_yaml(value, f"--conf {item!r}")
     if conf["head"] is None:
         raise ValueError(f"{path or 'config'}: 'head' is not set (superb, paper, attentive)")
     head_class(conf["head"])  # unknown head: an error naming the known ones

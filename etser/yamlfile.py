@@ -1,7 +1,8 @@
-"""The one reader of YAML files (configs, task lists, results tables, exp dirs' config.yaml).
+"""The one reader of YAML (config files, task lists, results tables, exp dirs' config.yaml, and the values of
+``--conf key=value``).
 
 Plain data only (``yaml.safe_load``): a Python tag (``!!python/object/apply:…``) or a syntax error is a
-ValueError that names the file and the line, not a bare ConstructorError.
+ValueError that names the file and the line (or the option), not a bare ConstructorError.
 """
 
 from __future__ import annotations
@@ -15,12 +16,21 @@ import yaml
 def read_yaml(path: str | Path) -> Any:
     """The content of the YAML file ``path`` as plain Python data (None for an empty file)."""
     path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        return _load(f, str(path), "file")
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """A YAML value given as text (e.g. of ``--conf key=value``); ``where`` names it in errors."""
+    return _load(text, where, "value")
+
+
+def _load(stream, where: str, what: str) -> Any:
     try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+        return yaml.safe_load(stream)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        at = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValueError(f"{path}{where}: not a plain-data YAML file: {problem} (only mappings, lists, strings, "
+        raise ValueError(f"{where}{at}: not a plain-data YAML {what}: {problem} (only mappings, lists, strings, "
                          "numbers and booleans are read; no Python tags)") from None

@@ -44,9 +44,18 @@ def test_config_loaders_name_the_file(tmp_path, load):
         load(path)
 
 
-def test_no_other_yaml_file_loader():
-    """yaml.safe_load / yaml.load on a file or its text anywhere but etser.yamlfile would bypass the check
-    (a value given on the command line, a string, is parsed where it is read)."""
+def test_conf_override_with_a_python_tag_is_named():
+    from etser.caption import config as caption_config
+
+    item = "max_epochs=!!python/object/apply:os.system ['true']"
+    for load in (trainconf.load_config, caption_config.load_config):
+        with pytest.raises(ValueError, match=r"--conf \"max_epochs=!!python.*\", line 1 column 1: not a "
+                                             r"plain-data YAML value: could not determine a constructor"):
+            load(ROOT / "conf" / "train" / "superb.yaml" if load is trainconf.load_config else None, [item])
+
+
+def test_no_other_yaml_loader():
+    """yaml.safe_load / yaml.load anywhere but etser.yamlfile would bypass the check."""
     found = []
     for path in sorted((ROOT / "etser").rglob("*.py")) + sorted((ROOT / "local").rglob("*.py")):
         if path.name == "yamlfile.py":
@@ -54,7 +63,6 @@ def test_no_other_yaml_file_loader():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "yaml"
-                    and node.func.attr in ("load", "safe_load", "full_load", "unsafe_load")
-                    and not (node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "value")):
+                    and node.func.attr in ("load", "safe_load", "full_load", "unsafe_load")):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not found, f"YAML loaded outside etser.yamlfile.read_yaml: {found}"

@@ -10,9 +10,7 @@ import copy
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
-from etser.yamlfile import read_yaml
+from etser.yamlfile import parse_yaml, read_yaml
 
 DECODERS = ("transformer", "gpt2", "qwen2", "bart")
 SELECT_METRICS = ("val_loss", "bleu4", "rouge_l", "cider_d")
@@ -61,7 +59,7 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
         node = conf
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = parse_yaml(value, f"--conf {item!r}")
     if conf["decoder"] not in DECODERS:
         raise ValueError(f"{path or 'config'}: decoder must be one of {', '.join(DECODERS)}, got {conf['decoder']!r}")
     if conf["select_metric"] not in SELECT_METRICS:
