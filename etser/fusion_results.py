@@ -175,8 +175,9 @@ def _missing_table(fusion: list[dict], titles: dict) -> list[str]:
     lines = ["## Missing modalities", "",
              "Each fusion model scored with only the listed modalities present (the others marked absent: "
              "dropped or zeroed per algorithm, docs/fusion.md). Weighted-F1 (sentiment: of the sign), %.", ""]
-    # an utterance left with none of a pattern's modalities is skipped there: counts can differ by pattern
-    differ = len({int(s["num_utts"]) for m in with_missing for s in m["missing"].values() if "num_utts" in s}) > 1
+    # an utterance left with none of a pattern's modalities is skipped there: a task's counts can differ by pattern
+    differ = varying_counts({"task": m["task"], "num_utts": s["num_utts"]} for m in with_missing
+                            for s in m["missing"].values() if "num_utts" in s)
     if differ:
         lines += [COUNT_NOTE, ""]
     head = ["Features", "Algorithm", "Task", *patterns]
@@ -186,7 +187,7 @@ def _missing_table(fusion: list[dict], titles: dict) -> list[str]:
         for p in patterns:
             pairs = [(r["missing"][p], r) for r in runs if p in r["missing"]]
             cells.append(_cell([s[_main_metric(r)] for s, r in pairs])
-                         + (count_note([s for s, _ in pairs]) if pairs and differ else "")
+                         + (count_note([s for s, _ in pairs]) if pairs and task in differ else "")
                          + stale_note([r for _, r in pairs]))
         lines.append(f"| {feats} | {algo} | {titles.get(task, task)} | " + " | ".join(cells) + " |")
     return lines + [""]

@@ -62,3 +62,10 @@ def test_results_md_gives_the_counts_of_rows_scored_on_other_utterances(corpus):
     assert f"[{SIZES['test']} utts]" in speech and f"[{SIZES['test'] - 1} utts]" in visual
     assert er.count(f"[{SIZES['test']} utts]") == 3  # WF1, UA, WA of Multimodal(Four)
     assert f"[{SIZES['test'] - 1} utts]" in er or f"[{SIZES['test']} utts]" in er.split("Best single", 1)[1]
+    # the visual-only pattern skips the utterance without visual features: that column says so
+    miss = text.split("## Missing modalities", 1)[1]
+    row = next(line for line in miss.splitlines() if "| attention |" in line)
+    head = next(line for line in miss.splitlines() if line.startswith("| Features |"))
+    cells = dict(zip(head.strip("| ").split(" | "), row.strip("| ").split(" | ")))
+    assert cells["visual"].endswith(f"[{SIZES['test'] - 1} utts]")
+    assert cells["speech"].endswith(f"[{SIZES['test']} utts]")
