@@ -28,7 +28,7 @@ from etser.caption.config import load_config
 from etser.caption.metrics import load_metrics_config
 from etser.cli import str2bool
 from etser.featset import read_meta
-from etser.plan import PlanError, check_train_sets, score_sets
+from etser.plan import PlanError, check_train_sets, check_trained, score_sets
 
 BASELINES = ("frequent", "nearest")
 
@@ -121,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ngpu", type=int, default=0)
     ap.add_argument("--num_threads", type=int, default=1)
     ap.add_argument("--overwrite", type=str2bool, default=False)
+    ap.add_argument("--check_trained", type=str2bool, default=False,
+                    help="score: refuse when a decoder's training is not finished (run.sh: stage 4 after stage 3)")
     ap.add_argument("--out", type=Path, required=True, help="the job file to write")
     a = ap.parse_args(argv)
     decoders, kinds, sets = a.decoders.split(), a.kinds.split(), a.sets.split()
@@ -136,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 a.num_threads, a.overwrite)
         else:
             load_metrics_config(Path(a.metrics_config))
+            if a.check_trained:
+                tag = Path(a.feats_dir).name
+                check_trained([exp_dir(a.exp_root, tag, d, k, s) for k in kinds for d in decoders for s in seeds])
             lines = score_lines(a.feats_dir, decoders, kinds, seeds, a.baselines, score_sets(sets), a.data_dir,
                                 a.exp_root, a.ngpu, a.metrics_config)
     except (PlanError, ValueError, FileNotFoundError, OSError) as e:
