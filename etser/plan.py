@@ -332,11 +332,9 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
         unknown = [k for k in caption_kinds if k not in KINDS]
         if unknown:
             errors.append(f"--caption_kinds: unknown {' '.join(unknown)}; known: {' '.join(KINDS)}")
-        from etser.plan_caption import check_decoders
-
         try:
             check_decoders(caption_decoders, conf_root / "conf" / "caption")
-        except ValueError as e:   # its PlanError: this module's class, also when this module runs as __main__
+        except PlanError as e:
             errors.append(f"--caption_decoders: {e}")
         for what, items in (("--caption_kinds", caption_kinds), ("--caption_decoders", caption_decoders)):
             dup = _duplicates(items)
@@ -352,6 +350,28 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
     return errors
 
 
+def check_decoders(decoders: Sequence[str], conf_dir: Path) -> list[Path]:
+    """Each caption decoder's config (<conf_dir>/<decoder>.yaml), loaded and checked (its model dir included)."""
+    from etser.caption.config import load_config
+
+    if not decoders:
+        raise PlanError("no caption decoder given")
+    known = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "metrics")
+    paths = []
+    for dec in decoders:
+        path = conf_dir / f"{dec}.yaml"
+        if not path.is_file():
+            raise PlanError(f"caption decoder {dec}: no {path}; known: {' '.join(known)}")
+        try:
+            load_config(path)
+        except (ValueError, FileNotFoundError) as e:
+            raise PlanError(f"caption decoder {dec} ({path}): {e}") from None
+        paths.append(path)
+    if len(set(decoders)) != len(decoders):
+        raise PlanError(f"caption decoders {' '.join(decoders)}: one given twice")
+    return paths
+
+
 def check_dirs(dirs: Sequence[tuple[str, str]]) -> list[str]:
     """Output dirs that are the same dir or one inside another: a later stage would delete or overwrite the
     other's files (stage 1 rewrites the data dir, --overwrite true removes dumps and trainings)."""
@@ -364,7 +384,9 @@ def check_dirs(dirs: Sequence[tuple[str, str]]) -> list[str]:
             if a == b:
                 errors.append(f"{opt_a} {path_a} and {opt_b} {path_b} are the same dir; give each its own")
             elif a in b.parents or b in a.parents:
-                inner, outer = ((opt_a, path_a), (opt_b, path_b)) if b in a.parents else ((opt_b, path_b), (opt_a, path_a))
+                inner, outer = (opt_a, path_a), (opt_b, path_b)
+                if a in b.parents:
+                    inner, outer = outer, inner
                 errors.append(f"{inner[0]} {inner[1]} lies inside {outer[0]} {outer[1]}; give each its own dir")
     return errors
 
