@@ -133,7 +133,8 @@ def _trained(tmp_path: Path, done: bool) -> tuple[Path, Path]:
 def _plan_score(tmp_path: Path, feats: Path, overwrite: str) -> int:
     return plan_main(["score", "--check_trained", "true", "--feats_dirs", str(feats), "--heads", "superb", "--seeds",
                       "1", "--tasks", "speech_four", "--sets", "train test", "--exp_root", str(tmp_path / "exp"),
-                      "--data_dir", str(tmp_path / "data"), "--overwrite", overwrite, "--out", str(tmp_path / "score_jobs.txt")])
+                      "--data_dir", str(tmp_path / "data"), "--overwrite", overwrite,
+                      "--out", str(tmp_path / "score_jobs.txt")])
 
 
 def test_stage_4_before_stage_3_is_one_clear_line(tmp_path, in_repo, capsys):
