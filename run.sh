@@ -139,8 +139,8 @@ if [ -n "${bad_options}" ]; then
 fi
 if [ -n "${tag}" ]; then expdir=${expdir}/${tag}; fi
 # captioning: on by default and with --tasks "... caption"; "caption" is not a classifier task
-caption=false; classify=true
-case " ${tasks} " in *" caption "*) caption=true; tasks=$(echo " ${tasks} " | sed 's/ caption / /g; s/^ *//; s/ *$//')
+caption=false; classify=true; caption_asked=false
+case " ${tasks} " in *" caption "*) caption=true; caption_asked=true; tasks=$(echo " ${tasks} " | sed 's/ caption / /g; s/^ *//; s/ *$//')
     if [ -z "${tasks}" ]; then classify=false; fi ;; esac
 if [ -z "${tasks// /}" ] && [ "${classify}" = true ]; then caption=true; fi
 if [ -z "${caption_decoders// /}" ] || [ -z "${caption_kinds// /}" ]; then caption=false; fi
@@ -213,7 +213,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 2 ]; then
     fitted=$(${python} -m etser.plan fit --data_dir data --upstreams "${upstreams}" --tasks "${tasks}" \
         --fusion "${fit_fusion}" --fusion_streams "${fusion_streams}" --fusion_tasks "${fusion_tasks}" \
         --caption "${fit_caption}" --caption_kinds "${caption_kinds}" --caption_upstream "${caption_upstream}" \
-        --given "${po_given}" --tasks_conf "${tasks_conf}") || exit 1
+        --caption_asked "${caption_asked}" --given "${po_given}" --tasks_conf "${tasks_conf}") || exit 1
     # shell assignments of upstreams, fusion, fusion_streams, caption, caption_kinds, each value shell-quoted
     eval "${fitted}"
     if [ "${classify}" = false ]; then fusion=; fi

@@ -402,10 +402,11 @@ class Fit:
 def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[str], fusion: Sequence[str],
                 fusion_streams: str, fusion_tasks: Sequence[str], caption: bool, caption_kinds: Sequence[str],
                 caption_upstream: str, given: set[str], tasks_conf: Path | None = None,
-                conf_root: Path = Path("."), train_set: str = "train") -> Fit:
+                conf_root: Path = Path("."), train_set: str = "train", caption_asked: bool = False) -> Fit:
     """Fit the run to what stage 1 found (``data/release.json``): a family whose inputs the release lacks is
     dropped with a note when it came from a default, and is an error when an option asked for it
-    (``given``: the option names set on the command line or in a config)."""
+    (``given``: the option names set on the command line or in a config; ``caption_asked``: --tasks named
+    caption)."""
     from etser.caption import KINDS
     from etser.extract_modal import input_file
     from etser.upstream import find_config, load_config, modality
@@ -492,7 +493,7 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
     kinds = list(caption_kinds)
     if caption:
         absent = [k for k in kinds if f"utt2caption_{k}" not in tables]
-        if absent and "caption_kinds" in given:
+        if absent and ("caption_kinds" in given or caption_asked):
             errors += [f"--caption_kinds {k}: {lacks(f'utt2caption_{k}')}" for k in absent]
         elif absent:
             kinds = [k for k in kinds if k not in absent]
@@ -641,6 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fusion_streams", default="")
     p.add_argument("--fusion_tasks", default="")
     p.add_argument("--caption", type=str2bool, default=False)
+    p.add_argument("--caption_asked", type=str2bool, default=False, help="--tasks named caption")
     p.add_argument("--caption_kinds", default="")
     p.add_argument("--caption_upstream", default="")
     p.add_argument("--given", default="", help="the option names the user set (utils/parse_options.sh po_given)")
@@ -670,7 +672,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.cmd == "fit":
             fit = fit_release(a.data_dir, a.upstreams.split(), a.tasks.split(), a.fusion.split(), a.fusion_streams,
                               a.fusion_tasks.split(), a.caption, a.caption_kinds.split(),
-                              a.caption_upstream, set(a.given.split()), a.tasks_conf)
+                              a.caption_upstream, set(a.given.split()), a.tasks_conf,
+                              caption_asked=a.caption_asked)
             for note in fit.notes:
                 print(note, file=sys.stderr)
             for e in fit.errors:

@@ -95,6 +95,7 @@ def test_release_without_captions_skips_captioning(tmp_path, in_repo):
      "--fusion_streams visual=visual_baseline: this release has no video.scp"),
     (dict(caption_kinds=["style"], given={"caption_kinds"}),
      "--caption_kinds style: this release has no utt2caption_style"),
+    (dict(caption_asked=True, given={"tasks"}), "--caption_kinds speaker: this release has no utt2caption_speaker"),
 ])
 def test_an_option_asking_for_what_the_release_lacks_is_an_error(tmp_path, in_repo, given, message):
     f = fit(record(tmp_path, [t for t in SPEECH_TEXT]), **given)
