@@ -204,3 +204,14 @@ def test_default_run_on_a_release_without_captions(small_release, tmp_path):
     for title in ("Speech(Four)", "Text(Four)", "Visual(Four)", "Multi(Four)"):
         assert title in results, results
     assert not (w / "exp" / "caption").exists()
+
+
+def test_parse_options_says_which_options_were_given(tmp_path):
+    import subprocess
+
+    (tmp_path / "c.conf").write_text("fusion=tfn\n")
+    script = ('upstreams=a; fusion=attention; caption_kinds=k; . utils/parse_options.sh; '
+              'echo "[${po_given}] ${upstreams} ${fusion}"')
+    r = subprocess.run(["bash", "-c", script, "run.sh", "--config", str(tmp_path / "c.conf"), "--upstreams", "b",
+                        "--upstreams", "c"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert r.stdout == "[ fusion upstreams ] c tfn\n"
