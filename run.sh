@@ -29,7 +29,8 @@ nj=4                # parallel jobs (feature extraction; at most this many train
 ngpu=0              # GPUs per extraction/training job (0: CPU)
 num_threads=1       # CPU threads per job
 backend=ours        # ours: etser.train/etser.score; espnet: etser.espnet_backend
-heads=superb        # conf/train/<head>.yaml (conf/espnet/<head>.yaml for --backend espnet), several allowed
+heads=              # conf/train/<head>.yaml (conf/espnet/<head>.yaml for --backend espnet), several allowed;
+                    # empty: the backend's own default (superb; feats for espnet)
 tasks=              # empty: each upstream's modality's default list in the tasks conf
 tasks_conf=conf/tasks.yaml
 results_conf=conf/results.yaml
@@ -72,7 +73,7 @@ Usage: $0 [options]
   --upstreams "A B"            conf/upstream/A.yaml ... (default: ${upstreams})
   --upstream NAME              one upstream (alias of --upstreams NAME)
   --backend ours|espnet        stage 3/4 implementation (default: ${backend})
-  --heads "A B"                conf/train/A.yaml ... or conf/espnet/A.yaml (default: ${heads})
+  --heads "A B"                conf/train/A.yaml ... or conf/espnet/A.yaml (default: superb; feats for --backend espnet)
   --tasks "T ..."              tasks of every upstream (default: each upstream's modality's list in --tasks_conf)
   --tasks_conf FILE            tasks YAML (default: ${tasks_conf})
   --results_conf FILE          RESULTS.md tables YAML (default: ${results_conf})
@@ -123,17 +124,6 @@ fi
 if [ -n "${upstream}" ]; then upstreams=${upstream}; fi
 if [ -z "${upstreams// /}" ]; then log "ERROR: --upstreams is empty"; exit 1; fi
 case "${backend}" in ours|espnet) ;; *) log "ERROR: --backend ${backend}: ours or espnet"; exit 1 ;; esac
-# the default fusion (streams = the three default upstreams) runs only beside those upstreams: with other
-# --upstreams it is skipped, said so; an explicit --fusion_streams must have been extracted (stage 2)
-if [ "${fusion_streams}" = "speech=fbank_no_cmvn text=text_baseline visual=visual_baseline" ] && [ -n "${fusion// /}" ]; then
-    for item in ${fusion_streams}; do
-        case " ${upstreams} " in *" ${item#*=} "*) ;; *)
-            log "Fusion (${fusion}) skipped: its default streams need --upstreams to include ${item#*=}" \
-                "(or give --fusion_streams; --fusion '' turns this off)"
-            fusion=; break ;;
-        esac
-    done
-fi
 # every option is checked before anything is deleted (--overwrite true) or launched
 bad_options=
 for opt in nj num_threads; do
@@ -149,16 +139,11 @@ if [ -n "${bad_options}" ]; then
 fi
 if [ -n "${tag}" ]; then expdir=${expdir}/${tag}; fi
 # captioning: on by default and with --tasks "... caption"; "caption" is not a classifier task
-caption=false; classify=true
-case " ${tasks} " in *" caption "*) caption=true; tasks=$(echo " ${tasks} " | sed 's/ caption / /g; s/^ *//; s/ *$//')
+caption=false; classify=true; caption_asked=false
+case " ${tasks} " in *" caption "*) caption=true; caption_asked=true; tasks=$(echo " ${tasks} " | sed 's/ caption / /g; s/^ *//; s/ *$//')
     if [ -z "${tasks}" ]; then classify=false; fi ;; esac
 if [ -z "${tasks// /}" ] && [ "${classify}" = true ]; then caption=true; fi
 if [ -z "${caption_decoders// /}" ] || [ -z "${caption_kinds// /}" ]; then caption=false; fi
-stage2_upstreams=${upstreams}
-if [ "${caption}" = true ]; then
-    if [ "${classify}" = false ]; then stage2_upstreams=${caption_upstream}; fi
-    case " ${stage2_upstreams} " in *" ${caption_upstream} "*) ;; *) stage2_upstreams="${stage2_upstreams} ${caption_upstream}" ;; esac
-fi
 
 # A fresh clone has no Python environment: make <repo>/.venv first (a no-op once it matches
 # requirements.txt). ETSER_PYTHON_ENV=system uses the python3 on PATH instead (e.g. a conda env).
@@ -171,11 +156,18 @@ fi
 . ./cmd.sh
 # etser.train / etser.score read it: reuse unchanged outputs, redo or refuse changed ones
 export ETSER_ON_CHANGE=${on_change}
-if [ "${stop_stage}" -ge 2 ]; then
-    # unknown or repeated names, training configs with unknown keys, upstream configs that do not load: once, now
-    ${python} -m etser.plan check --upstreams "${upstreams}" --heads "${heads}" --tasks "${tasks}" \
-        --seeds "${seeds}" --backend "${backend}" --tasks_conf "${tasks_conf}" || exit 1
-fi
+if [ -z "${heads// /}" ]; then heads=$(${python} -m etser.plan default_heads --backend "${backend}"); fi
+# Every option of every stage, checked once, now (etser.plan check): unknown or repeated names, training
+# configs with unknown keys, upstream configs that do not load, fusion algorithms, streams and tasks, caption
+# decoders and kinds, output dirs that overlap. The options of a family that is off are not checked.
+check_fusion=; check_decoders=
+if [ "${classify}" = true ]; then check_fusion=${fusion}; fi
+if [ "${caption}" = true ]; then check_decoders=${caption_decoders}; fi
+${python} -m etser.plan check --upstreams "${upstreams}" --heads "${heads}" --tasks "${tasks}" \
+    --seeds "${seeds}" --backend "${backend}" --tasks_conf "${tasks_conf}" \
+    --fusion "${check_fusion}" --fusion_streams "${fusion_streams}" --fusion_tasks "${fusion_tasks}" \
+    --caption_decoders "${check_decoders}" --caption_kinds "${caption_kinds}" --caption_upstream "${caption_upstream}" \
+    --dir data data --dir dumpdir "${dumpdir}" --dir expdir "${expdir}" || exit 1
 if [ -n "${max_jobs_run}" ]; then
     extract_opts="--max_jobs_run ${max_jobs_run} ${extract_opts}"
     train_opts="--max_jobs_run ${max_jobs_run} ${train_opts}"
@@ -214,6 +206,27 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     done
 fi
 
+# ---- what this release supports (stage 1's record, data/release.json): the default run keeps the families it
+# has inputs and labels for and says which it skips; an option asking for something it lacks stops here ----
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 2 ]; then
+    fit_caption=${caption}; if [ "${classify}" = false ]; then fit_fusion=; else fit_fusion=${fusion}; fi
+    fitted=$(${python} -m etser.plan fit --data_dir data --upstreams "${upstreams}" --tasks "${tasks}" \
+        --fusion "${fit_fusion}" --fusion_streams "${fusion_streams}" --fusion_tasks "${fusion_tasks}" \
+        --caption "${fit_caption}" --caption_kinds "${caption_kinds}" --caption_upstream "${caption_upstream}" \
+        --caption_asked "${caption_asked}" --given "${po_given}" --tasks_conf "${tasks_conf}") || exit 1
+    # shell assignments of upstreams, fusion, fusion_streams, caption, caption_kinds, each value shell-quoted
+    eval "${fitted}"
+    if [ "${classify}" = false ]; then fusion=; fi
+    if [ "${classify}" = true ] && [ -z "${upstreams// /}" ]; then
+        log "ERROR: no upstream of --upstreams fits this release (see the lines above)"; exit 1
+    fi
+fi
+stage2_upstreams=
+if [ "${classify}" = true ]; then stage2_upstreams=${upstreams}; fi
+if [ "${caption}" = true ]; then
+    case " ${stage2_upstreams} " in *" ${caption_upstream} "*) ;; *) stage2_upstreams="${stage2_upstreams} ${caption_upstream}" ;; esac
+fi
+
 # ---- stage 2: upstream features -> dump/<tag>/<set>, for every upstream ----
 # <tag> = <upstream>_<hash of the config>: a changed config never reuses old features. Jobs that finished
 # are skipped on a rerun and unfinished ones redone; pooled_mean.scp appears only when the set is complete.
@@ -241,7 +254,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
         if [ "${overwrite}" = true ]; then rm -rf "${dir}"; fi
         log "Stage 2: ${upstream} features of data/${x} -> ${dir} (${nj} jobs, logs in ${dir}/log)"
         mkdir -p "${dir}/log"
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${extract_cmd} --num_threads "${num_threads}" ${extract_opts} JOB=1:"${nj}" "${dir}/log/extract.JOB.log" \
             ${python} -m etser.extract job --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
                 --nj "${nj}" --job JOB --ngpu "${ngpu}" --num_threads "${num_threads}"
@@ -264,7 +277,7 @@ feats_dirs() {
 plan_jobs() {  # plan_jobs train|score OUT FEATS_DIRS
     ${python} -m etser.plan "$1" --out "$2" --feats_dirs "$3" --heads "${heads}" --seeds "${seeds}" \
         --tasks "${tasks}" --sets "${sets}" --backend "${backend}" --tasks_conf "${tasks_conf}" --data_dir data \
-        --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}"
+        --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" "${@:4}"
 }
 if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
 plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT
@@ -272,7 +285,7 @@ plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT
         --seeds "${seeds}" --tasks "${fusion_tasks}" --sets "${sets}" --tasks_conf "${tasks_conf}" --data_dir data \
         --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" \
         --allow_missing "${fusion_allow_missing}" --trials "${fusion_trials}" --search_seed "${fusion_search_seed}" \
-        --dump_root "${dumpdir}"
+        --dump_root "${dumpdir}" "${@:3}"
 }
 
 # ---- stage 3: downstream training ----
@@ -297,23 +310,23 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [ "${classify}" = true ]
     if [ "${backend}" = ours ]; then
         train_nj=$(( n < nj ? n : nj ))
         log "Stage 3: ${n} trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}) in ${train_nj} jobs, logs ${expdir}/log/train.*.log"
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${train_nj}" "${expdir}/log/train.JOB.log" \
             ${python} -m etser.train --job_list "${train_jobs}" --job JOB --num_jobs "${train_nj}"
     else
         log "Stage 3: ${n} ESPnet trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}), logs ${expdir}/log/train.*.log"
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" ${train_opts} JOB=1:"${n}" "${expdir}/log/train.JOB.log" \
             ${python} -m etser.plan run_line --job_list "${train_jobs}" --job JOB --module etser.espnet_backend
     fi
     # fusion: exp/fusion_<tags>/<algo>/<task>/seed<N>/ (etser.train with --fusion_streams)
     if [ -n "${fusion// /}" ]; then
-        plan_fusion fusion_train ${expdir}/fusion_train_jobs.txt
-        n=$(wc -l < ${expdir}/fusion_train_jobs.txt); fusion_nj=$(( n < nj ? n : nj ))
+        plan_fusion fusion_train "${expdir}/fusion_train_jobs.txt"
+        n=$(wc -l < "${expdir}/fusion_train_jobs.txt"); fusion_nj=$(( n < nj ? n : nj ))
         log "Stage 3: ${n} fusion trainings (${fusion}; streams ${fusion_streams}) in ${fusion_nj} jobs, logs ${expdir}/log/fusion_train.*.log"
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${fusion_nj}" "${expdir}/log/fusion_train.JOB.log" \
-            ${python} -m etser.train --job_list ${expdir}/fusion_train_jobs.txt --job JOB --num_jobs "${fusion_nj}"
+            ${python} -m etser.train --job_list "${expdir}/fusion_train_jobs.txt" --job JOB --num_jobs "${fusion_nj}"
     fi
 fi
 
@@ -323,29 +336,29 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [ "${classify}" = true ]
     fdirs=$(feats_dirs)
     mkdir -p "${expdir}/log"
     score_jobs=${expdir}/score_jobs.txt
-    plan_jobs score "${score_jobs}" "${fdirs}"
+    plan_jobs score "${score_jobs}" "${fdirs}" --check_trained true
     n=$(wc -l < "${score_jobs}")
     if [ "${backend}" = ours ]; then
         # scoring one training takes well under a second after ~5 s of imports: about six per job
         score_nj=$(( (n + 5) / 6 )); score_nj=$(( score_nj < nj ? score_nj : nj ))
         log "Stage 4: scoring ${n} trainings in ${score_nj} jobs, logs ${expdir}/log/score.*.log"
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${score_nj}" "${expdir}/log/score.JOB.log" \
             ${python} -m etser.score --job_list "${score_jobs}" --job JOB --num_jobs "${score_nj}"
     else
         log "Stage 4: scoring ${n} ESPnet trainings, logs ${expdir}/log/score.*.log"
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" ${score_opts} JOB=1:"${n}" "${expdir}/log/score.JOB.log" \
             ${python} -m etser.plan run_line --job_list "${score_jobs}" --job JOB --module etser.espnet_backend
     fi
     # fusion: also every subset of modalities present -> decode_<set>/missing.json
     if [ -n "${fusion// /}" ]; then
-        plan_fusion fusion_score ${expdir}/fusion_score_jobs.txt
-        n=$(wc -l < ${expdir}/fusion_score_jobs.txt); fusion_nj=$(( (n + 5) / 6 )); fusion_nj=$(( fusion_nj < nj ? fusion_nj : nj ))
+        plan_fusion fusion_score "${expdir}/fusion_score_jobs.txt" --check_trained true
+        n=$(wc -l < "${expdir}/fusion_score_jobs.txt"); fusion_nj=$(( (n + 5) / 6 )); fusion_nj=$(( fusion_nj < nj ? fusion_nj : nj ))
         log "Stage 4: scoring ${n} fusion trainings in ${fusion_nj} jobs, logs ${expdir}/log/fusion_score.*.log"
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${fusion_nj}" "${expdir}/log/fusion_score.JOB.log" \
-            ${python} -m etser.score --job_list ${expdir}/fusion_score_jobs.txt --job JOB --num_jobs "${fusion_nj}"
+            ${python} -m etser.score --job_list "${expdir}/fusion_score_jobs.txt" --job JOB --num_jobs "${fusion_nj}"
     fi
 fi
 
@@ -356,26 +369,26 @@ caption_plan() {  # caption_plan train|score OUT
     ${python} -m etser.plan_caption "$1" --out "$2" --feats_dir "${caption_fdir}" --upstream "${caption_upstream}" \
         --decoders "${caption_decoders}" --kinds "${caption_kinds}" --seeds "${caption_seeds}" \
         --baselines "${caption_baselines}" --sets "${sets}" --data_dir data --exp_root "${expdir}" --ngpu "${ngpu}" \
-        --num_threads "${num_threads}" --overwrite "${overwrite}"
+        --num_threads "${num_threads}" --overwrite "${overwrite}" "${@:3}"
 }
 if [ "${caption}" = true ] && [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 3 ]; then
     caption_fdir=${dumpdir}/$(${python} -m etser.upstream tag "${caption_upstream}" --conf_dir conf/upstream)
-    mkdir -p ${expdir}/log
+    mkdir -p "${expdir}/log"
     if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-        caption_plan train ${expdir}/caption_train_jobs.txt
-        n=$(wc -l < ${expdir}/caption_train_jobs.txt); cnj=$(( n < nj ? n : nj ))
+        caption_plan train "${expdir}/caption_train_jobs.txt"
+        n=$(wc -l < "${expdir}/caption_train_jobs.txt"); cnj=$(( n < nj ? n : nj ))
         log "Stage 3: ${n} caption trainings (${caption_fdir}; kinds: ${caption_kinds}; decoders: ${caption_decoders}) in ${cnj} jobs, logs ${expdir}/log/caption_train.*.log"
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${cnj}" "${expdir}/log/caption_train.JOB.log" \
-            ${python} -m etser.caption.train --job_list ${expdir}/caption_train_jobs.txt --job JOB --num_jobs "${cnj}"
+            ${python} -m etser.caption.train --job_list "${expdir}/caption_train_jobs.txt" --job JOB --num_jobs "${cnj}"
     fi
     if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-        caption_plan score ${expdir}/caption_score_jobs.txt
-        n=$(wc -l < ${expdir}/caption_score_jobs.txt); cnj=$(( (n + 11) / 12 )); cnj=$(( cnj < nj ? cnj : nj ))
+        caption_plan score "${expdir}/caption_score_jobs.txt" --check_trained true
+        n=$(wc -l < "${expdir}/caption_score_jobs.txt"); cnj=$(( (n + 11) / 12 )); cnj=$(( cnj < nj ? cnj : nj ))
         log "Stage 4: ${n} caption scorings in ${cnj} jobs, logs ${expdir}/log/caption_score.*.log"
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${cnj}" "${expdir}/log/caption_score.JOB.log" \
-            ${python} -m etser.caption.score --job_list ${expdir}/caption_score_jobs.txt --job JOB --num_jobs "${cnj}"
+            ${python} -m etser.caption.score --job_list "${expdir}/caption_score_jobs.txt" --job JOB --num_jobs "${cnj}"
     fi
 fi
 
@@ -383,17 +396,17 @@ fi
 # exp/RESULTS.md from every exp/*/*/*/seed*/decode_<set>/metrics.json (all upstreams and heads so far), on
 # test when it is among --sets, else on the last of them.
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
-    results_set=test
+    results_set="test"
     case " ${sets} " in *" test "*) ;; *) results_set=${sets##* } ;; esac
     log "Stage 5: ${expdir}/RESULTS.md from all scored experiments under ${expdir}/ (set ${results_set})"
     if [ "${classify}" = true ]; then
     ${python} -m etser.results --exp "${expdir}" --out "${expdir}/RESULTS.md" --set "${results_set}" \
         --results_conf "${results_conf}" --tasks_conf "${tasks_conf}"
-    else rm -f ${expdir}/RESULTS.md; fi
+    else rm -f "${expdir}/RESULTS.md"; fi
     # the captioning table of every scored caption experiment so far, appended to RESULTS.md
-    if [ "${caption}" = true ] || [ -d ${expdir}/caption ]; then
-        ${python} -m etser.caption.table ${expdir}/caption --set "${results_set}" --out ${expdir}/RESULTS_caption.md
-        cat ${expdir}/RESULTS_caption.md >> ${expdir}/RESULTS.md
+    if [ "${caption}" = true ] || [ -d "${expdir}/caption" ]; then
+        ${python} -m etser.caption.table "${expdir}/caption" --set "${results_set}" --out "${expdir}/RESULTS_caption.md"
+        cat "${expdir}/RESULTS_caption.md" >> "${expdir}/RESULTS.md"
     fi
 fi
 

@@ -12,6 +12,7 @@ directory: a reader sees the previous complete set, the new complete set, or (fo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -209,3 +210,33 @@ def contiguous_parts(sizes: list[int], n: int) -> list[int]:
         ends.append(prev)
     ends.append(m)
     return ends
+
+
+# What stage 1 found in the release, for the later stages: <data>/release.json (written by local/data_prep.py).
+RELEASE_RECORD = "release.json"
+
+
+def write_release_record(data_dir: str | os.PathLike, parts: Mapping[str, bool], ruled_out: Iterable[str],
+                         tables: Mapping[str, Iterable[str]]) -> Path:
+    """Record which parts the release has, what their absence rules out and which tables each set holds."""
+    record = {"parts": dict(parts), "ruled_out": list(ruled_out),
+              "tables": {s: sorted(names) for s, names in tables.items()}}
+    return write_text_atomic(Path(data_dir) / RELEASE_RECORD, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+
+
+def release_tables(data_dir: str | os.PathLike, set_name: str) -> set[str]:
+    """The tables stage 1 wrote for one set, as its release record says.
+
+    A data dir made by hand or by an older stage 1 has no record: then the set's files are the record.
+    """
+    path = Path(data_dir) / RELEASE_RECORD
+    if path.is_file():
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return set(record["tables"][set_name])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a stage-1 release record ({type(e).__name__}: {e}); rerun stage 1") from None
+    set_dir = Path(data_dir) / set_name
+    if not set_dir.is_dir():
+        raise FileNotFoundError(f"{set_dir} not found: run stage 1 first (./run.sh --stage 1 --stop_stage 1)")
+    return {p.name for p in set_dir.iterdir() if p.is_file()}

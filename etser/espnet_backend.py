@@ -50,6 +50,9 @@ REQUIRED_ESPNET = "202611"
 TOKEN_UNK = "<unk>"     # ESPnet's cls token lists end with it: n_classes = len(token_list) - 1
 RESERVED = (TOKEN_UNK, "<blank>")
 SPEECH_FOLD = {"audio": 80000, "frames": 800, "pooled": 100}   # fold lengths for ESPnet's folded batches
+# The head (conf/espnet/<name>.yaml) of a run that names none: it reads the stage-2 features, so it fits an
+# upstream of any modality and downloads nothing.
+DEFAULT_HEAD = "feats"
 
 
 class EspnetError(RuntimeError):

@@ -35,12 +35,21 @@ from pathlib import Path
 from typing import Sequence
 
 from etser.cli import str2bool
-from etser.featset import read_meta
+from etser.datadir import RELEASE_RECORD, release_tables
+from etser.featset import MODALITIES, read_meta
 from etser.runtime import job_list_lines
 from etser.tasks import load_tasks
 from etser.yamlfile import read_yaml
 
 BACKENDS = {"ours": "conf/train", "espnet": "conf/espnet"}
+
+
+def default_heads(backend: str) -> list[str]:
+    """The heads of a run that names none: each backend has its own."""
+    if backend == "espnet":
+        from etser.espnet_backend import DEFAULT_HEAD
+        return [DEFAULT_HEAD]
+    return ["superb"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +81,26 @@ def known_heads(backend: str, conf_root: Path = Path(".")) -> list[str]:
     return names
 
 
+def release_default_tasks(taskset, modality: str, data_dir: str | Path | None, train_set: str = "train"
+                          ) -> tuple[list[str], list[str]]:
+    """A modality's default task list split into those the release has labels for and those it has not
+    (their label table is not among what stage 1 wrote; no data dir given: all are kept)."""
+    names = taskset.default_tasks(modality)
+    if data_dir is None or not ((Path(data_dir) / RELEASE_RECORD).is_file() or (Path(data_dir) / train_set).is_dir()):
+        return names, []   # planning without a data dir (job files only): nothing to fit
+    tables = release_tables(data_dir, train_set)
+    return ([t for t in names if taskset.tasks[t].label_file in tables],
+            [t for t in names if taskset.tasks[t].label_file not in tables])
+
+
 def plan_runs(feats_dirs: Sequence[str], heads: Sequence[str], seeds: Sequence[int], tasks: Sequence[str] | None = None,
               backend: str = "ours", tasks_conf: Path | None = None, exp_root: str = "exp", train_set: str = "train",
-              conf_root: Path = Path("."), warn=lambda msg: print(f"warning: {msg}", file=sys.stderr)) -> list[Run]:
-    """Every run of feats dir x head x task x seed, in that order; errors for unknown names and duplicates."""
+              conf_root: Path = Path("."), warn=lambda msg: print(f"warning: {msg}", file=sys.stderr),
+              data_dir: str | Path | None = None) -> list[Run]:
+    """Every run of feats dir x head x task x seed, in that order; errors for unknown names and duplicates.
+
+    Without ``tasks`` each upstream gets its modality's default tasks that the release in ``data_dir`` has
+    labels for."""
     taskset = load_tasks(tasks_conf)
     unknown = [t for t in tasks or () if t not in taskset.tasks]
     if unknown:
@@ -98,7 +123,7 @@ def plan_runs(feats_dirs: Sequence[str], heads: Sequence[str], seeds: Sequence[i
         modality = meta["modality"]
         tag = Path(feats_dir).name
         for head in heads:
-            for task in (list(tasks) if tasks else taskset.default_tasks(modality)):
+            for task in (list(tasks) if tasks else release_default_tasks(taskset, modality, data_dir, train_set)[0]):
                 for seed in seeds:
                     head_dir = head if backend == "ours" else f"{backend}_{head}"
                     exp_dir = f"{exp_root}/{tag}/{head_dir}/{task}/seed{seed}"
@@ -121,10 +146,14 @@ class FusionRun:
     exp_dir: str
 
 
-def resolve_streams(spec: str, train_set: str = "train", conf_dir: str = "conf/upstream",
-                    dump_root: str = "dump") -> list[tuple[str, str]]:
-    """``"speech=fbank_no_cmvn text=dump/x"`` -> [(name, dump dir)], each checked to hold stage-2 features."""
-    from etser.upstream import config_tag
+def parse_streams(spec: str, conf_dir: str = "conf/upstream", train_set: str = "train"
+                  ) -> list[tuple[str, str, bool]]:
+    """``"speech=fbank_no_cmvn text=dump/x"`` -> [(name, value, value is an upstream name)].
+
+    Refused: an item that is not NAME=UPSTREAM, a name given twice, fewer than two streams, a value that is
+    neither an upstream config nor a feature dir, and a name that is not the modality of its upstream (its
+    config's ``modality``) or of its feature dir (``meta.json``)."""
+    from etser.upstream import UpstreamError, load_config, modality
 
     out, seen = [], set()
     for item in spec.split():
@@ -134,29 +163,66 @@ def resolve_streams(spec: str, train_set: str = "train", conf_dir: str = "conf/u
         if name in seen:
             raise PlanError(f"--fusion_streams names stream {name} twice")
         seen.add(name)
-        if (Path(conf_dir) / f"{value}.yaml").is_file():
-            fdir = f"{dump_root}/{config_tag(value, conf_dir)}"
-            hint = f"./run.sh --stage 2 --stop_stage 2 --upstreams {value}"
+        if name not in MODALITIES:
+            raise PlanError(f"--fusion_streams {item}: {name} is not a modality; streams are named "
+                            f"{', '.join(MODALITIES)}")
+        conf = Path(conf_dir) / f"{value}.yaml"
+        if conf.is_file():
+            try:
+                mod, where = modality(load_config(conf)), str(conf)
+            except (UpstreamError, ValueError, OSError) as e:
+                raise PlanError(f"--fusion_streams {item}: {e}") from None
+            is_upstream = True
         elif Path(value).is_dir():
-            fdir, hint = value, "stage 2 for that upstream"
+            meta = Path(value) / train_set / "meta.json"
+            is_upstream = False
+            if not meta.is_file():   # refused when planned (resolve_streams): no features to train on
+                out.append((name, value, is_upstream))
+                continue
+            mod, where = read_meta(meta.parent)["modality"], str(meta)
         else:
             raise PlanError(f"--fusion_streams {item}: {value} is neither an upstream ({conf_dir}/{value}.yaml) nor "
                             "a feature dir")
-        if not (Path(fdir) / train_set / "meta.json").is_file():
-            raise PlanError(f"fusion stream {name}: {fdir}/{train_set} has no features (never extracted): run {hint}")
-        out.append((name, fdir))
+        if mod != name:
+            raise PlanError(f"--fusion_streams {item}: {value} is a {mod} upstream ({where}), not {name}: name each "
+                            f"stream by its modality ({mod}={value})")
+        out.append((name, value, is_upstream))
     if len(out) < 2:
         raise PlanError(f"--fusion_streams {spec!r}: fusion needs two or more streams")
     return out
 
 
+def resolve_streams(spec: str, train_set: str = "train", conf_dir: str = "conf/upstream",
+                    dump_root: str = "dump") -> list[tuple[str, str]]:
+    """``parse_streams``, each stream then resolved to its dump dir and checked to hold stage-2 features."""
+    from etser.upstream import config_tag
+
+    out = []
+    for name, value, is_upstream in parse_streams(spec, conf_dir, train_set):
+        if is_upstream:
+            fdir = f"{dump_root}/{config_tag(value, conf_dir)}"
+            if not (Path(fdir) / train_set / "meta.json").is_file():
+                raise PlanError(f"fusion stream {name}: {fdir}/{train_set} has no features (never extracted): run "
+                                f"./run.sh --stage 2 --stop_stage 2 --upstreams {value}")
+            mod = read_meta(Path(fdir) / train_set)["modality"]
+            if mod != name:   # a dump made from another config than the one named now
+                raise PlanError(f"fusion stream {name}: {fdir}/{train_set}/meta.json says modality {mod}")
+        else:
+            fdir = value
+            if not (Path(fdir) / train_set / "meta.json").is_file():
+                raise PlanError(f"fusion stream {name}: {fdir}/{train_set} has no features (never extracted): run "
+                                "stage 2 for that upstream")
+        out.append((name, fdir))
+    return out
+
+
 def plan_fusion(streams: Sequence[tuple[str, str]], algos: Sequence[str], seeds: Sequence[int],
-                tasks: Sequence[str] | None = None, tasks_conf: Path | None = None, exp_root: str = "exp"
-                ) -> list[FusionRun]:
+                tasks: Sequence[str] | None = None, tasks_conf: Path | None = None, exp_root: str = "exp",
+                data_dir: str | Path | None = None) -> list[FusionRun]:
     from etser.fusion import FUSION_MODELS
 
     taskset = load_tasks(tasks_conf)
-    tasks = list(tasks) if tasks else taskset.default_tasks("fusion")
+    tasks = list(tasks) if tasks else release_default_tasks(taskset, "fusion", data_dir)[0]
     unknown = [t for t in tasks if t not in taskset.tasks]
     if unknown:
         raise PlanError(f"unknown task(s) {' '.join(unknown)} (in {taskset.path}); known tasks: {' '.join(taskset.names)}")
@@ -197,11 +263,17 @@ def _duplicates(items: Sequence[str]) -> list[str]:
 
 
 def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequence[str], seeds: Sequence[str],
-                  backend: str = "ours", tasks_conf: Path | None = None, conf_root: Path = Path(".")) -> list[str]:
-    """Everything wrong with run.sh's name options, found before anything is deleted or launched: duplicates
+                  backend: str = "ours", tasks_conf: Path | None = None, conf_root: Path = Path("."), *,
+                  fusion: Sequence[str] = (), fusion_streams: str = "", fusion_tasks: Sequence[str] = (),
+                  caption_decoders: Sequence[str] = (), caption_kinds: Sequence[str] = (),
+                  caption_upstream: str = "", dirs: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """Everything wrong with run.sh's options, found before anything is deleted or launched: duplicates
     (two jobs must never train one exp dir), unknown tasks and heads, training configs with unknown keys,
-    upstream configs that do not load, seeds that are no integers."""
+    upstream configs that do not load, seeds that are no integers; fusion algorithms, streams (each named by
+    its upstream's modality) and tasks; caption decoders, kinds and upstream (a speech one); output dirs that
+    are, or lie inside, another one (``dirs``: (option, path), e.g. ("--expdir", "exp"))."""
     errors = []
+    errors += check_dirs(dirs)
     for what, items in (("--upstreams", upstreams), ("--heads", heads), ("--tasks", tasks), ("--seeds", seeds)):
         dup = _duplicates(items)
         if dup:
@@ -228,14 +300,211 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
                 load_train_config(conf_root / BACKENDS[backend] / f"{h}.yaml")
             except (ValueError, OSError) as e:
                 errors.append(f"--heads {h}: {e}")
-    from etser.upstream import UpstreamError, find_config, load_config as load_upstream_config
+    from etser.upstream import UpstreamError, find_config, load_config as load_upstream_config, modality
 
     for up in upstreams:
         try:
             load_upstream_config(find_config(up, conf_root / "conf" / "upstream"))
         except (UpstreamError, ValueError, OSError) as e:
             errors.append(f"--upstreams {up}: {e}")
+    if fusion:
+        from etser.fusion import FUSION_MODELS
+
+        for what, items in (("--fusion", fusion), ("--fusion_tasks", fusion_tasks)):
+            dup = _duplicates(items)
+            if dup:
+                errors.append(f"{what} names {' '.join(dup)} more than once")
+        unknown = [a for a in fusion if a not in FUSION_MODELS]
+        if unknown:
+            errors.append(f"--fusion: unknown {' '.join(unknown)}; known: {' '.join(FUSION_MODELS)}")
+        unknown = [t for t in fusion_tasks if t not in taskset.tasks]
+        if unknown:
+            errors.append(f"--fusion_tasks: unknown {' '.join(unknown)} (in {taskset.path}); known: "
+                          f"{' '.join(taskset.names)}")
+        try:
+            parse_streams(fusion_streams, str(conf_root / "conf" / "upstream"))
+        except PlanError as e:
+            errors.append(str(e))
+    if caption_kinds or caption_decoders:
+        from etser.caption import KINDS
+
+        unknown = [k for k in caption_kinds if k not in KINDS]
+        if unknown:
+            errors.append(f"--caption_kinds: unknown {' '.join(unknown)}; known: {' '.join(KINDS)}")
+        try:
+            check_decoders(caption_decoders, conf_root / "conf" / "caption")
+        except PlanError as e:
+            errors.append(f"--caption_decoders: {e}")
+        for what, items in (("--caption_kinds", caption_kinds), ("--caption_decoders", caption_decoders)):
+            dup = _duplicates(items)
+            if dup:
+                errors.append(f"{what} names {' '.join(dup)} more than once")
+        try:
+            mod = modality(load_upstream_config(find_config(caption_upstream, conf_root / "conf" / "upstream")))
+            if mod != "speech":
+                errors.append(f"--caption_upstream {caption_upstream}: a {mod} upstream; the captioners read the "
+                              "frames of a speech upstream")
+        except (UpstreamError, ValueError, OSError) as e:
+            errors.append(f"--caption_upstream {caption_upstream}: {e}")
     return errors
+
+
+def check_decoders(decoders: Sequence[str], conf_dir: Path) -> list[Path]:
+    """Each caption decoder's config (<conf_dir>/<decoder>.yaml), loaded and checked (its model dir included)."""
+    from etser.caption.config import load_config
+
+    if not decoders:
+        raise PlanError("no caption decoder given")
+    known = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "metrics")
+    paths = []
+    for dec in decoders:
+        path = conf_dir / f"{dec}.yaml"
+        if not path.is_file():
+            raise PlanError(f"caption decoder {dec}: no {path}; known: {' '.join(known)}")
+        try:
+            load_config(path)
+        except (ValueError, FileNotFoundError) as e:
+            raise PlanError(f"caption decoder {dec} ({path}): {e}") from None
+        paths.append(path)
+    if len(set(decoders)) != len(decoders):
+        raise PlanError(f"caption decoders {' '.join(decoders)}: one given twice")
+    return paths
+
+
+def check_dirs(dirs: Sequence[tuple[str, str]]) -> list[str]:
+    """Output dirs that are the same dir or one inside another: a later stage would delete or overwrite the
+    other's files (stage 1 rewrites the data dir, --overwrite true removes dumps and trainings)."""
+    import os
+
+    errors = []
+    real = [(opt, path, Path(os.path.realpath(path))) for opt, path in dirs]
+    for i, (opt_a, path_a, a) in enumerate(real):
+        for opt_b, path_b, b in real[i + 1:]:
+            if a == b:
+                errors.append(f"{opt_a} {path_a} and {opt_b} {path_b} are the same dir; give each its own")
+            elif a in b.parents or b in a.parents:
+                inner, outer = (opt_a, path_a), (opt_b, path_b)
+                if a in b.parents:
+                    inner, outer = outer, inner
+                errors.append(f"{inner[0]} {inner[1]} lies inside {outer[0]} {outer[1]}; give each its own dir")
+    return errors
+
+
+@dataclasses.dataclass
+class Fit:
+    """What the run does on this release: the options as fitted, one note per family skipped, errors."""
+    values: dict
+    notes: list
+    errors: list
+
+
+def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[str], fusion: Sequence[str],
+                fusion_streams: str, fusion_tasks: Sequence[str], caption: bool, caption_kinds: Sequence[str],
+                caption_upstream: str, given: set[str], tasks_conf: Path | None = None,
+                conf_root: Path = Path("."), train_set: str = "train", caption_asked: bool = False) -> Fit:
+    """Fit the run to what stage 1 found (``data/release.json``): a family whose inputs the release lacks is
+    dropped with a note when it came from a default, and is an error when an option asked for it
+    (``given``: the option names set on the command line or in a config; ``caption_asked``: --tasks named
+    caption)."""
+    from etser.caption import KINDS
+    from etser.extract_modal import input_file
+    from etser.upstream import find_config, load_config, modality
+
+    conf_dir = conf_root / "conf" / "upstream"
+    tables = release_tables(data_dir, train_set)
+    record = f"{data_dir}/{RELEASE_RECORD}" if (Path(data_dir) / RELEASE_RECORD).is_file() else \
+        f"{data_dir}/{train_set}"
+    taskset = load_tasks(tasks_conf)
+    notes, errors = [], []
+
+    def lacks(table: str) -> str:
+        return f"this release has no {table} ({record})"
+
+    def up_input(name: str) -> tuple[str, str]:
+        cfg = load_config(find_config(name, conf_dir))
+        mod = modality(cfg)
+        return mod, ("wav.scp" if mod == "speech" else input_file(cfg, Path(".")).name)
+
+    kept = []
+    for up in upstreams:
+        mod, table = up_input(up)
+        if table in tables:
+            kept.append(up)
+        elif "upstreams" in given or "upstream" in given:
+            errors.append(f"--upstreams {up}: its {mod} features are made from data/{train_set}/{table}, and "
+                          f"{lacks(table)}")
+        else:
+            notes.append(f"Skipped {mod} ({up}): {lacks(table)}")
+    for t in tasks:
+        if taskset.tasks[t].label_file not in tables:
+            errors.append(f"--tasks {t}: its labels are data/{train_set}/{taskset.tasks[t].label_file}, and "
+                          f"{lacks(taskset.tasks[t].label_file)}")
+    if not tasks:
+        for mod in dict.fromkeys(up_input(up)[0] for up in kept):
+            ok, skipped = release_default_tasks(taskset, mod, data_dir, train_set)
+            if skipped:
+                notes.append(f"Skipped {mod} task(s) {' '.join(skipped)}: "
+                             + "; ".join(dict.fromkeys(lacks(taskset.tasks[t].label_file) for t in skipped)))
+            if not ok:
+                dropped = [up for up in kept if up_input(up)[0] == mod]
+                kept = [up for up in kept if up not in dropped]
+                notes.append(f"Skipped {mod} ({' '.join(dropped)}): none of its tasks has labels in this release")
+
+    streams_given = "fusion_streams" in given
+    if fusion:
+        streams = [(n, v) for n, v, _ in parse_streams(fusion_streams, str(conf_dir), train_set)]
+        missing = []
+        for name, value in streams:
+            table = up_input(value)[1] if (conf_dir / f"{value}.yaml").is_file() else None
+            if table is not None and table not in tables:
+                missing.append((name, value, table))
+        if missing and streams_given:
+            errors += [f"--fusion_streams {n}={v}: {lacks(t)}" for n, v, t in missing]
+        elif missing:
+            for n, v, t in missing:
+                notes.append(f"Fusion stream {n} ({v}) left out: {lacks(t)}")
+            streams = [(n, v) for n, v in streams if n not in {m[0] for m in missing}]
+        if not streams_given:   # the default streams follow the upstreams of this run
+            absent = [v for _, v in streams if v not in kept]
+            if absent:
+                notes.append(f"Skipped fusion ({' '.join(fusion)}): its default streams need --upstreams to include "
+                             f"{' '.join(absent)} (or give --fusion_streams; --fusion '' turns this off)")
+                streams = []
+        for t in fusion_tasks:
+            if taskset.tasks[t].label_file not in tables:
+                errors.append(f"--fusion_tasks {t}: {lacks(taskset.tasks[t].label_file)}")
+        ok, skipped = (fusion_tasks, []) if fusion_tasks else release_default_tasks(taskset, "fusion", data_dir,
+                                                                                     train_set)
+        if streams and len(streams) < 2:
+            notes.append(f"Skipped fusion ({' '.join(fusion)}): this release gives only the "
+                         f"{streams[0][0]} stream")
+            streams = []
+        elif streams and not ok:
+            notes.append(f"Skipped fusion ({' '.join(fusion)}): none of its tasks ({' '.join(skipped)}) has labels: "
+                         + "; ".join(dict.fromkeys(lacks(taskset.tasks[t].label_file) for t in skipped)))
+            streams = []
+        elif streams and skipped:
+            notes.append(f"Skipped fusion task(s) {' '.join(skipped)}: "
+                         + "; ".join(dict.fromkeys(lacks(taskset.tasks[t].label_file) for t in skipped)))
+        fusion_streams = " ".join(f"{n}={v}" for n, v in streams)
+        if not streams:
+            fusion = []
+    kinds = list(caption_kinds)
+    if caption:
+        absent = [k for k in kinds if f"utt2caption_{k}" not in tables]
+        if absent and ("caption_kinds" in given or caption_asked):
+            errors += [f"--caption_kinds {k}: {lacks(f'utt2caption_{k}')}" for k in absent]
+        elif absent:
+            kinds = [k for k in kinds if k not in absent]
+            notes.append(f"Skipped captioning of {' '.join(absent)}: "
+                         + "; ".join(lacks(f"utt2caption_{k}") for k in absent) if kinds else
+                         f"Skipped captioning: {lacks('utt2caption_<kind>')} for any of {' '.join(KINDS)}")
+        mod, table = up_input(caption_upstream)
+        if table not in tables:
+            errors.append(f"--caption_upstream {caption_upstream}: {lacks(table)}")
+        caption = bool(kinds)
+    return Fit({"upstreams": " ".join(kept), "fusion": " ".join(fusion), "fusion_streams": fusion_streams,
+                "caption": "true" if caption else "false", "caption_kinds": " ".join(kinds)}, notes, errors)
 
 
 def score_sets(sets: Sequence[str], train_set: str = "train", valid_set: str = "val") -> list[str]:
@@ -277,6 +546,24 @@ def score_lines(runs: Sequence[Run], backend: str, sets: Sequence[str], data_dir
                         "--ngpu", str(ngpu)]) for r in runs]
 
 
+def check_trained(exp_dirs: Sequence[str]) -> None:
+    """Stage 4 scores finished trainings only: one without ``done`` stops planning, saying to run stage 3."""
+    untrained = [d for d in exp_dirs if not (Path(d) / "done").is_file()]
+    if untrained:
+        raise PlanError(f"{len(untrained)} of {len(exp_dirs)} training(s) to score are not finished (no "
+                        f"{untrained[0]}/done{' ...' if len(untrained) > 1 else ''}): run stage 3 first "
+                        "(./run.sh --stage 3 with the same options)")
+
+
+def remove_scores(exp_dirs: Sequence[str], sets: Sequence[str]) -> None:
+    """--overwrite true on stage 4: the planned decode dirs go, so every scoring is redone, not found up to date."""
+    import shutil
+
+    for exp_dir in exp_dirs:
+        for s in sets:
+            shutil.rmtree(Path(exp_dir) / f"decode_{s}", ignore_errors=True)
+
+
 def run_line(job_list: Path, job: int, module: str) -> int:
     """Run line ``job`` (1-based) of ``job_list`` as ``python -m <module> <line>``; its exit code."""
     lines = job_list_lines(job_list, 1, 1)
@@ -304,6 +591,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--ngpu", type=int, default=0)
         p.add_argument("--num_threads", type=int, default=1)
         p.add_argument("--overwrite", type=str2bool, default=False)
+        p.add_argument("--check_trained", type=str2bool, default=False,
+                       help="score: refuse when a planned training is not finished (run.sh: stage 4 after stage 3)")
         p.add_argument("--out", type=Path, required=True, help="the job file to write")
     for name in ("fusion_train", "fusion_score"):
         p = sub.add_parser(name, help=f"write the stage-{3 if name == 'fusion_train' else 4} fusion job file")
@@ -323,14 +612,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--allow_missing", type=str2bool, default=False)
         p.add_argument("--trials", type=int, default=0, help="random-search draws per run (0: conf defaults)")
         p.add_argument("--search_seed", type=int, default=0)
+        p.add_argument("--check_trained", type=str2bool, default=False,
+                       help="fusion_score: refuse when a planned training is not finished")
         p.add_argument("--out", type=Path, required=True)
-    p = sub.add_parser("check", help="check run.sh's name options before anything runs (exit 1 naming each problem)")
+    p = sub.add_parser("check", help="check run.sh's options before anything runs (exit 1 naming each problem)")
     p.add_argument("--upstreams", default="")
     p.add_argument("--heads", default="")
     p.add_argument("--tasks", default="")
     p.add_argument("--seeds", default="")
     p.add_argument("--backend", default="ours", choices=sorted(BACKENDS))
     p.add_argument("--tasks_conf", default=None)
+    p.add_argument("--fusion", default="", help="fusion algorithms (empty: no fusion, its options unchecked)")
+    p.add_argument("--fusion_streams", default="")
+    p.add_argument("--fusion_tasks", default="")
+    p.add_argument("--caption_decoders", default="", help="empty: no captioning, its options unchecked")
+    p.add_argument("--caption_kinds", default="")
+    p.add_argument("--caption_upstream", default="")
+    p.add_argument("--dir", nargs=2, action="append", default=[], metavar=("NAME", "PATH"),
+                   help="an output dir of the run and its option's name, e.g. expdir exp (repeat): none may be, "
+                        "or lie inside, another")
+    p = sub.add_parser("fit", help="fit run.sh's families to what stage 1 found: prints shell assignments, "
+                                   "one line per family skipped on stderr, exit 1 naming an option the release "
+                                   "cannot serve")
+    p.add_argument("--data_dir", default="data")
+    p.add_argument("--upstreams", default="")
+    p.add_argument("--tasks", default="")
+    p.add_argument("--fusion", default="")
+    p.add_argument("--fusion_streams", default="")
+    p.add_argument("--fusion_tasks", default="")
+    p.add_argument("--caption", type=str2bool, default=False)
+    p.add_argument("--caption_asked", type=str2bool, default=False, help="--tasks named caption")
+    p.add_argument("--caption_kinds", default="")
+    p.add_argument("--caption_upstream", default="")
+    p.add_argument("--given", default="", help="the option names the user set (utils/parse_options.sh po_given)")
+    p.add_argument("--tasks_conf", default=None)
+    p = sub.add_parser("default_heads", help="the heads of a run that names none, for a backend")
+    p.add_argument("--backend", default="ours", choices=sorted(BACKENDS))
     p = sub.add_parser("run_line", help="run one line of a job file as python -m MODULE LINE")
     p.add_argument("--job_list", type=Path, required=True)
     p.add_argument("--job", type=int, required=True)
@@ -339,23 +656,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.cmd == "run_line":
             return run_line(a.job_list, a.job, a.module)
+        if a.cmd == "default_heads":
+            print(" ".join(default_heads(a.backend)))
+            return 0
         if a.cmd == "check":
             errors = check_options(a.upstreams.split(), a.heads.split(), a.tasks.split(), a.seeds.split(),
-                                   a.backend, a.tasks_conf)
+                                   a.backend, a.tasks_conf, fusion=a.fusion.split(), fusion_streams=a.fusion_streams,
+                                   fusion_tasks=a.fusion_tasks.split(), caption_decoders=a.caption_decoders.split(),
+                                   caption_kinds=a.caption_kinds.split() if a.caption_decoders.split() else [],
+                                   caption_upstream=a.caption_upstream, dirs=[(f"--{n}", d) for n, d in a.dir])
             for e in errors:
                 print(f"error: {e}", file=sys.stderr)
             return 1 if errors else 0
+        if a.cmd == "fit":
+            fit = fit_release(a.data_dir, a.upstreams.split(), a.tasks.split(), a.fusion.split(), a.fusion_streams,
+                              a.fusion_tasks.split(), a.caption, a.caption_kinds.split(),
+                              a.caption_upstream, set(a.given.split()), a.tasks_conf,
+                              caption_asked=a.caption_asked)
+            for note in fit.notes:
+                print(note, file=sys.stderr)
+            for e in fit.errors:
+                print(f"error: {e}", file=sys.stderr)
+            if fit.errors:
+                return 1
+            print("".join(f"{k}={shlex.quote(v)}\n" for k, v in fit.values.items()), end="")
+            return 0
         sets = a.sets.split()
         if a.cmd.startswith("fusion_"):
             return _write_fusion(a, sets)
         if a.cmd == "train":
             check_train_sets(sets)
         runs = plan_runs(a.feats_dirs.split(), a.heads.split(), [int(s) for s in a.seeds.split()],
-                         a.tasks.split() or None, a.backend, a.tasks_conf, a.exp_root)
+                         a.tasks.split() or None, a.backend, a.tasks_conf, a.exp_root, data_dir=a.data_dir)
         if a.cmd == "train":
             lines = train_lines(runs, a.backend, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf)
         else:
+            if a.check_trained:
+                check_trained([r.exp_dir for r in runs])
             lines = score_lines(runs, a.backend, score_sets(sets), a.data_dir, a.ngpu)
+            if a.overwrite:
+                remove_scores([r.exp_dir for r in runs], score_sets(sets))
     except (PlanError, ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -376,13 +716,17 @@ def _write_fusion(a, sets: Sequence[str]) -> int:
         check_train_sets(sets)
     streams = resolve_streams(a.fusion_streams, conf_dir=a.upstream_conf_dir, dump_root=a.dump_root)
     runs = plan_fusion(streams, a.algos.split(), [int(s) for s in a.seeds.split()], a.tasks.split() or None,
-                       a.tasks_conf, a.exp_root)
+                       a.tasks_conf, a.exp_root, data_dir=a.data_dir)
     if a.cmd == "fusion_train":
         lines = fusion_train_lines(runs, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf,
                                    a.allow_missing, a.trials, a.search_seed)
     else:
+        if a.check_trained:
+            check_trained([r.exp_dir for r in runs])
         lines = [shlex.join(["--sets", " ".join(score_sets(sets)), "--data_dir", a.data_dir, "--ngpu", str(a.ngpu),
                              r.exp_dir]) for r in runs]
+        if a.overwrite:
+            remove_scores([r.exp_dir for r in runs], score_sets(sets))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.out.with_name(a.out.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in lines))

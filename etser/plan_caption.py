@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Sequence
 
 from etser.caption import KINDS
-from etser.caption.config import load_config
 from etser.caption.metrics import load_metrics_config
 from etser.cli import str2bool
 from etser.featset import read_meta
-from etser.plan import PlanError, check_train_sets, score_sets
+from etser.plan import PlanError, check_decoders, check_train_sets, check_trained, score_sets
 
 BASELINES = ("frequent", "nearest")
 
@@ -54,26 +53,6 @@ def check_inputs(feats_dir: Path, data_dir: Path, kinds: Sequence[str], upstream
         if not path.is_file():
             raise PlanError(f"{path} not found: the release has no {k} captions (stage 1 writes utt2caption_<kind> "
                             "from the Audio JSON sourceAttr); choose --caption_kinds among those found")
-
-
-def check_decoders(decoders: Sequence[str], conf_dir: Path) -> list[Path]:
-    """Each decoder's config, loaded and checked (its local model dir included)."""
-    if not decoders:
-        raise PlanError("no caption decoder given")
-    known = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "metrics")
-    paths = []
-    for dec in decoders:
-        path = conf_dir / f"{dec}.yaml"
-        if not path.is_file():
-            raise PlanError(f"caption decoder {dec}: no {path}; known: {' '.join(known)}")
-        try:
-            load_config(path)
-        except (ValueError, FileNotFoundError) as e:
-            raise PlanError(f"caption decoder {dec} ({path}): {e}") from None
-        paths.append(path)
-    if len(set(decoders)) != len(decoders):
-        raise PlanError(f"caption decoders {' '.join(decoders)}: one given twice")
-    return paths
 
 
 def train_lines(feats_dir: str, decoders: Sequence[str], kinds: Sequence[str], seeds: Sequence[int], conf_dir: str,
@@ -121,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ngpu", type=int, default=0)
     ap.add_argument("--num_threads", type=int, default=1)
     ap.add_argument("--overwrite", type=str2bool, default=False)
+    ap.add_argument("--check_trained", type=str2bool, default=False,
+                    help="score: refuse when a decoder's training is not finished (run.sh: stage 4 after stage 3)")
     ap.add_argument("--out", type=Path, required=True, help="the job file to write")
     a = ap.parse_args(argv)
     decoders, kinds, sets = a.decoders.split(), a.kinds.split(), a.sets.split()
@@ -136,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 a.num_threads, a.overwrite)
         else:
             load_metrics_config(Path(a.metrics_config))
+            if a.check_trained:
+                tag = Path(a.feats_dir).name
+                check_trained([exp_dir(a.exp_root, tag, d, k, s) for k in kinds for d in decoders for s in seeds])
             lines = score_lines(a.feats_dir, decoders, kinds, seeds, a.baselines, score_sets(sets), a.data_dir,
                                 a.exp_root, a.ngpu, a.metrics_config)
     except (PlanError, ValueError, FileNotFoundError, OSError) as e:

@@ -217,7 +217,8 @@ def test_sets_option_and_empty_set(tmp_path, capsys):
     assert not (tmp_path / "data" / "train" / "wav.scp").exists()
     rc, out, err = run_stage(capsys, db, tmp_path / "data2", "--sets", "train test")
     assert rc == 0, err
-    assert sorted(p.name for p in (tmp_path / "data2").iterdir()) == ["excluded", "stats.md", "test", "train"]
+    assert sorted(p.name for p in (tmp_path / "data2").iterdir()) == ["excluded", "release.json", "stats.md", "test",
+                                                                     "train"]
     assert "No speaker is shared between sets." in out
 
 

@@ -36,6 +36,22 @@ def workdir(tmp_path) -> Path:
     (("--heads", "nohead"), "--heads: unknown nohead"),
     (("--upstreams", "fbank_no_cmvn fbank_no_cmvn"), "--upstreams names fbank_no_cmvn more than once"),
     (("--upstreams", "hubret_base"), "unknown upstream 'hubret_base'"),
+    (("--fusion", "bogus"), "--fusion: unknown bogus; known: attention"),
+    (("--fusion_streams", "speech=fbank_no_cmvn visual=nonexist"),
+     "--fusion_streams visual=nonexist: nonexist is neither an upstream (conf/upstream/nonexist.yaml) nor a "
+     "feature dir"),
+    (("--fusion_streams", "speech=text_baseline text=fbank_no_cmvn"),
+     "--fusion_streams speech=text_baseline: text_baseline is a text upstream (conf/upstream/text_baseline.yaml), "
+     "not speech"),
+    (("--fusion_tasks", "multi_5"), "--fusion_tasks: unknown multi_5"),
+    (("--caption_kinds", "bogus"), "--caption_kinds: unknown bogus; known: speaker style emotion overall"),
+    (("--caption_decoders", "nodecoder"),
+     "--caption_decoders: caption decoder nodecoder: no conf/caption/nodecoder.yaml"),
+    (("--caption_upstream", "text_baseline"), "--caption_upstream text_baseline: a text upstream"),
+    (("--expdir", "data/train"), "--expdir data/train lies inside --data data"),
+    (("--expdir", "data"), "--data data and --expdir data are the same dir"),
+    (("--dumpdir", "exp/dump"), "--dumpdir exp/dump lies inside --expdir exp"),
+    (("--dumpdir", "."), "--data data lies inside --dumpdir ."),
 ])
 def test_bad_options_are_refused_before_anything(workdir, args, message):
     before = stamps(workdir)

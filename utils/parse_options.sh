@@ -18,6 +18,8 @@
 # option (or after `--`); the remaining arguments stay in "$@".
 #
 # Sourced (not run), it shares the caller's shell: its own names start with _po_ and are unset at the end.
+# Afterwards po_given lists the options that were set (command line or config), " name name ", so a script
+# can tell an option asked for from its default.
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     # Run as a program rather than sourced: explain how to use it.
@@ -47,6 +49,7 @@ _po_set() {
         fi
     fi
     printf -v "${name}" '%s' "${value}"
+    case "${po_given}" in *" ${name} "*) ;; *) po_given+="${name} " ;; esac
 }
 
 # _po_read_config FILE: apply its name=value lines.
@@ -82,6 +85,7 @@ _po_read_config() {
 
 # Pass 1: find --help and the config files among the options (each option takes one value, so values
 # that look like options, e.g. `--foo -h`, are skipped), and apply the configs first.
+po_given=" "
 _po_args=("$@")
 _po_i=0
 _po_configs=()

@@ -28,7 +28,7 @@ job_name=etser_run
 wait=false
 help_message=$(sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//p}' "$0")
 
-[ -f ./run.sh ] && [ -f utils/slurm.py ] || { echo "${0##*/}: run me where run.sh is (repo root or egs/emotiontalk)" >&2; exit 1; }
+if [ ! -f ./run.sh ] || [ ! -f utils/slurm.py ]; then echo "${0##*/}: run me where run.sh is (repo root or egs/emotiontalk)" >&2; exit 1; fi
 # shellcheck disable=SC1091
 . utils/parse_options.sh
 
@@ -40,6 +40,7 @@ opts=(--config "${slurm_conf}")
 [ -n "${partition}" ] && opts+=(--partition "${partition}")
 # the sbatch command and resource flags that conf/slurm.conf gives (shell-quoted words)
 flags=$(python3 utils/slurm.py flags "${opts[@]}") || exit 1
+sbatch_cmd=()   # set by the eval: an array of the shell-quoted words
 eval "sbatch_cmd=(${flags})"
 command -v "${sbatch_cmd[0]}" >/dev/null 2>&1 \
     || { echo "${0##*/}: ${sbatch_cmd[0]} not found: no Slurm client here" >&2; exit 1; }

@@ -60,7 +60,8 @@ from typing import Iterable
 from tqdm import tqdm
 
 from etser.audio_info import AudioError, audio_info, not_a_regular_file
-from etser.datadir import c_sort_key, printable, staged_dir, utt2spk_to_spk2utt, write_table, write_text_atomic
+from etser.datadir import (RELEASE_RECORD, c_sort_key, printable, staged_dir, utt2spk_to_spk2utt,
+                           write_release_record, write_table, write_text_atomic)
 from emotiontalk.labels import EMOTIONS_ALL, EMOTIONS_FOUR, LABEL_SOURCES
 
 SETS = ("train", "val", "test")
@@ -852,13 +853,16 @@ def prepare(db_root: str | os.PathLike, out_dir: str | os.PathLike, sets: Iterab
                 write_excluded(staged / "excluded", (e for split, e in exclusions if split == s))
         stats = format_stats(release, kept, exclusions, collector.captions)
         write_text_atomic(out_dir / "stats.md", stats)
+        presence = modality_presence(release, kept)
+        write_release_record(out_dir, presence, ruled_out(presence),
+                             {s: [p.name for p in (out_dir / s).iterdir() if p.name in TABLE_FILES] for s in sets})
     except OSError as e:  # a full disk: no set of this run may be mixed with an older one
         _remove_tables(out_dir, sets)
         raise DataPrepError(f"cannot write {printable(e.filename or out_dir)}: {e.strerror or e}; no data dir "
                             "was left half written (the sets and stats.md were removed): free space and rerun "
                             "stage 1") from None
     if echo:
-        for line in ruled_out(modality_presence(release, kept)):
+        for line in ruled_out(presence):
             print(f"NOTE: stage 1: {line}", file=sys.stderr)
     return PrepResult(release, kept, exclusions, stats, time.perf_counter() - start, found)
 
@@ -869,6 +873,7 @@ def _remove_tables(out_dir: Path, sets: Iterable[str]) -> None:
         for name in TABLE_FILES:
             (out_dir / s / name).unlink(missing_ok=True)
     (out_dir / "stats.md").unlink(missing_ok=True)
+    (out_dir / RELEASE_RECORD).unlink(missing_ok=True)
 
 
 def figures_line(result: PrepResult) -> str:
