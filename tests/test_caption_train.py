@@ -88,7 +88,7 @@ def test_resume_after_kill_gives_identical_weights(tmp_path, repo_root, monkeypa
     assert train(conf, "speaker", dd, fd, tmp_path / "b", seed=3)["best_epoch"] == b["best_epoch"]
 
 
-def test_missing_empty_and_long_captions_are_counted(tmp_path, repo_root):
+def test_missing_empty_punctuation_and_long_captions_are_counted(tmp_path, repo_root):
     dd, fd = make_caption_corpus(tmp_path, sizes={"train": 20, "val": 6, "test": 6}, kinds=("emotion",))
     path = dd / "train" / "utt2caption_emotion"
     caps = read_table(path)
@@ -96,15 +96,25 @@ def test_missing_empty_and_long_captions_are_counted(tmp_path, repo_root):
     del caps[utts[0]], caps[utts[1]]          # two without a caption
     caps[utts[2]] = ""                          # one empty
     caps[utts[3]] = " ".join(["loud"] * 200)    # one far longer than max_caption_tokens
+    caps[utts[4]] = "。……"                      # punctuation only: no word to learn or to match
+    caps[utts[5]] = "..."
     write_table(path, caps)
-    cs = read_captions(dd / "train", "emotion", log=lambda *_: None)
-    assert cs.counts == {"with_caption": 17, "empty": 1, "without_caption": 2} and utts[2] not in cs.utts
+    lines = []
+    cs = read_captions(dd / "train", "emotion", log=lines.append)
+    assert cs.counts == {"with_caption": 15, "empty": 1, "no_words": 2, "without_caption": 2}
+    assert not {utts[2], utts[4], utts[5]} & set(cs.utts)
+    assert any(utts[4] in x and utts[5] in x and "punctuation-only" in x for x in lines), lines
     conf = load_config(repo_root / "conf/caption/transformer.yaml", TINY + ["max_epochs=1", "max_caption_tokens=16"])
     summary = train(conf, "emotion", dd, fd, tmp_path / "exp", seed=1)
     assert summary["truncated_train_captions"] == 1
     log = (tmp_path / "exp" / "train.log").read_text()
-    assert "left out 1 with an empty caption and 2 of 20 without one" in log
+    assert "left out 1 with an empty caption, 2 of punctuation only and 2 of 20 without one" in log
+    assert f"punctuation-only emotion caption(s) left out: {utts[4]} '。……', {utts[5]} '...'" in log
     assert "1 training caption(s) longer than max_caption_tokens 16 are truncated" in log
+    # a set whose captions are all punctuation has nothing to train on: one error naming the file
+    write_table(path, {u: "。" for u in utts})
+    with pytest.raises(ValueError, match="utt2caption_emotion: no emotion caption with words"):
+        read_captions(dd / "train", "emotion", log=lambda *_: None)
     with pytest.raises(FileNotFoundError, match="utt2caption_overall"):
         read_captions(dd / "train", "overall")
 

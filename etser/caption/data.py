@@ -1,8 +1,9 @@
 """Captions of one kind and the frame-level features they describe.
 
 Reads ``data/<set>/utt2caption_<kind>`` (utt -> caption; utterances without one are absent) and stage 2's
-``dump/<tag>/<set>/frames.scp`` / ``meta.json`` (docs/DESIGN.md).  Utterances with an empty caption are left
-out and counted; utterances with a caption but no features are an error (rerun stage 2).
+``dump/<tag>/<set>/frames.scp`` / ``meta.json`` (docs/DESIGN.md).  Utterances with an empty caption, or one of
+punctuation only (no word for a decoder to learn or a metric to match), are left out, counted and named;
+utterances with a caption but no features are an error (rerun stage 2).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from etser.caption import KINDS
+from etser.caption.text import segment
 from etser.datadir import read_table
 
 LOG = logging.getLogger("etser.caption")
@@ -28,7 +30,7 @@ LOG = logging.getLogger("etser.caption")
 class CaptionSet:
     utts: list[str]
     captions: list[str]
-    counts: dict[str, int]                 # with_caption, empty, without_caption (of the set's utterances)
+    counts: dict[str, int]                 # with_caption, empty, no_words, without_caption (of the set's utts)
     frames: Sequence[torch.Tensor] | None = None  # per utterance (T, L', D): a list or LazyFrames
 
     def __len__(self) -> int:
@@ -48,18 +50,26 @@ def read_captions(data_set_dir: Path, kind: str, log: Callable = LOG.info) -> Ca
         raise FileNotFoundError(f"{path} not found: stage 1 writes one utt2caption_<kind> per caption kind "
                                 "(only when the release has Audio sourceAttr captions)")
     table = read_table(path)
-    utts = [u for u, c in table.items() if c.strip()]
-    empty = len(table) - len(utts)
+    empty = [u for u, c in table.items() if not c.strip()]
+    # punctuation only ("。", "..."): the tokenizer and the metrics drop punctuation, so it would train the
+    # decoder to say nothing and be scored against an empty reference
+    no_words = [u for u, c in table.items() if c.strip() and not segment(c, "char")]
+    skip = set(empty) | set(no_words)
+    utts = [u for u in table if u not in skip]
     # the set's utterances: utt2spk when present (all of them), else the caption file's own keys
     u2s = Path(data_set_dir) / "utt2spk"
     all_utts = set(read_table(u2s)) if u2s.is_file() else set(table)
     without = len(all_utts - set(table))
-    counts = {"with_caption": len(utts), "empty": empty, "without_caption": without}
-    if empty or without:
-        log(f"{path}: {len(utts)} utterances with a {kind} caption; left out {empty} with an empty caption and "
-            f"{without} of {len(all_utts)} without one")
+    counts = {"with_caption": len(utts), "empty": len(empty), "no_words": len(no_words), "without_caption": without}
+    if empty or no_words or without:
+        log(f"{path}: {len(utts)} utterances with a {kind} caption; left out {len(empty)} with an empty caption, "
+            f"{len(no_words)} of punctuation only and {without} of {len(all_utts)} without one")
+    if no_words:
+        shown = ", ".join(f"{u} {table[u]!r}" for u in no_words[:5])
+        log(f"{path}: punctuation-only {kind} caption(s) left out: {shown}"
+            + (f" and {len(no_words) - 5} more" if len(no_words) > 5 else ""))
     if not utts:
-        raise ValueError(f"{path}: no utterance has a non-empty {kind} caption")
+        raise ValueError(f"{path}: no {kind} caption with words (each is empty or punctuation only)")
     return CaptionSet(utts, [table[u].strip() for u in utts], counts)
 
 

@@ -56,17 +56,24 @@ class Adaptor(nn.Module):
             self.down = nn.Linear(dim * self.k, hidden_dim)
         self.proj = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, out_dim))
 
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T', out_dim) and the valid mask (B, T'), T' = ceil(T / downsample)."""
+    def weighted(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, D): the normalised frames, layers weighted and summed, zero past each utterance's length."""
         x = frames.float()
         if self.normalize == "global":
             x = (x - self.feat_mean) / self.feat_std
         elif self.normalize:
             x = F.layer_norm(x, x.shape[-1:])
         x = (torch.softmax(self.layer_logits, 0)[None, None, :, None] * x).sum(2)  # (B, T, D)
+        valid = torch.arange(x.shape[1], device=x.device)[None] < lengths.to(x.device)[:, None]
+        return x * valid[..., None]
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T', out_dim) and the valid mask (B, T'), T' = ceil(T / downsample)."""
+        return self.project(self.weighted(frames, lengths), lengths)
+
+    def project(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` after ``weighted``."""
         t = x.shape[1]
-        valid = torch.arange(t, device=x.device)[None] < lengths.to(x.device)[:, None]
-        x = x * valid[..., None]
         if self.kind == "conv":
             h = self.down(x.transpose(1, 2)).transpose(1, 2)
         else:
@@ -125,6 +132,16 @@ class ScratchCaptioner(nn.Module):
         self.decoder = nn.TransformerDecoder(layer, int(dc.get("num_layers", 2)))
         self.norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, len(tokenizer))
+        # encoder_layers: self-attention over the adaptor output, so that each memory vector sees the whole
+        # utterance (speaking rate, the loudness of the utterance, not of one frame)
+        n_enc = int(dc.get("encoder_layers", 0))
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(
+            d, int(dc.get("nhead", 4)), int(dc.get("ffn_dim", 4 * d)), float(dc.get("dropout", 0.1)),
+            batch_first=True, norm_first=True), n_enc, enable_nested_tensor=False) if n_enc else None
+        # stats_token: one more memory vector, the time mean and std of the normalised frames (what the
+        # nearest-utterance baseline compares, and it also sees the frames)
+        self.stats = nn.Linear(2 * dim, d) if dc.get("stats_token") else None
+        self.label_smoothing = float(dc.get("label_smoothing", 0.0))
 
     def encode_targets(self, captions: Sequence[str]) -> list[list[int]]:
         return [self.tok.encode(c)[: self.max_tokens] for c in captions]
@@ -140,8 +157,19 @@ class ScratchCaptioner(nn.Module):
         return self.out(self.norm(h))
 
     def _memory(self, frames, lengths):
-        mem, mask = self.adaptor(frames, lengths)
-        return mem + _sinusoid(mem.shape[1], self.d, mem.device), mask
+        x = self.adaptor.weighted(frames, lengths)  # (B, T, D), zero past each length
+        mem, mask = self.adaptor.project(x, lengths)
+        mem = mem + _sinusoid(mem.shape[1], self.d, mem.device)
+        if self.stats is not None:
+            n = lengths.to(x.device).clamp(min=1)[:, None].float()
+            mean = x.sum(1) / n
+            var = (x * x).sum(1) / n - mean * mean
+            g = self.stats(torch.cat([mean, var.clamp(min=0).sqrt()], -1))
+            mem = torch.cat([g[:, None], mem], 1)
+            mask = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
+        if self.encoder is not None:
+            mem = self.encoder(mem, src_key_padding_mask=~mask)
+        return mem, mask
 
     def loss(self, frames, lengths, captions) -> torch.Tensor:
         mem, mask = self._memory(frames, lengths)
@@ -154,7 +182,7 @@ class ScratchCaptioner(nn.Module):
             tgt[i, : len(s) + 1] = torch.tensor(s + [EOS])
         logits = self._decode(inp.to(mem.device), mem, mask)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.to(mem.device).reshape(-1),
-                               ignore_index=-100)
+                               ignore_index=-100, label_smoothing=self.label_smoothing if self.training else 0.0)
 
     @torch.no_grad()
     def generate(self, frames, lengths, num_beams: int = 1, max_len: int = 30, length_penalty: float = 1.0
