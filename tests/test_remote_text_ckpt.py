@@ -5,6 +5,8 @@ non-finite features out of every dump."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import kaldiio
@@ -155,3 +157,40 @@ def test_float16_frames_that_overflow_are_refused(tmp_path):
         write_matrix(fd, "ok", np.full((2, 2), 6e4, dtype=np.float32), "float16")
         with pytest.raises(NonFiniteFeatures, match="utterance big: 4 of 4"):
             write_matrix(fd, "big", np.full((2, 2), 7e4, dtype=np.float32), "float16")
+
+
+def test_recipe_stage2_on_both_remote_checkpoints(tmp_path, monkeypatch):
+    """``./run.sh --stage 2 --upstreams "<baichuan> <chatglm2>"`` as a user runs it, the shipped configs
+    pointed at the doubles: finite features equal to the directly built models'."""
+    from helpers_faults import ROOT, recipe_env, run_recipe
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("run.sh", "path.sh", "cmd.sh", "local", "utils"):
+        (work / name).symlink_to(ROOT / name)
+    (work / "conf" / "upstream").mkdir(parents=True)
+    for p in (ROOT / "conf").iterdir():
+        if p.name != "upstream":
+            (work / "conf" / p.name).symlink_to(p)
+    confs = []
+    for kind, build in (("baichuan", tiny_baichuan), ("chatglm2", tiny_chatglm2)):
+        ckpt = build(work / "downloads" / f"tiny_{kind}")
+        confs.append((kind, ckpt, _conf(work / "conf" / "upstream" / f"tiny_{kind}.yaml", ckpt)))
+    texts = {"train": {"t1": "今天下午我们开会", "t2": "开心", "t3": "难过"}, "val": {"v1": "真的是吗", "v2": "哭"}}
+    for s, t in texts.items():
+        _data(work / "data" / s, t)
+    env = recipe_env(ETSER_PYTHON_ENV="system",  # this interpreter, as the unit tests run
+                     PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    res = run_recipe(work, "--stage", "2", "--stop_stage", "2", "--upstreams", "tiny_baichuan tiny_chatglm2",
+                     "--sets", "train val", "--nj", "1", "--fusion", "", "--caption_decoders", "",
+                     "--python", sys.executable, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    monkeypatch.chdir(work)  # the scp tables hold paths relative to the working directory
+    for kind, ckpt, conf in confs:
+        (dump,) = (work / "dump").glob(f"tiny_{kind}_*")
+        for s, t in texts.items():
+            mats = _mats(dump / s)
+            assert set(mats) == set(t)
+            for utt, text in t.items():
+                np.testing.assert_allclose(mats[utt], direct_features(ckpt, kind, text), rtol=1e-4, atol=1e-5,
+                                           err_msg=f"{kind} {utt}")
