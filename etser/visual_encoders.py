@@ -3,8 +3,12 @@
 Built-in encoders (``name:`` in a ``modality: visual`` config), or ``factory:`` for your own:
 
 - ``hf_image``: a local Hugging Face image model run per frame (CLIPVisionModel or CLIPModel's vision tower,
-  Dinov2Model, Data2VecVisionModel, ...); per layer the CLS token (``args: {token: mean}`` for the mean of the
-  patch tokens); the sampled frames are the time axis.
+  Dinov2Model, Data2VecVisionModel, ...); the sampled frames are the time axis.  What is taken (``args``):
+  ``token``: ``cls`` (default), ``mean`` or ``sum`` over all tokens (CLS included) of each layer;
+  ``layers``: ``all`` (default: embeddings + every layer) or ``last`` (the last hidden state, L = 1);
+  ``output: image_embeds``: CLIP's projected image embedding (``get_image_features``, L = 1; a CLIPModel
+  folder).  The official EmotionTalk/MERBench extractor takes ``image_embeds`` for CLIP and the ``last``
+  layer's token ``sum`` for DINOv2 and data2vec (``extract_vision_huggingface.py``).
 - ``hf_video``: a clip model (VideoMAEModel): consecutive clips of ``num_frames`` (16) frames, the last one
   completed by repeating its final frame; per layer the mean over tokens; clips are the time axis.
 - ``face_features``: no download; per frame of the face crop, in grayscale at ``args.size`` (48) px:
@@ -33,7 +37,8 @@ def _dtype(name: str, device: str):
 
 
 class HFImageEncoder:
-    """Per-frame hidden states of a local Hugging Face image model (CLS token or token mean per layer)."""
+    """Per-frame hidden states of a local Hugging Face image model (CLS, token mean or sum per layer; or
+    CLIP's projected image embedding)."""
 
     def __init__(self, cfg: dict, device: str = "cpu"):
         import torch
@@ -43,17 +48,28 @@ class HFImageEncoder:
         path = Path(cfg["ckpt"])
         check_hf_dir(path, cfg)
         transformers.utils.logging.disable_progress_bar()
-        args = {"token": "cls", **cfg["args"]}
-        if args["token"] not in ("cls", "mean"):
-            raise UpstreamError(f"hf_image: args.token must be cls or mean, got {args['token']!r}")
-        self.token = args.pop("token")
+        args = {"token": "cls", "layers": "all", "output": "hidden_states", **cfg["args"]}
+        for key, allowed in (("token", ("cls", "mean", "sum")), ("layers", ("all", "last")),
+                             ("output", ("hidden_states", "image_embeds"))):
+            if args[key] not in allowed:
+                raise UpstreamError(f"hf_image: args.{key} must be one of {', '.join(allowed)}, got {args[key]!r}")
+        self.token, self.layers, self.output = args.pop("token"), args.pop("layers"), args.pop("output")
+        if self.output == "image_embeds" and (self.token, self.layers) != ("cls", "all"):
+            raise UpstreamError("hf_image: args.token and args.layers do not apply to output: image_embeds")
         self.device = torch.device(device)
         self.dtype = _dtype(cfg["dtype"], device)
         self.processor = AutoImageProcessor.from_pretrained(path)
         model = AutoModel.from_pretrained(path, dtype=self.dtype, **args)
-        # CLIPModel / ChineseCLIPModel hold text and vision towers: only the vision tower is run
-        self.model = getattr(model, "vision_model", model).to(self.device).eval()
-        self.info = {"model_class": type(self.model).__name__, "token": self.token}
+        if self.output == "image_embeds":
+            if not callable(getattr(model, "get_image_features", None)):
+                raise UpstreamError(f"hf_image: output image_embeds needs a model with get_image_features (a "
+                                    f"CLIPModel folder), {path} holds a {type(model).__name__}")
+            self.model = model.to(self.device).eval()
+        else:
+            # CLIPModel / ChineseCLIPModel hold text and vision towers: only the vision tower is run
+            self.model = getattr(model, "vision_model", model).to(self.device).eval()
+        self.info = {"model_class": type(self.model).__name__, "token": self.token, "layers": self.layers,
+                     "output": self.output}
 
     def prepare(self, frames: np.ndarray):
         return self.processor(images=list(frames), return_tensors="pt")["pixel_values"]
@@ -67,9 +83,17 @@ class HFImageEncoder:
 
         pixels = torch.cat(items).to(self.device, self.dtype)
         with torch.inference_mode():
-            out = self.model(pixel_values=pixels, output_hidden_states=True)
-        hs = torch.stack([h.float() for h in out.hidden_states])  # (L, N, tokens, D)
-        x = hs[:, :, 0] if self.token == "cls" else hs.mean(dim=2)  # (L, N, D)
+            if self.output == "image_embeds":
+                emb = self.model.get_image_features(pixel_values=pixels)
+                # transformers 5 returns the vision output with the projection as pooler_output
+                emb = getattr(emb, "pooler_output", emb)
+                x = emb.float()[None]  # (1, N, D)
+            else:
+                out = self.model(pixel_values=pixels, output_hidden_states=True)
+                states = out.hidden_states if self.layers == "all" else out.hidden_states[-1:]
+                hs = torch.stack([h.float() for h in states])  # (L, N, tokens, D)
+                x = {"cls": lambda: hs[:, :, 0], "mean": lambda: hs.mean(dim=2), "sum": lambda: hs.sum(dim=2)}[
+                    self.token]()  # (L, N, D)
         x = x.cpu()
         res, pos = [], 0
         for it in items:
