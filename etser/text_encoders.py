@@ -3,7 +3,9 @@
 Two built-in encoders (``name:`` in a ``modality: text`` config), or ``factory:`` for your own:
 
 - ``hf_text``: a local Hugging Face directory (BERT, RoBERTa, LERT, DeBERTa, Sentence-BERT, and causal LMs
-  such as Baichuan, ChatGLM2, BLOOM, Vicuna), ``output_hidden_states`` = embeddings + every layer.  Special
+  such as Baichuan, ChatGLM2, BLOOM, Vicuna), ``output_hidden_states`` = embeddings + every layer.  ``args``
+  go to the model's ``from_pretrained``, except ``tokenizer_class``: a transformers tokenizer class to use
+  where the checkpoint's files do not name theirs (WENGSYX/Deberta-Chinese-Large: ``BertTokenizer``).  Special
   tokens (``[CLS]``, ``[SEP]``, BOS, ChatGLM's prefix) are left out: they are kept in the model's input but not
   in the time axis.  Which they are is found by the tokenizer's behaviour, not its special-tokens mask (which
   ChatGLM2's tokenizer does not fill): the transcript's own tokens (``add_special_tokens=False``) are located
@@ -181,17 +183,25 @@ class HFTextEncoder:
         transformers.utils.logging.disable_progress_bar()
         remote = bool(cfg["trust_remote_code"])
         self.device = torch.device(device)
-        self.tokenizer, tok_fix = load_tokenizer(path, remote)
+        args = dict(cfg["args"])
+        tok_class = args.pop("tokenizer_class", None)
+        if tok_class:  # a checkpoint whose files do not name its tokenizer (WENGSYX/Deberta-Chinese-Large: BERT vocab)
+            cls = getattr(transformers, str(tok_class), None)
+            if cls is None or not hasattr(cls, "from_pretrained"):
+                raise UpstreamError(f"hf_text: args.tokenizer_class {tok_class!r} is not a transformers "
+                                    "tokenizer class")
+            self.tokenizer, tok_fix = cls.from_pretrained(path), None
+        else:
+            self.tokenizer, tok_fix = load_tokenizer(path, remote)
         dtype = torch_dtype(cfg["dtype"], device)
         try:
-            self.model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=remote, **cfg["args"])
+            self.model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=remote, **args)
         except ValueError as e:  # remote-code LMs that register only a causal-LM class (Baichuan-7B)
             if "Unrecognized configuration class" not in str(e):
                 raise
             from transformers import AutoModelForCausalLM
 
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=remote,
-                                                              **cfg["args"])
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=remote, **args)
         self.model.to(self.device).eval()
         mc = self.model.config
         mc.use_cache = False  # transformers 5 drops it from the config; ChatGLM2's forward reads it

@@ -480,14 +480,14 @@ class ChatGLMTokenizer(PreTrainedTokenizer):
 '''
 
 
-def sp_model(path: Path) -> Path:
+def sp_model(path: Path, model_type: str = "unigram") -> Path:
     """A tiny SentencePiece model of the test characters (unk 0, bos 1, eos 2, as both checkpoints')."""
     import sentencepiece as spm
 
     lines = [CHARS[i:i + 7] for i in range(0, len(CHARS), 3)] + list(CHARS)
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=80,
-                                   model_type="unigram", character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2,
+                                   model_type=model_type, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2,
                                    pad_id=-1, hard_vocab_limit=False, minloglevel=2, num_threads=1)
     path.write_bytes(buf.getvalue())
     return path

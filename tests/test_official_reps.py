@@ -155,3 +155,91 @@ def test_image_option_errors(tmp_path):
         build_visual_encoder(load_config({**base, "args": {"token": "max"}}))
     with pytest.raises(UpstreamError, match="needs a model with get_image_features"):
         build_visual_encoder(load_config({**base, "args": {"output": "image_embeds"}}))
+
+
+# ---------------------------------------------------------------- text: the paper's DeBERTa and Vicuna
+
+CHARS = "今天下午我们开会吃饭很开心高兴快乐太好了难过伤心哭失望生气愤怒讨厌烦真的是吗呢啊一个人去看电影"
+TEXTS = {"a1": "今天下午我们开会", "a2": "开心", "a3": "难过", "a4": "我们一个人去看电影呢啊"}
+
+
+def _text_stage2(name: str, ckpt: Path, tmp: Path) -> dict[str, np.ndarray]:
+    import kaldiio
+
+    from etser.datadir import read_table
+    from etser.extract import merge, run_job
+
+    data = tmp / "data"
+    data.mkdir(exist_ok=True)
+    (data / "text_raw").write_text("".join(f"{u} {t}\n" for u, t in sorted(TEXTS.items())), encoding="utf-8")
+    user = yaml.safe_load((REPO / "conf/upstream" / f"{name}.yaml").read_text())
+    cfg = load_config({**user, "ckpt": str(ckpt), "dtype": "float32"})
+    run_job(cfg, data, tmp / "dump")
+    merge(cfg, data, tmp / "dump", 1)
+    return {u: np.asarray(kaldiio.load_mat(v)) for u, v in read_table(tmp / "dump" / "pooled_mean.scp").items()}
+
+
+def tiny_deberta_chinese_large(path: Path) -> Path:
+    """WENGSYX/Deberta-Chinese-Large's files: a DeBERTa (v1) config.json without architectures or tokenizer
+    class, a BERT vocab.txt, empty tokenizer_config.json and special_tokens_map.json."""
+    import transformers as T
+
+    torch.manual_seed(0)
+    path.mkdir(parents=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(CHARS))
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    conf = {"model_type": "deberta", "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.1, "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 64,
+            "max_position_embeddings": 64, "relative_attention": True, "pos_att_type": "c2p|p2c",
+            "layer_norm_eps": 1e-7, "max_relative_positions": -1, "position_biased_input": False,
+            "num_attention_heads": 2, "num_hidden_layers": 2, "type_vocab_size": 0, "vocab_size": len(vocab)}
+    T.DebertaModel(T.DebertaConfig(**conf)).save_pretrained(path)
+    (path / "config.json").write_text(json.dumps(conf))
+    (path / "tokenizer_config.json").write_text("{}")
+    (path / "special_tokens_map.json").write_text("{}")
+    return path
+
+
+def test_official_deberta_checkpoint_with_its_bert_vocabulary(tmp_path):
+    from transformers import AutoModel, AutoTokenizer, BertTokenizer
+
+    ckpt = tiny_deberta_chinese_large(tmp_path / "deberta")
+    # what its files alone give: a DeBERTa BPE tokenizer without its vocabulary, no token for the text
+    assert AutoTokenizer.from_pretrained(ckpt)("开心", add_special_tokens=False)["input_ids"] == []
+    mats = _text_stage2("text_deberta_large", ckpt, tmp_path)
+    tok, model = BertTokenizer.from_pretrained(ckpt), AutoModel.from_pretrained(ckpt).eval()
+    for utt, text in TEXTS.items():
+        enc = tok(text, return_tensors="pt")
+        with torch.inference_mode():
+            hs = torch.stack(model(**enc, output_hidden_states=True).hidden_states)[:, 0]
+        np.testing.assert_allclose(mats[utt], hs[:, 1:-1].mean(dim=1).numpy(), rtol=1e-4, atol=1e-5, err_msg=utt)
+
+
+def test_official_vicuna_v0_folder(tmp_path):
+    """vicuna-7b-v0 after applying the delta: a LLaMA folder with a SentencePiece tokenizer.model."""
+    import transformers as T
+
+    from helpers_remote_lm import sp_model
+
+    ckpt = tmp_path / "vicuna-7b-v0"
+    ckpt.mkdir()
+    sp_model(ckpt / "tokenizer.model", "bpe")  # LLaMA's SentencePiece model is a BPE one
+    (ckpt / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True,
+                                                             "bos_token": "<s>", "eos_token": "</s>",
+                                                             "unk_token": "<unk>"}))
+    torch.manual_seed(0)
+    model = T.LlamaForCausalLM(T.LlamaConfig(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                             num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64))
+    model.save_pretrained(ckpt)
+    cfg = yaml.safe_load((REPO / "conf/upstream/text_vicuna_7b.yaml").read_text())
+    assert cfg["ckpt"].endswith("vicuna-7b-v0") and "vicuna-7b-delta-v0" in cfg["download"]
+    mats = _text_stage2("text_vicuna_7b", ckpt, tmp_path)
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(ckpt / "tokenizer.model"))
+    base = T.LlamaModel.from_pretrained(ckpt).eval()
+    for utt, text in TEXTS.items():
+        ids = torch.tensor([[sp.bos_id()] + sp.encode(text)])
+        with torch.inference_mode():
+            hs = torch.stack(base(input_ids=ids, output_hidden_states=True).hidden_states)[:, 0]
+        np.testing.assert_allclose(mats[utt], hs[:, 1:].mean(dim=1).numpy(), rtol=1e-4, atol=1e-5, err_msg=utt)
