@@ -95,7 +95,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
 }
 VISUAL_DEFAULTS: dict[str, Any] = {
     "modality": "visual",
-    "name": None,               # hf_image (per frame), hf_video (clips, VideoMAE) or face_features (no download)
+    "name": None,               # hf_image (per frame), hf_video (clips, VideoMAE), timm_image or face_features
     "ckpt": None,
     "factory": None,
     "args": {},
@@ -177,13 +177,13 @@ def _normalize_modal(user: dict, where: str) -> dict:
     cfg = _merge_defaults(user, TEXT_DEFAULTS if mod == "text" else VISUAL_DEFAULTS, where)
     if bool(cfg["name"]) == bool(cfg["factory"]):
         raise UpstreamError(f"{where}: give exactly one of 'name' or 'factory'")
-    names = ("hf_text", "char_ngram") if mod == "text" else ("hf_image", "hf_video", "face_features")
+    names = ("hf_text", "char_ngram") if mod == "text" else ("hf_image", "hf_video", "timm_image", "face_features")
     if cfg["name"] and cfg["name"] not in names:
         raise UpstreamError(f"{where}: {mod} name {cfg['name']!r} unknown; one of {', '.join(names)} (or a factory)")
     cfg["args"] = cfg["args"] or {}
     if not isinstance(cfg["args"], dict):
         raise UpstreamError(f"{where}: 'args' must be a mapping")
-    if cfg["name"] and cfg["name"].startswith("hf_") and not cfg["ckpt"]:
+    if cfg["name"] and cfg["name"].startswith(("hf_", "timm_")) and not cfg["ckpt"]:
         raise UpstreamError(f"{where}: {cfg['name']} needs 'ckpt' (a local Hugging Face directory)")
     choices = {"dtype": ("float32", "float16", "bfloat16"), "on_bad_input": ("exclude", "fail")}
     if mod == "text":
@@ -332,6 +332,8 @@ def _check_ckpt(cfg: dict) -> None:
                                 f"tokenizer files; copy every file of {cfg.get('download') or 'the model repository'}")
     elif str(cfg.get("name") or "").startswith("hf_"):
         check_hf_dir(path, cfg)
+    elif cfg.get("name") == "timm_image":  # a timm hub folder: config.json and model.safetensors
+        check_hf_dir(path, cfg, ("config.json", "model.safetensors"))
     elif not path.exists():
         raise _missing(path, cfg)
 

@@ -243,3 +243,50 @@ def test_official_vicuna_v0_folder(tmp_path):
         with torch.inference_mode():
             hs = torch.stack(base(input_ids=ids, output_hidden_states=True).hidden_states)[:, 0]
         np.testing.assert_allclose(mats[utt], hs[:, 1:].mean(dim=1).numpy(), rtol=1e-4, atol=1e-5, err_msg=utt)
+
+
+# ---------------------------------------------------------------- EVA-02 through timm
+
+EVA_SMALL = {"embed_dim": 32, "depth": 2, "num_heads": 2}  # the real architecture, shrunk
+
+
+def tiny_eva02(path: Path) -> Path:
+    """A timm hub folder of eva02_base_patch14_224.mim_in22k (its config.json format, model.safetensors)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = timm.create_model("eva02_base_patch14_224.mim_in22k", pretrained=False, num_classes=0, **EVA_SMALL)
+    path.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    cfg = {"architecture": "eva02_base_patch14_224", "num_classes": 0, "num_features": 32, "global_pool": "avg",
+           "pretrained_cfg": {"tag": "mim_in22k", "input_size": [3, 224, 224], "interpolation": "bicubic",
+                              "crop_pct": 0.9, "crop_mode": "center", "mean": [0.48145466, 0.4578275, 0.40821073],
+                              "std": [0.26862954, 0.26130258, 0.27577711], "num_classes": 0}}
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+def test_eva02_through_timm_as_the_official_extractor(tmp_path):
+    import timm
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    ckpt = tiny_eva02(tmp_path / "eva02")
+    user = yaml.safe_load((REPO / "conf/upstream/visual_eva02_base.yaml").read_text())
+    cfg = load_config({**user, "ckpt": str(ckpt), "args": {**user["args"], **EVA_SMALL}})
+    enc = build_visual_encoder(cfg)
+    frames = _frames(3)
+    (x,) = enc.encode([enc.prepare(frames)])
+    # the official code: create_model(..., num_classes=0), timm's eval transform on RGB PIL images, model(batch)
+    model = timm.create_model("eva02_base_patch14_224.mim_in22k", pretrained=False, num_classes=0, **EVA_SMALL)
+    model.load_state_dict(load_file(ckpt / "model.safetensors"))
+    model.eval()
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
+    with torch.inference_mode():
+        ref = model(torch.stack([transform(Image.fromarray(f)) for f in frames]))
+    assert x.shape == (1, 3, 32)
+    np.testing.assert_allclose(x[0].numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="model.safetensors"):
+        (ckpt / "model.safetensors").unlink()
+        build_visual_encoder(cfg)
