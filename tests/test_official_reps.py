@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 PINNED_TAGS = {
     "fbank_no_cmvn": "fbank_no_cmvn_923b8721",
     "hubert_base": "hubert_base_3718b0c8",
+    "whisper_base": "whisper_base_45bdb118",
     "text_baseline": "text_baseline_0a5ddbde",
     "text_bert_base_chinese": "text_bert_base_chinese_e0fd00d9",
     "text_baichuan_7b": "text_baichuan_7b_12b951d1",
