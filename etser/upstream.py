@@ -674,6 +674,65 @@ def whisper_encoder(ckpt: str) -> WhisperEncoderUpstream:
     return WhisperEncoderUpstream(ckpt)
 
 
+class WhisperDecoderUpstream:
+    """Whisper as the official EmotionTalk/MERBench extractor runs it: the whole model on the log-mels of the
+    first 30 s (its feature extractor pads or cuts every input to 30 s), the decoder fed two decoder-start
+    tokens, the decoder's hidden states at those two positions.  S3PRL interface: the two positions are the
+    "frames" of every utterance (``num_frames`` is 2 whatever the length), so their pooled mean is the official
+    feature; ``layers: last`` (the official: the decoder's last hidden state) or ``all`` (embeddings + every
+    decoder layer).  Audio past 30 s is not used, as in the official code: give the config a ``chunk.seconds``
+    longer than any utterance so that it is one window."""
+
+    positions = 2
+    # one "frame" per 15 s: the two decoder positions of a 30 s window (the stage needs a frame rate)
+    stride = 15 * SAMPLE_RATE
+
+    def __init__(self, ckpt: str, layers: str = "last"):
+        import transformers
+        from transformers import WhisperFeatureExtractor, WhisperModel
+
+        if layers not in ("last", "all"):
+            raise UpstreamError(f"whisper_decoder: layers must be last or all, got {layers!r}")
+        path = Path(ckpt)
+        check_hf_dir(path, {"factory": "etser.upstream:whisper_decoder", "download": "the openai/whisper-* repository"})
+        transformers.utils.logging.disable_progress_bar()
+        self.extractor = WhisperFeatureExtractor.from_pretrained(path)
+        self.model = WhisperModel.from_pretrained(path)
+        self.start = self.model.config.decoder_start_token_id
+        self.layers = layers
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def get_downsample_rates(self, key: str | None = None) -> int:
+        return self.stride
+
+    def num_frames(self, n_samples: int) -> int:
+        return self.positions
+
+    def __call__(self, wavs):
+        import torch
+
+        param = next(self.model.parameters())
+        with torch.autocast("cpu", enabled=False):  # float32 log-mels (see WhisperEncoderUpstream)
+            feats = self.extractor([w.detach().cpu().numpy() for w in wavs], sampling_rate=SAMPLE_RATE,
+                                   return_tensors="pt").input_features
+        start = torch.full((len(wavs), self.positions), self.start, dtype=torch.long, device=param.device)
+        out = self.model(feats.to(param.device, param.dtype), decoder_input_ids=start, output_hidden_states=True)
+        states = out.decoder_hidden_states
+        return {"hidden_states": list(states[-1:] if self.layers == "last" else states)}
+
+
+def whisper_decoder(ckpt: str, layers: str = "last") -> WhisperDecoderUpstream:
+    """Factory for ``factory: etser.upstream:whisper_decoder`` with ``args: {ckpt: <HF Whisper dir>}``."""
+    return WhisperDecoderUpstream(ckpt, layers)
+
+
 # ---------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:

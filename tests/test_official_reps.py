@@ -21,7 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 PINNED_TAGS = {
     "fbank_no_cmvn": "fbank_no_cmvn_923b8721",
     "hubert_base": "hubert_base_3718b0c8",
-    "whisper_base": "whisper_base_45bdb118",
     "text_baseline": "text_baseline_0a5ddbde",
     "text_bert_base_chinese": "text_bert_base_chinese_e0fd00d9",
     "text_baichuan_7b": "text_baichuan_7b_12b951d1",
@@ -291,3 +290,48 @@ def test_eva02_through_timm_as_the_official_extractor(tmp_path):
     with pytest.raises(Exception, match="model.safetensors"):
         (ckpt / "model.safetensors").unlink()
         build_visual_encoder(cfg)
+
+
+# ---------------------------------------------------------------- Whisper: the decoder-start-token features
+
+def test_whisper_decoder_start_token_features(tmp_path):
+    import soundfile as sf
+    from transformers import WhisperFeatureExtractor, WhisperModel
+
+    from etser.datadir import read_table
+    from etser.extract import merge, run_job
+    from etser.upstream import config_hash
+    from helpers_models import tiny_whisper_dir
+
+    ckpt = tiny_whisper_dir(tmp_path / "whisper")
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    wavs = {"w1": 0.1 * rng.standard_normal(16000 * 3), "w2": 0.1 * rng.standard_normal(16000 * 35),
+            "w3": 0.1 * rng.standard_normal(12345)}
+    for u, w in wavs.items():
+        sf.write(tmp_path / f"{u}.wav", w.astype(np.float32), 16000)
+    (data / "wav.scp").write_text("".join(f"{u} {tmp_path / u}.wav\n" for u in sorted(wavs)))
+    for name in ("whisper_base", "whisper_large"):
+        user = yaml.safe_load((REPO / "conf/upstream" / f"{name}.yaml").read_text())
+        assert user["factory"] == "etser.upstream:whisper_decoder" and user["args"]["layers"] == "last"
+    user = yaml.safe_load((REPO / "conf/upstream/whisper_base.yaml").read_text())
+    user["args"]["ckpt"] = str(ckpt)
+    cfg = load_config(user)
+    out = tmp_path / "dump"
+    run_job(cfg, data, out)
+    meta = merge(cfg, data, out, 1)
+    assert (meta["num_layers"], meta["dim"]) == (1, 32)
+    # the official extractor: the whole model, the first 30 s, decoder_input_ids = [[start, start]],
+    # the decoder's last_hidden_state averaged over the two positions
+    model, fe = WhisperModel.from_pretrained(ckpt).eval(), WhisperFeatureExtractor.from_pretrained(ckpt)
+    import kaldiio
+
+    for u, w in wavs.items():
+        feats = fe(w, sampling_rate=16000, return_tensors="pt").input_features
+        start = torch.tensor([[1, 1]]) * model.config.decoder_start_token_id
+        with torch.inference_mode():
+            ref = model(feats, decoder_input_ids=start).last_hidden_state[0].mean(dim=0)
+        got = kaldiio.load_mat(read_table(out / "pooled_mean.scp")[u])
+        np.testing.assert_allclose(got[0], ref.numpy(), rtol=1e-4, atol=1e-5, err_msg=u)
+    assert read_table(out / "utt2num_frames") == {u: "2" for u in wavs}
