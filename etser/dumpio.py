@@ -70,10 +70,23 @@ def prefetch(items: Iterable, load: Callable, depth: int = 8) -> Iterator:
                 thread.join(0.05)
 
 
+class NonFiniteFeatures(ValueError):
+    """A feature matrix with NaN or infinite values: never written to a dump."""
+
+
 def write_matrix(fd, key: str, array: np.ndarray, dtype: str = "float32") -> int:
-    """Append one ``key matrix`` record to an open binary ark; returns the scp offset of the matrix."""
+    """Append one ``key matrix`` record to an open binary ark; returns the scp offset of the matrix.
+    Every stage-2 feature passes here: a non-finite one raises NonFiniteFeatures instead (also one that
+    overflows float16)."""
     import kaldiio
 
+    with np.errstate(over="ignore"):  # an overflow becomes inf, reported below
+        stored = array.astype(np.float16 if dtype == "float16" else np.float32)
+    bad = int(stored.size - np.count_nonzero(np.isfinite(stored)))
+    if bad:
+        raise NonFiniteFeatures(f"utterance {key}: {bad} of {stored.size} feature values are NaN or infinite "
+                                f"({dtype}, not written to {fd.name}); the upstream model or its loading is "
+                                "broken for this input")
     pos = fd.tell() + len((key + " ").encode("utf-8"))
     if dtype == "float16":  # kaldiio's numpy record (NPY): readable by kaldiio, not by Kaldi binaries
         kaldiio.save_ark(fd, {key: array.astype(np.float16)}, write_function="numpy")

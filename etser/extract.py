@@ -542,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--on_change", default="redo", choices=("redo", "refuse"),
                            help="refuse: exit 2 naming what changed instead of 1 (redo)")
     args = parser.parse_args(argv)
+    from etser.dumpio import NonFiniteFeatures
     from etser.provenance import StaleError
     from etser.upstream import UpstreamError
 
@@ -559,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     except StaleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteFeatures as e:  # raised where the features are written, which knows no config
+        print(f"error: upstream {args.config}: {e}", file=sys.stderr)
+        return 1
     except (UpstreamError, AudioLoadError, RuntimeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -3,10 +3,29 @@
 Two built-in encoders (``name:`` in a ``modality: text`` config), or ``factory:`` for your own:
 
 - ``hf_text``: a local Hugging Face directory (BERT, RoBERTa, LERT, DeBERTa, Sentence-BERT, and causal LMs
-  such as Baichuan, ChatGLM2, BLOOM, Vicuna), ``output_hidden_states`` = embeddings + every layer.  Special
+  such as Baichuan, ChatGLM2, BLOOM, Vicuna), ``output_hidden_states`` = embeddings + every layer.  ``args``
+  go to the model's ``from_pretrained``, except ``tokenizer_class``: a transformers tokenizer class to use
+  where the checkpoint's files do not name theirs (WENGSYX/Deberta-Chinese-Large: ``BertTokenizer``).  Special
   tokens (``[CLS]``, ``[SEP]``, BOS, ChatGLM's prefix) are left out: they are kept in the model's input but not
-  in the time axis.  A transcript longer than ``max_length`` is cut into overlapping windows (each token is
-  taken from the window where it is furthest from an edge, as for long audio) or truncated (counted).
+  in the time axis.  Which they are is found by the tokenizer's behaviour, not its special-tokens mask (which
+  ChatGLM2's tokenizer does not fill): the transcript's own tokens (``add_special_tokens=False``) are located
+  among the model's input, and what surrounds them is the prefix and suffix.  A transcript longer than
+  ``max_length`` is cut into overlapping windows (each token is taken from the window where it is furthest
+  from an edge, as for long audio) or truncated (counted).
+
+  Applied at load time so that the remote-code checkpoints of the paper's best text rows give correct
+  features on the pinned transformers 5 (each recorded in ``info["load_fixes"]`` when it was needed):
+
+  * a remote SentencePiece tokenizer that calls its parent constructor before loading its model
+    (Baichuan-7B's: the parent asks for the vocabulary, which fails) is constructed with the SentencePiece
+    model loaded first (huggingface/transformers#27171);
+  * rotary tables built at construction as non-persistent buffers (Baichuan-7B's ``cos_cached`` /
+    ``sin_cached``) are not in the checkpoint and hold uninitialised memory after ``from_pretrained``:
+    they are rebuilt from the loaded ``inv_freq`` (output NaN otherwise);
+  * ``config.use_cache`` is set to False: transformers 5 no longer keeps it on the config, and ChatGLM2's
+    forward reads it (AttributeError otherwise); features need no cache;
+  * the hidden-state layout is decided by the model type: ChatGLM's is (T, B, D), every other (B, T, D)
+    (guessing from the shapes is wrong when the batch size equals the padded length).
 - ``char_ngram``: no download; TF-IDF of character n-grams fitted on the TRAIN transcripts only, reduced by
   a seeded TruncatedSVD.  One frame per character (the n-grams of a small window around it), L = 1.  The fit
   is deterministic: every job refits the same transform from the same file, whose SHA-256 is recorded.
@@ -73,32 +92,124 @@ class Tokens:
     extra: dict = field(default_factory=dict)
 
 
+SEQ_FIRST_MODEL_TYPES = {"chatglm"}  # hidden states (T, B, D): ChatGLM2 (and ChatGLM3) remote code
+
+
+def _remote_tokenizer_class(path: Path):
+    """The slow tokenizer class a remote-code checkpoint names in tokenizer_config.json, or None."""
+    import json
+
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    conf = path / "tokenizer_config.json"
+    if not conf.is_file():
+        return None
+    ref = json.loads(conf.read_text(encoding="utf-8")).get("auto_map", {}).get("AutoTokenizer")
+    ref = ref[0] if isinstance(ref, (list, tuple)) else ref
+    return get_class_from_dynamic_module(ref, str(path)) if ref else None
+
+
+def _sentencepiece_first(cls):
+    """``cls`` with its SentencePiece model loaded before its own constructor runs, so that the parent
+    constructor (which asks for the vocabulary) finds it; the original constructor then loads it again."""
+
+    class SentencePieceFirst(cls):
+        def __init__(self, vocab_file, *args, sp_model_kwargs=None, **kwargs):
+            import sentencepiece as spm
+
+            self.sp_model = spm.SentencePieceProcessor(**(sp_model_kwargs or {}))
+            self.sp_model.Load(str(vocab_file))
+            super().__init__(vocab_file, *args, sp_model_kwargs=sp_model_kwargs, **kwargs)
+
+    SentencePieceFirst.__name__ = SentencePieceFirst.__qualname__ = cls.__name__
+    return SentencePieceFirst
+
+
+def load_tokenizer(path: Path, remote: bool) -> tuple:
+    """(tokenizer, fix applied or None)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=remote), None
+    except (TypeError, AttributeError) as e:
+        cls = _remote_tokenizer_class(path) if remote else None
+        if cls is None or not (path / cls.vocab_files_names.get("vocab_file", "")).is_file():
+            raise
+        try:
+            tok = _sentencepiece_first(cls).from_pretrained(path)
+        except Exception:
+            raise e from None
+        return tok, (f"{cls.__name__}: SentencePiece model loaded before the parent constructor "
+                     f"(as built: {type(e).__name__}: {e})")
+
+
+def rebuild_rotary_tables(model) -> int:
+    """Recompute every ``cos_cached`` / ``sin_cached`` pair from its module's ``inv_freq`` (the layout of
+    Baichuan-7B and LLaMA-1 era code: ``cat(freqs, freqs)`` over positions, leading unit axes); returns how
+    many modules were rebuilt.  A table of another shape or a non-finite ``inv_freq`` is an error."""
+    import torch
+
+    n = 0
+    for name, mod in model.named_modules():
+        inv, cos, sin = (getattr(mod, k, None) for k in ("inv_freq", "cos_cached", "sin_cached"))
+        if not all(isinstance(t, torch.Tensor) for t in (inv, cos, sin)):
+            continue
+        if not torch.isfinite(inv).all():
+            raise UpstreamError(f"{name}.inv_freq is not finite after loading: the checkpoint's rotary "
+                                "frequencies are unusable")
+        steps = cos.shape[-2]
+        t = torch.arange(steps, device=inv.device, dtype=torch.float32)
+        emb = torch.cat([torch.outer(t, inv.float())] * 2, dim=-1)
+        if tuple(emb.shape) != tuple(cos.shape[-2:]) or cos.shape != sin.shape or cos.numel() != emb.numel():
+            raise UpstreamError(f"{name}: rotary tables of shape {tuple(cos.shape)} do not follow "
+                                f"cat(freqs, freqs) of inv_freq {tuple(inv.shape)}; cannot rebuild them")
+        with torch.no_grad():
+            cos.copy_(emb.cos().reshape(cos.shape).to(cos.dtype))
+            sin.copy_(emb.sin().reshape(sin.shape).to(sin.dtype))
+        n += 1
+    return n
+
+
 class HFTextEncoder:
     """All hidden states of a local Hugging Face text model (encoder or causal LM)."""
 
     def __init__(self, cfg: dict, device: str = "cpu"):
         import torch
         import transformers
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         path = Path(cfg["ckpt"])
         check_hf_dir(path, cfg, ("config.json",))
         transformers.utils.logging.disable_progress_bar()
         remote = bool(cfg["trust_remote_code"])
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
+        args = dict(cfg["args"])
+        tok_class = args.pop("tokenizer_class", None)
+        if tok_class:  # a checkpoint whose files do not name its tokenizer (WENGSYX/Deberta-Chinese-Large: BERT vocab)
+            cls = getattr(transformers, str(tok_class), None)
+            if cls is None or not hasattr(cls, "from_pretrained"):
+                raise UpstreamError(f"hf_text: args.tokenizer_class {tok_class!r} is not a transformers "
+                                    "tokenizer class")
+            self.tokenizer, tok_fix = cls.from_pretrained(path), None
+        else:
+            self.tokenizer, tok_fix = load_tokenizer(path, remote)
         dtype = torch_dtype(cfg["dtype"], device)
         try:
-            self.model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=remote, **cfg["args"])
+            self.model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=remote, **args)
         except ValueError as e:  # remote-code LMs that register only a causal-LM class (Baichuan-7B)
             if "Unrecognized configuration class" not in str(e):
                 raise
             from transformers import AutoModelForCausalLM
 
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=remote,
-                                                              **cfg["args"])
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=remote, **args)
         self.model.to(self.device).eval()
         mc = self.model.config
+        mc.use_cache = False  # transformers 5 drops it from the config; ChatGLM2's forward reads it
+        fixes = [tok_fix] if tok_fix else []
+        rebuilt = rebuild_rotary_tables(self.model)
+        if rebuilt:
+            fixes.append(f"rotary tables of {rebuilt} modules rebuilt from inv_freq after loading")
+        self.seq_first = getattr(mc, "model_type", None) in SEQ_FIRST_MODEL_TYPES
         limits = [getattr(mc, k, None) for k in ("max_position_embeddings", "n_positions", "seq_length")]
         limits = [int(v) for v in limits if isinstance(v, int) and v > 0]
         tok_max = getattr(self.tokenizer, "model_max_length", None)
@@ -111,16 +222,26 @@ class HFTextEncoder:
         if self.pad_id is None:  # causal LMs often have none; the value is masked out anyway
             self.pad_id = self.tokenizer.eos_token_id or 0
         self.info = {"max_length": self.max_length, "model_class": type(self.model).__name__}
+        if fixes:
+            self.info["load_fixes"] = fixes
 
     def prepare(self, text: str) -> Tokens:
         enc = self.tokenizer(text, add_special_tokens=True, return_special_tokens_mask=True)
-        ids, special = list(enc["input_ids"]), list(enc["special_tokens_mask"])
-        content = [i for i, s in enumerate(special) if not s]
-        if not content:
-            raise TextError("the transcript gives no tokens besides special tokens")
-        lo, hi = content[0], content[-1] + 1
+        ids = list(enc["input_ids"])
+        own = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if not own:
+            raise TextError("the transcript gives no tokens")
+        lo = next((i for i in range(len(ids) - len(own) + 1) if ids[i:i + len(own)] == own), None)
+        if lo is None:
+            raise TextError(f"{type(self.tokenizer).__name__}: the transcript's own tokens {own[:8]} are not a "
+                            f"run of the model's input {ids[:8]}: cannot tell special tokens from text")
+        hi = lo + len(own)
         prefix, body, suffix = ids[:lo], ids[lo:hi], ids[hi:]
-        body_special = special[lo:hi]
+        special = list(enc.get("special_tokens_mask") or [])
+        # special tokens written inside the text, where the tokenizer marks them; ChatGLM2's mask is short
+        body_special = special[lo:hi] if len(special) == len(ids) else [0] * len(body)
+        if all(body_special):
+            raise TextError("the transcript gives no tokens besides special tokens")
         room = self.max_length - len(prefix) - len(suffix)
         if room < 2:
             raise UpstreamError(f"max_length {self.max_length} leaves no room for text")
@@ -154,8 +275,12 @@ class HFTextEncoder:
             out = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device),
                              output_hidden_states=True)
         hs = list(out.hidden_states)
-        if hs[0].shape[0] != len(seqs) and hs[0].shape[1] == len(seqs):  # ChatGLM2: (T, B, D)
+        if self.seq_first:
             hs = [h.transpose(0, 1) for h in hs]
+        if tuple(hs[0].shape[:2]) != (len(seqs), t):
+            raise UpstreamError(f"{type(self.model).__name__} (model_type {self.model.config.model_type}): hidden "
+                                f"states of shape {tuple(hs[0].shape)}, expected ({len(seqs)}, {t}, D)"
+                                + (" after (T, B, D) -> (B, T, D)" if self.seq_first else ""))
         stacked = torch.stack([h.float() for h in hs])  # (L, B, T, D)
         parts: list[list] = [[] for _ in items]
         for row, (i, _, (k0, k1)) in enumerate(seqs):

@@ -97,7 +97,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
 }
 VISUAL_DEFAULTS: dict[str, Any] = {
     "modality": "visual",
-    "name": None,               # hf_image (per frame), hf_video (clips, VideoMAE) or face_features (no download)
+    "name": None,               # hf_image (per frame), hf_video (clips, VideoMAE), timm_image or face_features
     "ckpt": None,
     "factory": None,
     "args": {},
@@ -179,13 +179,13 @@ def _normalize_modal(user: dict, where: str) -> dict:
     cfg = _merge_defaults(user, TEXT_DEFAULTS if mod == "text" else VISUAL_DEFAULTS, where)
     if bool(cfg["name"]) == bool(cfg["factory"]):
         raise UpstreamError(f"{where}: give exactly one of 'name' or 'factory'")
-    names = ("hf_text", "char_ngram") if mod == "text" else ("hf_image", "hf_video", "face_features")
+    names = ("hf_text", "char_ngram") if mod == "text" else ("hf_image", "hf_video", "timm_image", "face_features")
     if cfg["name"] and cfg["name"] not in names:
         raise UpstreamError(f"{where}: {mod} name {cfg['name']!r} unknown; one of {', '.join(names)} (or a factory)")
     cfg["args"] = cfg["args"] or {}
     if not isinstance(cfg["args"], dict):
         raise UpstreamError(f"{where}: 'args' must be a mapping")
-    if cfg["name"] and cfg["name"].startswith("hf_") and not cfg["ckpt"]:
+    if cfg["name"] and cfg["name"].startswith(("hf_", "timm_")) and not cfg["ckpt"]:
         raise UpstreamError(f"{where}: {cfg['name']} needs 'ckpt' (a local Hugging Face directory)")
     choices = {"dtype": ("float32", "float16", "bfloat16"), "on_bad_input": ("exclude", "fail")}
     if mod == "text":
@@ -333,6 +333,8 @@ def _check_ckpt(cfg: dict) -> None:
                                 f"tokenizer files; copy every file of {cfg.get('download') or 'the model repository'}")
     elif str(cfg.get("name") or "").startswith("hf_"):
         check_hf_dir(path, cfg)
+    elif cfg.get("name") == "timm_image":  # a timm hub folder: config.json and model.safetensors
+        check_hf_dir(path, cfg, ("config.json", "model.safetensors"))
     elif not path.exists():
         raise _missing(path, cfg)
 
@@ -671,6 +673,65 @@ class WhisperEncoderUpstream:
 def whisper_encoder(ckpt: str) -> WhisperEncoderUpstream:
     """Factory for ``factory: etser.upstream:whisper_encoder`` with ``args: {ckpt: <HF Whisper dir>}``."""
     return WhisperEncoderUpstream(ckpt)
+
+
+class WhisperDecoderUpstream:
+    """Whisper as the official EmotionTalk/MERBench extractor runs it: the whole model on the log-mels of the
+    first 30 s (its feature extractor pads or cuts every input to 30 s), the decoder fed two decoder-start
+    tokens, the decoder's hidden states at those two positions.  S3PRL interface: the two positions are the
+    "frames" of every utterance (``num_frames`` is 2 whatever the length), so their pooled mean is the official
+    feature; ``layers: last`` (the official: the decoder's last hidden state) or ``all`` (embeddings + every
+    decoder layer).  Audio past 30 s is not used, as in the official code: give the config a ``chunk.seconds``
+    longer than any utterance so that it is one window."""
+
+    positions = 2
+    # one "frame" per 15 s: the two decoder positions of a 30 s window (the stage needs a frame rate)
+    stride = 15 * SAMPLE_RATE
+
+    def __init__(self, ckpt: str, layers: str = "last"):
+        import transformers
+        from transformers import WhisperFeatureExtractor, WhisperModel
+
+        if layers not in ("last", "all"):
+            raise UpstreamError(f"whisper_decoder: layers must be last or all, got {layers!r}")
+        path = Path(ckpt)
+        check_hf_dir(path, {"factory": "etser.upstream:whisper_decoder", "download": "the openai/whisper-* repository"})
+        transformers.utils.logging.disable_progress_bar()
+        self.extractor = WhisperFeatureExtractor.from_pretrained(path)
+        self.model = WhisperModel.from_pretrained(path)
+        self.start = self.model.config.decoder_start_token_id
+        self.layers = layers
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def get_downsample_rates(self, key: str | None = None) -> int:
+        return self.stride
+
+    def num_frames(self, n_samples: int) -> int:
+        return self.positions
+
+    def __call__(self, wavs):
+        import torch
+
+        param = next(self.model.parameters())
+        with torch.autocast("cpu", enabled=False):  # float32 log-mels (see WhisperEncoderUpstream)
+            feats = self.extractor([w.detach().cpu().numpy() for w in wavs], sampling_rate=SAMPLE_RATE,
+                                   return_tensors="pt").input_features
+        start = torch.full((len(wavs), self.positions), self.start, dtype=torch.long, device=param.device)
+        out = self.model(feats.to(param.device, param.dtype), decoder_input_ids=start, output_hidden_states=True)
+        states = out.decoder_hidden_states
+        return {"hidden_states": list(states[-1:] if self.layers == "last" else states)}
+
+
+def whisper_decoder(ckpt: str, layers: str = "last") -> WhisperDecoderUpstream:
+    """Factory for ``factory: etser.upstream:whisper_decoder`` with ``args: {ckpt: <HF Whisper dir>}``."""
+    return WhisperDecoderUpstream(ckpt, layers)
 
 
 # ---------------------------------------------------------------- command line

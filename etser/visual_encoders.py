@@ -11,6 +11,10 @@ Built-in encoders (``name:`` in a ``modality: visual`` config), or ``factory:`` 
   layer's token ``sum`` for DINOv2 and data2vec (``extract_vision_huggingface.py``).
 - ``hf_video``: a clip model (VideoMAEModel): consecutive clips of ``num_frames`` (16) frames, the last one
   completed by repeating its final frame; per layer the mean over tokens; clips are the time axis.
+- ``timm_image``: a local timm checkpoint folder (the hub's ``config.json`` + ``model.safetensors``, e.g.
+  ``timm/eva02_base_patch14_224.mim_in22k``) run per frame as the official extractor does:
+  ``timm.create_model(args.model, num_classes=0)`` with the folder's weights, timm's own evaluation transform,
+  and the model's pooled output (L = 1); other ``args`` go to ``create_model``.
 - ``face_features``: no download; per frame of the face crop, in grayscale at ``args.size`` (48) px:
   z-scored pixels downsampled to 12x12, OpenCV HOG, and intensity mean/std of the eye, nose and mouth bands.
   L = 1.
@@ -144,6 +148,58 @@ class HFVideoEncoder:
         return res
 
 
+class TimmImageEncoder:
+    """The pooled output of a timm image model per frame (EVA-02 as the official extractor runs it)."""
+
+    def __init__(self, cfg: dict, device: str = "cpu"):
+        import json
+
+        import timm
+        import torch
+
+        path = Path(cfg["ckpt"])
+        check_hf_dir(path, cfg, ("config.json",))
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise UpstreamError(f"timm_image: {weights.resolve()} not found; copy every file of "
+                                f"{cfg.get('download') or 'the timm model repository'}")
+        args = dict(cfg["args"])
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        name = args.pop("model", None) or meta.get("architecture")
+        if not name:
+            raise UpstreamError(f"timm_image: no model name (args.model, or 'architecture' in {path}/config.json)")
+        self.device = torch.device(device)
+        self.dtype = _dtype(cfg["dtype"], device)
+        # the folder's weights, never the network (pretrained_cfg_overlay points timm at the local file)
+        model = timm.create_model(name, pretrained=True, num_classes=0,
+                                  pretrained_cfg_overlay={"file": str(weights)}, **args)
+        self.model = model.to(self.device, self.dtype).eval()
+        self.transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
+        self.info = {"model_class": type(model).__name__, "timm_model": name, "output": "pooled"}
+
+    def prepare(self, frames: np.ndarray):
+        import torch
+        from PIL import Image
+
+        return torch.stack([self.transform(Image.fromarray(np.ascontiguousarray(f))) for f in frames])
+
+    @staticmethod
+    def size(item) -> int:
+        return int(item.shape[0])
+
+    def encode(self, items: list) -> list:
+        import torch
+
+        pixels = torch.cat(items).to(self.device, self.dtype)
+        with torch.inference_mode():
+            x = self.model(pixels).float()[None].cpu()  # (1, N, D)
+        res, pos = [], 0
+        for it in items:
+            res.append(x[:, pos:pos + it.shape[0]])
+            pos += it.shape[0]
+        return res
+
+
 class FaceFeatureEncoder:
     """No-download baseline: downsampled pixels, HOG and band statistics of the grayscale face crop."""
 
@@ -193,5 +249,5 @@ def build_visual_encoder(cfg: dict, device: str = "cpu"):
             if not callable(getattr(enc, attr, None)):
                 raise UpstreamError(f"factory {cfg['factory']}: a visual encoder needs prepare(), encode() and size()")
         return enc
-    return {"hf_image": HFImageEncoder, "hf_video": HFVideoEncoder, "face_features": FaceFeatureEncoder}[
-        cfg["name"]](cfg, device)
+    return {"hf_image": HFImageEncoder, "hf_video": HFVideoEncoder, "timm_image": TimmImageEncoder,
+            "face_features": FaceFeatureEncoder}[cfg["name"]](cfg, device)

@@ -64,7 +64,7 @@ def models(tmp_path_factory):
 def shipped(name: str, models: dict, **override) -> dict:
     """The shipped config of ``name`` with its checkpoint replaced by the tiny model of the same family."""
     cfg = yaml.safe_load((CONF / f"{name}.yaml").read_text())
-    family = name.replace("whisper_large", "whisper_base")
+    family = "whisper_base" if name.startswith("whisper_") else name  # one tiny Whisper for every Whisper config
     if family in models:
         if "factory" in cfg:
             cfg["args"]["ckpt"] = str(models[family])
@@ -75,18 +75,19 @@ def shipped(name: str, models: dict, **override) -> dict:
     return cfg
 
 
-# whisper_large.yaml is whisper_base.yaml with another checkpoint (test_whisper_configs_differ_only_in_checkpoint),
-# so one tiny Whisper covers both.
+# whisper_large*.yaml are whisper_base*.yaml with another checkpoint (test_whisper_configs_differ_only_in_checkpoint),
+# so one tiny Whisper covers both; whisper_base is the decoder route, whisper_base_encoder the encoder's states.
 SHIPPED = ["fbank", "mfcc", "mel", "spectrogram", "fbank_no_cmvn", "hubert_base", "hubert_large", "wav2vec2_base",
-           "wav2vec2_large", "wavlm_base", "wavlm_large", "whisper_base"]
+           "wav2vec2_large", "wavlm_base", "wavlm_large", "whisper_base", "whisper_base_encoder"]
 
 
 def test_whisper_configs_differ_only_in_checkpoint():
-    base, large = (load_config(CONF / f"whisper_{s}.yaml") for s in ("base", "large"))
-    for cfg in (base, large):
-        cfg["args"].pop("ckpt")
-        cfg.pop("download")
-    assert base == large
+    for route in ("", "_encoder"):
+        base, large = (load_config(CONF / f"whisper_{s}{route}.yaml") for s in ("base", "large"))
+        for cfg in (base, large):
+            cfg["args"].pop("ckpt")
+            cfg.pop("download")
+        assert base == large
 
 
 class Recorder:
@@ -167,7 +168,7 @@ def test_naive_padding_would_change_base_features(models):
 # input cannot be compared with an unchunked forward (which Whisper cannot do): only the frame count and the
 # statistics are checked.
 CHUNK_BOUNDS = {"fbank_no_cmvn": (1e-5, 1 - 1e-9), "hubert_base": (0.2, 0.999), "wav2vec2_base": (0.2, 0.999),
-                "hubert_large": (0.05, 0.9999), "wavlm_large": (0.05, 0.9999), "whisper_base": (None, None)}
+                "hubert_large": (0.05, 0.9999), "wavlm_large": (0.05, 0.9999), "whisper_base_encoder": (None, None)}
 
 
 @pytest.mark.parametrize("name", sorted(CHUNK_BOUNDS))

@@ -25,11 +25,11 @@ def _workdir(path: Path, models: Path) -> Path:
     shutil.copytree(ROOT / "conf" / "upstream", path / "conf" / "upstream")
     bert = tiny_bert(models / "tiny-bert")
     clip = tiny_image_model("clip", models / "tiny-clip")
-    # one YAML each, written as a user would next to the shipped text_bert_base_chinese / visual_clip_vit_b32
+    # one YAML each, written as a user would next to the shipped text_bert_base_chinese / visual_clip_vit_b32_layers
     text = yaml.safe_load((ROOT / "conf/upstream/text_bert_base_chinese.yaml").read_text())
     text["ckpt"] = str(bert)
     (path / "conf/upstream/my_bert.yaml").write_text(yaml.safe_dump(text, allow_unicode=True))
-    visual = yaml.safe_load((ROOT / "conf/upstream/visual_clip_vit_b32.yaml").read_text())
+    visual = yaml.safe_load((ROOT / "conf/upstream/visual_clip_vit_b32_layers.yaml").read_text())
     visual.update(ckpt=str(clip), sampling={"mode": "uniform", "value": 4})
     visual["face"]["size"] = 32
     (path / "conf/upstream/my_clip.yaml").write_text(yaml.safe_dump(visual))

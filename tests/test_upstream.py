@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "upstream"
 TEST_CONF = ROOT / "tests" / "conf" / "upstream"
 SHIPPED = ("fbank", "mfcc", "mel", "spectrogram", "fbank_no_cmvn", "hubert_base", "hubert_large", "wav2vec2_base",
-           "wav2vec2_large", "wavlm_base", "wavlm_large", "whisper_base", "whisper_large")
+           "wav2vec2_large", "wavlm_base", "wavlm_large", "whisper_base", "whisper_large", "whisper_base_encoder",
+           "whisper_large_encoder")
 
 
 def test_shipped_configs_load():
@@ -149,7 +150,7 @@ def test_whisper_route(tmp_path):
     from helpers_models import tiny_whisper_dir
 
     d = tiny_whisper_dir(tmp_path / "whisper")
-    cfg = yaml.safe_load((CONF / "whisper_base.yaml").read_text())
+    cfg = yaml.safe_load((CONF / "whisper_base_encoder.yaml").read_text())
     cfg["args"]["ckpt"] = str(d)
     up = build_upstream(cfg)  # policy padded: build checks batching is exact
     hs = up([torch.zeros(16000), torch.zeros(8000)])
@@ -163,7 +164,7 @@ def test_whisper_bf16_autocast_on_cpu(tmp_path):
     """CPU bf16 autocast must not reach Whisper's feature extractor (its .numpy() refuses bf16 log-mels)."""
     from helpers_models import tiny_whisper_dir
 
-    cfg = yaml.safe_load((CONF / "whisper_base.yaml").read_text())
+    cfg = yaml.safe_load((CONF / "whisper_base_encoder.yaml").read_text())
     cfg["args"]["ckpt"] = str(tiny_whisper_dir(tmp_path / "whisper"))
     wav = torch.randn(12000, generator=torch.Generator().manual_seed(0)) * 0.1
     ref = build_upstream(cfg)([wav])
