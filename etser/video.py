@@ -143,17 +143,24 @@ class Picture:
         self.frame = frame  # the planes are views of its buffers
         self.height, self.width = (w, h) if self.turns % 2 else (h, w)
 
-    def gray(self, scale: float) -> np.ndarray:
-        """The upright grayscale frame resized by ``scale`` (<= 1), contiguous uint8."""
+    def _upright(self, plane: np.ndarray, y0, y1, x0, x1) -> np.ndarray:
+        """[y0:y1, x0:x1] of a plane turned upright (a copy when turned: OpenCV mishandles negative strides)."""
+        if not self.turns:
+            return plane[y0:y1, x0:x1]
+        return np.ascontiguousarray(np.rot90(plane, self.turns)[y0:y1, x0:x1])
+
+    def gray(self, scale: float, x0: int = 0, y0: int = 0, x1: int | None = None, y1: int | None = None
+             ) -> np.ndarray:
+        """The upright grayscale frame (or its part [x0, x1) x [y0, y1)) resized by ``scale`` (<= 1), contiguous."""
         import cv2
 
         if self.luma is not None:
-            g = self.luma
+            g = self._upright(self.luma, y0, y1, x0, x1)
         else:
-            g = cv2.cvtColor(np.ascontiguousarray(self.rgb_full), cv2.COLOR_RGB2GRAY)
+            g = cv2.cvtColor(np.ascontiguousarray(self.rgb_full[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
         if scale < 1.0:
             g = cv2.resize(g, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(np.rot90(g, self.turns) if self.luma is not None else g)
+        return np.ascontiguousarray(g)
 
     def region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """RGB pixels of the upright box [x0, x1) x [y0, y1), edge pixels repeated where it leaves the frame."""
@@ -167,8 +174,8 @@ class Picture:
         else:
             # the smallest even-aligned block holding the box inside the frame, as 4:2:0 needs
             ex0, ey0, ex1, ey1 = ix0 & ~1, iy0 & ~1, min(W, (ix1 + 1) & ~1), min(H, (iy1 + 1) & ~1)
-            y = np.rot90(self.luma, self.turns)[ey0:ey1, ex0:ex1]
-            u, v = (np.rot90(p, self.turns)[ey0 // 2:ey1 // 2, ex0 // 2:ex1 // 2] for p in self.uv)
+            y = self._upright(self.luma, ey0, ey1, ex0, ex1)
+            u, v = (self._upright(p, ey0 // 2, ey1 // 2, ex0 // 2, ex1 // 2) for p in self.uv)
             rgb = cv2.cvtColorTwoPlane(np.ascontiguousarray(y), np.dstack([u, v]), cv2.COLOR_YUV2RGB_NV12)
             rgb = rgb[iy0 - ey0:iy1 - ey0, ix0 - ex0:ix1 - ex0]
         top, left, bottom, right = iy0 - y0, ix0 - x0, y1 - iy1, x1 - ix1
@@ -184,8 +191,28 @@ class Picture:
         """The box (None: the whole frame) resized to size x size RGB."""
         import cv2
 
-        rgb = self.region(*box) if box is not None else self.region(0, 0, self.width, self.height)
-        return cv2.resize(np.ascontiguousarray(rgb), (size, size), interpolation=cv2.INTER_AREA)
+        x0, y0, x1, y1 = box if box is not None else (0, 0, self.width, self.height)
+        inside = x0 >= 0 and y0 >= 0 and x1 <= self.width and y1 <= self.height
+        if self.luma is not None and inside and size % 2 == 0:
+            # resized as planes, then converted: the HD box is never converted to RGB whole (a third of the cost)
+            ex0, ey0, ex1, ey1 = x0 & ~1, y0 & ~1, min(self.width, (x1 + 1) & ~1), min(self.height, (y1 + 1) & ~1)
+            y = _shrink(self._upright(self.luma, ey0, ey1, ex0, ex1), size)
+            u, v = (_shrink(self._upright(p, ey0 // 2, ey1 // 2, ex0 // 2, ex1 // 2), size // 2) for p in self.uv)
+            return cv2.cvtColorTwoPlane(y, np.dstack([u, v]), cv2.COLOR_YUV2RGB_NV12)
+        return cv2.resize(np.ascontiguousarray(self.region(x0, y0, x1, y1)), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _shrink(img: np.ndarray, size: int) -> np.ndarray:
+    """img resized to size x size by area averaging: first by the largest whole factor that leaves at least
+    twice the size (OpenCV's fast path; at most factor - 1 edge rows and columns left out), then the rest."""
+    import cv2
+
+    k = min(img.shape[0], img.shape[1]) // (2 * size)
+    if k >= 2:
+        h, w = img.shape[0] // k * k, img.shape[1] // k * k
+        oy, ox = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+        img = cv2.resize(img[oy:oy + h, ox:ox + w], (w // k, h // k), interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def sampled_pictures(path: str, mode: str, value: float | None, threads: int = 0):
@@ -226,11 +253,16 @@ class HaarFaces:
             raise VideoError(f"{xml}: the OpenCV Haar cascade could not be loaded (opencv-python-headless < 5 ships it)")
         self.margin, self.min_size, self.detect_size = float(margin), int(min_size), int(detect_size)
 
-    def box(self, frame) -> tuple[int, int, int, int] | None:
+    def box(self, frame, near=None) -> tuple[int, int, int, int] | None:
         """(x0, y0, x1, y1) of a square around the largest face of an RGB array or a Picture, enlarged by the
-        margin, or None."""
+        margin, or None.  ``near``: a box found earlier in the video; the face is first looked for around it
+        at its size (a small image, few scales), then, if not there, in the whole frame."""
         import cv2
 
+        if near is not None and isinstance(frame, Picture):
+            found = self._near(frame, near)
+            if found is not None:
+                return found
         h, w = (frame.height, frame.width) if isinstance(frame, Picture) else frame.shape[:2]
         # detection on a copy whose shorter side is at most detect_size: the cascade's cost grows with pixels
         scale = min(1.0, self.detect_size / min(h, w))
@@ -241,13 +273,33 @@ class HaarFaces:
             if scale < 1.0:
                 gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         side_min = max(8, int(round(self.min_size * scale)))
-        faces = self.cascade.detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=4,
-                                              minSize=(side_min, side_min))
-        if len(faces) == 0:
+        return self._square(self._largest(gray, (side_min, side_min)), scale, 0, 0)
+
+    def _near(self, pic: Picture, near) -> tuple[int, int, int, int] | None:
+        face = (near[2] - near[0]) / (1 + 2 * self.margin)  # the face's side without the margin
+        cx, cy = (near[0] + near[2]) / 2, (near[1] + near[3]) / 2
+        x0, y0 = max(0, int(cx - 1.5 * face)), max(0, int(cy - 1.5 * face))
+        x1, y1 = min(pic.width, int(cx + 1.5 * face)), min(pic.height, int(cy + 1.5 * face))
+        scale = min(1.0, 40.0 / face)  # the face at about 40 px: 24 (the cascade's window) to 64 px searched
+        gray = pic.gray(scale, x0, y0, x1, y1)
+        lo, hi = int(0.6 * face * scale), int(1.6 * face * scale)
+        if lo < 8 or min(gray.shape) < hi:
             return None
-        x, y, w, h = (v / scale for v in max(faces, key=lambda f: f[2] * f[3]))
+        return self._square(self._largest(gray, (lo, lo), (hi, hi)), scale, x0, y0)
+
+    def _largest(self, gray: np.ndarray, side_min, side_max=None):
+        import cv2
+
+        faces = self.cascade.detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=4,
+                                              minSize=side_min, maxSize=side_max or (0, 0))
+        return max(faces, key=lambda f: f[2] * f[3]) if len(faces) else None
+
+    def _square(self, face, scale: float, ox: int, oy: int):
+        if face is None:
+            return None
+        x, y, w, h = (v / scale for v in face)
         side = int(round(max(w, h) * (1 + 2 * self.margin)))
-        cx, cy = x + w / 2, y + h / 2
+        cx, cy = ox + x + w / 2, oy + y + h / 2
         x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
         return x0, y0, x0 + side, y0 + side
 
@@ -360,7 +412,7 @@ def load_faces(path: str, utt: str, sampling: dict, face: dict, detector: HaarFa
             pending.append((k, pic))
             continue
         due = t + every if due is None or t >= due + every else due + every
-        b = detector.box(pic)
+        b = detector.box(pic, near=last[1] if last is not None else None)
         if b is None:
             settle()
             if last is None:

@@ -107,9 +107,9 @@ class CountingHaar(HaarFaces):
         super().__init__(detect_size=160)
         self.calls = 0
 
-    def box(self, frame):
+    def box(self, frame, near=None):
         self.calls += 1
-        return super().box(frame)
+        return super().box(frame, near)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -164,8 +164,9 @@ def test_rotation_metadata_turns_frames_upright_and_is_recorded(tmp_path):
     got, found = load_faces(turned, "a", ALL, FACE, notes=notes)
     want, _ = load_faces(upright, "a", ALL, FACE)
     assert found and notes == {"rotation": 90} and got.shape == want.shape == (10, 64, 64, 3)
-    assert np.abs(got.astype(float) - want).mean() < 6
-    assert next(sampled_frames(turned, "all", None)).shape == (240, 320, 3)
+    # the decoded frames are the upright ones, up to the encoder's loss (measured 0.35)
+    a, b = next(sampled_frames(turned, "all", None)).astype(float), next(sampled_frames(upright, "all", None))
+    assert a.shape == (240, 320, 3) and np.abs(a - b).mean() < 2
 
 
 MEMORY = """
@@ -179,7 +180,7 @@ print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.st
 """
 
 
-def _no_face_video(path, seconds: int, fps: int = 2):
+def _no_face_video(path, seconds: int, fps: int = 1):
     rng = np.random.default_rng(0)
     import cv2
 
@@ -188,7 +189,7 @@ def _no_face_video(path, seconds: int, fps: int = 2):
 
 
 def test_memory_of_a_long_no_face_video_is_that_of_a_short_one(tmp_path):
-    """10 minutes at 320 x 240 (2 frames a second) against 10 seconds: no frame is held whole."""
+    """10 minutes at 320 x 240 (1 frame a second) against 10 seconds: no frame is held whole."""
     import os
     import subprocess
     import sys
@@ -199,9 +200,35 @@ def test_memory_of_a_long_no_face_video_is_that_of_a_short_one(tmp_path):
     peak = {}
     for seconds in (10, 600):
         p = _no_face_video(tmp_path / f"{seconds}.mp4", seconds)
-        r = subprocess.run([sys.executable, "-c", MEMORY, str(p), str(2 * seconds)], capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-c", MEMORY, str(p), str(seconds)], capture_output=True, text=True,
                            env=env, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
         peak[seconds] = int(r.stdout.split()[-1])
-    # 1200 decoded frames are 276 MB; their 32 px crops 3.7 MB
+    # 600 decoded frames are 138 MB (the old code held them all: +271 MB at 2 frames/s); their 32 px crops 1.8 MB
     assert peak[600] - peak[10] < 40, peak
+
+
+def test_stage2_excludes_an_audio_video_mismatch_and_lists_rotated_videos(tmp_path):
+    from etser.datadir import read_table
+    from etser.extract import merge, run_job
+    from etser.upstream import load_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    clip = face_video(tmp_path / "a.mp4", "happy", 0, n=10, size=128)  # 1 s
+    turned = talking_head_video(tmp_path / "turned.mp4", 320, 240, seconds=1.0, fps=10, turn=270)
+    (data / "video.scp").write_text(f"u1 {clip}\nu2 {clip}\nu3 {turned}\nu4 {clip}\n")
+    (data / "utt2dur").write_text("u1 1.3\nu2 5.0\nu3 1.0\n")  # u4: no duration, not checked
+    cfg = load_config(str(ROOT / "conf/upstream/visual_baseline.yaml"))
+    out = tmp_path / "dump"
+    run_job(cfg, data, out)
+    meta = merge(cfg, data, out, nj=1)
+    excluded = read_table(out / "excluded")
+    assert excluded == {"u2": f"{clip}\taudio/video mismatch: the video lasts 1.00 s, the audio 5.00 s "
+                              "(max_av_diff: 1 s)"}
+    assert read_table(out / "rotated") == {"u3": f"{turned}\t270"} and meta["num_rotated"] == 1
+    assert meta["num_utts"] == 3 and meta["num_no_face"] == 0
+    with pytest.raises(RuntimeError, match=r"utterance u2 \(.*a.mp4\): audio/video mismatch"):
+        run_job({**cfg, "on_bad_input": "fail"}, data, tmp_path / "dump_fail")
+    run_job({**cfg, "max_av_diff": None}, data, tmp_path / "dump_unchecked")
+    assert not read_table(tmp_path / "dump_unchecked" / "split1" / "excluded.1")
