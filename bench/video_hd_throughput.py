@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -71,6 +72,7 @@ def pipeline(cfg: dict, data: Path, out: Path, threads: int) -> tuple[int, float
     from etser.datadir import read_table
     from etser.extract_modal import run_job
 
+    shutil.rmtree(out, ignore_errors=True)  # a finished job would be skipped, not timed
     r = run_job(cfg, data, out, nj=1, job=1, num_threads=threads)
     if r["excluded"] or r["no_face"]:
         raise RuntimeError(f"{out}: {r['excluded']} excluded, {r['no_face']} without a face: the bench clips should "
@@ -92,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import yaml
 
-    from etser.upstream import find_config, load_config
+    from etser.upstream import load_config
 
     cv2.setNumThreads(a.threads)
     work = Path(a.work or tempfile.mkdtemp(prefix="video_hd_bench_"))
-    user = yaml.safe_load(find_config("visual_baseline").read_text())
+    user = yaml.safe_load((ROOT / "conf" / "upstream" / "visual_baseline.yaml").read_text())
     cfg = load_config(user)
     figures: dict = {"threads": a.threads, "detect_fps": cfg["face"]["detect_fps"],
                      "detect_size": cfg["face"]["detect_size"], "heights": {}}
