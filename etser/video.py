@@ -4,8 +4,11 @@
 ``(T, size, size, 3)`` uint8 RGB array, and whether a face was found in any frame.  Face crops come from
 (a) OpenFace-aligned images a user already has (``<openface_dir>/<utt>/*.bmp|png|jpg`` or
 ``<openface_dir>/<utt>.npy``), (b) OpenCV's Haar cascade shipped in ``opencv-python-headless``, or (c) no
-crop (the full frame).  Frames are cropped and resized as they are decoded, so memory per video is the
-crops, not the decoded frames.  Anything unreadable raises ``VideoError`` naming the file and the reason.
+crop (the full frame).  Frames stay in their decoded 4:2:0 planes, turned upright by their rotation
+metadata; the cascade runs a few times a second on a small copy of the luma (the box interpolated between
+detections) and only the crop is converted to RGB.  Memory per video is its crops plus at most one detection
+interval of decoded frames, whatever the video's length or content.  Anything unreadable raises
+``VideoError`` naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -375,13 +378,13 @@ def load_faces(path: str, utt: str, sampling: dict, face: dict, detector: HaarFa
         return np.stack([crop(stack[i], None, size) for i in idx]), True
     out: list[np.ndarray] = []
 
-    def keep(pic):
+    def note_rotation(pic):
         if notes is not None and pic.turns:
             notes["rotation"] = 90 * pic.turns
 
     if face["crop"] == "none":
         for _, _, pic in sampled_pictures(path, mode, value, threads):
-            keep(pic)
+            note_rotation(pic)
             out.append(pic.crop(None, size))
         return np.stack(out), True
     detector = detector or HaarFaces(face["margin"], face["min_size"], face.get("detect_size", 240))
@@ -406,7 +409,7 @@ def load_faces(path: str, utt: str, sampling: dict, face: dict, detector: HaarFa
         pending.clear()
 
     for k, t, pic in sampled_pictures(path, mode, value, threads):
-        keep(pic)
+        note_rotation(pic)
         out.append(None)
         if due is not None and t < due - 1e-6:
             pending.append((k, pic))
