@@ -9,8 +9,9 @@ population std over tokens, frames or clips), optional ``frames.scp`` + ``utt2nu
 An utterance that cannot be read (empty transcript; mp4 missing, corrupt, without a video stream or decodable
 frame; with ``face.no_face: exclude``, no face in any frame) is listed with its file and reason in
 ``<dir>/excluded`` (``uid<TAB>file<TAB>reason``) and counted in the job log, or stops the job with
-``on_bad_input: fail``.  Videos with no face found that fall back to the full frame are listed in
-``<dir>/no_face``; transcripts cut by ``long_text.policy: truncate`` in ``<dir>/truncated`` (dropped tokens).
+``on_bad_input: fail``; so is a video lasting more than ``max_av_diff`` seconds longer or shorter than
+its audio (``utt2dur``).  Videos with no face found that fall back to the full frame are listed in
+``<dir>/no_face``, videos turned upright by their rotation metadata in ``<dir>/rotated``; transcripts cut by ``long_text.policy: truncate`` in ``<dir>/truncated`` (dropped tokens).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, finished_mar
 from etser.upstream import config_hash, find_config, modality, versions
 from etser.video import VideoError
 
-LISTS = ("excluded", "no_face", "truncated")  # per-job tables joined by merge
+LISTS = ("excluded", "no_face", "truncated", "rotated")  # per-job tables joined by merge
 
 
 @dataclass
@@ -88,10 +89,12 @@ def _build(cfg: dict, device: str):
     return build_visual_encoder(cfg, device)
 
 
-def _loader(cfg: dict, encoder, table: dict[str, str], src: Path):
+def _loader(cfg: dict, encoder, table: dict[str, str], src: Path, audio_seconds: dict[str, float] | None = None,
+            threads: int = 0):
     """utt -> (prepared item, notes) or BadInput; runs in the prefetch thread.  Any other error is raised
-    naming the utterance and its file."""
-    load = _bare_loader(cfg, encoder, table)
+    naming the utterance and its file.  ``audio_seconds``: utt2dur, against which video durations are
+    checked; ``threads``: video decoder threads."""
+    load = _bare_loader(cfg, encoder, table, audio_seconds or {}, threads)
     where = (lambda u: f"utterance {u} ({src})") if modality(cfg) == "text" else (lambda u: f"utterance {u} ({table[u]})")
 
     def guarded(utt):
@@ -102,7 +105,7 @@ def _loader(cfg: dict, encoder, table: dict[str, str], src: Path):
     return guarded
 
 
-def _bare_loader(cfg: dict, encoder, table: dict[str, str]):
+def _bare_loader(cfg: dict, encoder, table: dict[str, str], audio_seconds: dict[str, float], threads: int):
     if modality(cfg) == "text":
         from etser.text_encoders import TextError
 
@@ -117,20 +120,39 @@ def _bare_loader(cfg: dict, encoder, table: dict[str, str]):
             return item, {"truncated": getattr(item, "truncated", 0), "windows": len(getattr(item, "windows", [1]))}
         return load
 
-    from etser.video import HaarFaces, load_faces
+    from etser.video import HaarFaces, duration, load_faces
 
-    face = cfg["face"]
+    face, tolerance = cfg["face"], cfg.get("max_av_diff")
     detector = HaarFaces(face["margin"], face["min_size"], face["detect_size"]) if face["crop"] == "haar" else None
 
     def load(utt):
+        notes: dict = {}
         try:
-            frames, found = load_faces(table[utt], utt, cfg["sampling"], face, detector)
+            if tolerance is not None and utt in audio_seconds:
+                seconds = duration(table[utt])
+                if seconds is not None and abs(seconds - audio_seconds[utt]) > float(tolerance):
+                    return BadInput(f"audio/video mismatch: the video lasts {seconds:.2f} s, the audio "
+                                    f"{audio_seconds[utt]:.2f} s (max_av_diff: {float(tolerance):g} s)")
+            frames, found = load_faces(table[utt], utt, cfg["sampling"], face, detector, notes, threads)
         except VideoError as e:
             return BadInput(f"unreadable video: {e}")
         if not found and face["no_face"] == "exclude":
             return BadInput(f"no face: no face found in any of {len(frames)} sampled frames (face.no_face: exclude)")
-        return encoder.prepare(frames), {"no_face": 0 if found else len(frames)}
+        return encoder.prepare(frames), {"no_face": 0 if found else len(frames), "rotated": notes.get("rotation", 0)}
     return load
+
+
+def _audio_seconds(path: Path) -> dict[str, float]:
+    """utt2dur (stage 1 writes it) as numbers; {} without one (video durations then go unchecked)."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for utt, v in read_table(path).items():
+        try:
+            out[utt] = float(v)
+        except ValueError:
+            raise RuntimeError(f"{path}: utterance {utt}: duration {v!r} is not a number") from None
+    return out
 
 
 def _pool(x, layers):
@@ -244,7 +266,8 @@ def run_job(cfg: dict, data: str | os.PathLike, out_dir: str | os.PathLike, nj: 
         try:
             # a prepared video is its frames' pixel tensors (~0.6 MB per 224 px frame): few of them ahead
             depth = prefetch_depth if is_text else min(prefetch_depth, 2)
-            loaded = prefetch(order, _loader(cfg, encoder, table, src), depth)
+            seconds = {} if is_text else _audio_seconds(data / "utt2dur")
+            loaded = prefetch(order, _loader(cfg, encoder, table, src, seconds, num_threads), depth)
             for utt, x, notes in iter_encoded(cfg, encoder, loaded):
                 file = str(src) if is_text else table[utt]
                 if isinstance(x, BadInput):
@@ -267,6 +290,8 @@ def run_job(cfg: dict, data: str | os.PathLike, out_dir: str | os.PathLike, nj: 
                 num_frames[utt] = int(x.shape[1])
                 if notes.get("no_face"):
                     lists["no_face"][utt] = f"{file}\t{notes['no_face']}"
+                if notes.get("rotated"):
+                    lists["rotated"][utt] = f"{file}\t{notes['rotated']}"
                 if notes.get("truncated"):
                     lists["truncated"][utt] = str(notes["truncated"])
                 windowed += notes.get("windows", 1) > 1
@@ -352,7 +377,7 @@ def merge(cfg: dict, config, data: str | os.PathLike, out_dir: str | os.PathLike
         "pooled": f"mean and population std of each layer over the utterance's {axis}, (L, D)",
         "input": str(src),
         "num_utts": len(tables["pooled_mean"]), "num_excluded": len(excluded),
-        "num_no_face": len(tables["no_face"]), "num_truncated": len(tables["truncated"]),
+        "num_no_face": len(tables["no_face"]), "num_rotated": len(tables["rotated"]), "num_truncated": len(tables["truncated"]),
         "encoder": markers[0].get("encoder", {}),
         "data": str(data), "nj": nj, "devices": sorted({m["device"] for m in markers}),
         "pooled_stats_informative": bool(info),

@@ -108,10 +108,14 @@ VISUAL_DEFAULTS: dict[str, Any] = {
         "openface_dir": None,    # <dir>/<utt>/*.bmp|png|jpg or <dir>/<utt>.npy, for crop: openface
         "margin": 0.25,          # box enlarged by this fraction on each side (haar)
         "min_size": 24,          # smallest face side in pixels (haar)
-        "detect_size": 240,      # haar runs on a copy whose shorter side is at most this (speed)
+        "detect_size": 160,      # haar runs on a copy whose shorter side is at most this (speed); faces
+                                 # under 24 / detect_size of the shorter side are not found
+        "detect_fps": 1,         # haar detections per second of video, the box interpolated between them;
+                                 # 0: every sampled frame (an order of magnitude slower on HD video)
         "no_face": "full_frame",  # full_frame (recorded in <dir>/no_face) or exclude
         "size": 224,             # crops are resized to size x size before the encoder's own processor
     },
+    "max_av_diff": 1.0,         # seconds the video may last longer or shorter than the audio (utt2dur); null: unchecked
     "dtype": "float32",
     "on_bad_input": "exclude",
     "batch": {"max_items": 32},
@@ -208,6 +212,10 @@ def _normalize_modal(user: dict, where: str) -> dict:
             raise UpstreamError(f"{where}: face.crop openface needs face.openface_dir")
         if f["no_face"] not in ("full_frame", "exclude"):
             raise UpstreamError(f"{where}: face.no_face must be full_frame or exclude")
+        if _number(f, "detect_fps", "face", where) < 0 or _number(f, "detect_size", "face", where, int) < 24:
+            raise UpstreamError(f"{where}: face.detect_fps must be >= 0 and face.detect_size >= 24")
+        if cfg["max_av_diff"] is not None and not _number(cfg, "max_av_diff", "config", where) >= 0:
+            raise UpstreamError(f"{where}: max_av_diff must be null or >= 0 seconds")
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
             raise UpstreamError(f"{where}: {key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")

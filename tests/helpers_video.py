@@ -147,3 +147,40 @@ def tiny_image_model(kind: str, path: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     proc.save_pretrained(path)
     return path
+
+
+def talking_head_video(path, width: int = 1280, height: int = 720, seconds: float = 4.0, fps: int = 25,
+                       bit_rate: int = 2_000_000, seed: int = 0, expr: str = "happy", face: bool = True,
+                       turn: int = 0) -> Path:
+    """An H.264 talking head at the release's kind of bitrate: a textured background and a face about half the
+    frame's height that sways and talks (``face=False``: the background alone).  ``turn``: the frames are
+    stored turned by -turn degrees and the display matrix says to turn them by +turn (a phone's rotation)."""
+    import av
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    bg = cv2.GaussianBlur(rng.integers(40, 200, (height, width, 3), dtype=np.uint8), (0, 0), 8)
+    side = int(height * 0.55) // 2 * 2
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    k = (turn // 90) % 4
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.height, s.width = (width, height) if k % 2 else (height, width)
+        s.pix_fmt, s.bit_rate = "yuv420p", int(bit_rate)
+        s.options = {"preset": "veryfast"}
+        if k:
+            s.set_display_rotation(90 * k)
+        for t in range(int(round(seconds * fps))):
+            img = bg.copy()
+            if face:
+                expr_t = expr if (t // 8) % 2 else "surprise"  # the mouth opens and closes as it talks
+                x0 = width // 2 - side // 2 + int(0.04 * width * np.sin(t / 15))
+                y0 = height // 2 - side // 2 + int(0.02 * height * np.cos(t / 20))
+                img[y0:y0 + side, x0:x0 + side] = face_frame(expr_t, seed % 4, t, side, rng)
+            img = np.ascontiguousarray(np.rot90(img, -k))
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path

@@ -146,3 +146,22 @@ def test_no_caption_anywhere_rules_out_captioning(tmp_path, capsys):
     assert "NOTE: stage 1: no captions (Audio/json sourceAttr): no speaker-style captioning" in err
     assert not list((tmp_path / "data" / "train").glob("utt2caption_*"))
     assert read_table(tmp_path / "data" / "train" / "utt2caption")["S05-G00002_01_05_001"] == "{}"
+
+
+def test_fifo_or_device_as_mp4_is_named_not_called_empty(tmp_path, capsys):
+    import os
+
+    db = make_release(tmp_path / "db")
+    for uid in ("G00002_01_05_003", "G00002_01_05_004"):
+        write_utterance(db, uid, "sad", caption=CAPTION)
+    fifo = media_dir(db, "multi", "mp4") / rel_path("G00002_01_05_003", ".mp4")
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)
+    (media_dir(db, "multi", "mp4") / rel_path("G00002_01_05_004", ".mp4")).symlink_to("/dev/zero")
+    rc, out, err = run_stage(capsys, db, tmp_path / "data")
+    assert rc == 0, err
+    lines = sorted(line.split("\t") for line in (tmp_path / "data/train/excluded").read_text().splitlines())
+    assert [(uid, reason) for uid, _, reason in lines] == [
+        ("G00002_01_05_003", "not a file: the path is a named pipe, not a video file (not opened)"),
+        ("G00002_01_05_004", "not a file: the path is a character device, not a video file (not opened)")]
+    assert "empty video" not in err + out

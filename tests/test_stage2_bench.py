@@ -72,3 +72,20 @@ def test_benchmark_prints_every_figure(tmp_path):
     # the features were written and merged as stage 2 writes them
     meta = json.loads((tmp_path / "work" / "dump" / "meta.json").read_text())
     assert meta["num_utts"] == 10 and (tmp_path / "work" / "dump" / "pooled_mean.scp").is_file()
+
+
+def test_video_benchmark_prints_ratios_and_the_projection(tmp_path):
+    out = tmp_path / "video.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "video_hd_throughput.py"), "--heights", "144", "180",
+                        "--seconds", "2", "--clips", "1", "--repeats", "2", "--per_frame", "--work", str(tmp_path / "work"),
+                        "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    f = json.loads(out.read_text())
+    assert f["threads"] == 1 and f["repeats"] == 2 and f["detect_fps"] == 1 and set(f["heights"]) == {"144", "180"}
+    for h in f["heights"].values():
+        assert h["frames"] == 50 and h["decode_fps"] > 0 and h["pipeline_fps"] > 0 and h["per_frame_fps"] > 0
+        assert abs(h["ratio"] - h["pipeline_fps"] / h["decode_fps"]) < 1e-9
+    top = f["heights"]["180"]
+    assert abs(f["projected_corpus_hours"] - 2.1e6 / (top["pipeline_fps"] * 16) / 3600) < 1e-9
+    assert "144p: 1 clips x 2 s, 50 frames: decode only" in r.stdout and ", ratio " in r.stdout
+    assert "detection on every frame" in r.stdout and "projected full corpus at 180p: 2.1 M frames" in r.stdout

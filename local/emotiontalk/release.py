@@ -618,9 +618,13 @@ def collect(release: Release, sets: Iterable[str] = SETS, progress: bool = True,
                         f"mp4 found {len(mp4s)} times: " + ", ".join(map(str, mp4s)))
                 continue
             try:
+                what = not_a_regular_file(mp4s[0])  # a pipe or device is never opened; its size says nothing
                 size = os.path.getsize(mp4s[0])
             except OSError as e:
                 out.add(split, uid, mp4s[0], "unreadable video", f"mp4 cannot be read: {e}")
+                continue
+            if what:
+                out.add(split, uid, mp4s[0], "not a file", f"the path is {what}, not a video file (not opened)")
                 continue
             if size == 0:
                 out.add(split, uid, mp4s[0], "empty video", "mp4 file is empty (0 bytes)")
