@@ -32,6 +32,15 @@ import numpy as np
 from etser.upstream import UpstreamError, check_hf_dir, load_factory
 
 
+def _per_item(x, items: list) -> list:
+    """Split a batch's (L, N, D) output back into the items it was concatenated from (along dim 1)."""
+    res, pos = [], 0
+    for it in items:
+        res.append(x[:, pos:pos + it.shape[0]])
+        pos += it.shape[0]
+    return res
+
+
 def _dtype(name: str, device: str):
     import torch
 
@@ -99,11 +108,7 @@ class HFImageEncoder:
                 x = {"cls": lambda: hs[:, :, 0], "mean": lambda: hs.mean(dim=2), "sum": lambda: hs.sum(dim=2)}[
                     self.token]()  # (L, N, D)
         x = x.cpu()
-        res, pos = [], 0
-        for it in items:
-            res.append(x[:, pos:pos + it.shape[0]])
-            pos += it.shape[0]
-        return res
+        return _per_item(x, items)
 
 
 class HFVideoEncoder:
@@ -141,11 +146,7 @@ class HFVideoEncoder:
         with torch.inference_mode():
             out = self.model(pixel_values=pixels, output_hidden_states=True)
         x = torch.stack([h.float().mean(dim=1) for h in out.hidden_states]).cpu()  # (L, clips, D)
-        res, pos = [], 0
-        for it in items:
-            res.append(x[:, pos:pos + it.shape[0]])
-            pos += it.shape[0]
-        return res
+        return _per_item(x, items)
 
 
 class TimmImageEncoder:
@@ -193,11 +194,7 @@ class TimmImageEncoder:
         pixels = torch.cat(items).to(self.device, self.dtype)
         with torch.inference_mode():
             x = self.model(pixels).float()[None].cpu()  # (1, N, D)
-        res, pos = [], 0
-        for it in items:
-            res.append(x[:, pos:pos + it.shape[0]])
-            pos += it.shape[0]
-        return res
+        return _per_item(x, items)
 
 
 class FaceFeatureEncoder:
