@@ -326,13 +326,20 @@ def drop_unreadable_checkpoint(exp_dir: Path) -> bool:
     ckpt = exp_dir / "checkpoint.pth"
     if not ckpt.is_file():
         return False
+    import pickle
+
     import torch
 
     try:
-        states = torch.load(ckpt, map_location="cpu", weights_only=False)
+        # read as data: this probe never runs code a checkpoint holds (ESPnet's own resume decides about that)
+        states = torch.load(ckpt, map_location="cpu", weights_only=True)
         if not isinstance(states, dict) or not {"model", "reporter", "optimizers"} <= states.keys():
             raise ValueError("not an ESPnet training checkpoint (no model/reporter/optimizers)")
         return False
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            return False  # complete, but holds more than plain data: not cut short, so kept
+        why = f"{type(e).__name__}: {e}"
     except Exception as e:  # noqa: BLE001 - whatever torch raises for a truncated file
         why = f"{type(e).__name__}: {e}"
     stale = [ckpt, *exp_dir.glob("*epoch.pth"), *exp_dir.glob("valid.*.pth"), *exp_dir.glob("train.*.pth")]
