@@ -213,7 +213,9 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 2 ]; then
     fitted=$(${python} -m etser.plan fit --data_dir data --upstreams "${upstreams}" --tasks "${tasks}" \
         --fusion "${fit_fusion}" --fusion_streams "${fusion_streams}" --fusion_tasks "${fusion_tasks}" \
         --caption "${fit_caption}" --caption_kinds "${caption_kinds}" --caption_upstream "${caption_upstream}" \
-        --caption_asked "${caption_asked}" --given "${po_given}" --tasks_conf "${tasks_conf}") || exit 1
+        --caption_asked "${caption_asked}" --given "${po_given}" --tasks_conf "${tasks_conf}" \
+        --extract "$([ "${stage}" -le 2 ] && echo true || echo false)" \
+        --train "$([ "${stop_stage}" -ge 3 ] && echo true || echo false)") || exit 1
     # shell assignments of upstreams, fusion, fusion_streams, caption, caption_kinds, each value shell-quoted
     eval "${fitted}"
     if [ "${classify}" = false ]; then fusion=; fi

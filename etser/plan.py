@@ -401,11 +401,13 @@ class Fit:
 def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[str], fusion: Sequence[str],
                 fusion_streams: str, fusion_tasks: Sequence[str], caption: bool, caption_kinds: Sequence[str],
                 caption_upstream: str, given: set[str], tasks_conf: Path | None = None,
-                conf_root: Path = Path("."), train_set: str = "train", caption_asked: bool = False) -> Fit:
+                conf_root: Path = Path("."), train_set: str = "train", caption_asked: bool = False,
+                extract: bool = True, train: bool = True) -> Fit:
     """Fit the run to what stage 1 found (``data/release.json``): a family whose inputs the release lacks is
     dropped with a note when it came from a default, and is an error when an option asked for it
     (``given``: the option names set on the command line or in a config; ``caption_asked``: --tasks named
-    caption)."""
+    caption).  Inputs are checked only when stage 2 runs (``extract``: later stages read the dumps, not the
+    inputs); labels only when a training stage runs (``train``: stage 2 alone needs none)."""
     from etser.caption import KINDS
     from etser.extract_modal import input_file
     from etser.upstream import find_config, load_config, modality
@@ -428,18 +430,18 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
     kept = []
     for up in upstreams:
         mod, table = up_input(up)
-        if table in tables:
+        if table in tables or not extract:
             kept.append(up)
         elif "upstreams" in given or "upstream" in given:
             errors.append(f"--upstreams {up}: its {mod} features are made from data/{train_set}/{table}, and "
                           f"{lacks(table)}")
         else:
             notes.append(f"Skipped {mod} ({up}): {lacks(table)}")
-    for t in tasks:
+    for t in tasks if train else []:
         if taskset.tasks[t].label_file not in tables:
             errors.append(f"--tasks {t}: its labels are data/{train_set}/{taskset.tasks[t].label_file}, and "
                           f"{lacks(taskset.tasks[t].label_file)}")
-    if not tasks:
+    if not tasks and train:
         for mod in dict.fromkeys(up_input(up)[0] for up in kept):
             ok, skipped = release_default_tasks(taskset, mod, data_dir, train_set)
             if skipped:
@@ -456,7 +458,7 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
         missing = []
         for name, value in streams:
             table = up_input(value)[1] if (conf_dir / f"{value}.yaml").is_file() else None
-            if table is not None and table not in tables:
+            if extract and table is not None and table not in tables:
                 missing.append((name, value, table))
         if missing and streams_given:
             errors += [f"--fusion_streams {n}={v}: {lacks(t)}" for n, v, t in missing]
@@ -470,10 +472,10 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
                 notes.append(f"Skipped fusion ({' '.join(fusion)}): its default streams need --upstreams to include "
                              f"{' '.join(absent)} (or give --fusion_streams; --fusion '' turns this off)")
                 streams = []
-        for t in fusion_tasks:
+        for t in fusion_tasks if train else []:
             if taskset.tasks[t].label_file not in tables:
                 errors.append(f"--fusion_tasks {t}: {lacks(taskset.tasks[t].label_file)}")
-        ok, skipped = (fusion_tasks, []) if fusion_tasks else release_default_tasks(taskset, "fusion", data_dir,
+        ok, skipped = (fusion_tasks, []) if fusion_tasks or not train else release_default_tasks(taskset, "fusion", data_dir,
                                                                                      train_set)
         if streams and len(streams) < 2:
             notes.append(f"Skipped fusion ({' '.join(fusion)}): this release gives only the "
@@ -491,7 +493,7 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
             fusion = []
     kinds = list(caption_kinds)
     if caption:
-        absent = [k for k in kinds if f"utt2caption_{k}" not in tables]
+        absent = [k for k in kinds if f"utt2caption_{k}" not in tables] if train else []
         if absent and ("caption_kinds" in given or caption_asked):
             errors += [f"--caption_kinds {k}: {lacks(f'utt2caption_{k}')}" for k in absent]
         elif absent:
@@ -500,7 +502,7 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
                          + "; ".join(lacks(f"utt2caption_{k}") for k in absent) if kinds else
                          f"Skipped captioning: {lacks('utt2caption_<kind>')} for any of {' '.join(KINDS)}")
         mod, table = up_input(caption_upstream)
-        if table not in tables:
+        if extract and table not in tables:
             errors.append(f"--caption_upstream {caption_upstream}: {lacks(table)}")
         caption = bool(kinds)
     return Fit({"upstreams": " ".join(kept), "fusion": " ".join(fusion), "fusion_streams": fusion_streams,
@@ -646,6 +648,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--caption_upstream", default="")
     p.add_argument("--given", default="", help="the option names the user set (utils/parse_options.sh po_given)")
     p.add_argument("--tasks_conf", default=None)
+    p.add_argument("--extract", type=str2bool, default=True, help="stage 2 runs: check the upstreams' inputs")
+    p.add_argument("--train", type=str2bool, default=True, help="a training stage runs: check the labels")
     p = sub.add_parser("default_heads", help="the heads of a run that names none, for a backend")
     p.add_argument("--backend", default="ours", choices=sorted(BACKENDS))
     p = sub.add_parser("run_line", help="run one line of a job file as python -m MODULE LINE")
@@ -672,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fit = fit_release(a.data_dir, a.upstreams.split(), a.tasks.split(), a.fusion.split(), a.fusion_streams,
                               a.fusion_tasks.split(), a.caption, a.caption_kinds.split(),
                               a.caption_upstream, set(a.given.split()), a.tasks_conf,
-                              caption_asked=a.caption_asked)
+                              caption_asked=a.caption_asked, extract=a.extract, train=a.train)
             for note in fit.notes:
                 print(note, file=sys.stderr)
             for e in fit.errors:

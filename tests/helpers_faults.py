@@ -93,15 +93,21 @@ def wait_until(cond: Callable[[], bool], proc: subprocess.Popen, what: str, time
         time.sleep(poll)
 
 
-def digest(top: Path, skip: Callable[[Path], bool] = lambda p: False) -> dict[str, str]:
-    """relative path -> sha256 of every file under top (logs and other skipped paths left out)."""
+def digest(top: Path, skip: Callable[[Path], bool] = lambda p: False, workdir: Path | None = None) -> dict[str, str]:
+    """relative path -> sha256 of every file under top (logs and other skipped paths left out). With workdir,
+    that dir's absolute path is read as "<workdir>" (scp files hold absolute ark paths), so the outputs of two
+    working dirs compare equal when they are the same."""
     out = {}
     if not top.exists():
         return out
+    prefix = str(workdir.resolve()).encode() if workdir is not None else None
     for p in sorted(top.rglob("*")):
         rel = p.relative_to(top)
         if p.is_file() and not skip(rel):
-            out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
+            data = p.read_bytes()
+            if prefix is not None:
+                data = data.replace(prefix, b"<workdir>")
+            out[str(rel)] = hashlib.sha256(data).hexdigest()
     return out
 
 

@@ -36,7 +36,7 @@ def metrics(workdir: Path) -> dict[str, dict]:
 
 
 def features(workdir: Path) -> dict[str, str]:
-    d = digest(workdir / "dump", skip=is_log)
+    d = digest(workdir / "dump", skip=is_log, workdir=workdir)
     assert any(k.endswith("pooled_mean.scp") for k in d), "no finished features"
     return d
 
@@ -151,10 +151,11 @@ def test_second_run_in_the_same_directory_refuses(tmp_path, small_release):
     w = make_workdir(tmp_path / "work")
     gate = tmp_path / "gate"
     gate.mkdir()
-    # a python3 that waits at a gate: the first run holds still inside stage 1 until we let it go
+    # a python3 that waits at a gate in stage 1 (data_prep; the option checks before it run freely): the first
+    # run holds still inside stage 1 until we let it go
     slow = tmp_path / "gated_python"
-    slow.write_text(f"#!/usr/bin/env bash\ntouch {gate}/entered\n"
-                    f"while [ ! -e {gate}/open ]; do sleep 0.05; done\nexec python3 \"$@\"\n")
+    slow.write_text(f"#!/usr/bin/env bash\ncase \"$*\" in *data_prep*) touch {gate}/entered\n"
+                    f"while [ ! -e {gate}/open ]; do sleep 0.05; done ;; esac\nexec python3 \"$@\"\n")
     slow.chmod(0o755)
     first = start_recipe(w, "--db_root", small_release, "--stop_stage", 1, "--python", slow)
     wait_until(lambda: (gate / "entered").exists(), first, "the first run entered stage 1", timeout=120)

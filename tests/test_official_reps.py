@@ -25,8 +25,8 @@ PINNED_TAGS = {
     "text_bert_base_chinese": "text_bert_base_chinese_e0fd00d9",
     "text_baichuan_7b": "text_baichuan_7b_12b951d1",
     "text_chatglm2_6b": "text_chatglm2_6b_f0c284ec",
-    "visual_baseline": "visual_baseline_f9aa0de1",
-    "visual_videomae_base": "visual_videomae_base_fbb79c42",
+    "visual_baseline": "visual_baseline_79c22b7a",
+    "visual_videomae_base": "visual_videomae_base_cc8ccd0f",
 }
 
 

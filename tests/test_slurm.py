@@ -263,7 +263,8 @@ def test_submit_pipeline_returns_at_once_and_reports_failure_in_the_log(live, tm
         time.sleep(0.5)
     shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True).stdout
     assert "JobState=FAILED" in shown
-    assert "has no features: run stage 2" in (w / f"exp/pipeline/run.{job_id}.log").read_text()
+    # an empty working dir: the run stops before any job, naming the stage that is missing
+    assert "data/train not found: run stage 1 first" in (w / f"exp/pipeline/run.{job_id}.log").read_text()
 
 
 def test_submit_pipeline_bad_options(tmp_path):
