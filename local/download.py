@@ -29,10 +29,14 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled,
                                     RepositoryNotFoundError)
+
+try:  # the HTTP client of huggingface_hub 2.x; 1.x used httpx
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover
+    from httpx import TransportError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -73,7 +77,7 @@ def _hub_call(what: str, repo: str, kind: str, fn, /, *args, **kwargs):
             raise DownloadError(f"{what}: the Hub refused access to {repo} (HTTP {_status(e)}): accept its licence "
                                 f"on {page} and {login}") from None
         raise DownloadError(f"{what}: the Hub answered HTTP {_status(e)} for {repo}: {e}") from None
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, httpx2.TransportError) as e:
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, TransportError) as e:
         raise DownloadError(f"{what}: cannot reach the Hugging Face Hub ({type(e).__name__}); check the network "
                             "(and HF_HUB_OFFLINE, HF_ENDPOINT for a mirror) and rerun: finished files are kept, an "
                             "interrupted download resumes") from None
