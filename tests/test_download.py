@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
+from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
 from huggingface_hub.hf_api import RepoFile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,3 +210,15 @@ def test_every_shipped_config_with_a_ckpt_resolves_or_is_refused_by_name():
 
 def test_the_shipped_table_lists_the_four_tars():
     assert tuple(download.read_table()) == TARS
+
+
+def test_a_401_on_a_checkpoint_says_accept_the_licence_and_log_in(hub, tmp_path, capsys):
+    conf = tmp_path / "conf"
+    write_conf(conf, "gated_lm", "modality: text\nname: hf_text\nckpt: downloads/models/lm\n"
+               "download: https://huggingface.co/org/gated-lm\n")
+    hub.error = HfHubHTTPError("401 Unauthorized",
+                               response=httpx2.Response(401, request=httpx2.Request("GET", "https://x")))
+    assert download.main(["upstream", "gated_lm", "--conf_dir", str(conf)]) == 1
+    err = capsys.readouterr().err
+    assert "refused access to org/gated-lm (HTTP 401)" in err and "https://huggingface.co/org/gated-lm" in err
+    assert "hf auth login" in err and err.count("\n") == 1
