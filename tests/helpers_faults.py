@@ -93,19 +93,19 @@ def wait_until(cond: Callable[[], bool], proc: subprocess.Popen, what: str, time
         time.sleep(poll)
 
 
-def digest(top: Path, skip: Callable[[Path], bool] = lambda p: False, workdir: Path | None = None) -> dict[str, str]:
-    """relative path -> sha256 of every file under top (logs and other skipped paths left out). With workdir,
-    that dir's absolute path is read as "<workdir>" (scp files hold absolute ark paths), so the outputs of two
-    working dirs compare equal when they are the same."""
+def digest(top: Path, skip: Callable[[Path], bool] = lambda p: False, workdirs: tuple[Path, ...] = ()) -> dict[str, str]:
+    """relative path -> sha256 of every file under top (logs and other skipped paths left out). The absolute
+    path of each of workdirs is read as "<workdir>" (scp files hold absolute ark paths), so the outputs of two
+    working dirs (or a dump copied from another) compare equal when they are the same."""
     out = {}
     if not top.exists():
         return out
-    prefix = str(workdir.resolve()).encode() if workdir is not None else None
+    prefixes = [str(Path(d).resolve()).encode() for d in workdirs]
     for p in sorted(top.rglob("*")):
         rel = p.relative_to(top)
         if p.is_file() and not skip(rel):
             data = p.read_bytes()
-            if prefix is not None:
+            for prefix in prefixes:
                 data = data.replace(prefix, b"<workdir>")
             out[str(rel)] = hashlib.sha256(data).hexdigest()
     return out
