@@ -236,7 +236,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   for upstream in ${stage2_upstreams}; do
     upstream_conf=conf/upstream/${upstream}.yaml
     # --check_ckpt: a missing checkpoint stops here with what to download, not in each of the nj jobs
-    utag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
+    utag=$(${python} -m etser.features.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
     if [ "${ngpu}" -gt 0 ]; then extract_cmd=${cuda_cmd}; else extract_cmd=${train_cmd}; fi
     for x in ${sets}; do
         dir=${dumpdir}/${utag}/${x}
@@ -244,7 +244,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
             # complete: reused only if made from exactly what data/ holds now (ids, paths, files, config);
             # otherwise the jobs whose inputs changed are redone (their markers say which), or --on_change refuse
             rc=0
-            ${python} -m etser.extract status --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
+            ${python} -m etser.features.extract status --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
                 --on_change "${on_change}" || rc=$?
             if [ "${rc}" -eq 0 ]; then
                 log "Stage 2: ${dir} is complete and up to date, skipped (--overwrite true redoes it)"
@@ -258,9 +258,9 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
         mkdir -p "${dir}/log"
         # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${extract_cmd} --num_threads "${num_threads}" ${extract_opts} JOB=1:"${nj}" "${dir}/log/extract.JOB.log" \
-            ${python} -m etser.extract job --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
+            ${python} -m etser.features.extract job --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
                 --nj "${nj}" --job JOB --ngpu "${ngpu}" --num_threads "${num_threads}"
-        ${python} -m etser.extract merge --config "${upstream_conf}" --name "${upstream}" \
+        ${python} -m etser.features.extract merge --config "${upstream_conf}" --name "${upstream}" \
             --data "data/${x}" --dir "${dir}" --nj "${nj}"
     done
   done

@@ -8,7 +8,7 @@ A randomly initialised HuBERT Base (12 layers, 768 dims; Hugging Face format, th
 conf/upstream/hubert_base.yaml, its batch policy and chunking) runs on ``--num_utts`` utterances of the mini
 corpus (generated into ``--mini_dir`` when absent), in one process:
 
-- pipeline: ``etser.extract.run_job`` as stage 2 runs it (read and decode 44.1 kHz files, resample, forward,
+- pipeline: ``etser.features.extract.run_job`` as stage 2 runs it (read and decode 44.1 kHz files, resample, forward,
   pooled statistics, write the arks and scp), timed over its extraction loop;
 - bare: the model's forward alone on the same batches, from tensors already in memory.
 
@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "local"))
 
-from etser.extract import run_job, write_matrix  # noqa: E402
+from etser.features.extract import run_job, write_matrix  # noqa: E402
 
 
 def mini_wavs(mini_dir: Path, n: int) -> list[Path]:
@@ -74,7 +74,7 @@ def main() -> int:
     import torch
     import yaml
 
-    from etser.upstream import build_upstream, load_config
+    from etser.features.upstream import build_upstream, load_config
 
     torch.set_num_threads(args.num_threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="etser_bench_"))

@@ -8,7 +8,7 @@
 #   1. bench/stage2_scale.py: HuBERT-Large (random weights), bf16 autocast, padded policy;
 #   2. bench/stage2_scale.py: HuBERT-Base, float32, its exact equal_length policy (+ padded for comparison);
 #   3. pytest tests/test_gpu.py (CUDA equal to CPU, autocast errors, decoding workers, two jobs on one GPU);
-#   4. utils/run.py --gpu 1 JOB=1:2 ... etser.extract job --ngpu 1 (--nj 2 --ngpu 1 on one GPU) + merge;
+#   4. utils/run.py --gpu 1 JOB=1:2 ... etser.features.extract job --ngpu 1 (--nj 2 --ngpu 1 on one GPU) + merge;
 # then prints one summary block (also in DIR/summary.txt; figures in DIR/*.json, logs in DIR/*.log).
 # Goals (one H100/H200, 16 cores): projected full corpus <= 2 min HuBERT-Large bf16 padded, <= 4 min
 # HuBERT-Base exact; pipeline / bare forward >= 0.9; host memory independent of the corpus size.
@@ -79,9 +79,9 @@ s.make_corpus(w / 'corpus_0.01_0', 0.01)
 print('ok')"
 rm -rf "${work}/nj2"
 step nj2_ngpu1 120 bash -c "${py} utils/run.py --gpu 1 JOB=1:2 ${work}/nj2/log/extract.JOB.log \
-    ${py} -m etser.extract job --config ${work}/tiny.yaml --data ${work}/corpus_0.01_0/data --dir ${work}/nj2 \
+    ${py} -m etser.features.extract job --config ${work}/tiny.yaml --data ${work}/corpus_0.01_0/data --dir ${work}/nj2 \
     --nj 2 --job JOB --ngpu 1 --num_threads 2 && \
-    ${py} -m etser.extract merge --config ${work}/tiny.yaml --data ${work}/corpus_0.01_0/data --dir ${work}/nj2 --nj 2 && \
+    ${py} -m etser.features.extract merge --config ${work}/tiny.yaml --data ${work}/corpus_0.01_0/data --dir ${work}/nj2 --nj 2 && \
     grep -h -e CUDA_VISIBLE_DEVICES -e 'extract .* job' ${work}/nj2/log/extract.*.log && \
     grep -h '\"device\"' ${work}/nj2/split2/done.*"
 cp "${work}"/nj2/log/extract.*.log "${out}/" 2>/dev/null || true

@@ -10,10 +10,10 @@ release has no duration table, so durations are log-normal (mu 1.314, sigma 0.58
 ``0.8 s + 0.15 s per character`` of the 19,250 official transcripts), clipped to [0.5, 30] s and scaled to
 the release's mean, 23.6 h / 19,250 = 4.41 s.  The model: random weights of the real architecture
 (``--arch``), saved in the format of the shipped config ``conf/upstream/<arch>.yaml`` (Hugging Face
-directory or S3PRL checkpoint), built by ``etser.upstream.build_upstream`` with that config's batching and
+directory or S3PRL checkpoint), built by ``etser.features.upstream.build_upstream`` with that config's batching and
 chunking (``--policy``, ``--autocast``, ``--max_items``, ``--max_seconds`` override it).
 
-Then ``etser.extract.run_job`` + ``merge`` run on the corpus as stage 2 runs them (decode and resample in
+Then ``etser.features.extract.run_job`` + ``merge`` run on the corpus as stage 2 runs them (decode and resample in
 ``--num_workers`` processes, batch, forward, pooled statistics, arks), and the model's forward alone replays
 the same batches on tensors already on the device.  Printed (and written to ``--json``):
 utterances/s, audio seconds per second, the share of the pipeline's wall time spent in the forward,
@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    from etser.extract import merge, run_job
-    from etser.upstream import build_upstream, load_config
+    from etser.features.extract import merge, run_job
+    from etser.features.upstream import build_upstream, load_config
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

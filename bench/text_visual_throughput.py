@@ -8,12 +8,12 @@ Randomly initialised Hugging Face models of the shipped sizes (no download): BER
 vocabulary) for text and the CLIP ViT-B/32 vision tower (12 x 768, 224 px) for video, on synthetic transcripts and synthetic face
 videos (96 px H.264, Haar face crop).  In one process:
 
-- pipeline: ``etser.extract.run_job`` as stage 2 runs it (read the table, tokenise / decode + detect + crop +
+- pipeline: ``etser.features.extract.run_job`` as stage 2 runs it (read the table, tokenise / decode + detect + crop +
   preprocess in the prefetch thread, forward, pooled statistics, write arks and scp), its extraction loop;
 - bare: the encoder's forward alone on the same batches, from inputs prepared beforehand.
 
 Printed: ratio = pipeline items/s / bare items/s (goal >= 0.9), best of ``--repeats``; then the peak RSS of a
-visual job (a fresh ``python -m etser.extract job`` process) with N and 4 N videos, and their ratio (goal ~1:
+visual job (a fresh ``python -m etser.features.extract job`` process) with N and 4 N videos, and their ratio (goal ~1:
 memory independent of the number of videos).
 """
 
@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "tests"))
 
-from etser.extract import run_job  # noqa: E402
-from etser.extract_modal import _loader, iter_encoded, read_inputs  # noqa: E402
-from etser.upstream import load_config  # noqa: E402
+from etser.features.extract import run_job  # noqa: E402
+from etser.features.extract_modal import _loader, iter_encoded, read_inputs  # noqa: E402
+from etser.features.upstream import load_config  # noqa: E402
 
 CHARS = "今天下午我们开会吃饭很开心高兴快乐太好了难过伤心哭失望生气愤怒讨厌烦真的是吗呢啊一个人去看电影"
 
@@ -77,7 +77,7 @@ def bare_seconds(cfg: dict, encoder, data: Path) -> float:
 def ratio(cfg: dict, data: Path, out: Path, repeats: int, threads: int) -> tuple[float, float, float]:
     import torch
 
-    from etser.extract_modal import _build
+    from etser.features.extract_modal import _build
 
     torch.set_num_threads(threads)
     encoder = _build(cfg, "cpu")
@@ -93,7 +93,7 @@ def peak_rss_mb(cfg_path: Path, data: Path, out: Path) -> float:
     """Peak RSS of a fresh stage-2 job process, as its last log line reports it."""
     import re
 
-    proc = subprocess.run([sys.executable, "-m", "etser.extract", "job", "--config", str(cfg_path), "--data",
+    proc = subprocess.run([sys.executable, "-m", "etser.features.extract", "job", "--config", str(cfg_path), "--data",
                            str(data), "--dir", str(out), "--nj", "1", "--job", "1"], cwd=ROOT, text=True,
                           stderr=subprocess.PIPE, check=False)
     found = re.findall(r"peak RSS (\d+) MB", proc.stderr)

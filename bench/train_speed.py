@@ -76,11 +76,11 @@ def main() -> int:
     # S3PRL's HuBERT code uses the deprecated weight_norm: one warning per build, not informative here
     warnings.filterwarnings("ignore", message=".*weight_norm.*")
 
-    from etser.audio import load_audio
-    from etser.extract import pooled_features
+    from etser.features.audio import load_audio
+    from etser.features.extract import pooled_features
     from etser.heads import SuperbHead
     from etser.train import load_config
-    from etser.upstream import build_upstream
+    from etser.features.upstream import build_upstream
 
     conf = load_config(ROOT / "conf/train/superb.yaml")
     rng = np.random.default_rng(0)

@@ -8,8 +8,8 @@ Synthetic H.264 talking heads (a face about half the frame's height that sways a
 background, 25 frames/s, 2 Mbit/s: the release's 21.3 GB for 23.6 h) at each height, 16:9.  In one process,
 with the same decoder, OpenCV and torch threads, interleaved ``--repeats`` times (best of each):
 
-- decode only: every frame of the clips decoded by PyAV (``etser.video``'s decoder), nothing else;
-- pipeline: ``etser.extract.run_job`` with ``conf/upstream/visual_baseline.yaml`` as stage 2 runs it (decode,
+- decode only: every frame of the clips decoded by PyAV (``etser.features.video``'s decoder), nothing else;
+- pipeline: ``etser.features.extract.run_job`` with ``conf/upstream/visual_baseline.yaml`` as stage 2 runs it (decode,
   Haar face detection, crop, the no-download ``face_features`` encoder, pooled statistics, arks and scp), its
   extraction loop;
 - ``--per_frame``: the same with ``face.detect_fps: 0`` (the cascade on every frame, as before).
@@ -59,7 +59,7 @@ def make_clips(work: Path, height: int, seconds: float, clips: int) -> Path:
 
 def decode_only(data: Path, threads: int) -> tuple[int, float]:
     from etser.datadir import read_table
-    from etser.video import _decoded
+    from etser.features.video import _decoded
 
     n, t = 0, time.perf_counter()
     for path in read_table(data / "video.scp").values():
@@ -70,7 +70,7 @@ def decode_only(data: Path, threads: int) -> tuple[int, float]:
 
 def pipeline(cfg: dict, data: Path, out: Path, threads: int) -> tuple[int, float]:
     from etser.datadir import read_table
-    from etser.extract_modal import run_job
+    from etser.features.extract_modal import run_job
 
     shutil.rmtree(out, ignore_errors=True)  # a finished job would be skipped, not timed
     r = run_job(cfg, data, out, nj=1, job=1, num_threads=threads)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import yaml
 
-    from etser.upstream import load_config
+    from etser.features.upstream import load_config
 
     cv2.setNumThreads(a.threads)
     work = Path(a.work or tempfile.mkdtemp(prefix="video_hd_bench_"))

@@ -58,12 +58,12 @@ def predict_files(exp_dir: Path, wavs: dict[str, str], device: str = "cpu", sile
     """
     import torch
 
-    from etser import extract
-    from etser.audio import AudioLoadError, load_audio
+    from etser.features import extract
+    from etser.features.audio import AudioLoadError, load_audio
     from etser.checkpoint import load_best
     from etser.featset import StreamData
     from etser.tasks import task_from_spec
-    from etser.upstream import UpstreamError, build_upstream, config_hash, load_config
+    from etser.features.upstream import UpstreamError, build_upstream, config_hash, load_config
 
     exp_dir = Path(exp_dir)
     model, info = load_best(exp_dir, device)
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from etser.datadir import read_table
     from etser.runtime import pick_device
-    from etser.upstream import UpstreamError
+    from etser.features.upstream import UpstreamError
 
     wavs: dict[str, str] = {}
     try:

@@ -250,7 +250,7 @@ def stale_reasons(exp_dir: Path, set_name: str, cache: dict | None = None) -> li
 
 def _dump_changes(set_dir: Path, data: Path) -> list[str]:
     """Stage 2's record of a dump against the data dir now (etser.extract.status): [] when up to date."""
-    from etser.extract import status
+    from etser.features.extract import status
 
     config = next((p for p in (set_dir / "upstream.yaml", set_dir.parent / "upstream.yaml") if p.is_file()), None)
     if config is None or not data.is_dir():

@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from etser.upstream import CONF_DIR, UpstreamError, load_config  # noqa: E402
+from etser.features.upstream import CONF_DIR, UpstreamError, load_config  # noqa: E402
 
 REPO_ID = "BAAI/Emotiontalk"
 TABLE = Path(__file__).resolve().parents[1] / "conf" / "download" / "emotiontalk.tsv"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from etser.audio import AudioLoadError, audio_seconds, load_audio
+from etser.features.audio import AudioLoadError, audio_seconds, load_audio
 
 
 def _tone(sr: int, seconds: float, freq: float = 440.0) -> np.ndarray:
@@ -89,7 +89,7 @@ _BOUNDED = r"""
 import resource, sys, time
 import numpy as np, soundfile as sf
 import torch, torchaudio.functional, soxr  # imported before the limit
-from etser.audio import load_audio
+from etser.features.audio import load_audio
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 data_kb = int(status["VmData"].split()[0])
 limit = (data_kb + 600 * 1024) * 1024  # 600 MB more than what the interpreter and torch hold
@@ -142,7 +142,7 @@ def test_stereo_downmix_equals_the_channel_mean_bit_for_bit(tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from etser.audio import load_audio
+    from etser.features.audio import load_audio
 
     rng = np.random.default_rng(3)
     x = (0.3 * rng.standard_normal((16000, 2))).astype(np.float32)

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from etser.datadir import read_table, write_table
-from etser.extract import merge, run_job
+from etser.features.extract import merge, run_job
 from etser.featset import load_stream
 from tests.test_extract import make_data
 

@@ -129,7 +129,7 @@ def test_setup_env_rebuilds_a_311_venv(tmp_path):
 # ---------------------------------------------------------------- inputs and bad input
 
 def test_nothing_else_imports_espnet():
-    code = ("import sys, etser.train, etser.score, etser.extract, etser.results, etser.espnet_backend; "
+    code = ("import sys, etser.train, etser.score, etser.features.extract, etser.results, etser.espnet_backend; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('espnet', 'espnet2')))")
     out = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'local'}"})

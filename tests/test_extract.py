@@ -19,9 +19,9 @@ import soundfile as sf
 import torch
 import yaml
 
-from etser.extract import extract_wavs, iter_features, merge, plan_windows, run_job, split_keys
-from etser.extract import main as extract_main
-from etser.upstream import build_upstream, config_tag, load_config
+from etser.features.extract import extract_wavs, iter_features, merge, plan_windows, run_job, split_keys
+from etser.features.extract import main as extract_main
+from etser.features.upstream import build_upstream, config_tag, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "upstream"
@@ -315,7 +315,7 @@ def test_split_keys_matches_utils_split_scp(tmp_path):
 
 def test_prefetch_raises_errors_in_order():
     """An error in load, or in the item iterator itself, reaches the consumer after the items before it."""
-    from etser.extract import prefetch
+    from etser.features.extract import prefetch
 
     def load(x):
         if x == 3:
@@ -339,7 +339,7 @@ def test_prefetch_raises_errors_in_order():
 
 def test_pooled_features_of_an_iterator(tmp_path):
     """The inference API takes a dict, a list or a one-pass iterator of (utt, wav path), in that order."""
-    from etser.extract import pooled_features
+    from etser.features.extract import pooled_features
 
     data = make_data(tmp_path, n=3)
     pairs = [tuple(line.split(" ", 1)) for line in (data / "wav.scp").read_text().splitlines()]
@@ -390,7 +390,7 @@ def test_kill_and_rerun_is_byte_identical(tmp_path, models, monkeypatch):
     conf = tmp_path / "tiny.yaml"
     conf.write_text(yaml.safe_dump({"name": "hubert_local", "ckpt": str(models["hubert_local"]),
                                     "frames": {"layers": "all"}}))
-    cmd = [PY, "-m", "etser.extract", "job", "--config", str(conf), "--data", "data/train", "--dir", "dump/t/train",
+    cmd = [PY, "-m", "etser.features.extract", "job", "--config", str(conf), "--data", "data/train", "--dir", "dump/t/train",
            "--nj", "2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     monkeypatch.chdir(tmp_path)  # scp paths are relative to the working directory
@@ -411,7 +411,7 @@ def test_kill_and_rerun_is_byte_identical(tmp_path, models, monkeypatch):
     victim = min(part, key=lambda u: float(dur[u]))
     # Reading the victim blocks for good, so the job is stuck mid-way, deterministically. (Not a named pipe
     # in wav.scp: stage 2 refuses those without opening them.)
-    blocking = [PY, "-c", "import sys, time; import etser.extract as e; real = e.load_audio\n"
+    blocking = [PY, "-c", "import sys, time; import etser.features.extract as e; real = e.load_audio\n"
                 "def load(path, utt=None, **kw):\n"
                 f"    if utt == {victim!r}: time.sleep(3600)\n"
                 "    return real(path, utt, **kw)\n"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from etser.extract import iter_features
-from etser.upstream import build_upstream, load_config
+from etser.features.extract import iter_features
+from etser.features.upstream import build_upstream, load_config
 
 
 def _hubert_dir(path, strides):

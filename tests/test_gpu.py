@@ -24,7 +24,7 @@ import pytest
 import torch
 import yaml
 
-from etser.extract import merge, run_job
+from etser.features.extract import merge, run_job
 from tests.helpers_faults import FAST, make_workdir, recipe_env, run_recipe
 from test_extract import make_data, rel, shipped
 
@@ -162,7 +162,7 @@ def test_run_py_two_jobs_on_one_gpu(setup, tmp_path):
     out = tmp_path / "dump"
     repo = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, str(repo / "utils" / "run.py"), "--gpu", "1", "JOB=1:2",
-                        str(out / "log" / "extract.JOB.log"), sys.executable, "-m", "etser.extract", "job",
+                        str(out / "log" / "extract.JOB.log"), sys.executable, "-m", "etser.features.extract", "job",
                         "--config", str(conf), "--data", str(data), "--dir", str(out), "--nj", "2", "--job", "JOB",
                         "--ngpu", "1", "--num_threads", "2"], cwd=repo, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

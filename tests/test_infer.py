@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from etser import extract, infer, score, train
+from etser import infer, score, train
+from etser.features import extract
 from etser.datadir import write_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +148,7 @@ def test_infer_empty_folder_is_named(pipeline, tmp_path, capsys):
 
 
 def test_superb_pooled_equals_frame_level_on_a_stage2_dump(pipeline):
-    """The exactness claim on what etser.extract really writes (pooled stats and float32 frames of all layers)."""
+    """The exactness claim on what etser.features.extract really writes (pooled stats and float32 frames of all layers)."""
     import torch
 
     from etser.heads import SuperbHead

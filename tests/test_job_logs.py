@@ -27,7 +27,7 @@ def test_stage2_job_log_has_whole_lines(tmp_path):
     write_table(data / "wav.scp", wav)
     log = tmp_path / "extract.1.log"
     with open(log, "wb") as f:
-        r = subprocess.run([sys.executable, "-m", "etser.extract", "job", "--config",
+        r = subprocess.run([sys.executable, "-m", "etser.features.extract", "job", "--config",
                             str(ROOT / "conf/upstream/fbank_no_cmvn.yaml"), "--data", str(data),
                             "--dir", str(tmp_path / "dump"), "--nj", "1", "--job", "1"],
                            stdout=f, stderr=f, cwd=ROOT, timeout=300)

@@ -26,8 +26,14 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
+def _module(p: Path) -> str:
+    parts = p.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _graph() -> dict[str, set[str]]:
-    return {f"etser.{p.stem}": _imports(p) - {f"etser.{p.stem}"} for p in PKG.glob("*.py") if p.stem != "__init__"}
+    """Every module of the package, sub-packages (etser.features, ...) included."""
+    return {_module(p): _imports(p) - {_module(p)} for p in PKG.rglob("*.py")}
 
 
 def test_no_import_cycle():

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from etser.audio import AudioLoadError
-from etser.extract import run_job
-from etser.loader import load_in_workers, load_utt
+from etser.features.audio import AudioLoadError
+from etser.features.extract import run_job
+from etser.features.loader import load_in_workers, load_utt
 
 
 # Module-level, so that the spawned workers can unpickle them (this directory is on their sys.path).

@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from etser.upstream import config_tag, load_config
-from etser.visual_encoders import build_visual_encoder
+from etser.features.upstream import config_tag, load_config
+from etser.features.visual_encoders import build_visual_encoder
 from helpers_video import face_video, tiny_image_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def test_last_layer_token_sum(tmp_path, name, kind):
 def test_official_sampling_and_stage2(tmp_path):
     """Frame counts as the official code: DINOv2 64 uniform, CLIP and data2vec every frame; stage 2 runs the
     official CLIP config end to end (one layer of the projection's width)."""
-    from etser.extract import merge, run_job
+    from etser.features.extract import merge, run_job
     from etser.datadir import read_table
 
     assert _cfg("visual_dinov2_large", tmp_path, tmp_path)["sampling"] == {"mode": "uniform", "value": 64}
@@ -147,7 +147,7 @@ def test_official_sampling_and_stage2(tmp_path):
 
 
 def test_image_option_errors(tmp_path):
-    from etser.upstream import UpstreamError
+    from etser.features.upstream import UpstreamError
 
     ckpt = tiny_image_model("dinov2", tmp_path / "d")
     base = {"modality": "visual", "name": "hf_image", "ckpt": str(ckpt)}
@@ -167,7 +167,7 @@ def _text_stage2(name: str, ckpt: Path, tmp: Path) -> dict[str, np.ndarray]:
     import kaldiio
 
     from etser.datadir import read_table
-    from etser.extract import merge, run_job
+    from etser.features.extract import merge, run_job
 
     data = tmp / "data"
     data.mkdir(exist_ok=True)
@@ -299,8 +299,8 @@ def test_whisper_decoder_start_token_features(tmp_path):
     from transformers import WhisperFeatureExtractor, WhisperModel
 
     from etser.datadir import read_table
-    from etser.extract import merge, run_job
-    from etser.upstream import config_hash
+    from etser.features.extract import merge, run_job
+    from etser.features.upstream import config_hash
     from helpers_models import tiny_whisper_dir
 
     ckpt = tiny_whisper_dir(tmp_path / "whisper")

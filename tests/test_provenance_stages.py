@@ -1,6 +1,6 @@
 """Provenance through the stages: a changed input never reuses stale features, models or scores.
 
-Stage 2 (etser.extract status + job markers), stage 3 (etser.train) and stage 4 (etser.score) each compare
+Stage 2 (etser.features.extract status + job markers), stage 3 (etser.train) and stage 4 (etser.score) each compare
 what an output was made from with what its inputs are now; the recipe test runs ./run.sh the way a user
 would: rerun with nothing changed (nothing is redone, and it says so), then after a label is corrected and
 after audio is replaced in place.
@@ -19,7 +19,7 @@ import soundfile as sf
 
 from etser import provenance
 from etser.datadir import read_table, write_table
-from etser.extract import merge, run_job, status
+from etser.features.extract import merge, run_job, status
 from helpers_faults import FAST, make_workdir, run_recipe, stamps
 from test_extract import make_data
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from etser.datadir import read_table
-from etser.extract import main as extract_main, merge, run_job
+from etser.features.extract import main as extract_main, merge, run_job
 from helpers_remote_lm import direct_features, tiny_baichuan, tiny_chatglm2
 
 pytest.importorskip("sentencepiece")
@@ -40,7 +40,7 @@ def _conf(path: Path, ckpt: Path, **extra) -> Path:
 
 
 def _stage2(conf: Path, data: Path, out: Path) -> dict:
-    """What the recipe's stage 2 runs: ``python -m etser.extract job`` then ``merge``."""
+    """What the recipe's stage 2 runs: ``python -m etser.features.extract job`` then ``merge``."""
     args = ["--config", str(conf), "--data", str(data), "--dir", str(out)]
     assert extract_main(["job", *args]) == 0
     assert extract_main(["merge", *args]) == 0
@@ -151,7 +151,7 @@ def test_a_non_finite_feature_stops_the_job_naming_utterance_and_upstream(tmp_pa
 
 
 def test_float16_frames_that_overflow_are_refused(tmp_path):
-    from etser.dumpio import NonFiniteFeatures, write_matrix
+    from etser.features.dumpio import NonFiniteFeatures, write_matrix
 
     with open(tmp_path / "x.ark", "wb") as fd:
         write_matrix(fd, "ok", np.full((2, 2), 6e4, dtype=np.float32), "float16")

@@ -9,7 +9,7 @@ from pathlib import Path
 import soundfile as sf
 
 from etser.datadir import read_table, write_table
-from etser.extract import merge, run_job
+from etser.features.extract import merge, run_job
 from etser.results import write_results
 from etser.score import score_exp, stale_reasons
 from etser.train import load_config, train

@@ -14,9 +14,9 @@ import torch
 import yaml
 
 from etser.datadir import read_table
-from etser.extract import merge, run_job
-from etser.text_encoders import token_windows
-from etser.upstream import UpstreamError, load_config, main as upstream_main
+from etser.features.extract import merge, run_job
+from etser.features.text_encoders import token_windows
+from etser.features.upstream import UpstreamError, load_config, main as upstream_main
 
 REPO = Path(__file__).resolve().parents[1]
 CHARS = "今天下午我们开会吃饭很开心高兴快乐太好了难过伤心哭失望生气愤怒讨厌烦真的是吗呢啊一个人去看电影"

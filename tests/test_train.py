@@ -202,7 +202,7 @@ def test_bad_inputs_are_named(corpus, tmp_path, caplog):
 
 def test_run_sh_stages_3_to_5(tmp_path):
     """The recipe's stage blocks: job lists through utils/run.py, decode dirs, RESULTS.md, rerun skips."""
-    from etser.upstream import config_tag
+    from etser.features.upstream import config_tag
 
     for name in ("run.sh", "path.sh", "cmd.sh", "conf", "utils", "local"):
         (tmp_path / name).symlink_to(ROOT / name)

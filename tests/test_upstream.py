@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from etser.upstream import (UpstreamError, available_names, build_upstream, config_hash, config_tag, load_config,
+from etser.features.upstream import (UpstreamError, available_names, build_upstream, config_hash, config_tag, load_config,
                             normalize_config)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,14 +68,14 @@ def test_bad_configs_are_refused(bad, words):
 def test_tag_cli_by_path_and_name():
     expected = f"fbank_{config_hash(load_config(CONF / 'fbank.yaml'))}"
     for arg in ("conf/upstream/fbank.yaml", "fbank"):
-        out = subprocess.run([sys.executable, "-m", "etser.upstream", "tag", arg], cwd=ROOT, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "etser.features.upstream", "tag", arg], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
         assert out == expected and re.fullmatch(r"fbank_[0-9a-f]{8}", out)
     assert config_tag("fbank", CONF) == expected
 
 
 def test_unknown_upstream_lists_the_available_names():
-    res = subprocess.run([sys.executable, "-m", "etser.upstream", "tag", "hubert_bsae"], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "etser.features.upstream", "tag", "hubert_bsae"], cwd=ROOT,
                          capture_output=True, text=True)
     assert res.returncode == 1
     assert "unknown upstream 'hubert_bsae'" in res.stderr

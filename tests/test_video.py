@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from etser.video import HaarFaces, crop, VideoError, load_faces, probe, sampled_frames, select_indices
+from etser.features.video import HaarFaces, crop, VideoError, load_faces, probe, sampled_frames, select_indices
 from helpers_video import audio_only_mp4, blank_video, face_frame, face_video, talking_head_video, write_mp4
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_sparse_detection_crops_match_per_frame_detection(tmp_path, monkeypatch):
     """A 3 s 25 fps swaying talking head: one detection a second crops what a detection on every frame crops."""
-    from etser import video
+    from etser.features import video
 
     p = str(talking_head_video(tmp_path / "th.mp4", 480, 272, seconds=3.0))
     face = {**FACE, "detect_size": 160}
@@ -171,7 +171,7 @@ def test_rotation_metadata_turns_frames_upright_and_is_recorded(tmp_path):
 
 MEMORY = """
 import sys
-from etser.video import load_faces
+from etser.features.video import load_faces
 frames, found = load_faces(sys.argv[1], "u", {"mode": "all"}, {"crop": "haar", "margin": 0.25, "min_size": 24,
                            "size": 32, "detect_size": 160, "detect_fps": 1, "no_face": "full_frame"})
 assert not found and len(frames) == int(sys.argv[2]), len(frames)
@@ -210,8 +210,8 @@ def test_memory_of_a_long_no_face_video_is_that_of_a_short_one(tmp_path):
 
 def test_stage2_excludes_an_audio_video_mismatch_and_lists_rotated_videos(tmp_path):
     from etser.datadir import read_table
-    from etser.extract import merge, run_job
-    from etser.upstream import load_config
+    from etser.features.extract import merge, run_job
+    from etser.features.upstream import load_config
 
     data = tmp_path / "data"
     data.mkdir()

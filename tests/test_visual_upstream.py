@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from etser.datadir import read_table
-from etser.extract import merge, run_job
-from etser.upstream import UpstreamError, load_config, main as upstream_main
+from etser.features.extract import merge, run_job
+from etser.features.upstream import UpstreamError, load_config, main as upstream_main
 from helpers_video import audio_only_mp4, blank_video, face_video, tiny_image_model, video_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -257,7 +257,7 @@ def clapscore(hyps, wavs, model_dir, batch_size=8, device="cpu") -> tuple[dict, 
     """Cosine between CLAP audio embeddings of the utterance and CLAP text embeddings of the hypothesis."""
     import torch
     from transformers import ClapModel, ClapProcessor
-    from etser.audio import load_audio
+    from etser.features.audio import load_audio
     proc = ClapProcessor.from_pretrained(str(model_dir))
     model = ClapModel.from_pretrained(str(model_dir)).to(device).eval()
     rate = int(proc.feature_extractor.sampling_rate)

@@ -59,7 +59,7 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from etser.audio_info import AudioError, audio_info, not_a_regular_file
+from etser.features.audio_info import AudioError, audio_info, not_a_regular_file
 from etser.datadir import (RELEASE_RECORD, c_sort_key, printable, staged_dir, utt2spk_to_spk2utt,
                            write_release_record, write_table, write_text_atomic)
 from emotiontalk.labels import EMOTIONS_ALL, EMOTIONS_FOUR, LABEL_SOURCES

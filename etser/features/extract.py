@@ -4,9 +4,9 @@ Per utterance: the time-mean and time-std (population, over valid frames) of eve
 each, and, when the config asks, the frames of chosen layers.  One job handles one contiguous block of the
 sorted ``wav.scp`` (the same block for the same ``--nj``); ``merge`` joins the jobs' tables::
 
-    python -m etser.extract job   --config conf/upstream/X.yaml --data data/train --dir dump/<tag>/train \\
+    python -m etser.features.extract job   --config conf/upstream/X.yaml --data data/train --dir dump/<tag>/train \\
                                   --nj 4 --job 1 [--ngpu 0] [--num_threads 1]
-    python -m etser.extract merge --config conf/upstream/X.yaml --data data/train --dir dump/<tag>/train --nj 4
+    python -m etser.features.extract merge --config conf/upstream/X.yaml --data data/train --dir dump/<tag>/train --nj 4
 
 A job writes ``<dir>/split<nj>/*.<job>.ark.tmp``, renames the arks when it is through, writes its scp
 tables and last its marker ``done.<job>``; a job whose marker matches its utterances and config is
@@ -32,10 +32,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from etser.audio import TARGET_RATE, AudioLoadError, audio_seconds, load_audio
+from etser.features.audio import TARGET_RATE, AudioLoadError, audio_seconds, load_audio
 from etser.datadir import c_sort_key, read_table, write_table
 from etser.provenance import file_identity, table_identity
-from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, finished_markers, job_arks, prefetch,  # noqa: F401
+from etser.features.dumpio import (_informative, _peak_rss_mb, _read_marker, finished_markers, job_arks, prefetch,  # noqa: F401
                           resolve_layers, split_keys, write_matrix)
 
 MIN_SAMPLES = 800  # 0.05 s; shorter audio is zero-padded to this (S3PRL's S3PRLUpstream does the same)
@@ -260,14 +260,14 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
     ``upstream``: an already built model of this config (the benchmark reuses one); the returned dict then
     also holds ``elapsed_seconds``, the time of the extraction loop (reading, forward, writing).
     """
-    from etser.upstream import build_upstream, config_hash, load_config
+    from etser.features.upstream import build_upstream, config_hash, load_config
 
     if not 1 <= job <= nj:
         raise ValueError(f"--job {job} outside 1..{nj}")
     data, out_dir = Path(data), Path(out_dir)
     cfg = load_config(config)
     if cfg.get("modality", "speech") != "speech":  # text and visual read their own tables
-        from etser import extract_modal
+        from etser.features import extract_modal
 
         return extract_modal.run_job(cfg, data, out_dir, nj, job, ngpu, num_threads, prefetch_depth, upstream)
     wav = read_table(data / "wav.scp", allow_empty_value=False)
@@ -321,7 +321,7 @@ def run_job(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | o
         t_start = time.time()
         workers = (num_threads if device == "cuda" else 0) if num_workers is None else num_workers
         pairs = [(u, wav[u]) for u in order]
-        from etser.loader import BadAudio, load_in_workers, load_utt, load_utt_or_reason
+        from etser.features.loader import BadAudio, load_in_workers, load_utt, load_utt_or_reason
 
         lenient = cfg["on_bad_input"] == "exclude"
         load = load_utt_or_reason if lenient else load_utt
@@ -389,12 +389,12 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
     Fails, writing nothing, when a job is unfinished or the utterances differ from ``wav.scp``'s.
     """
     from etser.featset import SCHEMA_VERSION, write_meta
-    from etser.upstream import config_hash, find_config, load_config, versions
+    from etser.features.upstream import config_hash, find_config, load_config, versions
 
     data, out_dir = Path(data), Path(out_dir)
     cfg = load_config(config)
     if cfg.get("modality", "speech") != "speech":
-        from etser import extract_modal
+        from etser.features import extract_modal
 
         return extract_modal.merge(cfg, config, data, out_dir, nj, name)
     split = out_dir / f"split{nj}"
@@ -474,12 +474,12 @@ def merge(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.
 def features_identity(config: str | os.PathLike | dict, data: str | os.PathLike) -> dict:
     """What a set's features are made from now: the upstream config and the input table of ``data`` (for files:
     their size and modification time; for the text baseline also its training text)."""
-    from etser.upstream import config_hash, load_config
+    from etser.features.upstream import config_hash, load_config
 
     cfg = load_config(config)
     data = Path(data)
     if cfg.get("modality", "speech") != "speech":
-        from etser import extract_modal
+        from etser.features import extract_modal
 
         _, table = extract_modal.read_inputs(cfg, data)
         keys = sorted(table, key=c_sort_key)
@@ -519,7 +519,7 @@ def status(config: str | os.PathLike, data: str | os.PathLike, out_dir: str | os
 # ---------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m etser.extract", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m etser.features.extract", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     for cmd in ("job", "merge", "status"):
         p = sub.add_parser(cmd, help={"job": "extract one job's part", "merge": "join the jobs' outputs",
@@ -542,9 +542,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--on_change", default="redo", choices=("redo", "refuse"),
                            help="refuse: exit 2 naming what changed instead of 1 (redo)")
     args = parser.parse_args(argv)
-    from etser.dumpio import NonFiniteFeatures
+    from etser.features.dumpio import NonFiniteFeatures
     from etser.provenance import StaleError
-    from etser.upstream import UpstreamError
+    from etser.features.upstream import UpstreamError
 
     try:
         if args.cmd == "status":

@@ -16,7 +16,7 @@ The tag of a config is ``<name>_<hash8>``: the hash covers everything that decid
 
 A config may declare ``modality: text`` or ``modality: visual`` (default ``speech``, which is left out of the
 normalised config so that speech tags stay as they were); those configs have their own keys
-(``TEXT_DEFAULTS``, ``VISUAL_DEFAULTS``; models in ``etser.text_encoders`` / ``etser.visual_encoders``).
+(``TEXT_DEFAULTS``, ``VISUAL_DEFAULTS``; models in ``etser.features.text_encoders`` / ``etser.features.visual_encoders``).
 
 No network: a missing checkpoint fails at once with what to download and where to put it.
 """
@@ -600,7 +600,7 @@ def build_upstream(cfg: dict | str | os.PathLike, device: str = "cpu") -> Upstre
     cfg = load_config(cfg) if not isinstance(cfg, dict) else normalize_config(cfg)
     if modality(cfg) != "speech":
         raise UpstreamError(f"upstream {cfg['name'] or cfg['factory']}: a {modality(cfg)} config; this builds speech "
-                            "upstreams only (stage 2 runs text/visual ones: python -m etser.extract job)")
+                            "upstreams only (stage 2 runs text/visual ones: python -m etser.features.extract job)")
     if cfg["name"] and _hubconf_module(cfg["name"]) is None:
         _hub_entry(cfg["name"], None)  # a name found only by importing the whole hub, or a clear error
     _check_ckpt(cfg)
@@ -745,7 +745,7 @@ def whisper_decoder(ckpt: str, layers: str = "last") -> WhisperDecoderUpstream:
 # ---------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m etser.upstream", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m etser.features.upstream", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("tag", help="print <name>_<hash8> of a config (name or path)")
     p.add_argument("upstream")

@@ -33,7 +33,7 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 def load_utt(item: tuple[str, str]):
     """``(utt, path)`` -> 16 kHz mono float32 waveform: the loader of extraction (picklable, importable)."""
-    from etser.audio import load_audio
+    from etser.features.audio import load_audio
 
     utt, path = item
     return load_audio(path, utt)
@@ -48,7 +48,7 @@ class BadAudio:
 
 def load_utt_or_reason(item: tuple[str, str]):
     """Like ``load_utt``, but unreadable audio gives a ``BadAudio`` (stage 2's ``on_bad_input: exclude``)."""
-    from etser.audio import AudioLoadError
+    from etser.features.audio import AudioLoadError
 
     try:
         return load_utt(item)
@@ -98,7 +98,7 @@ def _context():
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["etser.audio", "torch", "torchaudio.functional"])
+    ctx.set_forkserver_preload(["etser.features.audio", "torch", "torchaudio.functional"])
     return ctx
 
 

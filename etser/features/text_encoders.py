@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from etser.datadir import read_table
-from etser.upstream import UpstreamError, check_hf_dir, load_factory
+from etser.features.upstream import UpstreamError, check_hf_dir, load_factory
 
 
 class TextError(Exception):

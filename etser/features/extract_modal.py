@@ -1,6 +1,6 @@
 """Stage 2 for text and visual upstreams: the same jobs, files and checks as speech (etser/extract.py).
 
-``python -m etser.extract job|merge`` comes here when the config says ``modality: text`` or ``visual``.
+``python -m etser.features.extract job|merge`` comes here when the config says ``modality: text`` or ``visual``.
 Inputs: ``data/<set>/text_raw`` or ``text`` (the config's ``text_file``) and ``data/<set>/video.scp``.
 Outputs, as for speech: ``pooled_mean.scp`` / ``pooled_std.scp`` ((L, D) float32 per utterance: the mean and
 population std over tokens, frames or clips), optional ``frames.scp`` + ``utt2num_frames``, ``meta.json``
@@ -27,10 +27,10 @@ from pathlib import Path
 from etser.datadir import c_sort_key, read_table, write_table
 from etser.provenance import file_identity, table_identity
 from etser.featset import SCHEMA_VERSION, write_meta
-from etser.dumpio import (_informative, _peak_rss_mb, _read_marker, finished_markers, job_arks, prefetch,
+from etser.features.dumpio import (_informative, _peak_rss_mb, _read_marker, finished_markers, job_arks, prefetch,
                           resolve_layers, split_keys, write_matrix)
-from etser.upstream import config_hash, find_config, modality, versions
-from etser.video import VideoError
+from etser.features.upstream import config_hash, find_config, modality, versions
+from etser.features.video import VideoError
 
 LISTS = ("excluded", "no_face", "truncated", "rotated")  # per-job tables joined by merge
 
@@ -81,10 +81,10 @@ def inputs_identity(cfg: dict, table: dict[str, str], keys: list[str]) -> dict:
 
 def _build(cfg: dict, device: str):
     if modality(cfg) == "text":
-        from etser.text_encoders import build_text_encoder
+        from etser.features.text_encoders import build_text_encoder
 
         return build_text_encoder(cfg, device)
-    from etser.visual_encoders import build_visual_encoder
+    from etser.features.visual_encoders import build_visual_encoder
 
     return build_visual_encoder(cfg, device)
 
@@ -107,7 +107,7 @@ def _loader(cfg: dict, encoder, table: dict[str, str], src: Path, audio_seconds:
 
 def _bare_loader(cfg: dict, encoder, table: dict[str, str], audio_seconds: dict[str, float], threads: int):
     if modality(cfg) == "text":
-        from etser.text_encoders import TextError
+        from etser.features.text_encoders import TextError
 
         def load(utt):
             text = table[utt]
@@ -120,7 +120,7 @@ def _bare_loader(cfg: dict, encoder, table: dict[str, str], audio_seconds: dict[
             return item, {"truncated": getattr(item, "truncated", 0), "windows": len(getattr(item, "windows", [1]))}
         return load
 
-    from etser.video import HaarFaces, duration, load_faces
+    from etser.features.video import HaarFaces, duration, load_faces
 
     face, tolerance = cfg["face"], cfg.get("max_av_diff")
     detector = HaarFaces(face["margin"], face["min_size"], face["detect_size"]) if face["crop"] == "haar" else None
@@ -220,7 +220,7 @@ def iter_encoded(cfg: dict, encoder, loaded):
 
 def run_job(cfg: dict, data: str | os.PathLike, out_dir: str | os.PathLike, nj: int = 1, job: int = 1,
             ngpu: int = 0, num_threads: int = 1, prefetch_depth: int = 8, encoder=None) -> dict:
-    """One job of a text or visual config (see etser.extract.run_job for the contract)."""
+    """One job of a text or visual config (see etser.features.extract.run_job for the contract)."""
     import torch
 
     if not 1 <= job <= nj:
@@ -331,7 +331,7 @@ def run_job(cfg: dict, data: str | os.PathLike, out_dir: str | os.PathLike, nj: 
 
 def merge(cfg: dict, config, data: str | os.PathLike, out_dir: str | os.PathLike, nj: int,
           name: str | None = None) -> dict:
-    """Join the jobs' tables (see etser.extract.merge); excluded utterances are listed, not missing."""
+    """Join the jobs' tables (see etser.features.extract.merge); excluded utterances are listed, not missing."""
     data, out_dir = Path(data), Path(out_dir)
     split = out_dir / f"split{nj}"
     src, table = read_inputs(cfg, data)

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import soundfile as sf
 
-from etser.audio_info import not_a_regular_file, wav_data_bytes
+from etser.features.audio_info import not_a_regular_file, wav_data_bytes
 from etser.datadir import printable
 
 TARGET_RATE = 16000

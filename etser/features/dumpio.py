@@ -1,4 +1,4 @@
-"""Pieces shared by the stage-2 extractors of every modality (etser.extract for speech, etser.extract_modal
+"""Pieces shared by the stage-2 extractors of every modality (etser.features.extract for speech, etser.features.extract_modal
 for text and visual): layer selection, the background prefetch thread, ark writing, Kaldi-style job
 splits, job markers and the "pooled statistics vary" check.  Below both extractors, so neither imports the
 other at module level."""

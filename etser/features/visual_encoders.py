@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from etser.upstream import UpstreamError, check_hf_dir, load_factory
+from etser.features.upstream import UpstreamError, check_hf_dir, load_factory
 
 
 def _per_item(x, items: list) -> list:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from etser.audio_info import not_a_regular_file
+from etser.features.audio_info import not_a_regular_file
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg")
 

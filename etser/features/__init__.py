@@ -1,0 +1,1 @@
+"""Stage 2: features of a data directory into the dump (docs/DESIGN.md, "Stage 2")."""
