@@ -34,7 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "local"))
 
-from etser.features.extract import run_job, write_matrix  # noqa: E402
+from etser.features.dumpio import write_matrix  # noqa: E402
+from etser.features.extract import run_job  # noqa: E402
 
 
 def mini_wavs(mini_dir: Path, n: int) -> list[Path]:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "tests"))
 
 from etser.features.extract import run_job  # noqa: E402
-from etser.features.extract_modal import _loader, iter_encoded, read_inputs  # noqa: E402
+from etser.features import modality as modalities  # noqa: E402
 from etser.features.upstream import load_config  # noqa: E402
 
 CHARS = "今天下午我们开会吃饭很开心高兴快乐太好了难过伤心哭失望生气愤怒讨厌烦真的是吗呢啊一个人去看电影"
@@ -64,12 +64,14 @@ def image_model(path: Path) -> Path:
 
 def bare_seconds(cfg: dict, encoder, data: Path) -> float:
     """The forward passes alone: the same batches, inputs prepared beforehand."""
-    src, table = read_inputs(cfg, data)
-    load = _loader(cfg, encoder, table, src)
-    order = sorted(table, key=lambda u: (-len(table[u]), u)) if cfg["modality"] == "text" else sorted(table)
-    prepared = [(u, load(u)) for u in order]
+    mod = modalities.of(cfg)
+    src, table = mod.read_inputs(cfg, data)
+    job = modalities.Job(data, src, table, mod.order(cfg, sorted(table), table, data),
+                         lambda u: mod.where(u, src, table), "cpu", 1, None, 8)
+    load = mod.loader(cfg, encoder, job)
+    prepared = [(u, load(u)) for u in job.order]
     t = time.perf_counter()
-    for _ in iter_encoded(cfg, encoder, prepared):
+    for _ in mod.encoded(cfg, encoder, prepared):
         pass
     return time.perf_counter() - t
 
@@ -77,10 +79,8 @@ def bare_seconds(cfg: dict, encoder, data: Path) -> float:
 def ratio(cfg: dict, data: Path, out: Path, repeats: int, threads: int) -> tuple[float, float, float]:
     import torch
 
-    from etser.features.extract_modal import _build
-
     torch.set_num_threads(threads)
-    encoder = _build(cfg, "cpu")
+    encoder = modalities.of(cfg).build(cfg, "cpu")
     pipe, bare = [], []
     for r in range(repeats):
         bare.append(bare_seconds(cfg, encoder, data))

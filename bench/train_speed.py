@@ -77,7 +77,7 @@ def main() -> int:
     warnings.filterwarnings("ignore", message=".*weight_norm.*")
 
     from etser.features.audio import load_audio
-    from etser.features.extract import pooled_features
+    from etser.features.modalities.speech import pooled_features
     from etser.heads import SuperbHead
     from etser.train import load_config
     from etser.features.upstream import build_upstream

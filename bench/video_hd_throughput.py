@@ -70,7 +70,7 @@ def decode_only(data: Path, threads: int) -> tuple[int, float]:
 
 def pipeline(cfg: dict, data: Path, out: Path, threads: int) -> tuple[int, float]:
     from etser.datadir import read_table
-    from etser.features.extract_modal import run_job
+    from etser.features.extract import run_job
 
     shutil.rmtree(out, ignore_errors=True)  # a finished job would be skipped, not timed
     r = run_job(cfg, data, out, nj=1, job=1, num_threads=threads)

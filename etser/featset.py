@@ -50,6 +50,13 @@ META_DEFAULTS = {"modality": "speech", "schema_version": 1, "frame_layers": None
 
 # ---------------------------------------------------------------- meta.json
 
+def _modalities() -> list[str]:
+    """The modalities stage 2 knows (each registers itself from its own file in etser/features/modalities/)."""
+    from etser.features.modality import names
+
+    return names()
+
+
 def read_meta(set_dir: Path) -> dict:
     """``meta.json`` of a feature set dir, with ``modality`` / ``schema_version`` defaults filled in."""
     path = Path(set_dir) / "meta.json"
@@ -63,8 +70,8 @@ def read_meta(set_dir: Path) -> dict:
     if missing:
         raise ValueError(f"{path}: lacks {', '.join(missing)}; rerun stage 2 for this set")
     meta = {**META_DEFAULTS, **meta}
-    if meta["modality"] not in MODALITIES:
-        raise ValueError(f"{path}: modality {meta['modality']!r} is not one of {', '.join(MODALITIES)}")
+    if meta["modality"] not in _modalities():
+        raise ValueError(f"{path}: modality {meta['modality']!r} is not one of {', '.join(_modalities())}")
     if int(meta["schema_version"]) > SCHEMA_VERSION:
         raise ValueError(f"{path}: schema_version {meta['schema_version']} is newer than this reader's "
                          f"{SCHEMA_VERSION}: update the recipe")
@@ -96,8 +103,9 @@ def write_meta(set_dir: Path, meta: Mapping) -> dict:
     if missing:
         raise ValueError(f"meta.json for {set_dir}: lacks {', '.join(missing)}")
     meta = {**META_DEFAULTS, "schema_version": SCHEMA_VERSION, **meta}
-    if meta["modality"] not in MODALITIES:
-        raise ValueError(f"meta.json for {set_dir}: modality {meta['modality']!r} is not one of {', '.join(MODALITIES)}")
+    if meta["modality"] not in _modalities():
+        raise ValueError(f"meta.json for {set_dir}: modality {meta['modality']!r} is not one of "
+                         f"{', '.join(_modalities())}")
     path = Path(set_dir) / "meta.json"
     tmp = path.with_name("meta.json.tmp")
     tmp.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n", encoding="utf-8")

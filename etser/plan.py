@@ -409,7 +409,7 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
     caption).  Inputs are checked only when stage 2 runs (``extract``: later stages read the dumps, not the
     inputs); labels only when a training stage runs (``train``: stage 2 alone needs none)."""
     from etser.caption import KINDS
-    from etser.features.extract_modal import input_file
+    from etser.features.extract import input_file
     from etser.features.upstream import find_config, load_config, modality
 
     conf_dir = conf_root / "conf" / "upstream"

@@ -19,7 +19,9 @@ import soundfile as sf
 import torch
 import yaml
 
-from etser.features.extract import extract_wavs, iter_features, merge, plan_windows, run_job, split_keys
+from etser.features.dumpio import split_keys
+from etser.features.extract import merge, run_job
+from etser.features.modalities.speech import extract_wavs, iter_features, plan_windows
 from etser.features.extract import main as extract_main
 from etser.features.upstream import build_upstream, config_tag, load_config
 
@@ -315,7 +317,7 @@ def test_split_keys_matches_utils_split_scp(tmp_path):
 
 def test_prefetch_raises_errors_in_order():
     """An error in load, or in the item iterator itself, reaches the consumer after the items before it."""
-    from etser.features.extract import prefetch
+    from etser.features.dumpio import prefetch
 
     def load(x):
         if x == 3:
@@ -339,7 +341,7 @@ def test_prefetch_raises_errors_in_order():
 
 def test_pooled_features_of_an_iterator(tmp_path):
     """The inference API takes a dict, a list or a one-pass iterator of (utt, wav path), in that order."""
-    from etser.features.extract import pooled_features
+    from etser.features.modalities.speech import pooled_features
 
     data = make_data(tmp_path, n=3)
     pairs = [tuple(line.split(" ", 1)) for line in (data / "wav.scp").read_text().splitlines()]
@@ -411,11 +413,12 @@ def test_kill_and_rerun_is_byte_identical(tmp_path, models, monkeypatch):
     victim = min(part, key=lambda u: float(dur[u]))
     # Reading the victim blocks for good, so the job is stuck mid-way, deterministically. (Not a named pipe
     # in wav.scp: stage 2 refuses those without opening them.)
-    blocking = [PY, "-c", "import sys, time; import etser.features.extract as e; real = e.load_audio\n"
+    blocking = [PY, "-c", "import sys, time; import etser.features.extract as e, etser.features.modalities.speech as s\n"
+                "real = s.load_audio\n"
                 "def load(path, utt=None, **kw):\n"
                 f"    if utt == {victim!r}: time.sleep(3600)\n"
                 "    return real(path, utt, **kw)\n"
-                "e.load_audio = load; sys.exit(e.main(sys.argv[1:]))"] + cmd[3:]
+                "s.load_audio = load; sys.exit(e.main(sys.argv[1:]))"] + cmd[3:]
     subprocess.run(cmd + ["--job", "1"], cwd=tmp_path, env=env, check=True, capture_output=True)
     proc = subprocess.Popen(blocking + ["--job", "2"], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
     tmp_ark = tmp_path / "dump/t/train/split2/pooled_mean.2.ark.tmp"

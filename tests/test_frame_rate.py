@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from etser.features.extract import iter_features
+from etser.features.modalities.speech import iter_features
 from etser.features.upstream import build_upstream, load_config
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from etser.features.audio_info import not_a_regular_file, wav_data_bytes
+from etser.features.modality import InputError
 from etser.datadir import printable
 
 TARGET_RATE = 16000
@@ -25,7 +26,7 @@ TARGET_RATE = 16000
 _MAX_SINC_KERNEL = 1 << 20
 
 
-class AudioLoadError(Exception):
+class AudioLoadError(InputError):
     """An audio file that cannot be turned into model input; the message names the utterance and the file."""
 
 

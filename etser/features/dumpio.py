@@ -1,7 +1,6 @@
-"""Pieces shared by the stage-2 extractors of every modality (etser.features.extract for speech, etser.features.extract_modal
-for text and visual): layer selection, the background prefetch thread, ark writing, Kaldi-style job
-splits, job markers and the "pooled statistics vary" check.  Below both extractors, so neither imports the
-other at module level."""
+"""Pieces shared by stage 2's job runner (etser.features.extract) and the modalities
+(etser/features/modalities/): layer selection, the background prefetch thread, ark writing, Kaldi-style job
+splits, job markers and the "pooled statistics vary" check.  Below both, so neither imports the other for them."""
 
 from __future__ import annotations
 

@@ -14,9 +14,10 @@ The tag of a config is ``<name>_<hash8>``: the hash covers everything that decid
 (model, checkpoint, args, chunking, frame-level choice, autocast); ``download`` (a hint) and ``batch``
 (resources: the batch policy keeps features equal within 1e-4) are left out.
 
-A config may declare ``modality: text`` or ``modality: visual`` (default ``speech``, which is left out of the
-normalised config so that speech tags stay as they were); those configs have their own keys
-(``TEXT_DEFAULTS``, ``VISUAL_DEFAULTS``; models in ``etser.features.text_encoders`` / ``etser.features.visual_encoders``).
+A config may declare ``modality: <name>`` (``text``, ``visual``, or any modality registered in
+etser/features/modalities/); its keys, defaults and checks are that modality's (etser.features.modality).
+Configs without it are speech configs (etser/features/modalities/speech.py), whose normalised config has no
+``modality`` key, so that speech tags stay as they were; the speech models are built here.
 
 No network: a missing checkpoint fails at once with what to download and where to put it.
 """
@@ -24,7 +25,6 @@ No network: a missing checkpoint fails at once with what to download and where t
 from __future__ import annotations
 
 import argparse
-import copy
 import difflib
 import hashlib
 import importlib
@@ -35,97 +35,17 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from etser.features import modality as modalities
+from etser.features.modality import NOT_HASHED, UpstreamError  # noqa: F401  (UpstreamError: raised by every stage-2 module)
 from etser.yamlfile import read_yaml
 
 SAMPLE_RATE = 16000
 CONF_DIR = "conf/upstream"
 
-DEFAULTS: dict[str, Any] = {
-    "name": None,        # S3PRL hub entry
-    "ckpt": None,        # checkpoint file or HF directory for *_local / *_custom / hf_* entries
-    "factory": None,     # "module:function" or "file.py:function"
-    "args": {},          # keyword arguments of the hub entry or the factory
-    "download": None,    # where to get the checkpoint (shown when it is missing; not hashed)
-    "batch": {
-        # equal_length: only segments of identical length share a batch (exact for every model);
-        # padded: pad and mask (only for models whose outputs ignore padding; see docs/upstreams.md)
-        "policy": "equal_length",
-        "max_seconds": 60.0,   # padded audio per batch
-        "max_items": 16,
-    },
-    "chunk": {
-        "seconds": 30.0,   # longer utterances are cut into windows of this length ...
-        "overlap": 4.0,    # ... overlapping by this much; each window's frames nearest its centre are kept
-    },
-    "frames": {
-        "layers": None,      # None: pooled statistics only; "all" or a list of layer indices
-        "dtype": "float16",  # float16 (kaldiio numpy ark), float32 (Kaldi FM) or kaldi_compressed (Kaldi CM)
-    },
-    "autocast": None,        # None, fp16 (CUDA) or bf16
-    # audio stage 2 cannot read (decode error, truncated, NaN): fail (the job stops naming the utterance and
-    # file) or exclude (listed with the reason in <dir>/excluded; stages 3-4 leave it out, counted)
-    "on_bad_input": "fail",
-}
-NOT_HASHED = ("download", "batch", "on_bad_input")
-BATCH_POLICIES = ("equal_length", "padded")
-FRAME_DTYPES = ("float16", "float32", "kaldi_compressed")
-AUTOCAST = (None, "fp16", "bf16")
 PADDED_TOLERANCE = 1e-4  # relative; the padded policy is refused for a model that misses it
-
-
-MODALITIES = ("speech", "text", "visual")
-_FRAMES = {"layers": None, "dtype": "float16"}
-TEXT_DEFAULTS: dict[str, Any] = {
-    "modality": "text",
-    "name": None,               # hf_text (a local Hugging Face directory) or char_ngram (no download)
-    "ckpt": None,
-    "factory": None,
-    "args": {},
-    "download": None,
-    "text_file": "text_raw",    # data/<set>/text_raw (transcript with markup, as the official extractor) or text
-    "dtype": "float32",         # weights: float32, float16 (CUDA only) or bfloat16
-    "trust_remote_code": False,  # only for models whose code ships in the checkpoint (ChatGLM2, Baichuan)
-    "max_length": None,         # tokens per window with special tokens; None: the model's maximum
-    "long_text": {"policy": "window", "overlap": 32},  # window (overlapping windows) or truncate
-    "on_bad_input": "exclude",  # exclude (listed in <dir>/excluded) or fail
-    "batch": {"max_items": 16, "max_tokens": 8192},
-    "frames": dict(_FRAMES),
-}
-VISUAL_DEFAULTS: dict[str, Any] = {
-    "modality": "visual",
-    "name": None,               # hf_image (per frame), hf_video (clips, VideoMAE), timm_image or face_features
-    "ckpt": None,
-    "factory": None,
-    "args": {},
-    "download": None,
-    "sampling": {"mode": "all", "value": None},  # all | fps (value frames per second) | uniform (value frames)
-    "face": {
-        "crop": "haar",          # haar (OpenCV cascade), openface (aligned faces a user has) or none
-        "openface_dir": None,    # <dir>/<utt>/*.bmp|png|jpg or <dir>/<utt>.npy, for crop: openface
-        "margin": 0.25,          # box enlarged by this fraction on each side (haar)
-        "min_size": 24,          # smallest face side in pixels (haar)
-        "detect_size": 160,      # haar runs on a copy whose shorter side is at most this (speed); faces
-                                 # under 24 / detect_size of the shorter side are not found
-        "detect_fps": 1,         # haar detections per second of video, the box interpolated between them;
-                                 # 0: every sampled frame (an order of magnitude slower on HD video)
-        "no_face": "full_frame",  # full_frame (recorded in <dir>/no_face) or exclude
-        "size": 224,             # crops are resized to size x size before the encoder's own processor
-    },
-    "max_av_diff": 1.0,         # seconds the video may last longer or shorter than the audio (utt2dur); null: unchecked
-    "dtype": "float32",
-    "on_bad_input": "exclude",
-    "batch": {"max_items": 32},
-    "frames": dict(_FRAMES),
-}
-NOT_HASHED_MODAL = ("download", "batch", "on_bad_input")
-
-
-class UpstreamError(Exception):
-    """A config or checkpoint problem; the message says which file and what to do."""
 
 
 # ---------------------------------------------------------------- config files
@@ -150,126 +70,16 @@ def find_config(upstream: str | os.PathLike, conf_dir: str | os.PathLike = CONF_
                         f"{', '.join(names) if names else '(none)'}")
 
 
-def _merge_defaults(user: dict, defaults: dict, where: str) -> dict:
-    out = copy.deepcopy(defaults)
-    for key, value in user.items():
-        if key not in defaults:
-            close = difflib.get_close_matches(key, defaults, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UpstreamError(f"{where}: unknown key {key!r}{hint}; known: {', '.join(defaults)}")
-        if isinstance(defaults[key], dict) and key != "args":
-            if not isinstance(value, dict):
-                raise UpstreamError(f"{where}: {key!r} must be a mapping")
-            out[key] = _merge_defaults(value, defaults[key], f"{where}: {key}")
-        else:
-            out[key] = value
-    return out
-
-
-def _number(section: dict, key: str, name: str, where: str, kind=float):
-    try:
-        return kind(section[key])
-    except (TypeError, ValueError):
-        raise UpstreamError(f"{where}: {name}.{key} must be a number, got {section[key]!r}") from None
-
-
 def modality(cfg: dict) -> str:
-    return cfg.get("modality") or "speech"
-
-
-def _normalize_modal(user: dict, where: str) -> dict:
-    """Text and visual configs: their own defaults and checks."""
-    mod = user["modality"]
-    cfg = _merge_defaults(user, TEXT_DEFAULTS if mod == "text" else VISUAL_DEFAULTS, where)
-    if bool(cfg["name"]) == bool(cfg["factory"]):
-        raise UpstreamError(f"{where}: give exactly one of 'name' or 'factory'")
-    names = ("hf_text", "char_ngram") if mod == "text" else ("hf_image", "hf_video", "timm_image", "face_features")
-    if cfg["name"] and cfg["name"] not in names:
-        raise UpstreamError(f"{where}: {mod} name {cfg['name']!r} unknown; one of {', '.join(names)} (or a factory)")
-    cfg["args"] = cfg["args"] or {}
-    if not isinstance(cfg["args"], dict):
-        raise UpstreamError(f"{where}: 'args' must be a mapping")
-    if cfg["name"] and cfg["name"].startswith(("hf_", "timm_")) and not cfg["ckpt"]:
-        raise UpstreamError(f"{where}: {cfg['name']} needs 'ckpt' (a local Hugging Face directory)")
-    choices = {"dtype": ("float32", "float16", "bfloat16"), "on_bad_input": ("exclude", "fail")}
-    if mod == "text":
-        choices.update(text_file=("text_raw", "text"))
-        if cfg["long_text"]["policy"] not in ("window", "truncate"):
-            raise UpstreamError(f"{where}: long_text.policy must be window or truncate")
-        if cfg["max_length"] is not None and _number(cfg, "max_length", "max_length", where, int) < 8:
-            raise UpstreamError(f"{where}: max_length must be null or >= 8 tokens")
-        if _number(cfg["long_text"], "overlap", "long_text", where, int) < 0:
-            raise UpstreamError(f"{where}: long_text.overlap must be >= 0")
-    else:
-        s, f = cfg["sampling"], cfg["face"]
-        if s["mode"] not in ("all", "fps", "uniform"):
-            raise UpstreamError(f"{where}: sampling.mode must be all, fps or uniform")
-        if s["mode"] != "all" and not (_number(s, "value", "sampling", where) > 0):
-            raise UpstreamError(f"{where}: sampling.value must be > 0 for mode {s['mode']}")
-        if f["crop"] not in ("haar", "openface", "none"):
-            raise UpstreamError(f"{where}: face.crop must be haar, openface or none")
-        if f["crop"] == "openface" and not f["openface_dir"]:
-            raise UpstreamError(f"{where}: face.crop openface needs face.openface_dir")
-        if f["no_face"] not in ("full_frame", "exclude"):
-            raise UpstreamError(f"{where}: face.no_face must be full_frame or exclude")
-        if _number(f, "detect_fps", "face", where) < 0 or _number(f, "detect_size", "face", where, int) < 24:
-            raise UpstreamError(f"{where}: face.detect_fps must be >= 0 and face.detect_size >= 24")
-        if cfg["max_av_diff"] is not None and not _number(cfg, "max_av_diff", "config", where) >= 0:
-            raise UpstreamError(f"{where}: max_av_diff must be null or >= 0 seconds")
-    for key, allowed in choices.items():
-        if cfg[key] not in allowed:
-            raise UpstreamError(f"{where}: {key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
-    if _number(cfg["batch"], "max_items", "batch", where, int) < 1:
-        raise UpstreamError(f"{where}: batch.max_items must be >= 1")
-    f = cfg["frames"]
-    if not (f["layers"] is None or f["layers"] == "all"
-            or (isinstance(f["layers"], list) and f["layers"] and all(isinstance(i, int) for i in f["layers"]))):
-        raise UpstreamError(f"{where}: frames.layers must be null, 'all' or a non-empty list of layer indices")
-    if f["dtype"] not in FRAME_DTYPES:
-        raise UpstreamError(f"{where}: frames.dtype must be one of {', '.join(FRAME_DTYPES)}")
-    return cfg
+    """The name of a config's modality (etser.features.modality)."""
+    return modalities.of(cfg).name
 
 
 def normalize_config(user: dict, where: str = "upstream config") -> dict:
-    """Fill defaults and check a config dict; UpstreamError naming ``where`` for anything wrong."""
+    """Fill defaults and check a config dict (its modality's own rules); UpstreamError naming ``where``."""
     if not isinstance(user, dict):
         raise UpstreamError(f"{where}: expected a mapping of options")
-    mod = user.get("modality") or "speech"
-    if mod not in MODALITIES:
-        raise UpstreamError(f"{where}: modality must be one of {', '.join(MODALITIES)}, got {mod!r}")
-    if mod != "speech":
-        return _normalize_modal(user, where)
-    user = {k: v for k, v in user.items() if k != "modality"}  # speech configs hash as before
-    cfg = _merge_defaults(user, DEFAULTS, where)
-    if bool(cfg["name"]) == bool(cfg["factory"]):
-        raise UpstreamError(f"{where}: give exactly one of 'name' (an S3PRL hub entry) or 'factory'")
-    if cfg["args"] is None:
-        cfg["args"] = {}
-    if not isinstance(cfg["args"], dict):
-        raise UpstreamError(f"{where}: 'args' must be a mapping")
-    if cfg["factory"] and ":" not in str(cfg["factory"]):
-        raise UpstreamError(f"{where}: factory {cfg['factory']!r} must be 'module:function' or 'file.py:function'")
-    b = cfg["batch"]
-    if b["policy"] not in BATCH_POLICIES:
-        raise UpstreamError(f"{where}: batch.policy must be one of {', '.join(BATCH_POLICIES)}")
-    if not (_number(b, "max_seconds", "batch", where) > 0 and _number(b, "max_items", "batch", where, int) >= 1):
-        raise UpstreamError(f"{where}: batch.max_seconds must be > 0 and batch.max_items >= 1")
-    c = cfg["chunk"]
-    c["seconds"], c["overlap"] = _number(c, "seconds", "chunk", where), _number(c, "overlap", "chunk", where)
-    if not (c["seconds"] > 0 and 0.1 <= c["overlap"] <= c["seconds"] / 2):
-        raise UpstreamError(f"{where}: need chunk.seconds > 0 and 0.1 <= chunk.overlap <= chunk.seconds / 2")
-    f = cfg["frames"]
-    layers = f["layers"]
-    if not (layers is None or layers == "all"
-            or (isinstance(layers, list) and layers and all(isinstance(i, int) for i in layers))):
-        raise UpstreamError(f"{where}: frames.layers must be null, 'all' or a non-empty list of layer indices")
-    if f["dtype"] not in FRAME_DTYPES:
-        raise UpstreamError(f"{where}: frames.dtype must be one of {', '.join(FRAME_DTYPES)}")
-    if cfg["autocast"] not in AUTOCAST:
-        raise UpstreamError(f"{where}: autocast must be null, fp16 or bf16")
-    if cfg["on_bad_input"] not in ("fail", "exclude"):
-        raise UpstreamError(f"{where}: on_bad_input must be fail or exclude, got {cfg['on_bad_input']!r}")
-    return cfg
+    return modalities.get(user.get("modality") or None, where).normalize(user, where)
 
 
 def load_config(source: str | os.PathLike | dict, conf_dir: str | os.PathLike = CONF_DIR) -> dict:
@@ -286,8 +96,7 @@ def load_config(source: str | os.PathLike | dict, conf_dir: str | os.PathLike = 
 
 def config_hash(cfg: dict) -> str:
     """8 hex digits of the SHA-256 of the canonical JSON of the hashed part of a normalised config."""
-    skip = NOT_HASHED if modality(cfg) == "speech" else NOT_HASHED_MODAL
-    hashed = {k: v for k, v in cfg.items() if k not in skip}
+    hashed = {k: v for k, v in cfg.items() if k not in NOT_HASHED}
     text = json.dumps(hashed, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -324,25 +133,16 @@ def check_hf_dir(path: Path, cfg: dict, files: tuple[str, ...] = ("config.json",
 
 
 def _check_ckpt(cfg: dict) -> None:
-    """Fail before any model code runs when the checkpoint (``ckpt``, or a factory's ``args.ckpt``) is absent."""
-    if cfg.get("name") == "char_ngram" and modality(cfg) == "text":
-        fit = Path(cfg["args"].get("fit_text", "data/train/text"))
-        if not fit.is_file():
-            raise UpstreamError(f"upstream char_ngram: the training transcripts {fit.resolve()} (args.fit_text) "
-                                "do not exist; stage 1 writes them")
+    """Fail before any model code runs when the checkpoint (``ckpt``, or a factory's ``args.ckpt``) is absent:
+    the modality's own checks first, then these."""
+    if modalities.of(cfg).check_ckpt(cfg):
+        return
     ckpt = cfg.get("ckpt") or (cfg["args"].get("ckpt") if cfg.get("factory") else None)
     if not ckpt or str(ckpt).startswith(("http://", "https://")):
         return
     path = Path(ckpt)
-    if modality(cfg) == "text" and cfg.get("name") == "hf_text":
-        check_hf_dir(path, cfg, ("config.json",))
-        if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
-            raise UpstreamError(f"upstream {cfg['name']}: the Hugging Face directory {path.resolve()} has no "
-                                f"tokenizer files; copy every file of {cfg.get('download') or 'the model repository'}")
-    elif str(cfg.get("name") or "").startswith("hf_"):
+    if str(cfg.get("name") or "").startswith("hf_"):
         check_hf_dir(path, cfg)
-    elif cfg.get("name") == "timm_image":  # a timm hub folder: config.json and model.safetensors
-        check_hf_dir(path, cfg, ("config.json", "model.safetensors"))
     elif not path.exists():
         raise _missing(path, cfg)
 
@@ -598,9 +398,9 @@ class Upstream:
 def build_upstream(cfg: dict | str | os.PathLike, device: str = "cpu") -> Upstream:
     """Build the model of a config (dict, path or name); checkpoint checks come first, no network."""
     cfg = load_config(cfg) if not isinstance(cfg, dict) else normalize_config(cfg)
-    if modality(cfg) != "speech":
-        raise UpstreamError(f"upstream {cfg['name'] or cfg['factory']}: a {modality(cfg)} config; this builds speech "
-                            "upstreams only (stage 2 runs text/visual ones: python -m etser.features.extract job)")
+    if cfg.get("modality"):  # speech configs have none (etser/features/modalities/speech.py)
+        raise UpstreamError(f"upstream {cfg['name'] or cfg['factory']}: a {cfg['modality']} config; this builds "
+                            "speech upstreams only (stage 2 runs the others: python -m etser.features.extract job)")
     if cfg["name"] and _hubconf_module(cfg["name"]) is None:
         _hub_entry(cfg["name"], None)  # a name found only by importing the whole hub, or a clear error
     _check_ckpt(cfg)
