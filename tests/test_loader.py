@@ -1,4 +1,4 @@
-"""Audio decoding in worker processes (etser/loader.py): same features as one thread, errors that name the
+"""Audio decoding in worker processes (etser/features/loader.py): same features as one thread, errors that name the
 utterance and file, no hang when a worker dies, single-threaded workers."""
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ def merge(config: str | os.PathLike | dict, data: str | os.PathLike, out_dir: st
               "per-utterance normalisation (fbank_no_cmvn)", file=sys.stderr)
     layers = next((m["frame_layers"] for m in markers if m.get("num_layers")), None)
     meta = {
-        "upstream": name or (str(cfg["name"] or cfg["factory"]) if isinstance(config, dict)
+        "upstream": name or (str(cfg.get("name") or cfg.get("factory")) if isinstance(config, dict)
                              else find_config(config).stem),
         "modality": mod.name, "schema_version": SCHEMA_VERSION,
         "config_hash": config_hash(cfg),
