@@ -183,7 +183,7 @@ def run_job(config: str | os.PathLike | dict, data: str | os.PathLike, out_dir: 
     pieces = [f"{len(lists[EXCLUDED])} excluded (see {split}/{EXCLUDED}.{job})",
               *mod.summary({**run.stats, "elapsed_seconds": elapsed}, lists)]
     print(f"extract {data} job {job}/{nj} ({mod.name}): {done} utts, {', '.join(pieces)}, "
-          f"{done / elapsed if elapsed > 0 else float('inf'):.2f} utts/s, {sum(num_frames.values())} frames, "
+          f"{done / elapsed if elapsed > 0 else float('inf'):.2f} utts/s, {sum(num_frames.values())} {mod.axis(cfg)}, "
           f"peak RSS {_peak_rss_mb():.0f} MB, {time.time() - t0:.1f} s with model loading", file=sys.stderr)
     return {**result, "elapsed_seconds": elapsed}
 

@@ -125,6 +125,7 @@ class Modality:
     allow_empty: bool = False    # an empty value is an input (an empty transcript), not a malformed line
     notes: tuple[str, ...] = ()  # per-utterance tables besides ``excluded`` that jobs write and merge joins
     made_by: str = "stage 1"
+    time_axis: str = "frames"    # what the features pool over (frames, tokens, clips)
 
     # -- configs
     def normalize(self, user: dict, where: str) -> dict:
@@ -170,6 +171,9 @@ class Modality:
         raise NotImplementedError
 
     # -- records
+    def axis(self, cfg: dict) -> str:
+        return self.time_axis
+
     def summary(self, stats: dict, lists: dict[str, dict]) -> list[str]:
         """Pieces of the job's last log line (after the utterance count)."""
         return []
@@ -244,7 +248,6 @@ class EncoderModality(Modality):
     prepared in a background thread, batched, encoded and pooled over T.  A subclass gives ``loader`` (what
     prepares one utterance) and ``full`` (when a batch is full)."""
 
-    time_axis = "frames"
     prefetch_depth: int | None = None  # items prepared ahead (None: the job's prefetch depth)
     defaults: dict = {}                # the config's keys and defaults ('modality' included: it is hashed)
     model_names: tuple[str, ...] = ()  # built-in models a config names with 'name' (else a 'factory')
@@ -328,9 +331,6 @@ class EncoderModality(Modality):
             if not resolved:
                 layers, resolved = resolve_layers(cfg["frames"]["layers"], int(x.shape[0])), True
             yield utt, pool(utt, x, layers), notes
-
-    def axis(self, cfg: dict) -> str:
-        return self.time_axis
 
     def frame_rate(self, cfg: dict) -> float | None:
         return None
