@@ -274,13 +274,16 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
     """FunASR's ``model.pt`` read as data (tensors only): unwrapped from ``state_dict`` / ``model_state_dict`` /
     ``model`` as FunASR's loader does, ``module.`` (DDP) and ``d2v_model.`` (fairseq fine-tuning) prefixes off."""
     import pickle
+    import re
 
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        lines = [x.strip() for x in str(e).splitlines() if "unsupported" in x.lower()]
-        raise ValueError(f"{file}: refused: the weights file holds more than tensors and plain data "
-                         f"({lines[0] if lines else type(e).__name__}); it is read as data, never run") from None
+        # torch's message advises allow-listing the class: say only what the file holds
+        m = re.search(r"GLOBAL (\S+)", str(e))
+        what = f"a pickled {m.group(1)}" if m else type(e).__name__
+        raise ValueError(f"{file}: refused: the weights file holds more than tensors and plain data ({what}); "
+                         "it is read as data, never run") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -17,7 +17,7 @@ import yaml
 
 from tests.helpers_emotion2vec import (CONV_LAYERS, EMBED, NUM_LAYERS, SPEC, funasr_shapes, random_state,
                                        tiny_emotion2vec_dir)
-from tests.helpers_faults import ROOT, recipe_env, run_recipe
+from tests.helpers_faults import ROOT, make_workdir, recipe_env, run_recipe
 
 from etser.audio import load_audio
 from etser.datadir import read_table
@@ -113,16 +113,8 @@ def test_old_alibi_scale_layout_loads(tmp_path):
 
 
 def _workdir(path: Path, ckpt: Path) -> Path:
-    path.mkdir()
-    for name in ("run.sh", "path.sh", "cmd.sh", "local", "utils"):
-        (path / name).symlink_to(ROOT / name)
-    (path / "conf").mkdir()
-    for p in (ROOT / "conf").iterdir():
-        if p.name != "upstream":
-            (path / "conf" / p.name).symlink_to(p)
-    shutil.copytree(ROOT / "conf" / "upstream", path / "conf" / "upstream")
-    # the shipped config as a user has it, the folder at its 'ckpt' (relative to the working directory)
-    (path / "downloads" / "models").mkdir(parents=True)
+    """A working dir with the shipped configs; the folder where emotion2vec_plus_base.yaml's 'ckpt' says."""
+    make_workdir(path)
     shutil.copytree(ckpt, path / "downloads" / "models" / "emotion2vec_plus_base")
     return path
 
