@@ -298,11 +298,12 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-class Emotion2vecUpstream:
+class Emotion2vecUpstream(nn.Module):
     """S3PRL upstream interface over :class:`Emotion2vec` (one utterance per forward: see ``batch`` in the
     configs; per-utterance normalisation and the position convolution make padding change the features)."""
 
     def __init__(self, ckpt: str):
+        super().__init__()
         from etser.upstream import UpstreamError
         from etser.yamlfile import read_yaml
 
@@ -347,21 +348,13 @@ class Emotion2vecUpstream:
         self.model.eval()
         self.stride = math.prod(s for _, _, s in self.model.audio.spec)
 
-    def to(self, device):
-        self.model.to(device)
-        return self
-
-    def eval(self):
-        self.model.eval()
-        return self
-
     def get_downsample_rates(self, key: str | None = None) -> int:
         return self.stride
 
     def num_frames(self, n_samples: int) -> int:
         return self.model.num_frames(n_samples)
 
-    def __call__(self, wavs):
+    def forward(self, wavs):
         if len({len(w) for w in wavs}) != 1:
             raise ValueError("emotion2vec takes equal-length batches only (batch.policy: equal_length)")
         param = next(self.model.parameters())
