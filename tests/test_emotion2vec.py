@@ -104,6 +104,19 @@ def test_a_folder_that_does_not_fit_is_refused(tmp_path, change, words):
         assert w in str(e.value), (w, str(e.value))
 
 
+@pytest.mark.parametrize("wrap", [
+    lambda sd: sd,                                                     # a bare state dict
+    lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}},   # DDP-saved, under state_dict
+    lambda sd: {"model": {f"d2v_model.{k}": v for k, v in sd.items()}},     # a fairseq fine-tuning wrapper
+])
+def test_the_layouts_funasr_loads_are_read(tmp_path, wrap):
+    d = tiny_emotion2vec_dir(tmp_path / "e2v", seed=4)
+    torch.save(wrap(random_state(4)), d / "model.pt")
+    up = build_upstream(shipped("emotion2vec_plus_base", d))
+    key = "modality_encoders.AUDIO.context_encoder.blocks.0.attn.qkv.weight"
+    assert torch.equal(up.model.model.state_dict()[key], random_state(4)[key])
+
+
 def test_old_alibi_scale_layout_loads(tmp_path):
     """A 4-d alibi_scale (older data2vec 2.0 checkpoints) is read as fairseq's upgrade does."""
     d = tiny_emotion2vec_dir(tmp_path / "e2v")
