@@ -21,9 +21,9 @@ mini_dir=downloads/mini_emotiontalk   # where the mini corpus is generated when 
 strict=false        # true: any excluded utterance in stage 1 is an error
 sets="train val test"
 # conf/upstream/<name>.yaml, one per modality by default: the no-download speech, text and visual baselines.
-# S3PRL fbank without per-utterance CMVN: S3PRL's "fbank" normalises mean and variance of every
-# utterance, so its pooled mean/std are constant and pooled heads learn nothing (docs/training.md).
-upstreams="fbank_no_cmvn text_baseline visual_baseline"
+# Speech: openSMILE's eGeMAPSv02 functionals (docs/upstreams.md; on the mini corpus above fbank_no_cmvn, S3PRL
+# fbank without per-utterance CMVN, whose frames the captioners read).
+upstreams="egemaps text_baseline visual_baseline"
 upstream=           # alias of --upstreams for a single one
 nj=4                # parallel jobs (feature extraction; at most this many training/scoring jobs)
 ngpu=0              # GPUs per extraction/training job (0: CPU)
@@ -37,7 +37,7 @@ results_conf=conf/results.yaml
 seeds="1 2 3"
 # multimodal fusion (stages 3-5): algorithms of conf/fusion over one stream per modality (NAME=UPSTREAM)
 fusion="attention"  # empty: no fusion; all ten: "attention tfn lmf misa mmim mult mfn graph_mfn mfm mctn"
-fusion_streams="speech=fbank_no_cmvn text=text_baseline visual=visual_baseline"
+fusion_streams="speech=egemaps text=text_baseline visual=visual_baseline"
 fusion_tasks=       # empty: the 'fusion' list of the tasks conf (multi_four multi_all sentiment)
 fusion_trials=0     # >0: MERBench's random search, N draws of conf/fusion/<algo>.yaml tune lists, best on val
 fusion_search_seed=0

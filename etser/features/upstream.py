@@ -419,7 +419,7 @@ def versions() -> dict:
 
     out = {}
     for pkg in ("torch", "torchaudio", "espnet-s3prl", "s3prl", "transformers", "kaldiio", "av",
-                "opencv-python-headless", "scikit-learn"):
+                "opencv-python-headless", "scikit-learn", "opensmile"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
