@@ -5,6 +5,8 @@ is lost (the model ignoring the key, or doing our behaviour under it)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -15,6 +17,7 @@ from etser.fusion import mfm as mfm_module
 from etser.tune import load_search_space
 from helpers_fusion import inputs, small
 
+CONF = Path(__file__).resolve().parents[1] / "conf" / "fusion"
 DETAILED = sorted(n for n, cls in FUSION_MODELS.items() if cls.official_details)
 
 
@@ -34,7 +37,7 @@ def test_official_switch_selects_every_detail_and_a_key_overrides_it(name):
         assert small(name, **{key: theirs}).detail(key) == theirs      # alone
         assert small(name, official=True, **{key: mine}).detail(key) == mine  # official but this one ours
     # the YAML lists the switch and every detail, unset, so the recipe's default is ours
-    conf = load_search_space(f"conf/fusion/{name}.yaml")["model"]
+    conf = load_search_space(CONF / f"{name}.yaml")["model"]
     assert conf["official"] is False
     assert all(conf[key] is None for key in cls.official_details)
 
