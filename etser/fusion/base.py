@@ -86,6 +86,9 @@ class FusionModel(nn.Module):
     level = "utterance"  # or "frame"
     aligned = False  # frame models that need every modality at the same length per utterance
     defaults: dict = {}
+    # Details where the official EmotionTalk/MERBench code differs from ours: key -> (ours, official).  Each is
+    # a conf key of its own (None: follow ``official``), and ``official: true`` selects every one not set.
+    official_details: dict = {}
     min_modalities = 2
     max_modalities: int | None = None
 
@@ -112,6 +115,18 @@ class FusionModel(nn.Module):
             raise ValueError(f"fusion {self.name!r}: modality_dropout must be in [0, 1), got {p}")
         self.input_dims = {m: int(d) for m, d in input_dims.items()}
         self.output_dim = int(output_dim)
+        for key in self.official_details:
+            if key not in allowed:
+                raise TypeError(f"fusion {self.name!r}: official detail {key!r} is not among its defaults")
+
+    def detail(self, key: str):
+        """The value of an official detail: its conf key when set, else the official or our behaviour as
+        ``official`` says."""
+        ours, official = self.official_details[key]
+        value = self.conf[key]
+        if value is None:
+            return official if self.conf.get("official") else ours
+        return value
 
     # -- the public forward ------------------------------------------------------------------------
     def forward(self, inputs: Mapping[str, torch.Tensor], lengths: Mapping[str, torch.Tensor] | None = None,

@@ -6,6 +6,11 @@ proper sub-vertices, each scaled by an efficacy in (0, 1) predicted (sigmoid) fr
 top vertex tau combines every vertex the same way.  The vertex networks live in an nn.ModuleDict, so they are
 trained and saved (MERBench keeps them in a plain dict: never optimised, absent from the state_dict).
 Missing modality: ZEROED states (as MFN) and a zero unimodal vertex.
+
+Official details (``official: true``, or each key alone): ``frozen_vertices`` (the official bug: the
+multimodal vertex networks keep their random initial weights, never trained; here they stay in the state_dict,
+so a checkpoint still reloads the same model) and ``linear_graph`` (vertices, tau and the efficacy network
+purely linear, efficacies unbounded; ours: ReLU vertices and tau, sigmoid efficacies).
 """
 
 from __future__ import annotations
@@ -24,17 +29,23 @@ def _proper_subsets(key: tuple[int, ...]) -> list[tuple[int, ...]]:
 
 
 class DynamicFusionGraph(nn.Module):
-    def __init__(self, n: int, dim: int):
+    def __init__(self, n: int, dim: int, linear: bool = False, frozen_vertices: bool = False):
         super().__init__()
         self.n = n
         self.vertices = [s for r in range(2, n + 1) for s in combinations(range(n), r)]
+
+        def act():
+            return nn.Identity() if linear else nn.ReLU()
         self.nets = nn.ModuleDict({
-            self.name(k): nn.Sequential(nn.Linear(len(_proper_subsets(k)) * dim, dim), nn.ReLU())
+            self.name(k): nn.Sequential(nn.Linear(len(_proper_subsets(k)) * dim, dim), act())
             for k in self.vertices})
+        if frozen_vertices:
+            self.nets.requires_grad_(False)
         all_vertices = [s for r in range(1, n + 1) for s in combinations(range(n), r)]
-        self.tau = nn.Sequential(nn.Linear(len(all_vertices) * dim, dim), nn.ReLU())
+        self.tau = nn.Sequential(nn.Linear(len(all_vertices) * dim, dim), act())
         n_eff = sum(len(_proper_subsets(k)) for k in self.vertices) + len(all_vertices)
-        self.efficacy = nn.Sequential(nn.Linear(n * dim, dim), nn.ReLU(), nn.Linear(dim, n_eff), nn.Sigmoid())
+        self.efficacy = nn.Sequential(nn.Linear(n * dim, dim), act(), nn.Linear(dim, n_eff),
+                                      nn.Identity() if linear else nn.Sigmoid())
 
     @staticmethod
     def name(key: tuple[int, ...]) -> str:
@@ -55,11 +66,14 @@ class DynamicFusionGraph(nn.Module):
 
 class GraphMFN(MFN):
     name = "graph_mfn"
-    defaults = {"hidden_dim": 128, "mem_dim": 128, "dropout": 0.3}
+    defaults = {"hidden_dim": 128, "mem_dim": 128, "dropout": 0.3, "official": False,
+                "frozen_vertices": None, "linear_graph": None}
+    official_details = {"frozen_vertices": (False, True), "linear_graph": (False, True)}
 
     def build_memory_input(self, h: int, p: float) -> int:
         self.singleton = nn.ModuleDict({m: nn.Linear(2 * h, h) for m in self.modalities})
-        self.graph = DynamicFusionGraph(len(self.modalities), h)
+        self.graph = DynamicFusionGraph(len(self.modalities), h, linear=bool(self.detail("linear_graph")),
+                                        frozen_vertices=bool(self.detail("frozen_vertices")))
         return h
 
     def memory_input(self, prev_h, new_h, prev_c, new_c, present):

@@ -3,6 +3,10 @@
 The TFN outer product with its weight tensor factorised into ``rank`` modality-specific factors: for each rank,
 the product over modalities of ([h_m, 1] @ W_m), then a learned weighted sum over ranks plus a bias.
 Missing modality: ZEROED encoding (the appended 1 stays), as in TFN.
+
+Official details (``official: true``, or each key alone): ``half_output`` (the factors map to h//2, the
+fused vector's size; ours: h) and ``output_dropout`` (ours: dropout on the fused vector; the official code
+defines it and never applies it).
 """
 
 from __future__ import annotations
@@ -16,20 +20,23 @@ from .base import FusionModel, FusionOutput, MLPEncoder, gate
 class LMF(FusionModel):
     name = "lmf"
     level = "utterance"
-    defaults = {"hidden_dim": 128, "dropout": 0.3, "rank": 4}
+    defaults = {"hidden_dim": 128, "dropout": 0.3, "rank": 4, "official": False,
+                "half_output": None, "output_dropout": None}
+    official_details = {"half_output": (False, True), "output_dropout": (True, False)}
 
     def __init__(self, input_dims, output_dim, conf=None):
         super().__init__(input_dims, output_dim, conf)
         h, p, r = int(self.conf["hidden_dim"]), float(self.conf["dropout"]), int(self.conf["rank"])
         self.encoders = nn.ModuleDict({m: MLPEncoder(d, h, p) for m, d in self.input_dims.items()})
-        self.factors = nn.ParameterDict({m: nn.Parameter(torch.empty(r, h + 1, h)) for m in self.modalities})
+        o = h // 2 if self.detail("half_output") else h
+        self.factors = nn.ParameterDict({m: nn.Parameter(torch.empty(r, h + 1, o)) for m in self.modalities})
         for f in self.factors.values():
             nn.init.xavier_normal_(f)
         self.rank_weights = nn.Parameter(torch.empty(1, r))
         nn.init.xavier_normal_(self.rank_weights)
-        self.bias = nn.Parameter(torch.zeros(1, h))
-        self.drop = nn.Dropout(p)
-        self.out = nn.Linear(h, self.output_dim)
+        self.bias = nn.Parameter(torch.zeros(1, o))
+        self.drop = nn.Dropout(p) if self.detail("output_dropout") else nn.Identity()
+        self.out = nn.Linear(o, self.output_dim)
 
     def fuse(self, x, lengths, present):
         fused = None

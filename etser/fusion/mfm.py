@@ -8,6 +8,9 @@ a per-modality LSTM decoder regenerates the modality's frames from [f_y, f_m].  
 fresh standard-normal samples (torch's RNG); the reconstruction MSE counts valid frames only.
 Missing modality: ZEROED in the MFN (as MFN) and its generative factor is zeroed; its rows leave its MMD and
 reconstruction terms.
+
+Official detail (``official: true``, or the key alone): ``kernel_div_dim``: the official kernel is
+``exp(-mean(d^2) / dim)``; ours leaves out ``/ dim`` (so our MMD is 17-262x larger at h = 128/256).
 """
 
 from __future__ import annotations
@@ -19,14 +22,18 @@ from .base import FusionModel, FusionOutput, LSTMEncoder, gate, length_mask, mas
 from .mfn import MFN
 
 
-def gaussian_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.exp(-(a.unsqueeze(1) - b.unsqueeze(0)).pow(2).mean(-1))
+def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, div_dim: bool = False) -> torch.Tensor:
+    d2 = (a.unsqueeze(1) - b.unsqueeze(0)).pow(2).mean(-1)
+    return torch.exp(-d2 / a.size(-1) if div_dim else -d2)
 
 
-def mmd_to_normal(z: torch.Tensor) -> torch.Tensor:
-    """Maximum mean discrepancy between the rows of ``z`` and as many N(0, I) samples."""
+def mmd_to_normal(z: torch.Tensor, div_dim: bool = False) -> torch.Tensor:
+    """Maximum mean discrepancy between the rows of ``z`` and as many N(0, I) samples; ``div_dim``: the
+    official kernel, whose exponent is also divided by the dimension (a much flatter kernel, a smaller MMD)."""
     s = torch.randn_like(z)
-    return gaussian_kernel(z, z).mean() + gaussian_kernel(s, s).mean() - 2 * gaussian_kernel(z, s).mean()
+    def k(a, b):
+        return gaussian_kernel(a, b, div_dim).mean()
+    return k(z, z) + k(s, s) - 2 * k(z, s)
 
 
 class Decoder(nn.Module):
@@ -52,7 +59,9 @@ class MFM(FusionModel):
     level = "frame"
     aligned = True
     defaults = {"hidden_dim": 128, "mem_dim": 128, "dropout": 0.3, "window_dim": 2,
-                "lda_xl": 0.1, "lda_xa": 0.1, "lda_xv": 0.1, "lda_mmd": 10.0}
+                "lda_xl": 0.1, "lda_xa": 0.1, "lda_xv": 0.1, "lda_mmd": 10.0,
+                "official": False, "kernel_div_dim": None}
+    official_details = {"kernel_div_dim": (False, True)}
 
     def __init__(self, input_dims, output_dim, conf=None):
         super().__init__(input_dims, output_dim, conf)
@@ -77,13 +86,14 @@ class MFM(FusionModel):
     def fuse(self, x, lengths, present):
         zy = self.to_zy(self.mfn.run(x, lengths, present))
         fy = self.fy(zy)
-        mmd = mmd_to_normal(zy)
+        div = bool(self.detail("kernel_div_dim"))
+        mmd = mmd_to_normal(zy, div)
         recon = zy.new_zeros(())
         for m in self.modalities:
             zm = gate(self.encoders[m](x[m], lengths[m]), present[m])
             rows = present[m]
             if int(rows.sum()) >= 2:
-                mmd = mmd + mmd_to_normal(zm[rows])
+                mmd = mmd + mmd_to_normal(zm[rows], div)
             x_hat = self.decoders[m](torch.cat([fy, self.fm[m](zm)], 1), x[m].size(1))
             mask = length_mask(lengths[m], x[m].size(1)) & rows.unsqueeze(1)
             recon = recon + self.recon_weight[m] * masked_mse(x_hat, x[m], mask)

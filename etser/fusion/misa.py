@@ -12,6 +12,10 @@ through a fusion MLP.  Auxiliary loss, as MERBench weights it:
 
 Missing modality: DROPPED: its two vectors are masked out of the Transformer's attention and zeroed before the
 fusion MLP, and its rows leave every auxiliary term.
+
+Official details (``official: true``, or each key alone): ``torch_transformer`` (the Transformer layer with
+torch's default sizes, FFN 2048 and dropout 0.1; ours: FFN 2h, dropout p) and ``half_output`` (the fusion MLP
+ends in h//2; ours: h).
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ def cmd_loss(a: torch.Tensor, b: torch.Tensor, n_moments: int = 5) -> torch.Tens
 class MISA(FusionModel):
     name = "misa"
     level = "utterance"
-    defaults = {"hidden_dim": 128, "dropout": 0.3, "sim_weight": 0.1, "diff_weight": 0.1, "recon_weight": 0.1}
+    defaults = {"hidden_dim": 128, "dropout": 0.3, "sim_weight": 0.1, "diff_weight": 0.1, "recon_weight": 0.1,
+                "official": False, "torch_transformer": None, "half_output": None}
+    official_details = {"torch_transformer": (False, True), "half_output": (False, True)}
 
     def __init__(self, input_dims, output_dim, conf=None):
         super().__init__(input_dims, output_dim, conf)
@@ -57,10 +63,12 @@ class MISA(FusionModel):
         self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(h, h), nn.Sigmoid()) for m in self.modalities})
         self.shared = nn.Sequential(nn.Linear(h, h), nn.Sigmoid())
         self.recon = nn.ModuleDict({m: nn.Linear(h, h) for m in self.modalities})
-        layer = nn.TransformerEncoderLayer(h, nhead=2, dim_feedforward=2 * h, dropout=p, batch_first=True)
+        sizes = {} if self.detail("torch_transformer") else {"dim_feedforward": 2 * h, "dropout": p}
+        layer = nn.TransformerEncoderLayer(h, nhead=2, batch_first=True, **sizes)
         self.transformer = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
-        self.fusion = nn.Sequential(nn.Linear(2 * n * h, 3 * h), nn.Dropout(p), nn.ReLU(), nn.Linear(3 * h, h))
-        self.out = nn.Linear(h, self.output_dim)
+        o = h // 2 if self.detail("half_output") else h
+        self.fusion = nn.Sequential(nn.Linear(2 * n * h, 3 * h), nn.Dropout(p), nn.ReLU(), nn.Linear(3 * h, o))
+        self.out = nn.Linear(o, self.output_dim)
 
     def fuse(self, x, lengths, present):
         ms = self.modalities
