@@ -102,6 +102,33 @@ class Head(nn.Module):
         self.std_center.copy_(std_center)
         self.std_scale.copy_(_robust_scale(std_center, std.std(0, unbiased=False)))
 
+    @torch.no_grad()
+    def fit_normalizers(self, pooled: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """The trainer's call for every head: ``{stream: (mean, std)}`` of the training set; one stream here."""
+        ((mean, std),) = pooled.values()
+        self.fit_normalizer(mean, std)
+
+    @classmethod
+    def complete_config(cls, conf: dict, overridden: set[str] = frozenset(), trial: int = 0) -> dict:
+        """A training config completed with what the head's own config files add (nothing here); ``trial``
+        k > 0: the k-th draw of a random search, for heads that have one."""
+        if trial:
+            raise ValueError(f"head {conf['head']}: no random search (fusion_trials) for this head")
+        return conf
+
+    @classmethod
+    def report_fields(cls, info: Mapping) -> dict:
+        """What the results tables show of this head beyond the common fields (none here)."""
+        return {}
+
+    def modality_subsets(self) -> list[tuple[str, ...]]:
+        """Subsets of its streams the head is also scored on (with the others marked missing): none here."""
+        return []
+
+    def outputs(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The training step's call: outputs and the model's auxiliary loss (None: no auxiliary loss)."""
+        return self(batch), None
+
     def forward(self, batch: Mapping) -> torch.Tensor:
         """Outputs (B, output_size) of a batch in the etser.featset format."""
         streams = batch["streams"]
@@ -369,6 +396,32 @@ class FusionHead(nn.Module):
         out = self.model(inputs, lengths, present)
         self.aux_loss = out.aux_loss
         return out.logits
+
+    def outputs(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch)
+        return logits, self.aux_loss   # added to the task loss as is (MERBench)
+
+    def modality_subsets(self) -> list[tuple[str, ...]]:
+        from etser.fusion import modality_subsets
+
+        return list(modality_subsets(self.stream_names))
+
+    @classmethod
+    def complete_config(cls, conf: dict, overridden: set[str] = frozenset(), trial: int = 0) -> dict:
+        """Completed from conf/fusion/<algo>.yaml (see :func:`etser.trainconf.apply_fusion_conf`)."""
+        from etser.trainconf import apply_fusion_conf
+
+        return apply_fusion_conf(conf, overridden, trial)
+
+    @classmethod
+    def report_fields(cls, info: Mapping) -> dict:
+        """Algorithm, fusion level and each stream's upstream (RESULTS.md's fusion table)."""
+        from etser.fusion import fusion_class
+
+        algo = str(info["head_conf"].get("algo"))
+        return {"algo": algo, "fusion_level": fusion_class(algo).level,
+                "stream_upstreams": {st["name"]: st.get("upstream", st.get("tag")) for st in info["streams"]},
+                "stream_modalities": {st["name"]: st.get("modality", st["name"]) for st in info["streams"]}}
 
 
 HEADS = {"superb": SuperbHead, "paper": PaperHead, "attentive": AttentiveHead, "fusion": FusionHead}

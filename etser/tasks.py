@@ -46,6 +46,8 @@ class Task:
     # what selects the best epoch (on val) and what the reports show
     metric_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
     default_select_metric: str = ""
+    # scoring reads the training targets too (e.g. to fit the constant predictors beside the model)
+    scored_with_train_targets = False
 
     @property
     def output_size(self) -> int:
@@ -172,6 +174,7 @@ class ContinuousTask(Task):
     default_select_metric: str = "f1_weighted"
     lower_is_better: tuple[str, ...] = ("mae",)
     target_dtype = np.float32
+    scored_with_train_targets = True
 
     @property
     def output_size(self) -> int:

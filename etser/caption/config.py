@@ -6,11 +6,10 @@ dir before any job starts.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Sequence
 
-from etser.yamlfile import parse_yaml, read_yaml
+from etser.learn import config as learn_config
 
 DECODERS = ("transformer", "gpt2", "qwen2", "bart")
 SELECT_METRICS = ("val_loss", "bleu4", "rouge_l", "cider_d")
@@ -39,33 +38,15 @@ DEFAULTS = {
     "valid_set": "val",
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
-OPTIMIZERS = ("adam", "adamw", "sgd")  # torch.optim classes in etser.caption.train
 
 
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
-    conf = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        loaded = read_yaml(path) or {}
-        unknown = sorted(set(loaded) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
-        for k, v in loaded.items():
-            conf[k] = {**conf[k], **v} if isinstance(conf[k], dict) and isinstance(v, dict) else v
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        *parents, leaf = key.split(".")
-        if not eq or (parents[0] if parents else leaf) not in DEFAULTS:
-            raise ValueError(f"--conf {item!r}: expected key=value with a known option")
-        node = conf
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = parse_yaml(value, f"--conf {item!r}")
+    """Defaults <- YAML file <- ``key=value`` overrides (the one loader), then the decoder's checks."""
+    conf = learn_config.load_config(path, overrides, DEFAULTS)
     if conf["decoder"] not in DECODERS:
         raise ValueError(f"{path or 'config'}: decoder must be one of {', '.join(DECODERS)}, got {conf['decoder']!r}")
     if conf["select_metric"] not in SELECT_METRICS:
         raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {conf['select_metric']!r}")
-    if conf["optim"] not in OPTIMIZERS:
-        raise ValueError(f"optim must be one of {', '.join(OPTIMIZERS)}, got {conf['optim']!r}")
     check_decoder_dir(conf)
     return conf
 

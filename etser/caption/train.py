@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shlex
 import sys
 import time
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import yaml
 
 from etser import provenance
 from etser.caption import KINDS
@@ -38,13 +36,13 @@ from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, chec
 from etser.caption.models import build_model, frame_stats, trainable_state
 from etser.caption.text import Tokenizer
 from etser.cli import str2bool
-from etser.checkpoint import atomic_save as _atomic_save, list_epochs as _checkpoints, read_checkpoint
+from etser.checkpoint import read_checkpoint
 from etser.featset import features_record
-from etser.runtime import device_name, job_list_lines, peak_rss_mb as _peak_rss_mb, pick_device
-from etser.train import config_hash
+from etser.learn import loop
+from etser.learn.loop import config_hash
+from etser.runtime import job_list_lines, peak_rss_mb, pick_device, set_threads
 
 LOG = logging.getLogger("etser.caption.train")
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
 def quick_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict:
@@ -113,31 +111,19 @@ def train(conf: dict, kind: str, data_dir: Path, feats_dir: Path, exp_dir: Path,
     summary = provenance.open_training_dir(exp_dir, present, overwrite, on_change, LOG)
     if summary is not None:
         return summary
-    handler = logging.FileHandler(exp_dir / "train.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    LOG.addHandler(handler)
-    LOG.setLevel(logging.INFO)
+    handler = loop.log_file(exp_dir, LOG)
     try:
         return _train(resolved, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_threads, command)
     finally:
-        LOG.removeHandler(handler)
-        handler.close()
+        loop.close_log_file(handler, LOG)
 
 
 def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_threads, command) -> dict:
     t_start = time.monotonic()
-    torch.set_num_threads(num_threads)
-    ckpts = _checkpoints(exp_dir)
-    last = read_checkpoint(ckpts[-1][1]) if ckpts else None
-    if last is not None and last["config_hash"] != chash:
-        raise RuntimeError(f"{ckpts[-1][1]} was written with a different config: use --overwrite true to start "
-                           "over, or another --exp_dir")
+    set_threads(num_threads, device)
+    last, last_path = loop.last_checkpoint(exp_dir, chash)
     LOG.info("%s %s", "resuming" if last else "starting", command or "(no command line)")
-    (exp_dir / "cmd").write_text(command + "\n")
-    env = {"torch": str(torch.__version__), "python": platform.python_version(), "device": device_name(device),
-           "num_threads": num_threads}
-    with open(exp_dir / "config.yaml", "w", encoding="utf-8") as f:
-        yaml.safe_dump({**conf, "config_hash": chash, "env": env}, f, sort_keys=False, allow_unicode=True)
+    loop.write_run_record(exp_dir, command, conf, chash, device, num_threads)
 
     kind = conf["kind"]
     tr = read_captions(data_dir / conf["train_set"], kind, LOG.info)
@@ -170,80 +156,51 @@ def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_th
     params = [p for p in model.parameters() if p.requires_grad]
     LOG.info("%d trainable / %d parameters", sum(p.numel() for p in params),
              sum(p.numel() for p in model.parameters()))
-    opt = OPTIMIZERS[conf["optim"]](params, **conf["optim_conf"])
+    opt = loop.make_optimizer(conf["optim"], params, conf["optim_conf"])
     shuffle = torch.Generator().manual_seed(seed)
     metric = conf["select_metric"]
-    state = {"epoch": 0, "best": None, "best_epoch": 0, "bad_epochs": 0, "history": [], "truncated": long}
-    if last is not None:
-        model.load_state_dict(last["model"], strict=not conf["freeze_decoder"])
-        opt.load_state_dict(last["optimizer"])
-        torch.set_rng_state(last["torch_rng"])
-        shuffle.set_state(last["shuffle_rng"])
-        if last.get("cuda_rng") is not None and device != "cpu":
-            torch.cuda.set_rng_state_all(last["cuda_rng"])
-        state = last["state"]
-        LOG.info("resumed from %s (epoch %d done; best epoch %d)", ckpts[-1][1], state["epoch"], state["best_epoch"])
     info = {"conf": {k: v for k, v in conf.items()}, "kind": kind, "layers": layers, "dim": dim, "seed": seed,
             "config_hash": chash, "counts": {"train": tr.counts, "val": va.counts}}
-    bs, patience = int(conf["batch_size"]), conf["patience"]
-    dc = conf["decode_conf"]
-    first_epoch = state["epoch"]
-    stopped = patience is not None and state["bad_epochs"] >= patience
-    for epoch in range(state["epoch"] + 1, int(conf["max_epochs"]) + 1):
-        if stopped:
-            break
-        t0 = time.monotonic()
-        model.train()
-        perm = torch.randperm(len(tr), generator=shuffle).tolist()
-        total = 0.0
-        for s in range(0, len(tr), bs):
-            idx = perm[s:s + bs]
-            frames, lengths = pad_frames([tr.frames[i] for i in idx])
-            loss = model.loss(frames.to(device), lengths.to(device), [tr.captions[i] for i in idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if conf["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(params, float(conf["grad_clip"]))
-            opt.step()
-            total += loss.item() * len(idx)
-        row = {"epoch": epoch, "train_loss": total / len(tr), "val_loss": mean_loss(model, va, device)}
-        if metric != "val_loss":
-            hyps = generate(model, va, device, 1, int(dc["max_len"]))
+    max_len = int(conf["decode_conf"]["max_len"])
+
+    def step(idx):
+        frames, lengths = pad_frames([tr.frames[i] for i in idx])
+        return model.loss(frames.to(device), lengths.to(device), [tr.captions[i] for i in idx])
+
+    def validate():
+        row = {"val_loss": mean_loss(model, va, device)}
+        if metric != "val_loss":   # greedy decoding of the val set, scored without Java
+            hyps = generate(model, va, device, 1, max_len)
             row.update({f"val_{k}": v for k, v in quick_scores(hyps, va.captions).items()})
-        value = -row["val_loss"] if metric == "val_loss" else row[f"val_{metric}"]
-        row["seconds"] = time.monotonic() - t0
-        state["history"].append(row)
-        improved = state["best"] is None or value > state["best"]
-        if improved:
-            state.update(best=value, best_epoch=epoch, bad_epochs=0)
-            _atomic_save({"model": trainable_state(model), "epoch": epoch, "val": row, "info": info},
-                         exp_dir / "best.pt")
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        stopped = patience is not None and state["bad_epochs"] >= patience
-        _atomic_save({"model": trainable_state(model), "optimizer": opt.state_dict(),
-                      "torch_rng": torch.get_rng_state(), "shuffle_rng": shuffle.get_state(),
-                      "cuda_rng": torch.cuda.get_rng_state_all() if device != "cpu" else None,
-                      "state": state, "config_hash": chash}, exp_dir / "checkpoints" / f"epoch{epoch}.pt")
-        for _, old in _checkpoints(exp_dir)[:-max(1, int(conf["keep_checkpoints"]))]:
-            old.unlink()
-        LOG.info("epoch %d %s (%.2f s)%s", epoch, " ".join(f"{k} {v:.4f}" for k, v in row.items()
-                                                            if k not in ("epoch", "seconds")),
-                 row["seconds"], " *best" if improved else "")
+        return row, (-row["val_loss"] if metric == "val_loss" else row[f"val_{metric}"])
+
+    fit = loop.Fit(
+        model=model, optimizer=opt, num_train=len(tr), batch_size=int(conf["batch_size"]), step=step,
+        clip=lambda: loop.clip_gradients(params, conf["grad_clip"]),
+        validate=validate, better=lambda value, best: value > best,
+        best_record=lambda epoch, row: {"val": row, "info": info},
+        epoch_line=lambda epoch, row, improved: (
+            f"epoch {epoch} " + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
+            + f" ({row['seconds']:.2f} s)" + (" *best" if improved else "")),
+        model_state=lambda: trainable_state(model))
+    state = {"epoch": 0, "best": None, "best_epoch": 0, "bad_epochs": 0, "history": [], "truncated": long}
+    if last is not None:
+        state = loop.restore(fit, last, shuffle, device, strict=not conf["freeze_decoder"])
+        LOG.info("resumed from %s (epoch %d done; best epoch %d)", last_path, state["epoch"], state["best_epoch"])
+    state = loop.run_epochs(fit, exp_dir, chash, shuffle, state, device, conf["max_epochs"], conf["patience"],
+                            conf["keep_checkpoints"], LOG.info)
     if getattr(model, "truncated_inputs", 0):
         LOG.warning("%d training/validation input(s) were longer than BART's %d encoder positions and were cut",
                     model.truncated_inputs, model.max_pos)
-    why = f"no val improvement for {patience} epochs" if stopped else f"max_epochs {conf['max_epochs']}"
     seconds = time.monotonic() - t_start
-    summary = {"best_epoch": state["best_epoch"], "epochs": state["epoch"], "stopped": why, "select_metric": metric,
-               "best_val": state["history"][state["best_epoch"] - 1] if state["best_epoch"] else None,
-               "truncated_train_captions": state["truncated"], "config_hash": chash,
-               "seconds_last_run": round(seconds, 2)}
-    (exp_dir / "done").write_text(json.dumps(summary, indent=1) + "\n")
+    summary = loop.write_done(exp_dir, {
+        "best_epoch": state["best_epoch"], "epochs": state["epoch"], "stopped": state["stopped"],
+        "select_metric": metric,
+        "best_val": state["history"][state["best_epoch"] - 1] if state["best_epoch"] else None,
+        "truncated_train_captions": state["truncated"], "config_hash": chash, "seconds_last_run": round(seconds, 2)})
     LOG.info("%s: %d epochs (%s), best epoch %d; %.1f s, %.0f train captions/s, peak RSS %.0f MB", exp_dir,
-             state["epoch"], why, state["best_epoch"], seconds,
-             len(tr) * (state["epoch"] - first_epoch) / max(seconds, 1e-9), _peak_rss_mb())
+             state["epoch"], state["stopped"], state["best_epoch"], seconds,
+             len(tr) * (state["epoch"] - state["first_epoch"]) / max(seconds, 1e-9), peak_rss_mb())
     return summary
 
 
