@@ -26,11 +26,16 @@ which also commutes with mean pooling.
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# a fusion head's algorithm configs: conf/fusion/<algo>.yaml (model defaults, train lr/grad_clip, tune lists)
+DEFAULT_FUSION_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "fusion"
 
 # Stage 2 stores the population std (divide by the number of valid frames) — see etser/extract.py.
 STD_DDOF = 0
@@ -408,10 +413,31 @@ class FusionHead(nn.Module):
 
     @classmethod
     def complete_config(cls, conf: dict, overridden: set[str] = frozenset(), trial: int = 0) -> dict:
-        """Completed from conf/fusion/<algo>.yaml (see :func:`etser.trainconf.apply_fusion_conf`)."""
-        from etser.trainconf import apply_fusion_conf
+        """A fusion head's config completed from conf/fusion/<algo>.yaml: its ``model`` section under
+        ``head_conf.fusion_conf`` and its ``train`` section (``lr``, ``grad_clip``) unless given with --conf;
+        ``trial`` k > 0: the k-th random draw of its ``tune`` lists (seed ``fusion_search_seed``) on top."""
+        from etser.tune import apply_trial, draw_trials, load_search_space
 
-        return apply_fusion_conf(conf, overridden, trial)
+        conf = copy.deepcopy(conf)
+        algo = str(conf["head_conf"].get("algo", "attention"))
+        path = Path(conf.get("fusion_conf_dir") or DEFAULT_FUSION_CONF_DIR) / f"{algo}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: fusion algorithm {algo!r} has no config")
+        space = load_search_space(path)
+        model_conf, train_conf = dict(space["model"]), dict(space["train"])
+        if trial > 0:
+            drawn = draw_trials(space["tune"], trial, int(conf["fusion_search_seed"]))[trial - 1]
+            model_conf, train_conf = apply_trial(space, drawn)
+        user = dict(conf["head_conf"].get("fusion_conf") or {})
+        # a trial's drawn values win over the config's (keys not tuned, e.g. modality_dropout, stay as given)
+        model_conf.update({k: v for k, v in user.items() if trial == 0 or k not in space["tune"]})
+        conf["head_conf"] = {**conf["head_conf"], "algo": algo, "fusion_conf": model_conf}
+        if trial > 0 or "optim_conf.lr" not in overridden:
+            conf["optim_conf"] = {**conf["optim_conf"], "lr": float(train_conf["lr"])}
+        if trial > 0 or "grad_clip" not in overridden:
+            conf["grad_clip"] = float(train_conf["grad_clip"])
+            conf["grad_clip_mode"] = "value"
+        return conf
 
     @classmethod
     def report_fields(cls, info: Mapping) -> dict:

@@ -43,8 +43,7 @@ from etser.featset import (Examples, Stream, check_stream_utts, drop_stage2_excl
 from etser.heads import Head, build_head, head_class, input_kind
 from etser.runtime import job_list_lines, peak_rss_mb, pick_device, set_threads
 from etser.tasks import Task, load_tasks
-from etser.trainconf import (DEFAULT_FUSION_CONF_DIR, DEFAULTS, apply_fusion_conf,  # noqa: F401
-                             load_config)  # the config loader lives below the trainer (run.sh checks configs)
+from etser.trainconf import DEFAULTS, load_config  # noqa: F401  (below the trainer: run.sh checks configs)
 
 LOG = logging.getLogger("etser.train")
 # per-epoch lines: train.log only (the job log gets the progress bar and the summary)
@@ -121,13 +120,7 @@ def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path | None, ex
     feats_dir = Path(feats_dir) if feats_dir is not None else None
     tasks = load_tasks(tasks_conf)
     task = tasks.get(task_name)
-    select = conf.get("select_metric")
-    if isinstance(select, dict):   # per task kind, e.g. {classes: weighted_f1, continuous: f1_weighted}
-        select = select.get(task.kind)
-    conf = {**conf, "select_metric": select or task.default_select_metric}
-    if conf["select_metric"] not in task.metric_names:
-        raise ValueError(f"select_metric must be one of {', '.join(task.metric_names)} for task {task.name}, "
-                         f"got {conf['select_metric']!r}")
+    conf = {**conf, "select_metric": task.select_metric(conf.get("select_metric"))}
     cls = head_class(conf["head"])
     kind = input_kind(conf["head"], conf["head_conf"])
     if fusion_streams:
@@ -296,12 +289,8 @@ def train_trials(conf, task_name, data_dir, feats_dir, exp_dir, seed, device, nu
                         num_threads, False, command, cache, tasks_conf, fusion_streams, on_change)
         records.append({"trial": k, "val": summary["val_metrics"], "fusion_conf": ck["head_conf"]["fusion_conf"],
                         "lr": ck["optim_conf"]["lr"], "grad_clip": ck["grad_clip"]})
-    metric = conf.get("select_metric")
-    if isinstance(metric, dict):
-        metric = metric.get(task.kind)
-    metric = metric or task.default_select_metric
-    mode = "min" if metric in getattr(task, "lower_is_better", ()) else "max"
-    best = select_best(records, metric, mode)
+    metric = task.select_metric(conf.get("select_metric"))
+    best = select_best(records, metric, "min" if metric in task.lower_is_better else "max")
     src = exp_dir / "trials" / f"trial{best + 1}"
     for name in ("best.pt", "config.yaml", "train.log", "curve.png", "feats_meta.json", "cmd"):
         if (src / name).is_file():

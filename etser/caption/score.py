@@ -58,7 +58,7 @@ def write_decode(out_dir: Path, utts, hyps, refs, result: dict, info: dict) -> d
 def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Path, mconf: dict,
               device: str = "cpu", num_beams: int | None = None) -> list[dict]:
     import torch
-    from etser.caption.train import generate, load_trained
+    from etser.caption.decode import generate, load_trained
 
     model, info = load_trained(exp_dir, device)
     conf = info["conf"]
@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    from etser.caption.train import job_parser, quiet_transformers
+    from etser.caption.decode import quiet_transformers
+    from etser.cli import job_parser
     from etser.runtime import job_list_lines
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_transformers()

@@ -33,10 +33,10 @@ from etser import provenance
 from etser.caption import KINDS
 from etser.caption.data import CaptionSet, caption_file, load_frames, pad_frames, read_captions, read_feats_meta
 from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, check_decoder_dir, load_config  # noqa: F401
+from etser.caption.decode import generate, quiet_transformers
 from etser.caption.models import build_model, frame_stats, trainable_state
 from etser.caption.text import Tokenizer
-from etser.cli import str2bool
-from etser.checkpoint import read_checkpoint
+from etser.cli import job_parser, str2bool
 from etser.featset import features_record
 from etser.learn import loop
 from etser.learn.loop import config_hash
@@ -53,16 +53,6 @@ def quick_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict:
     return {k: scores[k] for k in ("bleu4", "rouge_l", "cider_d")}
 
 
-def generate(model, cs: CaptionSet, device: str, num_beams: int, max_len: int, length_penalty: float = 1.0,
-             batch_size: int = 32) -> list[str]:
-    model.eval()
-    out = []
-    for s in range(0, len(cs), batch_size):
-        frames, lengths = pad_frames(cs.frames[s:s + batch_size])
-        out += model.generate(frames.to(device), lengths.to(device), num_beams, max_len, length_penalty)
-    return out
-
-
 @torch.no_grad()
 def mean_loss(model, cs: CaptionSet, device: str, batch_size: int = 32) -> float:
     model.eval()
@@ -72,21 +62,6 @@ def mean_loss(model, cs: CaptionSet, device: str, batch_size: int = 32) -> float
         total += model.loss(frames.to(device), lengths.to(device), cs.captions[s:s + batch_size]).item() * len(
             cs.frames[s:s + batch_size])
     return total / len(cs)
-
-
-def load_trained(exp_dir: Path, device: str = "cpu"):
-    """The best model of a trained exp dir and its info."""
-    path = Path(exp_dir) / "best.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train first (python -m etser.caption.train)")
-    best = read_checkpoint(path)
-    info = best["info"]
-    conf = info["conf"]
-    check_decoder_dir(conf)
-    tok = Tokenizer.load(Path(exp_dir) / "tokenizer.json") if conf["decoder"] == "transformer" else None
-    model = build_model(conf, len(info["layers"]), info["dim"], tok)
-    model.load_state_dict(best["model"], strict=not conf["freeze_decoder"])
-    return model.to(device).eval(), {**info, "epoch": best["epoch"], "val": best["val"]}
 
 
 def training_identity(chash: str, kind: str, data_dir: Path, feats_dir: Path, sets: Sequence[str]) -> dict:
@@ -222,25 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def job_parser(prog: str) -> argparse.ArgumentParser:
-    """``--job_list FILE --job N --num_jobs M``: run lines N, N+M, ... of a job file (arguments of one run each)."""
-    ap = argparse.ArgumentParser(prog=prog, add_help=False)
-    ap.add_argument("--job_list", type=Path)
-    ap.add_argument("--job", type=int, default=1)
-    ap.add_argument("--num_jobs", type=int, default=1)
-    return ap
-
-
 JOB_PARSER = job_parser("python -m etser.caption.train")
-
-
-def quiet_transformers() -> None:
-    try:
-        from transformers.utils import logging as hf_logging
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
