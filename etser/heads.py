@@ -9,7 +9,7 @@ declares what it reads, and nothing outside it branches on its name:
 * ``num_streams``: how many feature streams (modalities) it takes (the heads here take one);
 * :meth:`Head.select_layers`: which upstream layers of a stream it reads, from its ``head_conf``.
 
-Heads are registered by name in ``HEADS`` (the ``head:`` of conf/train/<name>.yaml).
+Heads register by name with ``@register("head", name)`` (the ``head:`` of conf/train/<name>.yaml).
 
 ``superb`` is S3PRL's emotion-recognition head: softmax-weighted sum of all layers, Linear(D, 256), mean pooling
 over time, Linear(256, C).  Mean pooling commutes with the per-frame affine maps before it, so computing it from
@@ -33,6 +33,9 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from etser import models
+from etser.models import register
 
 # a fusion head's algorithm configs: conf/fusion/<algo>.yaml (model defaults, train lr/grad_clip, tune lists)
 DEFAULT_FUSION_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "fusion"
@@ -155,6 +158,7 @@ class Head(nn.Module):
         return (std - self.std_center) / self.std_scale
 
 
+@register("head", "superb")
 class SuperbHead(Head):
     """S3PRL's ER head (weighted layer sum -> Linear(D, proj_dim) -> mean pool -> Linear(C)), + optional std."""
 
@@ -201,6 +205,7 @@ class SuperbHead(Head):
         return self.out(hidden)
 
 
+@register("head", "paper")
 class PaperHead(Head):
     """The official EmotionTalk setup: fixed unweighted sum of the last layers' time-means, then an MLP."""
 
@@ -234,6 +239,7 @@ class PaperHead(Head):
         return self.mlp(torch.cat(parts, dim=-1))
 
 
+@register("head", "attentive")
 class AttentiveHead(Head):
     """Frame-level: weighted layer sum -> Linear+ReLU -> attentive (statistics) pooling -> MLP.
 
@@ -285,10 +291,11 @@ class AttentiveHead(Head):
         return self.post(torch.cat(parts, dim=-1))
 
 
+@register("head", "fusion")
 class FusionHead(nn.Module):
     """A fusion model of :mod:`etser.fusion` over several streams (one per modality).
 
-    ``head_conf``: ``algo`` (a name of ``etser.fusion.FUSION_MODELS``), ``fusion_conf`` (the model's conf),
+    ``head_conf``: ``algo`` (a fusion algorithm registered in :mod:`etser.fusion`), ``fusion_conf`` (the model's conf),
     ``last_layers`` (layers of each stream read: the last k, 0 = all) and, for frame-level models,
     ``feat_type`` (``frm_align`` or ``frm_unalign``; aligned models need ``frm_align``).
 
@@ -450,7 +457,7 @@ class FusionHead(nn.Module):
                 "stream_modalities": {st["name"]: st.get("modality", st["name"]) for st in info["streams"]}}
 
 
-HEADS = {"superb": SuperbHead, "paper": PaperHead, "attentive": AttentiveHead, "fusion": FusionHead}
+HEADS: dict[str, type] = models.family("head")   # filled by the @register lines above
 
 
 def _check_stats(stats: Sequence[str]) -> None:
@@ -460,9 +467,7 @@ def _check_stats(stats: Sequence[str]) -> None:
 
 
 def head_class(name: str) -> type[Head]:
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; known: {', '.join(HEADS)}")
-    return HEADS[name]
+    return models.get("head", name)
 
 
 def input_kind(head_name: str, head_conf: Mapping) -> str:

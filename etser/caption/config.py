@@ -1,7 +1,7 @@
 """A captioner's training config (conf/caption/<decoder>.yaml): defaults, overrides, checks.
 
-Cheap to import (no torch), so that the recipe's planning can check every decoder's config and local model
-dir before any job starts.
+Cheap to import (the decoders' module, with torch, is imported when a config is checked), so that the
+recipe's planning can check every decoder's config and local model dir before any job starts.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Sequence
 
 from etser.learn import config as learn_config
 
-DECODERS = ("transformer", "gpt2", "qwen2", "bart")
 SELECT_METRICS = ("val_loss", "bleu4", "rouge_l", "cider_d")
 DEFAULTS = {
     "decoder": None,               # transformer | gpt2 | qwen2 | bart
@@ -43,17 +42,26 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "voc
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
     """Defaults <- YAML file <- ``key=value`` overrides (the one loader), then the decoder's checks."""
     conf = learn_config.load_config(path, overrides, DEFAULTS)
-    if conf["decoder"] not in DECODERS:
-        raise ValueError(f"{path or 'config'}: decoder must be one of {', '.join(DECODERS)}, got {conf['decoder']!r}")
+    decoder_class(conf, path)
     if conf["select_metric"] not in SELECT_METRICS:
         raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {conf['select_metric']!r}")
     check_decoder_dir(conf)
     return conf
 
 
+def decoder_class(conf: dict, path: Path | None = None) -> type:
+    """The registered class of ``conf["decoder"]`` (etser.caption.models), or an error naming the known ones."""
+    from etser import models
+
+    names = models.names("decoder")
+    if conf["decoder"] not in names:
+        raise ValueError(f"{path or 'config'}: decoder must be one of {', '.join(names)}, got {conf['decoder']!r}")
+    return models.get("decoder", conf["decoder"])
+
+
 def check_decoder_dir(conf: dict) -> None:
     """A pretrained decoder's dir must exist before any work (one message)."""
-    if conf["decoder"] == "transformer":
+    if decoder_class(conf).own_tokenizer:
         return
     d = conf.get("decoder_dir")
     if not d or not (Path(d) / "config.json").is_file():

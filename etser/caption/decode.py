@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from etser.caption.config import check_decoder_dir
+from etser.caption.config import check_decoder_dir, decoder_class
 from etser.caption.data import CaptionSet, pad_frames
 from etser.caption.models import build_model
 from etser.caption.text import Tokenizer
@@ -33,7 +33,7 @@ def load_trained(exp_dir: Path, device: str = "cpu"):
     info = best["info"]
     conf = info["conf"]
     check_decoder_dir(conf)
-    tok = Tokenizer.load(Path(exp_dir) / "tokenizer.json") if conf["decoder"] == "transformer" else None
+    tok = Tokenizer.load(Path(exp_dir) / "tokenizer.json") if decoder_class(conf).own_tokenizer else None
     model = build_model(conf, len(info["layers"]), info["dim"], tok)
     model.load_state_dict(best["model"], strict=not conf["freeze_decoder"])
     return model.to(device).eval(), {**info, "epoch": best["epoch"], "val": best["val"]}

@@ -32,7 +32,7 @@ import torch
 from etser import provenance
 from etser.caption import KINDS
 from etser.caption.data import CaptionSet, caption_file, load_frames, pad_frames, read_captions, read_feats_meta
-from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, check_decoder_dir, load_config  # noqa: F401
+from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, decoder_class, load_config  # noqa: F401
 from etser.caption.decode import generate, quiet_transformers
 from etser.caption.models import build_model, frame_stats, trainable_state
 from etser.caption.text import Tokenizer
@@ -108,7 +108,7 @@ def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_th
     load_frames(va, feats_dir / conf["valid_set"], layers, gb, LOG.info)
 
     tok = None
-    if conf["decoder"] == "transformer":
+    if decoder_class(conf).own_tokenizer:
         tok_path = exp_dir / "tokenizer.json"
         if last is not None and tok_path.is_file():
             tok = Tokenizer.load(tok_path)
