@@ -31,13 +31,13 @@ import torch
 
 from etser import provenance
 from etser.caption import KINDS
-from etser.caption.data import CaptionSet, caption_file, load_frames, pad_frames, read_captions, read_feats_meta
+from etser.caption.data import CaptionSet, caption_file, load_frames, pad_frames, read_captions
 from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, decoder_class, load_config  # noqa: F401
 from etser.caption.decode import generate, quiet_transformers
 from etser.caption.models import build_model, frame_stats, trainable_state
 from etser.caption.text import Tokenizer
 from etser.cli import job_parser, str2bool
-from etser.featset import features_record
+from etser.featset import features_record, read_meta
 from etser.learn import loop
 from etser.learn.loop import config_hash
 from etser.runtime import job_list_lines, peak_rss_mb, pick_device, set_threads
@@ -78,7 +78,7 @@ def train(conf: dict, kind: str, data_dir: Path, feats_dir: Path, exp_dir: Path,
     if kind not in KINDS:
         raise ValueError(f"unknown caption kind {kind!r}; use one of {', '.join(KINDS)}")
     data_dir, feats_dir, exp_dir = Path(data_dir), Path(feats_dir), Path(exp_dir)
-    meta = read_feats_meta(feats_dir / conf["train_set"])
+    meta = read_meta(feats_dir / conf["train_set"])
     resolved = {**conf, "kind": kind, "seed": seed, "tag": feats_dir.name, "upstream": meta.get("upstream")}
     chash = config_hash({k: v for k, v in resolved.items()})
     # what the training is made from: reused (or resumed) only while all of it is unchanged
