@@ -286,30 +286,45 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None:
+    """The scorings of one job file's line (the job-module protocol): every exp dir of it is scored, then a
+    failure of any raises naming them; ``cache`` holds the features already read by this process."""
+    from etser.runtime import pick_device
+
+    if not args.exp_dirs:
+        raise ValueError("no exp dir given")
+    device = pick_device(args.ngpu)
+    failed = []
+    for exp in args.exp_dirs:
+        try:
+            score_exp(exp, args.sets.split(), args.data_dir, args.feats_dir, device, cache, args.on_change)
+        except Exception as e:  # keep scoring the others; the exit code says something failed
+            LOG.exception("scoring %s failed: %s", exp, e)
+            failed.append(str(exp))
+    if failed:
+        raise RuntimeError(f"{len(failed)} exp dir(s) failed: {' '.join(failed)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from etser.runtime import job_list_lines, pick_device
+    from etser.runtime import job_list_lines
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     ap = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
-    runs = job_list_lines(args.job_list, args.job, args.num_jobs) if args.job_list else [None]
+    runs = job_list_lines(args.job_list, args.job, args.num_jobs) if args.job_list else [argv]
     cache: dict = {}
-    failed = []
+    failed = False
     for line in runs:
-        a = ap.parse_args(line) if line is not None else args
+        a = ap.parse_args(line)
         if not a.exp_dirs:
             ap.error("no exp dir given")
-        device = pick_device(a.ngpu)
-        for exp in a.exp_dirs:
-            try:
-                score_exp(exp, a.sets.split(), a.data_dir, a.feats_dir, device, cache, a.on_change)
-            except Exception as e:  # keep scoring the others; the exit code says something failed
-                LOG.exception("scoring %s failed: %s", exp, e)
-                failed.append(str(exp))
-    if failed:
-        LOG.error("%d exp dir(s) failed: %s", len(failed), " ".join(failed))
-        return 1
-    return 0
+        try:
+            run_line(a, line, cache)
+        except RuntimeError as e:   # run_line has logged each failure; go on with the other lines
+            LOG.error("%s", e)
+            failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -346,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def run_args(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict:
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict:
+    """One training of a job file's line (the job-module protocol: raises on failure; ``cache`` holds the
+    features already read by this process's earlier lines)."""
     for name in ("config", "task", "exp_dir"):
         if getattr(args, name) is None:
             raise ValueError(f"--{name} is required")
@@ -380,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.job_list is None:
         try:
-            run_args(args, argv, {})
+            run_line(args, argv, {})
         except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
             LOG.error("%s", e.args[0] if isinstance(e, KeyError) else e)
             return 1
@@ -395,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = []
     for line in lines:
         try:
-            run_args(ap.parse_args(line), line, cache)
+            run_line(ap.parse_args(line), line, cache)
         except Exception:  # run the others; the exit code says something failed
             LOG.exception("training failed: %s", " ".join(line))
             failed.append(" ".join(line))

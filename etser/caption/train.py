@@ -221,13 +221,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict:
+    """One training of a job file's line (the job-module protocol: raises on failure)."""
+    conf = load_config(args.config, args.conf)
+    command = "python -m etser.caption.train " + " ".join(shlex.quote(a) for a in argv)
+    return train(conf, args.kind, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
+                 args.num_threads, args.overwrite, command, args.on_change)
+
+
 def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
-        conf = load_config(args.config, args.conf)
-        command = "python -m etser.caption.train " + " ".join(shlex.quote(a) for a in argv)
-        train(conf, args.kind, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
-              args.num_threads, args.overwrite, command, args.on_change)
+        run_line(args, argv, {})
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         LOG.error("%s: %s", args.exp_dir, e.args[0] if isinstance(e, KeyError) else e)
         return 1
