@@ -80,6 +80,11 @@ class Head(nn.Module):
     layer_options: tuple[str, ...] = ()   # head_conf keys used by select_layers, not by the constructor
 
     @classmethod
+    def input_kind_for(cls, head_conf: Mapping) -> str:
+        """What the head reads with this ``head_conf`` (``pooled`` or ``frames``): its ``input_kind`` here."""
+        return cls.input_kind
+
+    @classmethod
     def select_layers(cls, head_conf: Mapping, num_layers: int, frame_layers: Sequence[int] | None) -> list[int]:
         """Upstream layer indices (0 = the first hidden state) the head reads: all of them."""
         return list(range(num_layers))
@@ -473,7 +478,7 @@ def head_class(name: str) -> type[Head]:
 def input_kind(head_name: str, head_conf: Mapping) -> str:
     """What the head reads (``pooled`` or ``frames``); a fusion head's depends on its algorithm."""
     cls = head_class(head_name)
-    return cls.input_kind_for(head_conf) if hasattr(cls, "input_kind_for") else cls.input_kind
+    return cls.input_kind_for(head_conf)
 
 
 def select_layers(head_name: str, head_conf: Mapping, num_layers: int,

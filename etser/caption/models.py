@@ -123,6 +123,9 @@ class ScratchCaptioner(nn.Module):
 
     own_tokenizer = True    # built from the training captions (tokenizer.json of the exp dir); no decoder_dir
 
+    def truncation_note(self) -> str | None:
+        return None   # it keeps no count of cut inputs
+
     def __init__(self, conf: dict, num_layers: int, dim: int, tokenizer: Tokenizer):
         super().__init__()
         dc = conf["decoder_conf"]
@@ -249,6 +252,10 @@ def _check_dir(conf: dict) -> Path:
 
 class _HFBase(nn.Module):
     own_tokenizer = False   # the pretrained model's, from decoder_dir (or tokenizer_dir)
+
+    def truncation_note(self) -> str | None:
+        """What the model cut of its inputs while training (a warning for train.log), or None."""
+        return None
 
     def _hf_tokenizer(self, d: Path):
         from transformers import AutoTokenizer
@@ -393,6 +400,12 @@ class BartCaptioner(_HFBase):
         enc = self._enc(frames, lengths)
         out = self.bart.generate(**enc, **self._gen_kw(num_beams, max_len + 2), length_penalty=length_penalty)
         return self._texts(out)
+
+    def truncation_note(self) -> str | None:
+        if not self.truncated_inputs:
+            return None
+        return (f"{self.truncated_inputs} training/validation input(s) were longer than BART's {self.max_pos} "
+                "encoder positions and were cut")
 
 
 def build_model(conf: dict, num_layers: int, dim: int, tokenizer: Tokenizer | None = None) -> nn.Module:

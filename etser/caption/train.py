@@ -164,9 +164,9 @@ def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_th
         LOG.info("resumed from %s (epoch %d done; best epoch %d)", last_path, state["epoch"], state["best_epoch"])
     state = loop.run_epochs(fit, exp_dir, chash, shuffle, state, device, conf["max_epochs"], conf["patience"],
                             conf["keep_checkpoints"], LOG.info)
-    if getattr(model, "truncated_inputs", 0):
-        LOG.warning("%d training/validation input(s) were longer than BART's %d encoder positions and were cut",
-                    model.truncated_inputs, model.max_pos)
+    note = model.truncation_note()
+    if note:
+        LOG.warning("%s", note)
     seconds = time.monotonic() - t_start
     summary = loop.write_done(exp_dir, {
         "best_epoch": state["best_epoch"], "epochs": state["epoch"], "stopped": state["stopped"],
