@@ -67,3 +67,21 @@ def test_continuous_task_declared_only_in_a_copied_yaml_trains_with_superb_and_i
     section = text.split("## Tasks with metrics of their own", 1)[1]
     assert "### Arousal (`arousal`, kind continuous)" in section and "| CCC |" in section
     assert f"| {feats_dir.name} | superb |" in section
+
+
+def test_a_kind_refuses_keys_and_values_it_does_not_have():
+    from etser.tasks import task_from_spec
+
+    base = {"name": "arousal", "kind": "continuous", "label_file": "utt2arousal", "range": [1, 5]}
+    for extra, msg in (({"center": 7}, "center 7 must lie inside range"),
+                       ({"center": "high"}, "center must be a number"),
+                       ({"labels": ["a", "b"]}, "unknown key(s) labels"),
+                       ({"kind": "ordinal"}, "kind 'ordinal' is not implemented (known kinds: ")):
+        try:
+            task_from_spec({**base, **extra}, "my_tasks.yaml")
+        except ValueError as e:
+            assert msg in str(e) and "my_tasks.yaml" in str(e), e
+        else:
+            raise AssertionError(extra)
+    assert task_from_spec({**base, "center": 3}).spec()["center"] == 3.0
+    assert "center" not in task_from_spec({**base, "range": [-2, 2]}).spec()   # a centre-0 task's hash unchanged
