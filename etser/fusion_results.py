@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from etser.metrics import COUNT_NOTE, count_note, stale_note, varying_counts
-from etser.tasks import load_tasks
+from etser.tasks import kind_class, load_tasks
 
 MULTI_TASKS = ("multi_four", "multi_all")
 SENTIMENT_TASK = "sentiment"
@@ -37,7 +37,7 @@ def _cell(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str
 
 
 def _main_metric(m: dict) -> str:
-    return "f1_weighted" if m.get("kind") == "continuous" else "weighted_f1"
+    return kind_class(m.get("kind", "classes")).table_metric
 
 
 def _features(m: dict) -> str:
@@ -62,7 +62,7 @@ def _titles(tasks_conf) -> dict:
 
 def fusion_sections(metrics: list[dict], set_name: str = "test", tasks_conf=None) -> list[str]:
     fusion = [m for m in metrics if m["modality"] == "fusion"]
-    unimodal = [m for m in metrics if m["modality"] != "fusion" and m.get("kind", "classes") == "classes"]
+    unimodal = [m for m in metrics if m["modality"] != "fusion" and kind_class(m.get("kind", "classes")).metric_tables]
     sentiment = [m for m in metrics if m["task"] == SENTIMENT_TASK]
     if not fusion and not sentiment:
         return []

@@ -9,7 +9,7 @@ declares what it reads, and nothing outside it branches on its name:
 * ``num_streams``: how many feature streams (modalities) it takes (the heads here take one);
 * :meth:`Head.select_layers`: which upstream layers of a stream it reads, from its ``head_conf``.
 
-Heads are registered by name in ``HEADS`` (the ``head:`` of conf/train/<name>.yaml).
+Heads register by name with ``@register("head", name)`` (the ``head:`` of conf/train/<name>.yaml).
 
 ``superb`` is S3PRL's emotion-recognition head: softmax-weighted sum of all layers, Linear(D, 256), mean pooling
 over time, Linear(256, C).  Mean pooling commutes with the per-frame affine maps before it, so computing it from
@@ -26,11 +26,19 @@ which also commutes with mean pooling.
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from etser import models
+from etser.models import register
+
+# a fusion head's algorithm configs: conf/fusion/<algo>.yaml (model defaults, train lr/grad_clip, tune lists)
+DEFAULT_FUSION_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "fusion"
 
 # Stage 2 stores the population std (divide by the number of valid frames) — see etser/extract.py.
 STD_DDOF = 0
@@ -72,6 +80,11 @@ class Head(nn.Module):
     layer_options: tuple[str, ...] = ()   # head_conf keys used by select_layers, not by the constructor
 
     @classmethod
+    def input_kind_for(cls, head_conf: Mapping) -> str:
+        """What the head reads with this ``head_conf`` (``pooled`` or ``frames``): its ``input_kind`` here."""
+        return cls.input_kind
+
+    @classmethod
     def select_layers(cls, head_conf: Mapping, num_layers: int, frame_layers: Sequence[int] | None) -> list[int]:
         """Upstream layer indices (0 = the first hidden state) the head reads: all of them."""
         return list(range(num_layers))
@@ -102,6 +115,33 @@ class Head(nn.Module):
         self.std_center.copy_(std_center)
         self.std_scale.copy_(_robust_scale(std_center, std.std(0, unbiased=False)))
 
+    @torch.no_grad()
+    def fit_normalizers(self, pooled: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """The trainer's call for every head: ``{stream: (mean, std)}`` of the training set; one stream here."""
+        ((mean, std),) = pooled.values()
+        self.fit_normalizer(mean, std)
+
+    @classmethod
+    def complete_config(cls, conf: dict, overridden: set[str] = frozenset(), trial: int = 0) -> dict:
+        """A training config completed with what the head's own config files add (nothing here); ``trial``
+        k > 0: the k-th draw of a random search, for heads that have one."""
+        if trial:
+            raise ValueError(f"head {conf['head']}: no random search (fusion_trials) for this head")
+        return conf
+
+    @classmethod
+    def report_fields(cls, info: Mapping) -> dict:
+        """What the results tables show of this head beyond the common fields (none here)."""
+        return {}
+
+    def modality_subsets(self) -> list[tuple[str, ...]]:
+        """Subsets of its streams the head is also scored on (with the others marked missing): none here."""
+        return []
+
+    def outputs(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The training step's call: outputs and the model's auxiliary loss (None: no auxiliary loss)."""
+        return self(batch), None
+
     def forward(self, batch: Mapping) -> torch.Tensor:
         """Outputs (B, output_size) of a batch in the etser.featset format."""
         streams = batch["streams"]
@@ -123,6 +163,7 @@ class Head(nn.Module):
         return (std - self.std_center) / self.std_scale
 
 
+@register("head", "superb")
 class SuperbHead(Head):
     """S3PRL's ER head (weighted layer sum -> Linear(D, proj_dim) -> mean pool -> Linear(C)), + optional std."""
 
@@ -169,6 +210,7 @@ class SuperbHead(Head):
         return self.out(hidden)
 
 
+@register("head", "paper")
 class PaperHead(Head):
     """The official EmotionTalk setup: fixed unweighted sum of the last layers' time-means, then an MLP."""
 
@@ -202,6 +244,7 @@ class PaperHead(Head):
         return self.mlp(torch.cat(parts, dim=-1))
 
 
+@register("head", "attentive")
 class AttentiveHead(Head):
     """Frame-level: weighted layer sum -> Linear+ReLU -> attentive (statistics) pooling -> MLP.
 
@@ -253,10 +296,11 @@ class AttentiveHead(Head):
         return self.post(torch.cat(parts, dim=-1))
 
 
+@register("head", "fusion")
 class FusionHead(nn.Module):
     """A fusion model of :mod:`etser.fusion` over several streams (one per modality).
 
-    ``head_conf``: ``algo`` (a name of ``etser.fusion.FUSION_MODELS``), ``fusion_conf`` (the model's conf),
+    ``head_conf``: ``algo`` (a fusion algorithm registered in :mod:`etser.fusion`), ``fusion_conf`` (the model's conf),
     ``last_layers`` (layers of each stream read: the last k, 0 = all) and, for frame-level models,
     ``feat_type`` (``frm_align`` or ``frm_unalign``; aligned models need ``frm_align``).
 
@@ -370,8 +414,55 @@ class FusionHead(nn.Module):
         self.aux_loss = out.aux_loss
         return out.logits
 
+    def outputs(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch)
+        return logits, self.aux_loss   # added to the task loss as is (MERBench)
 
-HEADS = {"superb": SuperbHead, "paper": PaperHead, "attentive": AttentiveHead, "fusion": FusionHead}
+    def modality_subsets(self) -> list[tuple[str, ...]]:
+        from etser.fusion import modality_subsets
+
+        return list(modality_subsets(self.stream_names))
+
+    @classmethod
+    def complete_config(cls, conf: dict, overridden: set[str] = frozenset(), trial: int = 0) -> dict:
+        """A fusion head's config completed from conf/fusion/<algo>.yaml: its ``model`` section under
+        ``head_conf.fusion_conf`` and its ``train`` section (``lr``, ``grad_clip``) unless given with --conf;
+        ``trial`` k > 0: the k-th random draw of its ``tune`` lists (seed ``fusion_search_seed``) on top."""
+        from etser.tune import apply_trial, draw_trials, load_search_space
+
+        conf = copy.deepcopy(conf)
+        algo = str(conf["head_conf"].get("algo", "attention"))
+        path = Path(conf.get("fusion_conf_dir") or DEFAULT_FUSION_CONF_DIR) / f"{algo}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: fusion algorithm {algo!r} has no config")
+        space = load_search_space(path)
+        model_conf, train_conf = dict(space["model"]), dict(space["train"])
+        if trial > 0:
+            drawn = draw_trials(space["tune"], trial, int(conf["fusion_search_seed"]))[trial - 1]
+            model_conf, train_conf = apply_trial(space, drawn)
+        user = dict(conf["head_conf"].get("fusion_conf") or {})
+        # a trial's drawn values win over the config's (keys not tuned, e.g. modality_dropout, stay as given)
+        model_conf.update({k: v for k, v in user.items() if trial == 0 or k not in space["tune"]})
+        conf["head_conf"] = {**conf["head_conf"], "algo": algo, "fusion_conf": model_conf}
+        if trial > 0 or "optim_conf.lr" not in overridden:
+            conf["optim_conf"] = {**conf["optim_conf"], "lr": float(train_conf["lr"])}
+        if trial > 0 or "grad_clip" not in overridden:
+            conf["grad_clip"] = float(train_conf["grad_clip"])
+            conf["grad_clip_mode"] = "value"
+        return conf
+
+    @classmethod
+    def report_fields(cls, info: Mapping) -> dict:
+        """Algorithm, fusion level and each stream's upstream (RESULTS.md's fusion table)."""
+        from etser.fusion import fusion_class
+
+        algo = str(info["head_conf"].get("algo"))
+        return {"algo": algo, "fusion_level": fusion_class(algo).level,
+                "stream_upstreams": {st["name"]: st.get("upstream", st.get("tag")) for st in info["streams"]},
+                "stream_modalities": {st["name"]: st.get("modality", st["name"]) for st in info["streams"]}}
+
+
+HEADS: dict[str, type] = models.family("head")   # filled by the @register lines above
 
 
 def _check_stats(stats: Sequence[str]) -> None:
@@ -381,15 +472,13 @@ def _check_stats(stats: Sequence[str]) -> None:
 
 
 def head_class(name: str) -> type[Head]:
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; known: {', '.join(HEADS)}")
-    return HEADS[name]
+    return models.get("head", name)
 
 
 def input_kind(head_name: str, head_conf: Mapping) -> str:
     """What the head reads (``pooled`` or ``frames``); a fusion head's depends on its algorithm."""
     cls = head_class(head_name)
-    return cls.input_kind_for(head_conf) if hasattr(cls, "input_kind_for") else cls.input_kind
+    return cls.input_kind_for(head_conf)
 
 
 def select_layers(head_name: str, head_conf: Mapping, num_layers: int,

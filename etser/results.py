@@ -32,7 +32,7 @@ import numpy as np
 
 from etser.metrics import (COUNT_NOTE, METRIC_NAMES, confusion_metrics, count_note, read_predictions, stale_note,
                            varying_counts)
-from etser.tasks import load_tasks
+from etser.tasks import kind_class, load_tasks
 from etser.yamlfile import read_yaml
 
 DEFAULT_RESULTS_CONF = Path(__file__).resolve().parents[1] / "conf" / "results.yaml"
@@ -50,7 +50,6 @@ TABLE_ORDER = ("ua", "wa", "macro_f1", "weighted_f1")
 # the official code computes accuracy and weighted F1 only: those are comparable with the seeds' numbers
 OFFICIAL_ORDER = ("weighted_f1", "wa", "ua", "macro_f1")
 OFFICIAL_HEADS = ("paper",)
-CONTINUOUS_METRICS = ("f1_weighted", "acc2", "mae", "pearson", "ccc")
 
 
 # ---------------------------------------------------------------- collecting
@@ -63,7 +62,7 @@ def find_metrics(exp_root: Path, set_name: str = "test") -> list[dict]:
             m = json.loads(path.read_text())
         except ValueError as e:
             raise ValueError(f"{path}: not valid JSON ({e}); rerun stage 4 for {path.parent.parent}") from None
-        keys = CONTINUOUS_METRICS if m.get("kind") == "continuous" else METRIC_NAMES
+        keys = kind_class(m.get("kind", "classes"), str(path)).metric_names
         missing = [k for k in (*keys, "task", "head", "seed", "tag") if k not in m]
         if missing:
             raise ValueError(f"{path}: lacks {', '.join(missing)}; rerun stage 4 for {path.parent.parent}")
@@ -297,7 +296,7 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
     for m in found:  # scored before the labels, features or data they came from changed: marked, never passed off
         m["stale"] = stale_reasons(Path(m["exp_dir"]), set_name, dumps)
     # unimodal classification tables here; fusion and continuous tasks in their own sections
-    metrics = [m for m in found if m["modality"] != "fusion" and m["kind"] == "classes"]
+    metrics = [m for m in found if m["modality"] != "fusion" and kind_class(m["kind"]).metric_tables]
     tables = summarize(metrics, load_tables(results_conf))
     titles, described = _task_titles(metrics, tasks_conf)
     seeds = sorted({m["seed"] for m in found})
@@ -328,6 +327,7 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
     from etser.fusion_results import fusion_sections
 
     lines += fusion_sections(found, set_name, tasks_conf)
+    lines += own_metric_tables(found, tasks_conf)
     lines += ["## Significance (paired bootstrap)", ""]
     lines += _significance(tables, titles, set_name, num_samples, seed)
     lines += [""] + environment(metrics) + [""]
@@ -338,6 +338,44 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
     tmp.write_text(text)
     tmp.replace(out)
     return text
+
+
+def own_metric_tables(found: list[dict], tasks_conf: Path | None = None) -> list[str]:
+    """A table per task of a kind that has metrics of its own (e.g. a continuous arousal task): a row per
+    features x head, the kind's metrics as columns (mean ± sample std over seeds).  Tasks that the fusion
+    section's MERBench tables show already (sentiment) and fusion runs are left to those tables."""
+    from etser.fusion_results import SENTIMENT_TASK
+
+    runs = [m for m in found if not kind_class(m["kind"]).metric_tables and m["modality"] != "fusion"
+            and m["task"] != SENTIMENT_TASK]
+    if not runs:
+        return []
+    try:
+        titles = {n: t.title for n, t in load_tasks(tasks_conf).tasks.items()}
+    except (FileNotFoundError, ValueError):
+        titles = {}
+    by_task: dict = defaultdict(lambda: defaultdict(list))
+    for m in runs:
+        by_task[m["task"]][(m["tag"], m["head"])].append(m)
+    lines = ["## Tasks with metrics of their own", "",
+             "Shares (Acc-2, WF1) in percent; MAE, Pearson r and CCC as they are. Each cell: mean ± sample "
+             "standard deviation over seeds; the best epoch was chosen on val.", ""]
+    for task, rows in sorted(by_task.items()):
+        first = next(iter(rows.values()))[0]
+        kind = kind_class(first["kind"])
+        names = kind.metric_names
+        lines += [f"### {titles.get(task, first.get('title', task))} (`{task}`, kind {kind.kind})", "",
+                  "| Features | Head | " + " | ".join(names.values()) + " |",
+                  "|" + "---|" * (len(names) + 2)]
+        for (tag, head), ms in sorted(rows.items()):
+            cells = []
+            for k in names:
+                v = (100 if k in kind.percent_metrics else 1) * np.asarray([m[k] for m in ms], dtype=float)
+                digits = 2 if k in kind.percent_metrics else 3
+                cells.append(f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else ""))
+            lines.append(f"| {tag} | {head} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def stale_section(found: list[dict]) -> list[str]:
@@ -429,8 +467,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    ua = text.split("## UA", 1)[1].split(f"\n{DEFINITIONS['ua']}", 1)[0].strip()
-    print(f"{out}: {text.count(chr(10))} lines in {time.monotonic() - t0:.1f} s; UA on {a.set}:\n{ua}", file=sys.stderr)
+    ua = text.split("## UA", 1)[1].split(f"\n{DEFINITIONS['ua']}", 1)[0].strip() if "## UA" in text else ""
+    print(f"{out}: {text.count(chr(10))} lines in {time.monotonic() - t0:.1f} s"
+          + (f"; UA on {a.set}:\n{ua}" if ua else ""), file=sys.stderr)
     return 0
 
 

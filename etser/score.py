@@ -42,6 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from etser import provenance
+from etser.heads import head_class
 
 # re-exported: the metrics and prediction files live in etser.metrics, the figures in etser.plots
 from etser.metrics import (METRIC_NAMES, compute_metrics, confusion_metrics, confusion_text,  # noqa: F401
@@ -118,30 +119,27 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
                              left_out=left_out, allow_missing=allow_missing)
     posteriors = _posteriors(model, task, examples, device)
     train_targets = None
-    if task.kind == "continuous":   # the constant predictors are fitted on the training labels
+    if task.scored_with_train_targets:   # e.g. constant predictors fitted on the training labels
         train_set = Path(data_dir) / str(info.get("train_set") or "train")
         if (train_set / task.label_file).is_file():
             train_targets = task.read_targets(train_set)[1]
     metrics = task.metrics(targets, posteriors, train_targets)
     missing = {}
-    if hasattr(model, "keep_modalities"):
-        from etser.fusion import modality_subsets
-
-        for subset in modality_subsets(model.stream_names):
-            model.keep_modalities = set(subset)
-            try:
-                post = _posteriors(model, task, examples, device, skip_empty=True)
-            finally:
-                model.keep_modalities = None
-            if post is None:
-                continue
-            m = task.metrics(targets[post[1]], post[0], train_targets)
-            missing["+".join(subset)] = {k: v for k, v in m.items() if k not in ("confusion", "per_class")}
+    for subset in model.modality_subsets():
+        model.keep_modalities = set(subset)
+        try:
+            post = _posteriors(model, task, examples, device, skip_empty=True)
+        finally:
+            model.keep_modalities = None
+        if post is None:
+            continue
+        m = task.metrics(targets[post[1]], post[0], train_targets)
+        missing["+".join(subset)] = {k: v for k, v in m.items() if k not in ("confusion", "per_class")}
     classes = list(task.classes)
     metrics.update({"set": set_name, "task": info["task"], "title": task.title, "classes": classes,
                     "head": info["head"], "seed": info["seed"], "tag": info["tag"], "upstream": info["upstream"],
                     "modality": info.get("modality", "speech"), "best_epoch": info["epoch"], "left_out": left_out,
-                    "kind": task.kind, **_fusion_fields(info),
+                    "kind": task.kind, **head_class(info["head"]).report_fields(info),
                     "data_dir": str(Path(data_dir) / set_name),
                     "feats_dir": " ".join(str(s.feats_dir / set_name) for s in streams)})
     out.mkdir(parents=True, exist_ok=True)
@@ -160,18 +158,6 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
              " ".join(f"{name} {100 * metrics[k]:.2f}" for k, name in task.metric_names.items()),
              time.monotonic() - start)
     return metrics
-
-
-def _fusion_fields(info: dict) -> dict:
-    """What RESULTS.md shows of a fusion model: algorithm, fusion level, each stream's upstream."""
-    if info["head"] != "fusion":
-        return {}
-    from etser.fusion import fusion_class
-
-    algo = str(info["head_conf"].get("algo"))
-    return {"algo": algo, "fusion_level": fusion_class(algo).level,
-            "stream_upstreams": {st["name"]: st.get("upstream", st.get("tag")) for st in info["streams"]},
-            "stream_modalities": {st["name"]: st.get("modality", st["name"]) for st in info["streams"]}}
 
 
 def _posteriors(model, task, examples, device: str, skip_empty: bool = False):
@@ -300,30 +286,45 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None:
+    """The scorings of one job file's line (the job-module protocol): every exp dir of it is scored, then a
+    failure of any raises naming them; ``cache`` holds the features already read by this process."""
+    from etser.runtime import pick_device
+
+    if not args.exp_dirs:
+        raise ValueError("no exp dir given")
+    device = pick_device(args.ngpu)
+    failed = []
+    for exp in args.exp_dirs:
+        try:
+            score_exp(exp, args.sets.split(), args.data_dir, args.feats_dir, device, cache, args.on_change)
+        except Exception as e:  # keep scoring the others; the exit code says something failed
+            LOG.exception("scoring %s failed: %s", exp, e)
+            failed.append(str(exp))
+    if failed:
+        raise RuntimeError(f"{len(failed)} exp dir(s) failed: {' '.join(failed)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from etser.runtime import job_list_lines, pick_device
+    from etser.runtime import job_list_lines
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     ap = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
-    runs = job_list_lines(args.job_list, args.job, args.num_jobs) if args.job_list else [None]
+    runs = job_list_lines(args.job_list, args.job, args.num_jobs) if args.job_list else [argv]
     cache: dict = {}
-    failed = []
+    failed = False
     for line in runs:
-        a = ap.parse_args(line) if line is not None else args
+        a = ap.parse_args(line)
         if not a.exp_dirs:
             ap.error("no exp dir given")
-        device = pick_device(a.ngpu)
-        for exp in a.exp_dirs:
-            try:
-                score_exp(exp, a.sets.split(), a.data_dir, a.feats_dir, device, cache, a.on_change)
-            except Exception as e:  # keep scoring the others; the exit code says something failed
-                LOG.exception("scoring %s failed: %s", exp, e)
-                failed.append(str(exp))
-    if failed:
-        LOG.error("%d exp dir(s) failed: %s", len(failed), " ".join(failed))
-        return 1
-    return 0
+        try:
+            run_line(a, line, cache)
+        except RuntimeError as e:   # run_line has logged each failure; go on with the other lines
+            LOG.error("%s", e)
+            failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -20,48 +20,35 @@ came from, for inference), ``train.log``, ``checkpoints/``, ``best.pt``, ``curve
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
-import platform
 import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import yaml
-from tqdm import tqdm
 
-from etser.checkpoint import (atomic_save, list_epochs, load_epoch, prune_epochs, read_checkpoint,  # noqa: F401
-                              read_exp_config)
+from etser.checkpoint import read_checkpoint
+from etser.learn import loop
+from etser.learn.loop import config_hash
 from etser import provenance
 from etser.cli import str2bool
 from etser.featset import (Examples, Stream, check_stream_utts, drop_stage2_excluded, iter_batches,  # noqa: F401
                            load_examples, load_stream, read_meta, training_identity)
 from etser.heads import Head, build_head, head_class, input_kind
-from etser.runtime import device_name, job_list_lines, peak_rss_mb, pick_device, set_threads
+from etser.runtime import job_list_lines, peak_rss_mb, pick_device, set_threads
 from etser.tasks import Task, load_tasks
-from etser.trainconf import (DEFAULT_FUSION_CONF_DIR, DEFAULTS, apply_fusion_conf,  # noqa: F401
-                             load_config)  # the config loader lives below the trainer (run.sh checks configs)
+from etser.trainconf import DEFAULTS, load_config  # noqa: F401  (below the trainer: run.sh checks configs)
 
 LOG = logging.getLogger("etser.train")
 # per-epoch lines: train.log only (the job log gets the progress bar and the summary)
 EPOCH_LOG = logging.getLogger("etser.train.epochs")
 EPOCH_LOG.propagate = False
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-
-
-# ---------------------------------------------------------------- config
-
-def config_hash(conf: dict) -> str:
-    return hashlib.sha256(json.dumps(conf, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
 
 # ---------------------------------------------------------------- data
 
@@ -93,16 +80,6 @@ def predict(model: Head, task: Task, examples: Examples, device: str, batch_size
 
 
 # ---------------------------------------------------------------- training
-
-def _setup_log_file(exp_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(exp_dir / "train.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    LOG.addHandler(handler)
-    LOG.setLevel(logging.INFO)
-    EPOCH_LOG.addHandler(handler)
-    EPOCH_LOG.setLevel(logging.INFO)
-    return handler
-
 
 def plot_curve(history: list[dict], metric_names: dict, metric: str, best_epoch: int, path: Path, title: str) -> None:
     import matplotlib
@@ -143,13 +120,7 @@ def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path | None, ex
     feats_dir = Path(feats_dir) if feats_dir is not None else None
     tasks = load_tasks(tasks_conf)
     task = tasks.get(task_name)
-    select = conf.get("select_metric")
-    if isinstance(select, dict):   # per task kind, e.g. {classes: weighted_f1, continuous: f1_weighted}
-        select = select.get(task.kind)
-    conf = {**conf, "select_metric": select or task.default_select_metric}
-    if conf["select_metric"] not in task.metric_names:
-        raise ValueError(f"select_metric must be one of {', '.join(task.metric_names)} for task {task.name}, "
-                         f"got {conf['select_metric']!r}")
+    conf = {**conf, "select_metric": task.select_metric(conf.get("select_metric"))}
     cls = head_class(conf["head"])
     kind = input_kind(conf["head"], conf["head_conf"])
     if fusion_streams:
@@ -192,31 +163,20 @@ def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path | None, ex
     summary = provenance.open_training_dir(exp_dir, present, overwrite, on_change, LOG)
     if summary is not None:
         return summary
-    handler = _setup_log_file(exp_dir)
+    handler = loop.log_file(exp_dir, LOG, EPOCH_LOG)
     try:
         return _train(resolved, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, num_threads,
                       command, cache)
     finally:
-        LOG.removeHandler(handler)
-        EPOCH_LOG.removeHandler(handler)
-        handler.close()
+        loop.close_log_file(handler, LOG, EPOCH_LOG)
 
 
 def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, num_threads, command, cache) -> dict:
     start_time = time.monotonic()
     set_threads(num_threads, device)
-
-    ckpts = list_epochs(exp_dir)
-    last = load_epoch(ckpts[-1][1]) if ckpts else None
-    if last is not None and last["config_hash"] != chash:  # refuse before anything in the exp dir is rewritten
-        raise RuntimeError(f"{ckpts[-1][1]} was written with a different config: use --overwrite true to start "
-                           "over, or another --exp_dir")
-    LOG.info("%s %s", "resuming" if ckpts else "starting", command or "(no command line)")
-    (exp_dir / "cmd").write_text(command + "\n")
-    with open(exp_dir / "config.yaml", "w", encoding="utf-8") as f:
-        env = {"torch": str(torch.__version__), "python": platform.python_version(), "device": device_name(device),
-               "num_threads": num_threads}
-        yaml.safe_dump({**conf, "config_hash": chash, "env": env}, f, sort_keys=False)
+    last, last_path = loop.last_checkpoint(exp_dir, chash)
+    LOG.info("%s %s", "resuming" if last else "starting", command or "(no command line)")
+    loop.write_run_record(exp_dir, command, conf, chash, device, num_threads)
     (exp_dir / "feats_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     for st in conf["streams"]:  # the upstream config the features came from, for inference
         fdir = Path(st["feats_dir"])
@@ -242,17 +202,14 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
 
     torch.manual_seed(seed)
     model = build_head(conf["head"], conf["head_conf"], conf["streams"], task.output_size)
-    if hasattr(model, "fit_normalizers"):   # one standardisation per stream, from its present utterances
-        pooled = {}
-        for st in streams:
-            mean, std = _pooled_for_normalizer(tr, data_dir, conf, st, cache)
-            keep = tr.streams[st.name].present
-            pooled[st.name] = (mean[keep], std[keep])
-        model.fit_normalizers(pooled)
-    else:
-        model.fit_normalizer(*_pooled_for_normalizer(tr, data_dir, conf, streams[0], cache))
+    pooled = {}   # one standardisation per stream, from its present utterances
+    for st in streams:
+        mean, std = _pooled_for_normalizer(tr, data_dir, conf, st, cache)
+        keep = tr.streams[st.name].present
+        pooled[st.name] = (mean[keep], std[keep])
+    model.fit_normalizers(pooled)
     model.to(device)
-    opt = OPTIMIZERS[conf["optim"]](model.parameters(), **conf["optim_conf"])
+    opt = loop.make_optimizer(conf["optim"], model.parameters(), conf["optim_conf"])
     weight = None
     if conf["class_weighted_loss"]:
         w = task.class_weights(tr.targets)
@@ -260,92 +217,55 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
         LOG.info("class weights: %s", ", ".join(f"{c} {x:.3f}" for c, x in zip(task.classes, w)))
     shuffle = torch.Generator().manual_seed(seed)
     metric, names = conf["select_metric"], task.metric_names
-    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
-
-    if last is not None:
-        model.load_state_dict(last["model"])
-        opt.load_state_dict(last["optimizer"])
-        torch.set_rng_state(last["torch_rng"])
-        shuffle.set_state(last["shuffle_rng"])
-        if last.get("cuda_rng") is not None and device != "cpu":
-            torch.cuda.set_rng_state_all(last["cuda_rng"])
-        state = last["state"]
-        LOG.info("resumed from %s (epoch %d done; best epoch %d, val %s %.2f)", ckpts[-1][1], state["epoch"],
-                 state["best_epoch"], names[metric], 100 * state["best"])
-
     info = {"head": conf["head"], "head_conf": conf["head_conf"], "task": task.name, "task_spec": task.spec(),
             "classes": list(task.classes), "output_size": task.output_size, "streams": conf["streams"],
             "layers": conf["layers"], "seed": seed, "tag": conf["tag"], "upstream": conf["upstream"],
             "modality": conf["modality"], "config_hash": chash, "allow_missing": bool(conf["allow_missing"])}
-    bs, patience = int(conf["batch_size"]), conf["patience"]
-    stopped_early = patience is not None and state["bad_epochs"] >= patience
-    first_epoch = state["epoch"]  # > 0 when resumed: the figures count this run's epochs only
-    # no bar in a job log (stderr not a terminal): carriage-return updates would run into the log lines;
-    # train.log has a line per epoch and the job log the summary
-    interactive = sys.stderr.isatty()
-    bar = tqdm(total=conf["max_epochs"], initial=first_epoch, desc=f"train {exp_dir}", unit="epoch",
-               file=sys.stderr, mininterval=0.5, leave=False, dynamic_ncols=True, disable=not interactive)
-    for epoch in range(state["epoch"] + 1, conf["max_epochs"] + 1):
-        if stopped_early:
-            break
-        t0 = time.monotonic()
-        model.train()
-        perm = torch.randperm(len(tr), generator=shuffle).tolist()
-        total = 0.0
-        for idx in iter_batches(len(tr), bs, perm):
-            batch = tr.batch(idx, device)
-            loss = task.loss(model(batch), batch["target"], weight=weight)
-            aux = getattr(model, "aux_loss", None)
-            if aux is not None:   # a fusion model's extra loss, added as is (MERBench)
-                loss = loss + aux
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if conf["grad_clip"] and float(conf["grad_clip"]) > 0:
-                if conf["grad_clip_mode"] == "value":
-                    torch.nn.utils.clip_grad_value_(model.parameters(), float(conf["grad_clip"]))
-                else:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), float(conf["grad_clip"]))
-            opt.step()
-            total += loss.item() * len(idx)
+
+    def step(idx):
+        batch = tr.batch(idx, device)
+        outputs, aux = model.outputs(batch)
+        loss = task.loss(outputs, batch["target"], weight=weight)
+        return loss if aux is None else loss + aux   # a fusion model's extra loss, added as is (MERBench)
+
+    last_metrics: dict = {}   # the latest validation's metrics, recorded in best.pt
+
+    def validate():
         posteriors, val_loss = predict(model, task, va, device)
         m = task.quick_metrics(va.targets, posteriors)
-        row = {"epoch": epoch, "train_loss": total / len(tr), "val_loss": val_loss,
-               **{f"val_{k}": m[k] for k in names}, "seconds": time.monotonic() - t0}
-        state["history"].append(row)
-        improved = state["best_epoch"] == 0 or task.better(metric, m[metric], state["best"])
-        if improved:
-            state.update(best=m[metric], best_epoch=epoch, bad_epochs=0)
-            atomic_save({"model": model.state_dict(), "epoch": epoch, "val_metrics": m, "info": info},
-                        exp_dir / "best.pt")
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        stopped_early = patience is not None and state["bad_epochs"] >= patience
-        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
-                     "shuffle_rng": shuffle.get_state(),
-                     "cuda_rng": torch.cuda.get_rng_state_all() if device != "cpu" else None,
-                     "state": state, "config_hash": chash}, exp_dir / "checkpoints" / f"epoch{epoch}.pt")
-        prune_epochs(exp_dir, conf["keep_checkpoints"])
-        EPOCH_LOG.info("epoch %d train_loss %.4f val_loss %.4f %s (%.2f s)%s", epoch, row["train_loss"], val_loss,
-                       " ".join(f"val_{k} {100 * m[k]:.2f}" for k in names), row["seconds"],
-                       " *best" if improved else "")
-        bar.update(1)
-        bar.set_postfix_str(f"val {names[metric]} {100 * m[metric]:.1f} best {100 * state['best']:.1f}",
-                            refresh=False)
-    bar.close()
+        last_metrics.clear()
+        last_metrics.update(m)
+        return {"val_loss": val_loss, **{f"val_{k}": m[k] for k in names}}, m[metric]
 
-    why = f"no val improvement for {patience} epochs" if stopped_early else f"max_epochs {conf['max_epochs']}"
+    fit = loop.Fit(
+        model=model, optimizer=opt, num_train=len(tr), batch_size=int(conf["batch_size"]), step=step,
+        clip=lambda: loop.clip_gradients(model.parameters(), conf["grad_clip"], conf["grad_clip_mode"]),
+        validate=validate, better=lambda value, best: task.better(metric, value, best),
+        best_record=lambda epoch, row: {"val_metrics": dict(last_metrics), "info": info},
+        epoch_line=lambda epoch, row, improved: (
+            f"epoch {epoch} train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
+            + " ".join(f"val_{k} {100 * row[f'val_{k}']:.2f}" for k in names)
+            + f" ({row['seconds']:.2f} s)" + (" *best" if improved else "")),
+        bar_text=lambda value, best: f"val {names[metric]} {100 * value:.1f} best {100 * best:.1f}")
+    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    if last is not None:
+        state = loop.restore(fit, last, shuffle, device)
+        LOG.info("resumed from %s (epoch %d done; best epoch %d, val %s %.2f)", last_path, state["epoch"],
+                 state["best_epoch"], names[metric], 100 * state["best"])
+    state = loop.run_epochs(fit, exp_dir, chash, shuffle, state, device, conf["max_epochs"], conf["patience"],
+                            conf["keep_checkpoints"], EPOCH_LOG.info)
+
     title = f"{conf['tag']} {conf['head']} {task.name} seed{seed}"
     plot_curve(state["history"], names, metric, state["best_epoch"], exp_dir / "curve.png", title)
     best = read_checkpoint(exp_dir / "best.pt")
     seconds = time.monotonic() - start_time
-    summary = {"best_epoch": state["best_epoch"], "epochs": state["epoch"], "stopped": why,
-               "val_metrics": {k: best["val_metrics"][k] for k in (*names, "num_utts")},
-               "select_metric": metric, "config_hash": chash, "seconds_last_run": round(seconds, 2)}
-    (exp_dir / "done").write_text(json.dumps(summary, indent=1) + "\n")
+    summary = loop.write_done(exp_dir, {
+        "best_epoch": state["best_epoch"], "epochs": state["epoch"], "stopped": state["stopped"],
+        "val_metrics": {k: best["val_metrics"][k] for k in (*names, "num_utts")},
+        "select_metric": metric, "config_hash": chash, "seconds_last_run": round(seconds, 2)})
     LOG.info("%s: %d epochs (%s), best epoch %d val %s %.2f; %.1f s, %.0f train utts/s, peak RSS %.0f MB",
-             exp_dir, state["epoch"], why, state["best_epoch"], names[metric], 100 * state["best"], seconds,
-             len(tr) * (state["epoch"] - first_epoch) / max(seconds, 1e-9), peak_rss_mb())
+             exp_dir, state["epoch"], state["stopped"], state["best_epoch"], names[metric], 100 * state["best"],
+             seconds, len(tr) * (state["epoch"] - state["first_epoch"]) / max(seconds, 1e-9), peak_rss_mb())
     return summary
 
 
@@ -358,24 +278,19 @@ def train_trials(conf, task_name, data_dir, feats_dir, exp_dir, seed, device, nu
 
     exp_dir = Path(exp_dir)
     n = int(conf["fusion_trials"])
-    if conf["head"] != "fusion":
-        raise ValueError("fusion_trials: the random search is for the fusion head only")
+    cls = head_class(conf["head"])
     if overwrite and exp_dir.exists():
         shutil.rmtree(exp_dir)
     task = load_tasks(tasks_conf).get(task_name)
     records = []
     for k in range(1, n + 1):
-        ck = {**apply_fusion_conf(conf, trial=k), "_trial": k}
+        ck = {**cls.complete_config(conf, trial=k), "_trial": k}
         summary = train(ck, task_name, data_dir, feats_dir, exp_dir / "trials" / f"trial{k}", seed, device,
                         num_threads, False, command, cache, tasks_conf, fusion_streams, on_change)
         records.append({"trial": k, "val": summary["val_metrics"], "fusion_conf": ck["head_conf"]["fusion_conf"],
                         "lr": ck["optim_conf"]["lr"], "grad_clip": ck["grad_clip"]})
-    metric = conf.get("select_metric")
-    if isinstance(metric, dict):
-        metric = metric.get(task.kind)
-    metric = metric or task.default_select_metric
-    mode = "min" if metric in getattr(task, "lower_is_better", ()) else "max"
-    best = select_best(records, metric, mode)
+    metric = task.select_metric(conf.get("select_metric"))
+    best = select_best(records, metric, "min" if metric in task.lower_is_better else "max")
     src = exp_dir / "trials" / f"trial{best + 1}"
     for name in ("best.pt", "config.yaml", "train.log", "curve.png", "feats_meta.json", "cmd"):
         if (src / name).is_file():
@@ -431,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def run_args(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict:
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict:
+    """One training of a job file's line (the job-module protocol: raises on failure; ``cache`` holds the
+    features already read by this process's earlier lines)."""
     for name in ("config", "task", "exp_dir"):
         if getattr(args, name) is None:
             raise ValueError(f"--{name} is required")
@@ -465,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.job_list is None:
         try:
-            run_args(args, argv, {})
+            run_line(args, argv, {})
         except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
             LOG.error("%s", e.args[0] if isinstance(e, KeyError) else e)
             return 1
@@ -480,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = []
     for line in lines:
         try:
-            run_args(ap.parse_args(line), line, cache)
+            run_line(ap.parse_args(line), line, cache)
         except Exception:  # run the others; the exit code says something failed
             LOG.exception("training failed: %s", " ".join(line))
             failed.append(" ".join(line))

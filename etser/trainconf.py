@@ -6,15 +6,12 @@ importing the trainer.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Sequence
 
 from etser.heads import head_class
-from etser.yamlfile import parse_yaml, read_yaml
+from etser.learn import config as learn_config
 
-OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
-DEFAULT_FUSION_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "fusion"
 
 DEFAULTS = {
     "head": None,
@@ -41,63 +38,11 @@ DEFAULTS = {
 
 
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
-    """Defaults <- YAML file <- ``key=value`` overrides (value parsed as YAML; ``a.b=v`` sets a nested key)."""
-    conf = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        loaded = read_yaml(path) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of options")
-        unknown = sorted(set(loaded) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
-        for k, v in loaded.items():
-            conf[k] = {**conf[k], **v} if isinstance(conf[k], dict) and isinstance(v, dict) else v
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"--conf {item!r}: expected key=value")
-        *parents, leaf = key.split(".")
-        if parents and parents[0] not in DEFAULTS or not parents and leaf not in DEFAULTS:
-            raise ValueError(f"--conf {item!r}: unknown option {key.split('.')[0]!r}")
-        node = conf
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = parse_yaml(value, f"--conf {item!r}")
+    """Defaults <- YAML file <- ``key=value`` overrides (the one loader, :func:`etser.learn.config.load_config`),
+    then the head's own completion (a fusion head: its algorithm's conf/fusion YAML)."""
+    conf = learn_config.load_config(path, overrides, DEFAULTS)
     if conf["head"] is None:
         raise ValueError(f"{path or 'config'}: 'head' is not set (superb, paper, attentive)")
-    head_class(conf["head"])  # unknown head: an error naming the known ones
-    if conf["optim"] not in OPTIMIZER_NAMES:
-        raise ValueError(f"optim must be one of {', '.join(OPTIMIZER_NAMES)}, got {conf['optim']!r}")
-    if conf["grad_clip_mode"] not in ("norm", "value"):
-        raise ValueError(f"grad_clip_mode must be norm or value, got {conf['grad_clip_mode']!r}")
-    if conf["head"] == "fusion":
-        conf = apply_fusion_conf(conf, {item.partition("=")[0] for item in overrides})
-    return conf
-
-
-def apply_fusion_conf(conf: dict, overridden: set[str] = frozenset(), trial: int = 0) -> dict:
-    """A fusion head's config completed from conf/fusion/<algo>.yaml: its ``model`` section under
-    ``head_conf.fusion_conf`` and its ``train`` section (``lr``, ``grad_clip``) unless given with --conf;
-    ``trial`` k > 0: the k-th random draw of its ``tune`` lists (seed ``fusion_search_seed``) on top."""
-    from etser.tune import apply_trial, draw_trials, load_search_space
-
-    conf = copy.deepcopy(conf)
-    algo = str(conf["head_conf"].get("algo", "attention"))
-    path = Path(conf.get("fusion_conf_dir") or DEFAULT_FUSION_CONF_DIR) / f"{algo}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: fusion algorithm {algo!r} has no config")
-    space = load_search_space(path)
-    model_conf, train_conf = dict(space["model"]), dict(space["train"])
-    if trial > 0:
-        drawn = draw_trials(space["tune"], trial, int(conf["fusion_search_seed"]))[trial - 1]
-        model_conf, train_conf = apply_trial(space, drawn)
-    user = dict(conf["head_conf"].get("fusion_conf") or {})
-    # a trial's drawn values win over the config's (keys not tuned, e.g. modality_dropout, stay as given)
-    model_conf.update({k: v for k, v in user.items() if trial == 0 or k not in space["tune"]})
-    conf["head_conf"] = {**conf["head_conf"], "algo": algo, "fusion_conf": model_conf}
-    if trial > 0 or "optim_conf.lr" not in overridden:
-        conf["optim_conf"] = {**conf["optim_conf"], "lr": float(train_conf["lr"])}
-    if trial > 0 or "grad_clip" not in overridden:
-        conf["grad_clip"] = float(train_conf["grad_clip"])
-        conf["grad_clip_mode"] = "value"
+    learn_config.check_choice(conf, "grad_clip_mode", ("norm", "value"))
+    conf = head_class(conf["head"]).complete_config(conf, {item.partition("=")[0] for item in overrides})
     return conf

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-import etser.caption.train as ctrain
+from etser.learn import loop
 from etser.caption.data import read_captions
 from etser.caption.metrics import load_metrics_config
 from etser.caption.score import main as score_main, score_baseline, score_exp
@@ -66,17 +66,17 @@ def test_resume_after_kill_gives_identical_weights(tmp_path, repo_root, monkeypa
                             "patience=null", "batch_size=8", "select_metric=bleu4"])
     a = train(conf, "speaker", dd, fd, tmp_path / "a", seed=3)
 
-    real = ctrain._atomic_save
+    real = loop.atomic_save
 
     def save_then_die(obj, path):
         real(obj, path)
         if path.name == "epoch2.pt":
             raise Killed()
 
-    monkeypatch.setattr(ctrain, "_atomic_save", save_then_die)
+    monkeypatch.setattr(loop, "atomic_save", save_then_die)
     with pytest.raises(Killed):
         train(conf, "speaker", dd, fd, tmp_path / "b", seed=3)
-    monkeypatch.setattr(ctrain, "_atomic_save", real)
+    monkeypatch.setattr(loop, "atomic_save", real)
     b = train(conf, "speaker", dd, fd, tmp_path / "b", seed=3)
     assert "resuming" in (tmp_path / "b" / "train.log").read_text()
     assert a["best_epoch"] == b["best_epoch"] and a["best_val"]["val_loss"] == b["best_val"]["val_loss"]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from etser.datadir import write_table
-from etser.tasks import ClassTask, get_task, load_tasks, task_from_spec
+from etser.tasks import get_task, load_tasks, task_from_spec
+from etser.tasks.classes import ClassTask
 
 
 def test_shipped_tasks_and_default_lists():

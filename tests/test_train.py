@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from etser import train
-from etser.checkpoint import list_epochs
+from etser.checkpoint import list_epochs, read_exp_config
 from etser.featset import Stream
 from etser.tasks import get_task
 from tests.helpers_feats import make_corpus
@@ -68,7 +68,7 @@ def test_heads_learn_and_write_exp_dir(corpus, tmp_path, head, conf):
     for name in ("config.yaml", "cmd", "train.log", "best.pt", "curve.png", "feats_meta.json"):
         assert (exp / name).is_file(), name
     assert (exp / "cmd").read_text().startswith("python -m etser.train --config")
-    conf_out = train.read_exp_config(exp)
+    conf_out = read_exp_config(exp)
     assert conf_out["task"] == "speech_four" and conf_out["head"] == head
     log = (exp / "train.log").read_text()
     # 3 of the 7 synthetic classes are not in the four-class task: the log says how many and why
@@ -169,7 +169,7 @@ def test_job_list_runs_its_share(corpus, tmp_path):
     assert (tmp_path / "exp1" / "done").exists() and not (tmp_path / "exp0" / "done").exists()
     assert train.main(["--job_list", str(job_list), "--job", "1", "--num_jobs", "2"]) == 0
     assert all((tmp_path / f"exp{i}" / "done").exists() for i in range(3))
-    assert train.read_exp_config(tmp_path / "exp2")["classes"] == list(get_task("speech_all").classes)
+    assert read_exp_config(tmp_path / "exp2")["classes"] == list(get_task("speech_all").classes)
 
 
 def test_bad_inputs_are_named(corpus, tmp_path, caplog):

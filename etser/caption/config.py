@@ -1,18 +1,16 @@
 """A captioner's training config (conf/caption/<decoder>.yaml): defaults, overrides, checks.
 
-Cheap to import (no torch), so that the recipe's planning can check every decoder's config and local model
-dir before any job starts.
+Cheap to import (the decoders' module, with torch, is imported when a config is checked), so that the
+recipe's planning can check every decoder's config and local model dir before any job starts.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Sequence
 
-from etser.yamlfile import parse_yaml, read_yaml
+from etser.learn import config as learn_config
 
-DECODERS = ("transformer", "gpt2", "qwen2", "bart")
 SELECT_METRICS = ("val_loss", "bleu4", "rouge_l", "cider_d")
 DEFAULTS = {
     "decoder": None,               # transformer | gpt2 | qwen2 | bart
@@ -39,40 +37,31 @@ DEFAULTS = {
     "valid_set": "val",
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
-OPTIMIZERS = ("adam", "adamw", "sgd")  # torch.optim classes in etser.caption.train
 
 
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
-    conf = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        loaded = read_yaml(path) or {}
-        unknown = sorted(set(loaded) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
-        for k, v in loaded.items():
-            conf[k] = {**conf[k], **v} if isinstance(conf[k], dict) and isinstance(v, dict) else v
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        *parents, leaf = key.split(".")
-        if not eq or (parents[0] if parents else leaf) not in DEFAULTS:
-            raise ValueError(f"--conf {item!r}: expected key=value with a known option")
-        node = conf
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = parse_yaml(value, f"--conf {item!r}")
-    if conf["decoder"] not in DECODERS:
-        raise ValueError(f"{path or 'config'}: decoder must be one of {', '.join(DECODERS)}, got {conf['decoder']!r}")
+    """Defaults <- YAML file <- ``key=value`` overrides (the one loader), then the decoder's checks."""
+    conf = learn_config.load_config(path, overrides, DEFAULTS)
+    decoder_class(conf, path)
     if conf["select_metric"] not in SELECT_METRICS:
         raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {conf['select_metric']!r}")
-    if conf["optim"] not in OPTIMIZERS:
-        raise ValueError(f"optim must be one of {', '.join(OPTIMIZERS)}, got {conf['optim']!r}")
     check_decoder_dir(conf)
     return conf
 
 
+def decoder_class(conf: dict, path: Path | None = None) -> type:
+    """The registered class of ``conf["decoder"]`` (etser.caption.models), or an error naming the known ones."""
+    from etser import models
+
+    names = models.names("decoder")
+    if conf["decoder"] not in names:
+        raise ValueError(f"{path or 'config'}: decoder must be one of {', '.join(names)}, got {conf['decoder']!r}")
+    return models.get("decoder", conf["decoder"])
+
+
 def check_decoder_dir(conf: dict) -> None:
     """A pretrained decoder's dir must exist before any work (one message)."""
-    if conf["decoder"] == "transformer":
+    if decoder_class(conf).own_tokenizer:
         return
     d = conf.get("decoder_dir")
     if not d or not (Path(d) / "config.json").is_file():

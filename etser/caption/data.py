@@ -9,19 +9,18 @@ utterances with a caption but no features are an error (rerun stage 2).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Sequence as SequenceABC
 from pathlib import Path
 from typing import Callable, Sequence
 
-import kaldiio
 import numpy as np
 import torch
 
 from etser.caption import KINDS
 from etser.caption.text import segment
 from etser.datadir import read_table
+from etser.featset import load_stream, read_meta
 
 LOG = logging.getLogger("etser.caption")
 
@@ -73,13 +72,6 @@ def read_captions(data_set_dir: Path, kind: str, log: Callable = LOG.info) -> Ca
     return CaptionSet(utts, [table[u].strip() for u in utts], counts)
 
 
-def read_feats_meta(feats_set_dir: Path) -> dict:
-    path = Path(feats_set_dir) / "meta.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run stage 2 (feature extraction) for this set first")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def resolve_layers(layers, frame_layers: Sequence[int], where: str) -> list[int]:
     """``all`` / null -> every dumped frame layer; an int or a list -> those, which must have been dumped."""
     if layers in (None, "all"):
@@ -109,39 +101,24 @@ class LazyFrames(SequenceABC):
 
 def load_frames(cs: CaptionSet, feats_set_dir: Path, layers: Sequence[int] | None, preload_frames_gb: float = 2.0,
                 log: Callable = LOG.info) -> tuple[list[int], int]:
-    """Fill ``cs.frames`` with (T, len(layers), D) tensors (held in memory up to ``preload_frames_gb``, else
-    read per batch); returns (layers, D)."""
+    """Fill ``cs.frames`` with (T, len(layers), D) tensors read by the one feature reader
+    (:func:`etser.featset.load_stream`: held in memory up to ``preload_frames_gb``, else read per batch);
+    returns (layers, D)."""
     feats_set_dir = Path(feats_set_dir)
-    meta = read_feats_meta(feats_set_dir)
+    meta = read_meta(feats_set_dir)
     frame_layers = list(meta.get("frame_layers") or [])
-    scp = feats_set_dir / "frames.scp"
-    if not scp.is_file() or not frame_layers:
-        raise FileNotFoundError(f"{scp} not found: captioning needs frame-level features; set frame_layers in "
-                                "the upstream config and rerun stage 2")
+    if not (feats_set_dir / "frames.scp").is_file() or not frame_layers:
+        raise FileNotFoundError(f"{feats_set_dir / 'frames.scp'} not found: captioning needs frame-level features; "
+                                "set frame_layers in the upstream config and rerun stage 2")
     layers = resolve_layers(layers, frame_layers, str(feats_set_dir / "meta.json"))
-    pos = [frame_layers.index(x) for x in layers]
-    dim = int(meta["dim"])
-    reader = kaldiio.load_scp(str(scp))
-    missing = [u for u in cs.utts if u not in reader]
-    if missing:
-        raise KeyError(f"{len(missing)} captioned utterance(s) have no features in {scp} (first: {missing[0]}); "
-                       "rerun stage 2 for this set")
-
-    def read(u: str) -> torch.Tensor:
-        m = np.asarray(reader[u], dtype=np.float32)
-        if m.ndim != 2 or m.shape[1] != len(frame_layers) * dim:
-            raise ValueError(f"{scp}: utterance {u} has shape {m.shape}, expected (T, {len(frame_layers) * dim})")
-        return torch.from_numpy(m.reshape(m.shape[0], len(frame_layers), dim)[:, pos].copy())
-
-    n2f = feats_set_dir / "utt2num_frames"
-    num_frames = {u: int(v) for u, v in read_table(n2f).items()} if n2f.is_file() else {}
-    size_gb = sum(num_frames.get(u, 0) for u in cs.utts) * len(pos) * dim * 4 / 1e9
-    if size_gb <= preload_frames_gb:
-        cs.frames = [read(u) for u in cs.utts]
+    data = load_stream(feats_set_dir, cs.utts, layers, "frames", where=f"the {len(cs.utts)} captioned utterances",
+                       log=log, preload_frames_gb=preload_frames_gb)
+    # contiguous, as the decoders' frame statistics were computed on until now (same sums, same round-off)
+    if data.frames is not None:
+        cs.frames = [f.contiguous() for f in data.frames]
     else:
-        log(f"{scp}: {size_gb:.1f} GB of frames > preload_frames_gb {preload_frames_gb}: reading per batch")
-        cs.frames = LazyFrames(cs.utts, read)
-    return layers, dim
+        cs.frames = LazyFrames(cs.utts, lambda u: data.frame_reader(u).contiguous())
+    return layers, int(meta["dim"])
 
 
 def pad_frames(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from etser.caption.config import DECODERS
+from etser import models
+from etser.models import register
 from etser.caption.text import BOS, EOS, PAD, Tokenizer
 
 LOG = logging.getLogger("etser.caption")
@@ -116,8 +117,14 @@ def _sinusoid(length: int, dim: int, device) -> torch.Tensor:
     return pe
 
 
+@register("decoder", "transformer")
 class ScratchCaptioner(nn.Module):
     """Adaptor + torch.nn.TransformerDecoder over the training captions' vocabulary."""
+
+    own_tokenizer = True    # built from the training captions (tokenizer.json of the exp dir); no decoder_dir
+
+    def truncation_note(self) -> str | None:
+        return None   # it keeps no count of cut inputs
 
     def __init__(self, conf: dict, num_layers: int, dim: int, tokenizer: Tokenizer):
         super().__init__()
@@ -244,6 +251,12 @@ def _check_dir(conf: dict) -> Path:
 
 
 class _HFBase(nn.Module):
+    own_tokenizer = False   # the pretrained model's, from decoder_dir (or tokenizer_dir)
+
+    def truncation_note(self) -> str | None:
+        """What the model cut of its inputs while training (a warning for train.log), or None."""
+        return None
+
     def _hf_tokenizer(self, d: Path):
         from transformers import AutoTokenizer
         tok = AutoTokenizer.from_pretrained(str(d))
@@ -271,10 +284,12 @@ class _HFBase(nn.Module):
                 "eos_token_id": self.tok.eos_token_id, "pad_token_id": self.tok.pad_token_id}
 
 
+@register("decoder", "qwen2")
+@register("decoder", "gpt2")
 class CausalLMCaptioner(_HFBase):
     """GPT-2 (cross-attention or prefix) or Qwen-2 (prefix) from a local HF dir."""
 
-    def __init__(self, conf: dict, num_layers: int, dim: int):
+    def __init__(self, conf: dict, num_layers: int, dim: int, tokenizer: Tokenizer | None = None):
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
         d = _check_dir(conf)
@@ -340,8 +355,9 @@ class CausalLMCaptioner(_HFBase):
         return self._texts(out)
 
 
+@register("decoder", "bart")
 class BartCaptioner(_HFBase):
-    def __init__(self, conf: dict, num_layers: int, dim: int):
+    def __init__(self, conf: dict, num_layers: int, dim: int, tokenizer: Tokenizer | None = None):
         super().__init__()
         from transformers import BartForConditionalGeneration
         d = _check_dir(conf)
@@ -385,18 +401,19 @@ class BartCaptioner(_HFBase):
         out = self.bart.generate(**enc, **self._gen_kw(num_beams, max_len + 2), length_penalty=length_penalty)
         return self._texts(out)
 
+    def truncation_note(self) -> str | None:
+        if not self.truncated_inputs:
+            return None
+        return (f"{self.truncated_inputs} training/validation input(s) were longer than BART's {self.max_pos} "
+                "encoder positions and were cut")
+
 
 def build_model(conf: dict, num_layers: int, dim: int, tokenizer: Tokenizer | None = None) -> nn.Module:
-    dec = conf["decoder"]
-    if dec == "transformer":
-        if tokenizer is None:
-            raise ValueError("the transformer decoder needs the tokenizer of the training captions")
-        return ScratchCaptioner(conf, num_layers, dim, tokenizer)
-    if dec in ("gpt2", "qwen2"):
-        return CausalLMCaptioner(conf, num_layers, dim)
-    if dec == "bart":
-        return BartCaptioner(conf, num_layers, dim)
-    raise ValueError(f"unknown decoder {dec!r}; use one of {', '.join(DECODERS)}")
+    """The registered decoder ``conf["decoder"]``; one with ``own_tokenizer`` needs the training captions'."""
+    cls = models.get("decoder", conf["decoder"])
+    if cls.own_tokenizer and tokenizer is None:
+        raise ValueError(f"the {conf['decoder']} decoder needs the tokenizer of the training captions")
+    return cls(conf, num_layers, dim, tokenizer)
 
 
 def trainable_state(model: nn.Module) -> dict:

@@ -58,7 +58,7 @@ def write_decode(out_dir: Path, utts, hyps, refs, result: dict, info: dict) -> d
 def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Path, mconf: dict,
               device: str = "cpu", num_beams: int | None = None) -> list[dict]:
     import torch
-    from etser.caption.train import generate, load_trained
+    from etser.caption.decode import generate, load_trained
 
     model, info = load_trained(exp_dir, device)
     conf = info["conf"]
@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    from etser.caption.train import job_parser, quiet_transformers
+    from etser.caption.decode import quiet_transformers
+    from etser.cli import job_parser
     from etser.runtime import job_list_lines
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_transformers()
@@ -184,19 +185,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run(argv: list[str]) -> int:
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None:
+    """One scoring of a job file's line (the job-module protocol: raises on failure)."""
     from etser.runtime import pick_device
-    args = build_parser().parse_args(argv)
+
     sets = args.sets.split()
+    mconf = load_metrics_config(args.metrics_config)
+    if args.baseline:
+        if not args.kind:
+            raise ValueError("--baseline needs --kind")
+        score_baseline(args.baseline, args.kind, args.exp_dir, sets, args.data_dir, args.feats_dir, mconf)
+    else:
+        score_exp(args.exp_dir, sets, args.data_dir, args.feats_dir, mconf, pick_device(args.ngpu),
+                  args.num_beams)
+
+
+def _run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        mconf = load_metrics_config(args.metrics_config)
-        if args.baseline:
-            if not args.kind:
-                raise ValueError("--baseline needs --kind")
-            score_baseline(args.baseline, args.kind, args.exp_dir, sets, args.data_dir, args.feats_dir, mconf)
-        else:
-            score_exp(args.exp_dir, sets, args.data_dir, args.feats_dir, mconf, pick_device(args.ngpu),
-                      args.num_beams)
+        run_line(args, argv, {})
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         LOG.error("%s: %s", args.exp_dir, e.args[0] if isinstance(e, KeyError) else e)
         return 1

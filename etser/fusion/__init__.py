@@ -1,6 +1,8 @@
 """Multimodal fusion models behind one constructor and one forward (see :mod:`etser.fusion.base`).
 
-``build_fusion(name, input_dims, output_dim, conf)`` builds one by name; ``FUSION_MODELS`` lists them.
+Each algorithm is one module of this package that registers its class with ``@register("fusion")`` (the name
+is the file's); importing the package imports them all, so ``FUSION_MODELS`` (name -> class) lists every
+module here and nothing else names them.  ``build_fusion(name, input_dims, output_dim, conf)`` builds one.
 Utterance level: attention, tfn, lmf, misa, mmim.  Frame level: mult, mfn, graph_mfn, mfm, mctn.
 ``modality_subsets`` and ``present_for`` build the ``present`` masks for scoring with modalities missing.
 Frame alignment utilities (MERBench's feature compression and text alignment) are in :mod:`etser.fusion.align`.
@@ -10,27 +12,15 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .attention import Attention
-from .base import FusionModel, FusionOutput, modality_subsets, present_for
-from .graph_mfn import GraphMFN
-from .lmf import LMF
-from .mctn import MCTN
-from .mfm import MFM
-from .mfn import MFN
-from .misa import MISA
-from .mmim import MMIM
-from .mult import MulT
-from .tfn import TFN
+from etser import models
 
-FUSION_MODELS: dict[str, type[FusionModel]] = {
-    cls.name: cls for cls in (Attention, TFN, LMF, MISA, MMIM, MulT, MFN, GraphMFN, MFM, MCTN)}
+from .base import FusionModel, FusionOutput, modality_subsets, present_for
+
+FUSION_MODELS: dict[str, type[FusionModel]] = models.discover("fusion")
 
 
 def fusion_class(name: str) -> type[FusionModel]:
-    try:
-        return FUSION_MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown fusion model {name!r}; known: {sorted(FUSION_MODELS)}") from None
+    return models.get("fusion", name)
 
 
 def build_fusion(name: str, input_dims: Mapping[str, int], output_dim: int,

@@ -16,9 +16,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from etser.models import register
+
 from .base import FusionModel, FusionOutput, MLPEncoder, gate
 
 
+@register("fusion")
 class Attention(FusionModel):
     name = "attention"
     level = "utterance"

@@ -20,6 +20,8 @@ from itertools import combinations
 import torch
 import torch.nn as nn
 
+from etser.models import register
+
 from .base import gate
 from .mfn import MFN
 
@@ -64,6 +66,7 @@ class DynamicFusionGraph(nn.Module):
         return self.tau(torch.cat([out[s] * eff[:, j + i:j + i + 1] for i, s in enumerate(keys)], 1))
 
 
+@register("fusion")
 class GraphMFN(MFN):
     name = "graph_mfn"
     defaults = {"hidden_dim": 128, "mem_dim": 128, "dropout": 0.3, "official": False,

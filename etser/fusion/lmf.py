@@ -14,9 +14,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from etser.models import register
+
 from .base import FusionModel, FusionOutput, MLPEncoder, gate
 
 
+@register("fusion")
 class LMF(FusionModel):
     name = "lmf"
     level = "utterance"

@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from etser.models import register
+
 from .base import FusionModel, FusionOutput, LSTMEncoder, ROLES, gate, length_mask, masked_mse
 
 _ORDER = {"l": 0, "v": 1, "a": 2}
@@ -79,6 +81,7 @@ class Seq2Seq(nn.Module):
         return enc, torch.stack(preds, 1)
 
 
+@register("fusion")
 class MCTN(FusionModel):
     name = "mctn"
     level = "frame"

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from etser.models import register
+
 from .base import FusionModel, FusionOutput, LSTMEncoder, gate, length_mask, masked_mse, role
 from .mfn import MFN
 
@@ -54,6 +56,7 @@ class Decoder(nn.Module):
         return self.out(torch.stack(hs, 1))
 
 
+@register("fusion")
 class MFM(FusionModel):
     name = "mfm"
     level = "frame"

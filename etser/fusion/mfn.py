@@ -13,9 +13,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from etser.models import register
+
 from .base import FusionModel, FusionOutput, gate
 
 
+@register("fusion")
 class MFN(FusionModel):
     name = "mfn"
     level = "frame"

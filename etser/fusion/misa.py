@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from etser.models import register
+
 from .base import FusionModel, FusionOutput, MLPEncoder
 
 
@@ -46,6 +48,7 @@ def cmd_loss(a: torch.Tensor, b: torch.Tensor, n_moments: int = 5) -> torch.Tens
     return total
 
 
+@register("fusion")
 class MISA(FusionModel):
     name = "misa"
     level = "utterance"

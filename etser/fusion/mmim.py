@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from etser.models import register
+
 from .base import FusionModel, FusionOutput, MLPEncoder, gate
 
 
@@ -49,6 +51,7 @@ class CPC(nn.Module):
         return -(pos - neg).mean()
 
 
+@register("fusion")
 class MMIM(FusionModel):
     name = "mmim"
     level = "utterance"

@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from etser.models import register
+
 from .base import FusionModel, FusionOutput, gate, last_valid, length_mask
 
 
@@ -41,6 +43,7 @@ class CrossLayer(nn.Module):
         return q + self.drop(self.ff(self.ln_ff(q)))
 
 
+@register("fusion")
 class MulT(FusionModel):
     name = "mult"
     level = "frame"

@@ -12,9 +12,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from etser.models import register
+
 from .base import FusionModel, FusionOutput, MLPEncoder, gate
 
 
+@register("fusion")
 class TFN(FusionModel):
     name = "tfn"
     level = "utterance"
