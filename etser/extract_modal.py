@@ -399,3 +399,17 @@ def merge(cfg: dict, config, data: str | os.PathLike, out_dir: str | os.PathLike
     print(f"merge {out_dir}: {len(tables['pooled_mean'])} utts from {nj} jobs ({len(excluded)} excluded, see "
           f"{out_dir}/excluded), {num_layers} layers x {dim} dims over {axis}", file=sys.stderr)
     return meta
+
+
+def encode_table(cfg: dict, table: dict[str, str], frame_layers: list[int] | None = None, device: str = "cpu",
+                 audio_seconds: dict[str, float] | None = None):
+    """In-memory features of ``{utt: transcript or video path}`` (what inference calls; nothing is written):
+    ``(utt, (mean, std, frames) | BadInput)`` in input order, each input read, checked and encoded exactly as
+    a stage-2 job does; ``frames`` holds ``frame_layers`` (None: no frames)."""
+    encoder = _build(cfg, device)
+    where = (lambda u: f"utterance {u}") if modality(cfg) == "text" else (lambda u: f"utterance {u} ({table[u]})")
+    loaded = prefetch(list(table), _loader(cfg, encoder, table, Path("<transcripts>"), audio_seconds or {}), 2)
+    for utt, x, _ in iter_encoded(cfg, encoder, loaded):
+        if not isinstance(x, BadInput) and (x.dim() != 3 or x.shape[1] == 0):
+            raise RuntimeError(f"{where(utt)}: the encoder gave shape {tuple(x.shape)}, not (L, T>0, D)")
+        yield utt, x if isinstance(x, BadInput) else _pool(x, frame_layers)
