@@ -121,21 +121,29 @@ def test_fusion_on_new_mp4_files_and_transcripts(new_files, capsys):
     assert row[-1] == "warning: text missing (no transcript): predicted without it"
 
 
-def test_fusion_streams_match_the_training_features(new_files, workdir):
-    """The features of a training utterance computed by inference equal the ones stage 2 dumped for it."""
+def test_streams_match_the_training_features(new_files, workdir):
+    """The features inference computes for a training utterance equal the ones stage 2 dumped for it: pooled
+    (the fusion model's speech, text and visual streams) and frames (the captioner's, float16 in the dump)."""
     import kaldiio
 
     w, exp = workdir
-    model = infer.load_model(exp["fusion"])
-    data = read_table(w / "data/train/video.scp")
-    utt = sorted(data)[0]
+    streams = infer.load_model(exp["fusion"]).streams + infer.load_model(exp["caption"]).streams
+    assert {st["kind"] for st in streams} == {"pooled", "frames"}
+    video = read_table(w / "data/train/video.scp")
+    utt = sorted(video)[0]
     text = read_table(w / "data/train/text", allow_empty_value=True)[utt]
-    x = infer.Input(utt, data[utt], text)
-    for st in model.streams:
-        got = (infer._speech(st, [infer.Input(utt, read_table(w / "data/train/wav.scp")[utt])], "cpu", -60, {}, {}, {})
-               if st["name"] == "speech" else infer._modal(st, [x], "cpu", {}, {}))
-        dumped = kaldiio.load_mat(read_table(w / f"dump/{Path(st['feats_dir']).name}/train/pooled_mean.scp")[utt])
-        assert np.allclose(got[utt][0], dumped, atol=1e-5), st["name"]
+    wav = read_table(w / "data/train/wav.scp")[utt]
+    for st in streams:
+        got = (infer._speech(st, [infer.Input(utt, wav)], "cpu", -60, {}, {}, {}) if st["modality"] == "speech"
+               else infer._modal(st, [infer.Input(utt, video[utt], text)], "cpu", {}, {}))
+        infer._as_stored(st, got, {})
+        dump = w / f"dump/{Path(st['feats_dir']).name}/train"
+        for i, name in ((0, "pooled_mean"), (1, "pooled_std")):
+            dumped = kaldiio.load_mat(read_table(dump / f"{name}.scp")[utt])
+            assert np.allclose(got[utt][i], dumped, atol=1e-5), (st["name"], name)
+        if st["kind"] == "frames":  # bit for bit, after the same float16 rounding
+            dumped = np.asarray(kaldiio.load_mat(read_table(dump / "frames.scp")[utt]), dtype=np.float32)
+            assert np.array_equal(got[utt][2], dumped), st["name"]
 
 
 def test_caption_on_new_wavs(new_files, capsys):

@@ -350,6 +350,20 @@ def _modal(stream: dict, inputs: list[Input], device: str, bad: dict, absent: di
     return out
 
 
+def _as_stored(stream: dict, feats: dict, bad: dict) -> None:
+    """Features as stage 2 stores them (frames in the config's ``frames.dtype``, read back as float32), so the
+    model sees the values it was trained on; non-finite ones make that input fail, as stage 2 refuses them."""
+    dtype = np.float16 if (stream["cfg"].get("frames") or {}).get("dtype") == "float16" else np.float32
+    for u, (mean, std, frames) in list(feats.items()):
+        with np.errstate(over="ignore"):
+            frames = None if frames is None else frames.astype(dtype).astype(np.float32)
+        if not all(np.isfinite(a).all() for a in (mean, std, frames) if a is not None):
+            bad[u] = f"non-finite features: the {stream['name']} upstream gave NaN or infinite values for this input"
+            del feats[u]
+        else:
+            feats[u] = (mean, std, frames)
+
+
 # ---------------------------------------------------------------- predicting
 
 def predict(model: Model, inputs: list[Input], device: str = "cpu", silence_dbfs: float = -60.0
@@ -369,6 +383,7 @@ def predict(model: Model, inputs: list[Input], device: str = "cpu", silence_dbfs
             feats[st["name"]] = _speech(st, inputs, device, silence_dbfs, notes, bad, absent)
         else:
             feats[st["name"]] = _modal(st, inputs, device, bad, absent)
+        _as_stored(st, feats[st["name"]], bad)
         absent_by[st["name"]] = absent
         for u, why in bad.items():
             failed.setdefault(u, why)
