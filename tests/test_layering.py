@@ -61,14 +61,14 @@ def test_scoring_and_inference_reach_no_training_code():
                     todo.append(d)
         return seen
 
-    for m in ("etser.score", "etser.infer", "etser.results", "etser.featset", "etser.checkpoint",
+    for m in ("etser.score", "etser.learn.infer", "etser.results", "etser.featset", "etser.checkpoint",
               "etser.metrics", "etser.tasks", "etser.plan"):
         assert "etser.train" not in reach(m), m
     assert reach("etser.metrics") == set()   # numpy and scikit-learn only
 
 
 def test_importing_and_running_score_loads_no_training_module():
-    code = ("import sys, etser.score, etser.infer, etser.results, etser.plan; "
+    code = ("import sys, etser.score, etser.learn.infer, etser.results, etser.plan; "
             "from etser import checkpoint, featset; "
             "print(sorted(m for m in sys.modules if m in ('etser.train', 'emotiontalk') or m.startswith('emotiontalk.')))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -88,7 +88,7 @@ def test_generic_package_names_no_corpus_labels_or_heads_by_name():
         assert "emotiontalk" not in text.replace("EmotionTalk", ""), p   # never imports local/emotiontalk
         for label in ("\"neutral\"", "\"happy\"", "'neutral'", "\"Speech(Four)\""):
             assert label not in text, (p, label)
-    for p in ("train.py", "score.py", "infer.py", "featset.py", "checkpoint.py", "plan.py"):
+    for p in ("train.py", "score.py", "learn/infer.py", "featset.py", "checkpoint.py", "plan.py"):
         text = (PKG / p).read_text(encoding="utf-8")
         for head in ("\"superb\"", "\"paper\"", "\"attentive\""):
             assert f"== {head}" not in text and f"{head} ==" not in text, (p, head)
@@ -97,7 +97,7 @@ def test_generic_package_names_no_corpus_labels_or_heads_by_name():
 def test_no_issue_numbers_in_owned_files():
     import re
 
-    for p in [ROOT / "run.sh", *[PKG / f for f in ("train.py", "score.py", "infer.py", "heads.py", "tasks.py",
+    for p in [ROOT / "run.sh", *[PKG / f for f in ("train.py", "score.py", "learn/infer.py", "heads.py", "tasks.py",
                                                     "results.py", "cli.py", "metrics.py", "featset.py",
                                                     "checkpoint.py", "runtime.py", "plan.py")]]:
         assert not re.search(r"\bissue\s*#?\d", p.read_text(encoding="utf-8"), re.I), p

@@ -2,7 +2,7 @@
 model) or the caption (a captioner).  docs/inference.md says what it takes and prints.
 
     python -m etser.learn.infer --exp exp/<tag>/superb/speech_four/seed1 a.wav b.mp4 "my folder/"
-    python -m etser.learn.infer --exp exp/<fusion tag>/fusion_attention/multi_four/seed1 clips/ --text clips.txt
+    python -m etser.learn.infer --exp exp/fusion_<tagA>+<tagB>+<tagC>/attention/multi_four/seed1 clips/ --text clips.txt
     python -m etser.learn.infer --exp exp/<tag>/superb/text_four/seed1 --text transcripts.txt
     python -m etser.learn.infer --exp exp/caption/<tag>/transformer/style/seed1 --wav_scp data/test/wav.scp
 
@@ -152,7 +152,10 @@ def stream_config(exp_dir: Path, stream: dict, copy_name: str, train_set: str, n
     candidates = [exp_dir / copy_name]
     if stream.get("feats_dir"):
         candidates.append(Path(stream["feats_dir"]) / train_set / "upstream.yaml")
-    candidates += [Path(p) for p in stream.get("more_configs", ())]
+    if stream.get("upstream"):
+        from etser.upstream import CONF_DIR
+
+        candidates.append(Path(CONF_DIR) / f"{stream['upstream']}.yaml")
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise FileNotFoundError(f"{where}: the upstream config of its training features is missing: none of "
@@ -221,19 +224,12 @@ def load_model(exp_dir: Path, device: str = "cpu") -> Model:
     train_set = conf.get("train_set", "train")
     if "decoder" in conf:   # a captioner: one stream of speech frames
         from etser.caption.train import load_trained
-        from etser.upstream import UpstreamError, find_config
 
         net, info = load_trained(exp_dir, device)
         record = (provenance.read(exp_dir / provenance.FILE_NAME) or {}).get("features", {}).get(train_set, {})
-        more = []
-        if conf.get("upstream"):
-            try:
-                more.append(find_config(conf["upstream"]))
-            except (UpstreamError, FileNotFoundError, ValueError):  # gone from conf/upstream: the dump may have it
-                pass
         stream = {"name": "speech", "modality": "speech", "kind": "frames", "layers": list(info["layers"]),
                   "dim": int(info["dim"]), "feats_dir": _caption_feats_dir(exp_dir),
-                  "config_hash": record.get("config_hash"), "more_configs": more}
+                  "config_hash": record.get("config_hash"), "upstream": conf.get("upstream")}
         stream["cfg"] = stream_config(exp_dir, stream, "upstream.yaml", train_set)
         decode = {**info["conf"]["decode_conf"]}
         return Model(exp_dir, net, [stream], False, decode=decode)
