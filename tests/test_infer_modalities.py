@@ -59,7 +59,7 @@ def workdir(small_release, tmp_path_factory):
             exp[name] = Path(f"exp/{up}/superb/{task}")
             train(superb, task, Path("data"), Path("dump") / up, exp[name], 1)
         cap = caption_config(ROOT / "conf/caption/transformer.yaml",
-                             ["max_epochs=1", "select_metric=val_loss", "decode_conf.num_beams=1",
+                             ["max_epochs=8", "select_metric=val_loss", "decode_conf.num_beams=1",
                               "decode_conf.max_len=8"])
         exp["caption"] = Path("exp/caption/fbank_no_cmvn/transformer/style")
         train_caption(cap, "style", Path("data"), Path("dump/fbank_no_cmvn"), exp["caption"], 1,
@@ -227,3 +227,43 @@ def test_a_changed_fit_of_the_text_baseline_is_refused(new_files, workdir, capsy
     assert infer.main(["--exp", str(exp_abs), "--text", str(text)]) == 1
     err = capsys.readouterr().err
     assert f"{exp_abs}/upstream.yaml: the transform this config fits" in err
+
+
+def test_caption_equals_stage4_decoding(new_files, workdir):
+    """On val wavs, the captions of inference are the ones stage 4's decoding gives from the dumped frames."""
+    import torch
+
+    from etser.caption.data import load_frames, read_captions
+    from etser.caption.train import generate, load_trained
+
+    w, exp = workdir
+    model, info = load_trained(exp["caption"])
+    cs = read_captions(w / "data/val", "style")
+    caption = dict(zip(cs.utts, cs.captions))
+    keep = sorted(cs.utts)[:8]
+    cs.utts, cs.captions = keep, [caption[u] for u in keep]
+    load_frames(cs, w / "dump/fbank_no_cmvn/val", info["layers"])
+    dc = info["conf"]["decode_conf"]
+    torch.manual_seed(0)
+    want = generate(model, cs, "cpu", int(dc["num_beams"]), int(dc["max_len"]), float(dc["length_penalty"]))
+    wav = read_table(w / "data/val/wav.scp")
+    rows, failed = infer.predict(infer.load_model(exp["caption"]), [infer.Input(u, wav[u]) for u in keep])
+    assert len(set(want)) >= 2  # a captioner that says one thing to all would make this check empty
+    assert not failed and [r[0] for r in rows] == want
+
+
+def test_the_module_runs_as_a_command(new_files, workdir):
+    """``python -m etser.learn.infer`` as a user types it, from the recipe's working dir."""
+    exp, folder, files, text = new_files
+    w, _ = workdir
+    r = subprocess.run([sys.executable, "-m", "etser.learn.infer", "--exp", str(exp["fusion"]), str(folder),
+                        "--text", str(text)], cwd=w, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    rows = _rows(r.stdout, HEADER)
+    # the folder holds the two mp4s (with transcripts) and two wavs (audio only: text and visual missing)
+    assert sorted(rows) == sorted(str(f) for f in files["mp4"] + files["wav"])
+    for f in files["wav"]:
+        note = rows[str(f)][-1]
+        assert "text missing (no transcript)" in note and "visual missing (no video (an audio file))" in note
+    assert "infer: 4 input(s), 0 not predicted" in r.stderr
