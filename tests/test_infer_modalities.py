@@ -267,3 +267,21 @@ def test_the_module_runs_as_a_command(new_files, workdir):
         note = rows[str(f)][-1]
         assert "text missing (no transcript)" in note and "visual missing (no video (an audio file))" in note
     assert "infer: 4 input(s), 0 not predicted" in r.stderr
+
+
+def test_fusion_on_a_data_dir_equals_stage4(new_files, workdir, tmp_path):
+    """wav.scp + video.scp + text of a data dir: the wavs' audio, the videos' frames, the transcripts, i.e.
+    what stage 2 read; the probabilities are stage 4's."""
+    from etser.score import read_predictions, score_exp
+
+    exp, _, _, _ = new_files
+    score_exp(exp["fusion"], ["val"])
+    utts, _, preds, probs, classes = read_predictions(exp["fusion"] / "decode_val" / "predictions.txt")
+    out = tmp_path / "out.tsv"
+    assert infer.main(["--exp", str(exp["fusion"]), "--wav_scp", "data/val/wav.scp", "--video_scp",
+                       "data/val/video.scp", "--text", "data/val/text", "--output", str(out)]) == 0
+    rows = _rows(out.read_text(encoding="utf-8"), ["id", "pred", *(f"p_{c}" for c in classes), "note"])
+    assert set(utts) <= set(rows)
+    for u, pred, p in zip(utts, preds, probs):
+        assert rows[u][1] == pred and rows[u][-1] == ""
+        assert np.allclose([float(v) for v in rows[u][2:-1]], p, atol=1e-4)

@@ -5,9 +5,12 @@ model) or the caption (a captioner).  docs/inference.md says what it takes and p
     python -m etser.learn.infer --exp exp/fusion_<tagA>+<tagB>+<tagC>/attention/multi_four/seed1 clips/ --text clips.txt
     python -m etser.learn.infer --exp exp/<tag>/superb/text_four/seed1 --text transcripts.txt
     python -m etser.learn.infer --exp exp/caption/<tag>/transformer/style/seed1 --wav_scp data/test/wav.scp
+    python -m etser.learn.infer --exp <fusion exp> --wav_scp data/test/wav.scp --video_scp data/test/video.scp \
+        --text data/test/text
 
 Inputs: audio files (``.wav``, ``.flac``, ...), videos (``.mp4``, ...: their audio track and their frames),
-folders of them (every such file under it, sorted), ``--wav_scp`` (``id path`` lines) and ``--text``
+folders of them (every such file under it, sorted), ``--wav_scp`` (``id path`` lines), ``--video_scp`` (videos
+by id: the frames of the ``--wav_scp`` input of that id, whose audio stays the wav's) and ``--text``
 (transcripts: ``key text`` lines, split at the first tab when the line has one, else at the first space;
 the key is an input's id or its file name without extension; with no media given, each transcript is an
 input of its own).  Each input's id is its path (the utterance id of a ``--wav_scp``).
@@ -54,12 +57,21 @@ class Input:
     """One thing to predict: a media file (audio, or video with its audio track) and/or a transcript."""
 
     id: str
-    path: str | None = None
+    path: str | None = None       # the media file given: audio, or a video (its audio track and its frames)
     text: str | None = None
+    video: str | None = None      # the video of --video_scp: frames (and audio when ``path`` gives none)
 
     @property
-    def is_video(self) -> bool:
-        return self.path is not None and Path(self.path).suffix.lower() in VIDEO_SUFFIXES
+    def audio_path(self) -> str | None:
+        return self.path or self.video
+
+    @property
+    def video_path(self) -> str | None:
+        return self.video or (self.path if is_video(self.path) else None)
+
+
+def is_video(path: str | None) -> bool:
+    return path is not None and Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def expand_inputs(paths: Sequence[str]) -> dict[str, str]:
@@ -95,24 +107,30 @@ def read_transcripts(path: Path) -> dict[str, str]:
     return out
 
 
-def gather_inputs(media: dict[str, str], transcripts: dict[str, str] | None, where: str = "--text"
-                  ) -> list[Input]:
-    """The inputs: the media files with their transcripts (matched by id, else by file name without
-    extension), or the transcripts alone when no media file is given."""
-    if not media:
-        return [Input(k, None, t) for k, t in (transcripts or {}).items()]
+def gather_inputs(media: dict[str, str], transcripts: dict[str, str] | None, where: str = "--text",
+                  videos: dict[str, str] | None = None) -> list[Input]:
+    """The inputs: the media files with their videos (``videos``, by id) and transcripts (by id, else by file
+    name without extension), or the transcripts alone when no media file is given."""
     inputs = [Input(u, p) for u, p in media.items()]
+    by_id = {x.id: x for x in inputs}
+    for u, v in (videos or {}).items():
+        if u in by_id:
+            by_id[u].video = v
+        else:
+            by_id[u] = Input(u, None, None, v)
+            inputs.append(by_id[u])
+    if not inputs:
+        return [Input(k, None, t) for k, t in (transcripts or {}).items()]
     if transcripts is None:
         return inputs
-    by_id = {x.id: x for x in inputs}
     by_stem: dict[str, list[Input]] = {}
     for x in inputs:
-        by_stem.setdefault(Path(x.path).stem, []).append(x)
+        by_stem.setdefault(Path(x.audio_path).stem, []).append(x)
     unmatched = []
     for key, text in transcripts.items():
         hits = [by_id[key]] if key in by_id else by_stem.get(key, [])
         if len(hits) > 1:
-            raise ValueError(f"{where}: {key} names {len(hits)} inputs ({', '.join(x.path for x in hits)}); key "
+            raise ValueError(f"{where}: {key} names {len(hits)} inputs ({', '.join(x.id for x in hits)}); key "
                              "these transcripts by path")
         if not hits:
             unmatched.append(key)
@@ -292,11 +310,12 @@ def _speech(stream: dict, inputs: list[Input], device: str, silence_dbfs: float,
 
     loaded = []
     for x in inputs:
-        if x.path is None:
+        path = x.audio_path
+        if path is None:
             absent[x.id] = "no audio (a transcript only)"
             continue
         try:
-            wav = video_audio(x.path) if x.is_video else load_audio(x.path, x.id)
+            wav = video_audio(path) if is_video(path) else load_audio(path, x.id)
         except AudioLoadError as e:
             bad[x.id] = f"unreadable: {e}"
             continue
@@ -309,7 +328,7 @@ def _speech(stream: dict, inputs: list[Input], device: str, silence_dbfs: float,
     if not loaded:
         return {}
     upstream = build_upstream(stream["cfg"], device)
-    paths = {x.id: x.path for x in inputs}
+    paths = {x.id: x.audio_path for x in inputs}
     frames = stream["layers"] if stream["kind"] == "frames" else None
     out = {}
     for f in extract.iter_features(upstream, loaded, where=lambda u: f"{u} ({paths[u]})", frame_layers=frames):
@@ -330,10 +349,10 @@ def _modal(stream: dict, inputs: list[Input], device: str, bad: dict, absent: di
     for x in inputs:
         if text and not (x.text or "").strip():
             absent[x.id] = "no transcript" if x.text is None else "an empty transcript"
-        elif not text and not x.is_video:
+        elif not text and x.video_path is None:
             absent[x.id] = "no video (an audio file)" if x.path else "no video (a transcript only)"
         else:
-            table[x.id] = x.text if text else x.path
+            table[x.id] = x.text if text else x.video_path
     if not table:
         return {}
     frames = stream["layers"] if stream["kind"] == "frames" else None
@@ -459,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("inputs", nargs="*", help="audio or video files, or folders of them")
     ap.add_argument("--exp", type=Path, required=True, help="a trained exp dir (best.pt, config.yaml)")
     ap.add_argument("--wav_scp", type=Path, help="Kaldi wav.scp: 'id path' lines (audio or video paths)")
+    ap.add_argument("--video_scp", type=Path, help="'id path' lines of videos: their frames for the inputs of "
+                    "the same id (audio from --wav_scp, e.g. data/<set>/wav.scp and video.scp), or inputs of their own")
     ap.add_argument("--text", type=Path, help="transcripts: 'key text' lines (tab-separated when a line has a tab); "
                     "key = an input's id or file name without extension")
     ap.add_argument("--output", type=Path, help="also write the lines to this file")
@@ -486,9 +507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"{w} given twice")
             media[k] = w
         transcripts = read_transcripts(a.text) if a.text else None
-        inputs = gather_inputs(media, transcripts, str(a.text))
+        videos = read_table(a.video_scp, allow_empty_value=False) if a.video_scp else None
+        inputs = gather_inputs(media, transcripts, str(a.text), videos)
         if not inputs:
-            ap.error("give audio or video files, folders, --wav_scp or --text")
+            ap.error("give audio or video files, folders, --wav_scp, --video_scp or --text")
         device = pick_device(a.ngpu)
         model = load_model(a.exp, device)
         rows, failed = predict(model, inputs, device, a.silence_dbfs)
