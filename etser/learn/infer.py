@@ -315,7 +315,7 @@ def _speech(stream: dict, inputs: list[Input], device: str, silence_dbfs: float,
             absent[x.id] = "no audio (a transcript only)"
             continue
         try:
-            wav = video_audio(path) if is_video(path) else load_audio(path, x.id)
+            wav = video_audio(path) if is_video(path) else load_audio(path, None if x.id == path else x.id)
         except AudioLoadError as e:
             bad[x.id] = f"unreadable: {e}"
             continue
