@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from etser import infer, score, train
+from etser import score, train
 from etser.features import extract
+from etser.learn import infer
 from etser.datadir import write_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,8 +78,8 @@ def test_infer_matches_stage4_predictions(pipeline, head, conf, capsys):
         assert np.allclose([float(x) for x in got[u][2:-1]], p, atol=1e-4)
     # plain wav paths work too and give the same probabilities
     first_wav = (data_dir / "test" / "wav.scp").read_text().split()[1]
-    ids, p1, _, _ = infer.predict_files(exp, {first_wav: first_wav})
-    assert np.allclose(p1[0], probs[0], atol=1e-5)
+    rows, failed = infer.predict(infer.load_model(exp), [infer.Input(first_wav, first_wav)])
+    assert not failed and np.allclose([float(x) for x in rows[0][1:-1]], probs[0], atol=1e-4)
 
 
 def test_infer_errors(pipeline, tmp_path, capsys):
@@ -87,11 +88,24 @@ def test_infer_errors(pipeline, tmp_path, capsys):
     assert train.main(["--config", str(ROOT / "conf/train/superb.yaml"), "--task", "speech_four", "--data_dir",
                        str(data_dir), "--feats_dir", str(feats_dir), "--exp_dir", str(exp),
                        "--conf", "max_epochs=1"]) == 0
+    from etser.checkpoint import atomic_save, read_checkpoint
+
     broken = tmp_path / "exp"
     shutil.copytree(exp, broken)
-    (broken / "upstream.yaml").unlink()
+    # an edited copy of the config: refused, named, before any input is read
+    cfg = broken / "upstream.yaml"
+    cfg.write_text(cfg.read_text().replace("seconds: 600", "seconds: 500"))
     assert infer.main(["--exp", str(broken), str(tmp_path / "x.wav")]) == 1
-    assert "upstream.yaml not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{cfg}: config hash" in err and "differs from the training features'" in err
+    # no copy and no dump to take it from: refused, naming where it was looked for
+    cfg.unlink()
+    best = read_checkpoint(broken / "best.pt")
+    best["info"]["streams"][0]["feats_dir"] = str(tmp_path / "gone")
+    atomic_save(best, broken / "best.pt")
+    assert infer.main(["--exp", str(broken), str(tmp_path / "x.wav")]) == 1
+    err = capsys.readouterr().err
+    assert "the upstream config of its training features is missing" in err and str(cfg) in err
     assert infer.main(["--exp", str(exp), str(tmp_path / "missing.wav")]) == 1
     assert "missing.wav" in capsys.readouterr().err
 
@@ -136,7 +150,7 @@ def test_infer_many_files_one_unreadable_spaces_folder_and_silence(pipeline, tmp
     assert rows[str(spaced)][2:-1] == rows[str(good[0])][2:-1]  # the same audio, the same probabilities
     assert rows[str(silent)][1] in CLASSES and "silent input" in rows[str(silent)][-1]
     assert "near-silent input (RMS -9" in rows[str(quiet)][-1] and "dBFS < -60" in rows[str(quiet)][-1]
-    assert f"{broken}: unreadable" in err and "1 unreadable" in err
+    assert f"{broken}: unreadable" in err and "1 not predicted" in err
 
 
 def test_infer_empty_folder_is_named(pipeline, tmp_path, capsys):
@@ -144,7 +158,7 @@ def test_infer_empty_folder_is_named(pipeline, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     exp = next((root / "exp").iterdir())
     assert infer.main(["--exp", str(exp), str(tmp_path / "empty")]) == 1
-    assert "a folder without audio files" in capsys.readouterr().err
+    assert "a folder without audio or video files" in capsys.readouterr().err
 
 
 def test_superb_pooled_equals_frame_level_on_a_stage2_dump(pipeline):

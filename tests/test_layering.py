@@ -86,7 +86,7 @@ def test_no_import_cycle():
 
 
 TRAINING = {"etser.train", "etser.caption.train", "etser.learn.loop"}
-READING = ("etser.score", "etser.infer", "etser.results", "etser.fusion_results", "etser.featset", "etser.checkpoint",
+READING = ("etser.score", "etser.learn.infer", "etser.results", "etser.fusion_results", "etser.featset", "etser.checkpoint",
            "etser.metrics", "etser.tasks", "etser.tasks.classes", "etser.tasks.continuous", "etser.plan",
            "etser.caption.score", "etser.caption.decode", "etser.caption.table", "etser.caption.metrics",
            "etser.caption.baselines")
@@ -99,7 +99,7 @@ def test_scoring_and_inference_reach_no_training_code():
 
 
 def test_importing_and_running_score_loads_no_training_module():
-    code = ("import sys, etser.score, etser.infer, etser.results, etser.plan, etser.caption.score; "
+    code = ("import sys, etser.score, etser.learn.infer, etser.results, etser.plan, etser.caption.score; "
             "from etser import checkpoint, featset; "
             f"print(sorted(m for m in sys.modules if m in {sorted(TRAINING) + ['emotiontalk']} "
             "or m.startswith('emotiontalk.')))")
@@ -120,7 +120,7 @@ def test_generic_package_names_no_corpus_labels_or_heads_by_name():
         assert "emotiontalk" not in text.replace("EmotionTalk", ""), p   # never imports local/emotiontalk
         for label in ("\"neutral\"", "\"happy\"", "'neutral'", "\"Speech(Four)\""):
             assert label not in text, (p, label)
-    for p in ("train.py", "score.py", "infer.py", "featset.py", "checkpoint.py", "plan.py"):
+    for p in ("train.py", "score.py", "learn/infer.py", "featset.py", "checkpoint.py", "plan.py"):
         text = (PKG / p).read_text(encoding="utf-8")
         for head in ("\"superb\"", "\"paper\"", "\"attentive\""):
             assert f"== {head}" not in text and f"{head} ==" not in text, (p, head)
@@ -129,7 +129,7 @@ def test_generic_package_names_no_corpus_labels_or_heads_by_name():
 def test_no_issue_numbers_in_owned_files():
     import re
 
-    for p in [ROOT / "run.sh", *[PKG / f for f in ("train.py", "score.py", "infer.py", "heads.py", "tasks/__init__.py",
+    for p in [ROOT / "run.sh", *[PKG / f for f in ("train.py", "score.py", "learn/infer.py", "heads.py", "tasks/__init__.py",
                                                     "results.py", "cli.py", "metrics.py", "featset.py",
                                                     "checkpoint.py", "runtime.py", "plan.py")]]:
         assert not re.search(r"\bissue\s*#?\d", p.read_text(encoding="utf-8"), re.I), p

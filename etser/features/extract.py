@@ -32,6 +32,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from etser.datadir import c_sort_key, read_table, write_table
@@ -70,6 +71,23 @@ def inputs_identity(mod, cfg: dict, table: dict[str, str], keys: list[str]) -> d
 def input_file(cfg: dict, data: str | os.PathLike) -> Path:
     """The data dir's table a config's features are made from (``wav.scp``, ``text_raw``, ``video.scp``, ...)."""
     return modalities.of(cfg).input_file(cfg, Path(data))
+
+
+def encode_table(cfg: dict, table: dict[str, str], frame_layers: list[int] | None = None, device: str = "cpu",
+                 data: str | os.PathLike = ".") -> Iterator[tuple[str, object]]:
+    """In-memory features of ``{utt: input}`` (a transcript, a video path, ...: the config's modality's input
+    table), what inference calls; nothing is written: ``(utt, Pooled | BadInput)`` in input order, each input
+    read, checked and encoded exactly as a stage-2 job does; frames hold ``frame_layers`` (None: no frames).
+    ``data``: the data dir whose side tables the modality may read (e.g. utt2dur)."""
+    import copy
+
+    cfg = copy.deepcopy(cfg)
+    cfg["frames"]["layers"] = frame_layers
+    mod = modalities.of(cfg)
+    src = Path("<inputs>")
+    job = modalities.Job(Path(data), src, table, list(table), lambda u: mod.where(u, src, table), device, 1, None, 2)
+    for utt, got, _ in mod.features(cfg, mod.build(cfg, device), job):
+        yield utt, got
 
 
 # ---------------------------------------------------------------- one job
