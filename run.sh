@@ -28,7 +28,7 @@ upstream=           # alias of --upstreams for a single one
 nj=4                # parallel jobs (feature extraction; at most this many training/scoring jobs)
 ngpu=0              # GPUs per extraction/training job (0: CPU)
 num_threads=1       # CPU threads per job
-backend=ours        # ours: etser.train/etser.score; espnet: etser.espnet_backend
+backend=ours        # ours: etser.train/etser.learn.score; espnet: etser.espnet_backend
 heads=              # conf/train/<head>.yaml (conf/espnet/<head>.yaml for --backend espnet), several allowed;
                     # empty: the backend's own default (superb; feats for espnet)
 tasks=              # empty: each upstream's modality's default list in the tasks conf
@@ -154,7 +154,7 @@ fi
 . ./path.sh
 # shellcheck disable=SC1091
 . ./cmd.sh
-# etser.train / etser.score read it: reuse unchanged outputs, redo or refuse changed ones
+# etser.learn.train / etser.learn.score read it: reuse unchanged outputs, redo or refuse changed ones
 export ETSER_ON_CHANGE=${on_change}
 if [ -z "${heads// /}" ]; then heads=$(${python} -m etser.plan default_heads --backend "${backend}"); fi
 # Every option of every stage, checked once, now (etser.plan check): unknown or repeated names, training
@@ -314,21 +314,21 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [ "${classify}" = true ]
         log "Stage 3: ${n} trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}) in ${train_nj} jobs, logs ${expdir}/log/train.*.log"
         # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${train_nj}" "${expdir}/log/train.JOB.log" \
-            ${python} -m etser.train --job_list "${train_jobs}" --job JOB --num_jobs "${train_nj}"
+            ${python} -m etser.learn.train --job_list "${train_jobs}" --job JOB --num_jobs "${train_nj}"
     else
         log "Stage 3: ${n} ESPnet trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}), logs ${expdir}/log/train.*.log"
         # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" ${train_opts} JOB=1:"${n}" "${expdir}/log/train.JOB.log" \
             ${python} -m etser.plan run_line --job_list "${train_jobs}" --job JOB --module etser.espnet_backend
     fi
-    # fusion: exp/fusion_<tags>/<algo>/<task>/seed<N>/ (etser.train with --fusion_streams)
+    # fusion: exp/fusion_<tags>/<algo>/<task>/seed<N>/ (etser.learn.train with --fusion_streams)
     if [ -n "${fusion// /}" ]; then
         plan_fusion fusion_train "${expdir}/fusion_train_jobs.txt"
         n=$(wc -l < "${expdir}/fusion_train_jobs.txt"); fusion_nj=$(( n < nj ? n : nj ))
         log "Stage 3: ${n} fusion trainings (${fusion}; streams ${fusion_streams}) in ${fusion_nj} jobs, logs ${expdir}/log/fusion_train.*.log"
         # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${fusion_nj}" "${expdir}/log/fusion_train.JOB.log" \
-            ${python} -m etser.train --job_list "${expdir}/fusion_train_jobs.txt" --job JOB --num_jobs "${fusion_nj}"
+            ${python} -m etser.learn.train --job_list "${expdir}/fusion_train_jobs.txt" --job JOB --num_jobs "${fusion_nj}"
     fi
 fi
 
@@ -346,7 +346,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [ "${classify}" = true ]
         log "Stage 4: scoring ${n} trainings in ${score_nj} jobs, logs ${expdir}/log/score.*.log"
         # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${score_nj}" "${expdir}/log/score.JOB.log" \
-            ${python} -m etser.score --job_list "${score_jobs}" --job JOB --num_jobs "${score_nj}"
+            ${python} -m etser.learn.score --job_list "${score_jobs}" --job JOB --num_jobs "${score_nj}"
     else
         log "Stage 4: scoring ${n} ESPnet trainings, logs ${expdir}/log/score.*.log"
         # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
@@ -360,7 +360,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [ "${classify}" = true ]
         log "Stage 4: scoring ${n} fusion trainings in ${fusion_nj} jobs, logs ${expdir}/log/fusion_score.*.log"
         # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${fusion_nj}" "${expdir}/log/fusion_score.JOB.log" \
-            ${python} -m etser.score --job_list "${expdir}/fusion_score_jobs.txt" --job JOB --num_jobs "${fusion_nj}"
+            ${python} -m etser.learn.score --job_list "${expdir}/fusion_score_jobs.txt" --job JOB --num_jobs "${fusion_nj}"
     fi
 fi
 
@@ -402,12 +402,12 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     case " ${sets} " in *" test "*) ;; *) results_set=${sets##* } ;; esac
     log "Stage 5: ${expdir}/RESULTS.md from all scored experiments under ${expdir}/ (set ${results_set})"
     if [ "${classify}" = true ]; then
-    ${python} -m etser.results --exp "${expdir}" --out "${expdir}/RESULTS.md" --set "${results_set}" \
+    ${python} -m etser.report.results --exp "${expdir}" --out "${expdir}/RESULTS.md" --set "${results_set}" \
         --results_conf "${results_conf}" --tasks_conf "${tasks_conf}"
     else rm -f "${expdir}/RESULTS.md"; fi
     # the captioning table of every scored caption experiment so far, appended to RESULTS.md
     if [ "${caption}" = true ] || [ -d "${expdir}/caption" ]; then
-        ${python} -m etser.caption.table "${expdir}/caption" --set "${results_set}" --out "${expdir}/RESULTS_caption.md"
+        ${python} -m etser.report.caption_table "${expdir}/caption" --set "${results_set}" --out "${expdir}/RESULTS_caption.md"
         cat "${expdir}/RESULTS_caption.md" >> "${expdir}/RESULTS.md"
     fi
 fi

@@ -32,9 +32,9 @@ def one(algo: str, streams: dict, data_dir: Path, task_name: str, threads: int, 
     import torch
 
     from etser.featset import Stream, iter_batches
-    from etser.heads import build_head, input_kind
+    from etser.models.heads import build_head, input_kind
     from etser.tasks import get_task
-    from etser.train import apply_fusion_conf, load_config, load_split
+    from etser.learn.train import apply_fusion_conf, load_config, load_split
     from etser.featset import read_meta
 
     torch.set_num_threads(threads)
@@ -42,7 +42,7 @@ def one(algo: str, streams: dict, data_dir: Path, task_name: str, threads: int, 
     task = get_task(task_name)
     kind = input_kind("fusion", conf["head_conf"])
     infos, sts = [], []
-    from etser.heads import head_class
+    from etser.models.heads import head_class
     for name, d in streams.items():
         m = read_meta(Path(d) / "train")
         layers = head_class("fusion").select_layers(conf["head_conf"], int(m["num_layers"]), m.get("frame_layers"))

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from etser.fusion import FUSION_MODELS, build_fusion  # noqa: E402
-from etser.tune import load_search_space  # noqa: E402
+from etser.models.fusion import FUSION_MODELS, build_fusion  # noqa: E402
+from etser.learn.tune import load_search_space  # noqa: E402
 
 DIMS = {"speech": 768, "text": 4096, "visual": 768}
 

@@ -78,8 +78,8 @@ def main() -> int:
 
     from etser.features.audio import load_audio
     from etser.features.modalities.speech import pooled_features
-    from etser.heads import SuperbHead
-    from etser.train import load_config
+    from etser.models.heads import SuperbHead
+    from etser.learn.train import load_config
     from etser.features.upstream import build_upstream
 
     conf = load_config(ROOT / "conf/train/superb.yaml")

@@ -385,7 +385,7 @@ def read_scores(path: Path, num_classes: int) -> dict[str, np.ndarray]:
 
 def score(exp_dir: Path, sets: Sequence[str], data_dir: Path | None = None, ngpu: int = 0,
           num_threads: int = 1) -> dict[str, dict]:
-    from etser.score import compute_metrics, confusion_text, plot_confusion, report_text, write_predictions
+    from etser.learn.score import compute_metrics, confusion_text, plot_confusion, report_text, write_predictions
 
     exp_dir = Path(exp_dir)
     if not (exp_dir / "done").is_file():

@@ -89,7 +89,7 @@ def confusion_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
     """WA, UA, macro-F1, weighted-F1 of a stack of confusion matrices (B, C, C), rows = reference.
 
     Same conventions as :func:`compute_metrics`: UA over classes with references, macro-F1 over classes in
-    the references or predictions.  Vectorised for the paired bootstrap (etser.results).
+    the references or predictions.  Vectorised for the paired bootstrap (etser.report.results).
     """
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diagonal(cm, axis1=1, axis2=2)

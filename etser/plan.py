@@ -8,7 +8,7 @@
         --algos "attention mult" --seeds "1 2 3" [--tasks ...] --out exp/fusion_train_jobs.txt   (fusion_score: stage 4)
 
 One line per run in the job file (shell-quoted arguments).  ``ours``: stage 3 lines are arguments of
-``python -m etser.train`` (run through ``--job_list``), stage 4 lines of ``python -m etser.score``; heads are
+``python -m etser.learn.train`` (run through ``--job_list``), stage 4 lines of ``python -m etser.learn.score``; heads are
 the names of ``conf/train/*.yaml``, exp dirs ``exp/<tag>/<head>/<task>/seed<S>``.  ``espnet``: the lines are
 ``train ...`` / ``score ...`` arguments of ``python -m etser.espnet_backend``, one job each (``run_line``),
 heads the names of ``conf/espnet/*.yaml``, exp dirs ``exp/<tag>/espnet_<head>/<task>/seed<S>``.
@@ -72,7 +72,7 @@ def known_heads(backend: str, conf_root: Path = Path(".")) -> list[str]:
         raise PlanError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     names = sorted(p.stem for p in (conf_root / BACKENDS[backend]).glob("*.yaml"))
     if backend == "ours":   # heads over several streams are planned by fusion_train / fusion_score
-        from etser.heads import HEADS
+        from etser.models.heads import HEADS
 
         def one_stream(name: str) -> bool:
             head = (read_yaml(conf_root / BACKENDS[backend] / f"{name}.yaml") or {}).get("head")
@@ -219,7 +219,7 @@ def resolve_streams(spec: str, train_set: str = "train", conf_dir: str = "conf/u
 def plan_fusion(streams: Sequence[tuple[str, str]], algos: Sequence[str], seeds: Sequence[int],
                 tasks: Sequence[str] | None = None, tasks_conf: Path | None = None, exp_root: str = "exp",
                 data_dir: str | Path | None = None) -> list[FusionRun]:
-    from etser.fusion import FUSION_MODELS
+    from etser.models.fusion import FUSION_MODELS
 
     taskset = load_tasks(tasks_conf)
     tasks = list(tasks) if tasks else release_default_tasks(taskset, "fusion", data_dir)[0]
@@ -293,7 +293,7 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
         errors.append(f"--heads: unknown {' '.join(unknown)} for backend {backend} (no {BACKENDS[backend]}/<head>.yaml); "
                       f"known: {' '.join(known) or '(none)'}")
     elif backend == "ours":
-        from etser.trainconf import load_config as load_train_config
+        from etser.learn.trainconf import load_config as load_train_config
 
         for h in heads:
             try:
@@ -308,7 +308,7 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
         except (UpstreamError, ValueError, OSError) as e:
             errors.append(f"--upstreams {up}: {e}")
     if fusion:
-        from etser.fusion import FUSION_MODELS
+        from etser.models.fusion import FUSION_MODELS
 
         for what, items in (("--fusion", fusion), ("--fusion_tasks", fusion_tasks)):
             dup = _duplicates(items)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from etser.fusion import FUSION_MODELS, build_fusion
+from etser.models.fusion import FUSION_MODELS, build_fusion
 
 # Small enough for CPU tests, every structural option still exercised.
 SMALL = {

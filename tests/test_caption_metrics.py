@@ -174,7 +174,7 @@ def test_table_rows_mean_std_and_blank_cells(tmp_path):
 
 
 def test_caption_table_from_an_exp_tree(tmp_path):
-    from etser.caption.table import caption_table, main
+    from etser.report.caption_table import caption_table, main
 
     for dec, kind, b in (("transformer", "emotion", 0.5), ("baseline_nearest", "speaker", 0.25)):
         d = tmp_path / dec / kind / "decode_test"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from etser.caption.models import ScratchCaptioner, build_model, trainable_state
+from etser.models.decoders import ScratchCaptioner, build_model, trainable_state
 from etser.caption.text import BOS, EOS, UNK, Tokenizer
 from etser.caption.train import DEFAULTS, load_config
 from tests.helpers_caption import caption_for, tiny_decoder_dir
@@ -131,7 +131,7 @@ def test_caption_limit_beyond_decoder_positions_is_refused(decoder_dirs):
 
 
 def test_global_normalisation_standardises_with_training_stats_and_keeps_loudness():
-    from etser.caption.models import Adaptor, frame_stats
+    from etser.models.decoders import Adaptor, frame_stats
     g = torch.Generator().manual_seed(0)
     frames = [torch.randn(t, 2, 3, generator=g) * 4 + 7 for t in (5, 9)]
     mean, std = frame_stats(frames)

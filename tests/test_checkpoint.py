@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import etser.checkpoint
-from etser import checkpoint, train
+import etser.learn.checkpoint
+from etser.learn import checkpoint, train
 from tests.helpers_disk import full_disk_after
 from tests.helpers_feats import make_corpus
 
@@ -43,7 +43,7 @@ def test_checkpoint_with_code_is_refused_named_and_not_run(tmp_path, reader):
 
 
 def test_full_disk_names_the_dir_and_leaves_no_tmp(tmp_path, monkeypatch):
-    full_disk_after(monkeypatch, etser.checkpoint, 0)
+    full_disk_after(monkeypatch, etser.learn.checkpoint, 0)
     path = tmp_path / "best.pt"
     with pytest.raises(OSError, match=rf"no space left on {tmp_path} writing {path}") as e:
         checkpoint.atomic_save({"model": {"w": torch.zeros(1000)}}, path)
@@ -54,7 +54,7 @@ def test_full_disk_names_the_dir_and_leaves_no_tmp(tmp_path, monkeypatch):
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "best.pt"
     checkpoint.atomic_save({"epoch": 1}, path)
-    full_disk_after(monkeypatch, etser.checkpoint, 0)
+    full_disk_after(monkeypatch, etser.learn.checkpoint, 0)
     with pytest.raises(OSError, match="no space left on"):
         checkpoint.atomic_save({"epoch": 2}, path)
     assert checkpoint.read_checkpoint(path) == {"epoch": 1}

@@ -129,7 +129,7 @@ def test_setup_env_rebuilds_a_311_venv(tmp_path):
 # ---------------------------------------------------------------- inputs and bad input
 
 def test_nothing_else_imports_espnet():
-    code = ("import sys, etser.train, etser.score, etser.features.extract, etser.results, etser.espnet_backend; "
+    code = ("import sys, etser.learn.train, etser.learn.score, etser.features.extract, etser.report.results, etser.espnet_backend; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('espnet', 'espnet2')))")
     out = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'local'}"})
@@ -243,8 +243,8 @@ def test_espnet_train_score_results(tmp_path):
     assert m["ua"] > 0.7, m                                  # separable classes; chance is 0.25
     for name in ("predictions.txt", "confusion.txt", "confusion.png", "report.txt"):
         assert (exp / "decode_test" / name).is_file()
-    from etser.results import find_metrics
-    from etser.score import read_predictions
+    from etser.report.results import find_metrics
+    from etser.learn.score import read_predictions
 
     utts, refs, preds, probs, classes = read_predictions(exp / "decode_test" / "predictions.txt")
     assert classes == ["neutral", "happy", "sad", "angry"] and len(utts) == 16

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from etser.fusion.align import FEAT_SCALE, compress, map_length, pad_batch, prepare
+from etser.models.fusion.align import FEAT_SCALE, compress, map_length, pad_batch, prepare
 
 
 def seq(*values):

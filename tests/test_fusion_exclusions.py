@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from etser.datadir import write_table
-from etser.results import write_results
-from etser.score import score_exp
-from etser.train import load_config, train
+from etser.report.results import write_results
+from etser.learn.score import score_exp
+from etser.learn.train import load_config, train
 from tests.test_fusion_recipe import SIZES, _conf, make_fusion_corpus
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from etser.fusion import FUSION_MODELS
+from etser.models.fusion import FUSION_MODELS
 from helpers_fusion import DIMS3, NAMES, small
 
 STEPS = 40

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from etser.fusion import FUSION_MODELS, build_fusion
-from etser.fusion.graph_mfn import GraphMFN
+from etser.models.fusion import FUSION_MODELS, build_fusion
+from etser.models.fusion.graph_mfn import GraphMFN
 from helpers_fusion import DIMS2, DIMS3, FRAME, NAMES, SMALL, inputs, small
 
 AUX = {"misa", "mmim", "mfm", "mctn"}
@@ -180,12 +180,12 @@ def test_bad_input_is_named():
 
 def test_registry_is_the_modules_of_the_package():
     """Each algorithm registers itself from its own file under the file's name; nothing else lists them."""
-    pkg = Path(__file__).resolve().parents[1] / "etser" / "fusion"
+    pkg = Path(__file__).resolve().parents[1] / "etser" / "models" / "fusion"
     registering = {p.stem for p in pkg.glob("*.py")
                    if p.stem != "__init__" and '@register("fusion")' in p.read_text(encoding="utf-8")}
     assert set(FUSION_MODELS) == registering
     for name, cls in FUSION_MODELS.items():
-        assert cls.name == name and cls.__module__ == f"etser.fusion.{name}" and cls.level in ("utterance", "frame")
+        assert cls.name == name and cls.__module__ == f"etser.models.fusion.{name}" and cls.level in ("utterance", "frame")
     assert set(FRAME) == {n for n, c in FUSION_MODELS.items() if c.level == "frame"}
 
 
@@ -216,7 +216,7 @@ def test_modality_dropout_changes_training_outputs():
 
 
 def test_missing_modality_patterns():
-    from etser.fusion import modality_subsets, present_for
+    from etser.models.fusion import modality_subsets, present_for
 
     subsets = modality_subsets(("speech", "text", "visual"))
     assert subsets[0] == ("speech", "text", "visual") and len(subsets) == 7 and subsets[-1] == ("visual",)

@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from etser.fusion import FUSION_MODELS
-from etser.fusion import mfm as mfm_module
-from etser.tune import load_search_space
+from etser.models.fusion import FUSION_MODELS
+from etser.models.fusion import mfm as mfm_module
+from etser.learn.tune import load_search_space
 from helpers_fusion import inputs, small
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "fusion"

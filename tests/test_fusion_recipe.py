@@ -1,4 +1,4 @@
-"""Fusion and sentiment through the recipe path: etser.train / etser.score / etser.plan / etser.results on a
+"""Fusion and sentiment through the recipe path: etser.learn.train / etser.learn.score / etser.plan / etser.report.results on a
 synthetic three-stream corpus (speech, text, visual dumps with frames) whose 4-class label needs two streams."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from etser.checkpoint import list_epochs
+from etser.learn.checkpoint import list_epochs
 from etser.datadir import write_table
-from etser.fusion import FUSION_MODELS
+from etser.models.fusion import FUSION_MODELS
 from etser.plan import PlanError, resolve_streams
-from etser.score import score_exp
+from etser.learn.score import score_exp
 from etser.tasks import get_task
-from etser.train import load_config, train
+from etser.learn.train import load_config, train
 from helpers_feats import write_dump
 from helpers_fusion import SMALL
 
@@ -164,7 +164,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(corpus, tmp_path, algo
     small = json.dumps(SMALL[algo]).replace(" ", "")
 
     def argv(exp):
-        return [sys.executable, "-m", "etser.train", "--config", "conf/train/fusion.yaml", "--task", "multi_four",
+        return [sys.executable, "-m", "etser.learn.train", "--config", "conf/train/fusion.yaml", "--task", "multi_four",
                 "--data_dir", str(data), "--fusion_streams", streams, "--exp_dir", str(exp),
                 "--conf", f"head_conf.algo={algo}", "--conf", f"head_conf.fusion_conf={small}",
                 "--conf", "max_epochs=40", "--conf", "patience=null", "--conf", "batch_size=16"]
@@ -191,7 +191,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(corpus, tmp_path, algo
 
 
 def test_results_md_has_the_fusion_sentiment_and_missing_tables(corpus, tmp_path):
-    from etser.results import write_results
+    from etser.report.results import write_results
 
     data, dumps = corpus
     for task in ("multi_four", "multi_all", "sentiment"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from etser import score, train
+from etser.learn import score, train
 from etser.features import extract
 from etser.learn import infer
 from etser.datadir import write_table
@@ -88,7 +88,7 @@ def test_infer_errors(pipeline, tmp_path, capsys):
     assert train.main(["--config", str(ROOT / "conf/train/superb.yaml"), "--task", "speech_four", "--data_dir",
                        str(data_dir), "--feats_dir", str(feats_dir), "--exp_dir", str(exp),
                        "--conf", "max_epochs=1"]) == 0
-    from etser.checkpoint import atomic_save, read_checkpoint
+    from etser.learn.checkpoint import atomic_save, read_checkpoint
 
     broken = tmp_path / "exp"
     shutil.copytree(exp, broken)
@@ -165,7 +165,7 @@ def test_superb_pooled_equals_frame_level_on_a_stage2_dump(pipeline):
     """The exactness claim on what etser.features.extract really writes (pooled stats and float32 frames of all layers)."""
     import torch
 
-    from etser.heads import SuperbHead
+    from etser.models.heads import SuperbHead
 
     _, data_dir, feats_dir = pipeline
     from etser.featset import Stream

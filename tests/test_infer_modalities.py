@@ -30,7 +30,7 @@ def workdir(small_release, tmp_path_factory):
     """data/{train,val} (stage 1), dump/<upstream>/{train,val} (stage 2), and trained exp dirs."""
     from etser.caption.config import load_config as caption_config
     from etser.caption.train import train as train_caption
-    from etser.train import load_config, train
+    from etser.learn.train import load_config, train
 
     w = tmp_path_factory.mktemp("infer_mm")
     subprocess.run([sys.executable, str(ROOT / "local/data_prep.py"), "--db_root", str(small_release), "--out",
@@ -272,7 +272,7 @@ def test_the_module_runs_as_a_command(new_files, workdir):
 def test_fusion_on_a_data_dir_equals_stage4(new_files, workdir, tmp_path):
     """wav.scp + video.scp + text of a data dir: the wavs' audio, the videos' frames, the transcripts, i.e.
     what stage 2 read; the probabilities are stage 4's."""
-    from etser.score import read_predictions, score_exp
+    from etser.learn.score import read_predictions, score_exp
 
     exp, _, _, _ = new_files
     score_exp(exp["fusion"], ["val"])

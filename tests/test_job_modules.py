@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-JOB_MODULES = ("etser.train", "etser.score", "etser.caption.train", "etser.caption.score")
+JOB_MODULES = ("etser.learn.train", "etser.learn.score", "etser.caption.train", "etser.caption.score")
 
 
 @pytest.mark.parametrize("name", JOB_MODULES)
@@ -16,9 +16,9 @@ def test_job_module_protocol(name, tmp_path):
     mod = importlib.import_module(name)
     ap = mod.build_parser()
     missing = tmp_path / "no_such_exp"
-    argv = {"etser.train": ["--config", "conf/train/superb.yaml", "--task", "speech_four", "--feats_dir",
+    argv = {"etser.learn.train": ["--config", "conf/train/superb.yaml", "--task", "speech_four", "--feats_dir",
                             str(missing), "--exp_dir", str(missing)],
-            "etser.score": [str(missing), "--sets", "test"],
+            "etser.learn.score": [str(missing), "--sets", "test"],
             "etser.caption.train": ["--config", str(Path("conf/caption/transformer.yaml")), "--kind", "style",
                                     "--feats_dir", str(missing), "--exp_dir", str(missing)],
             "etser.caption.score": ["--exp_dir", str(missing), "--sets", "test", "--feats_dir", str(missing)]}[name]

@@ -69,7 +69,7 @@ def test_cli_job_files_for_both_backends(dumps, tmp_path, monkeypatch):
     assert len(lines) == 4
     assert lines[0][:6] == ["--config", "conf/train/superb.yaml", "--task", "speech_four", "--seed", "1"]
     assert "--tasks_conf" in lines[0] and "--overwrite" in lines[0]
-    from etser.train import build_parser   # the lines are etser.train arguments
+    from etser.learn.train import build_parser   # the lines are etser.learn.train arguments
     args = build_parser().parse_args(lines[3])
     assert args.exp_dir == Path("exp/tx_5678/superb/speech_four/seed2") and args.feats_dir == Path(dirs[1])
     sc = tmp_path / "score_jobs.txt"

@@ -1,6 +1,6 @@
 """Provenance through the stages: a changed input never reuses stale features, models or scores.
 
-Stage 2 (etser.features.extract status + job markers), stage 3 (etser.train) and stage 4 (etser.score) each compare
+Stage 2 (etser.features.extract status + job markers), stage 3 (etser.learn.train) and stage 4 (etser.learn.score) each compare
 what an output was made from with what its inputs are now; the recipe test runs ./run.sh the way a user
 would: rerun with nothing changed (nothing is redone, and it says so), then after a label is corrected and
 after audio is replaced in place.

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from etser import results, score
+from etser.learn import score
+from etser.report import results
 from etser.tasks import get_task
 
 

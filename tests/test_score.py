@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from etser import score, train
+from etser.learn import score, train
 from etser.featset import read_meta, write_meta
 from tests.helpers_feats import make_corpus
 

@@ -10,9 +10,9 @@ import soundfile as sf
 
 from etser.datadir import read_table, write_table
 from etser.features.extract import merge, run_job
-from etser.results import write_results
-from etser.score import score_exp, stale_reasons
-from etser.train import load_config, train
+from etser.report.results import write_results
+from etser.learn.score import score_exp, stale_reasons
+from etser.learn.train import load_config, train
 from tests.test_extract import make_data
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from etser import results, score, train
+from etser.learn import score, train
+from etser.report import results
 from etser.datadir import read_table, write_table
 from etser.tasks import KINDS, Task, load_tasks
 from tests.helpers_feats import make_corpus

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from etser import train
-from etser.checkpoint import list_epochs, read_exp_config
+from etser.learn import train
+from etser.learn.checkpoint import list_epochs, read_exp_config
 from etser.featset import Stream
 from etser.tasks import get_task
 from tests.helpers_feats import make_corpus
@@ -67,7 +67,7 @@ def test_heads_learn_and_write_exp_dir(corpus, tmp_path, head, conf):
     assert done["val_metrics"]["ua"] > 0.6, done   # chance is 0.25 for four classes
     for name in ("config.yaml", "cmd", "train.log", "best.pt", "curve.png", "feats_meta.json"):
         assert (exp / name).is_file(), name
-    assert (exp / "cmd").read_text().startswith("python -m etser.train --config")
+    assert (exp / "cmd").read_text().startswith("python -m etser.learn.train --config")
     conf_out = read_exp_config(exp)
     assert conf_out["task"] == "speech_four" and conf_out["head"] == head
     log = (exp / "train.log").read_text()
@@ -111,7 +111,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(corpus, tmp_path):
     assert train.main(_args(data_dir, feats_dir, ref, head="paper", conf=conf)) == 0
 
     killed = tmp_path / "killed"
-    argv = [sys.executable, "-m", "etser.train", *_args(data_dir, feats_dir, killed, head="paper", conf=conf)]
+    argv = [sys.executable, "-m", "etser.learn.train", *_args(data_dir, feats_dir, killed, head="paper", conf=conf)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

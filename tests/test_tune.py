@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from etser.fusion import FUSION_MODELS, build_fusion
-from etser.fusion.base import COMMON_DEFAULTS
-from etser.tune import apply_trial, draw_trials, load_search_space, select_best
+from etser.models.fusion import FUSION_MODELS, build_fusion
+from etser.models.fusion.base import COMMON_DEFAULTS
+from etser.learn.tune import apply_trial, draw_trials, load_search_space, select_best
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "fusion"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from etser import trainconf, tune
+from etser.learn import trainconf, tune
 from etser.features import upstream
 from etser.tasks import load_tasks
 from etser.yamlfile import read_yaml

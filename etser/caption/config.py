@@ -50,7 +50,7 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
 
 
 def decoder_class(conf: dict, path: Path | None = None) -> type:
-    """The registered class of ``conf["decoder"]`` (etser.caption.models), or an error naming the known ones."""
+    """The registered class of ``conf["decoder"]`` (etser.models.decoders), or an error naming the known ones."""
     from etser import models
 
     names = models.names("decoder")

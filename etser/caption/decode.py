@@ -9,9 +9,9 @@ from pathlib import Path
 
 from etser.caption.config import check_decoder_dir, decoder_class
 from etser.caption.data import CaptionSet, pad_frames
-from etser.caption.models import build_model
+from etser.models.decoders import build_model
 from etser.caption.text import Tokenizer
-from etser.checkpoint import read_checkpoint
+from etser.learn.checkpoint import read_checkpoint
 
 
 def generate(model, cs: CaptionSet, device: str, num_beams: int, max_len: int, length_penalty: float = 1.0,

@@ -4,7 +4,7 @@
         --data_dir data --feats_dir dump/<tag> --exp_dir exp/caption/<tag>/transformer/style/seed1
     python -m etser.caption.train --job_list exp/caption_train_jobs.txt --job JOB --num_jobs N
 
-Frame-level features of ``train_set`` -> adaptor -> decoder (etser.caption.models), cross-entropy on the
+Frame-level features of ``train_set`` -> adaptor -> decoder (etser.models.decoders), cross-entropy on the
 caption tokens.  Every epoch ends with a validation pass (loss, and greedy decoding scored with the
 pure-Python BLEU-4 / ROUGE-L / CIDEr-D when ``select_metric`` is one of them) and a checkpoint (model,
 optimizer, RNG states, early-stopping state) written atomically; rerunning the same command after a kill
@@ -34,7 +34,7 @@ from etser.caption import KINDS
 from etser.caption.data import CaptionSet, caption_file, load_frames, pad_frames, read_captions
 from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, decoder_class, load_config  # noqa: F401
 from etser.caption.decode import generate, quiet_transformers
-from etser.caption.models import build_model, frame_stats, trainable_state
+from etser.models.decoders import build_model, frame_stats, trainable_state
 from etser.caption.text import Tokenizer
 from etser.cli import job_parser, str2bool
 from etser.featset import features_record, read_meta

@@ -235,7 +235,7 @@ def _caption_feats_dir(exp_dir: Path) -> str | None:
 def load_model(exp_dir: Path, device: str = "cpu") -> Model:
     """The best model of ``exp_dir`` (classifier head, fusion model or captioner) with its streams' configs."""
     from etser import provenance
-    from etser.checkpoint import read_exp_config
+    from etser.learn.checkpoint import read_exp_config
 
     exp_dir = Path(exp_dir)
     conf = read_exp_config(exp_dir)
@@ -251,7 +251,7 @@ def load_model(exp_dir: Path, device: str = "cpu") -> Model:
         stream["cfg"] = stream_config(exp_dir, stream, "upstream.yaml", train_set)
         decode = {**info["conf"]["decode_conf"]}
         return Model(exp_dir, net, [stream], False, decode=decode)
-    from etser.checkpoint import load_best
+    from etser.learn.checkpoint import load_best
     from etser.tasks import task_from_spec
 
     net, info = load_best(exp_dir, device)

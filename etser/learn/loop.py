@@ -24,7 +24,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from etser.checkpoint import atomic_save, list_epochs, load_epoch, prune_epochs
+from etser.learn.checkpoint import atomic_save, list_epochs, load_epoch, prune_epochs
 from etser.runtime import device_name
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}

@@ -3,14 +3,14 @@ own file, and nothing else lists them.
 
     from etser.models import register
 
-    @register("fusion")                 # the name is the file's: etser/fusion/tfn.py registers "tfn"
+    @register("fusion")                 # the name is the file's: etser/models/fusion/tfn.py registers "tfn"
     class TFN(FusionModel): ...
 
     @register("head", "superb")         # several models in one file name themselves
     class SuperbHead(Head): ...
 
 A family's models are found by importing its package and every module in it (:data:`FAMILIES`), so an 11th
-fusion algorithm is one new file in ``etser/fusion/`` (and its ``conf/fusion/<name>.yaml``).  ``get`` and
+fusion algorithm is one new file in ``etser/models/fusion/`` (and its ``conf/fusion/<name>.yaml``).  ``get`` and
 ``names`` are the only ways in; an unknown name is an error listing the known ones.
 """
 
@@ -20,7 +20,7 @@ import importlib
 import pkgutil
 
 # family -> the package (or module) whose modules hold its models
-FAMILIES = {"head": "etser.heads", "fusion": "etser.fusion", "decoder": "etser.caption.models"}
+FAMILIES = {"head": "etser.models.heads", "fusion": "etser.models.fusion", "decoder": "etser.models.decoders"}
 WHAT = {"head": "head", "fusion": "fusion model", "decoder": "decoder"}
 _REGISTRY: dict[str, dict[str, type]] = {family: {} for family in FAMILIES}
 _DISCOVERED: set[str] = set()

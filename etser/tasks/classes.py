@@ -124,7 +124,7 @@ class ClassTask(Task):
 
     def write_reports(self, out_dir: Path, metrics: dict, title: str) -> None:
         """``confusion.txt``, ``report.txt`` and ``confusion.png`` of a decode dir."""
-        from etser.plots import plot_confusion
+        from etser.report.plots import plot_confusion
 
         out_dir = Path(out_dir)
         (out_dir / "confusion.txt").write_text(confusion_text(metrics["confusion"], self.classes))

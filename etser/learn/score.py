@@ -1,7 +1,7 @@
 """Stage 4: score trained heads on val and test.
 
-    python -m etser.score [--sets "val test"] EXP_DIR [EXP_DIR ...]
-    python -m etser.score --job_list exp/score_jobs.txt --job JOB --num_jobs N
+    python -m etser.learn.score [--sets "val test"] EXP_DIR [EXP_DIR ...]
+    python -m etser.learn.score --job_list exp/score_jobs.txt --job JOB --num_jobs N
 
 writes ``EXP_DIR/decode_<set>/``: ``metrics.json``, ``predictions.txt``, ``confusion.txt``, ``confusion.png``,
 ``report.txt``.  The data and feature dirs are the ones recorded in ``EXP_DIR/config.yaml`` unless
@@ -42,14 +42,14 @@ from typing import Sequence
 import numpy as np
 
 from etser import provenance
-from etser.heads import head_class
+from etser.models.heads import head_class
 
-# re-exported: the metrics and prediction files live in etser.metrics, the figures in etser.plots
+# re-exported: the metrics and prediction files live in etser.metrics, the figures in etser.report.plots
 from etser.metrics import (METRIC_NAMES, compute_metrics, confusion_metrics, confusion_text,  # noqa: F401
                            metrics_from_confusion, quick_metrics, read_predictions, report_text, write_predictions)
-from etser.plots import plot_confusion  # noqa: F401
+from etser.report.plots import plot_confusion  # noqa: F401
 
-LOG = logging.getLogger("etser.score")
+LOG = logging.getLogger("etser.learn.score")
 
 
 def scoring_identity(exp_dir: Path, set_name: str, data_dir: Path, label_file: str,
@@ -76,7 +76,7 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
     from the same model, references and features is reused ("up to date"); one whose inputs changed is redone
     (``on_change='refuse'``: an error naming the changes).
     """
-    from etser.checkpoint import read_exp_config
+    from etser.learn.checkpoint import read_exp_config
 
     start = time.monotonic()
     exp_dir = Path(exp_dir)
@@ -91,7 +91,7 @@ def score_set(exp_dir: Path, set_name: str, data_dir: Path, feats_dirs: dict[str
             return json.loads((out / "metrics.json").read_text())
         LOG.info("%s: rescoring, its inputs changed: %s", out, "; ".join(changes))
     # torch and the feature reader: only when scoring a model
-    from etser.checkpoint import load_best
+    from etser.learn.checkpoint import load_best
     from etser.featset import Stream, drop_stage2_excluded, load_examples, read_meta
     from etser.tasks import task_from_spec
 
@@ -198,7 +198,7 @@ def stale_reasons(exp_dir: Path, set_name: str, cache: dict | None = None) -> li
     ``cache`` (a dict) keeps the dumps' answers across the exp dirs of one results run.  Exp dirs that
     record no streams (the ESPnet backend's) are not checked here.
     """
-    from etser.checkpoint import read_exp_config
+    from etser.learn.checkpoint import read_exp_config
     from etser.featset import training_identity
     from etser.tasks import task_from_spec
 
@@ -251,7 +251,7 @@ def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path | None = None, 
               device: str = "cpu", cache: dict | None = None, on_change: str = "redo") -> dict[str, dict]:
     """Score on ``sets``; ``data_dir`` / ``feats_dir`` default to the ones in EXP_DIR/config.yaml (a
     ``feats_dir`` given replaces the dump of a one-stream model)."""
-    from etser.checkpoint import read_exp_config
+    from etser.learn.checkpoint import read_exp_config
 
     exp_dir = Path(exp_dir)
     if not (exp_dir / "best.pt").is_file():
@@ -269,7 +269,7 @@ def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path | None = None, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m etser.score", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m etser.learn.score", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("exp_dirs", nargs="*", type=Path, help="trained exp dirs (with best.pt)")
     ap.add_argument("--sets", default="val test", help="space-separated sets to score (default: 'val test')")

@@ -1,5 +1,5 @@
 """The RESULTS.md sections of multimodal fusion and sentiment (the seeds' tables 2 and 3) and of missing
-modalities, from the ``metrics.json`` (and ``missing.json``) that :func:`etser.results.find_metrics` collects.
+modalities, from the ``metrics.json`` (and ``missing.json``) that :func:`etser.report.results.find_metrics` collects.
 
 * Multimodal emotion recognition: Features, Algorithm, Fusion level, Multimodal(Four), Multimodal(All), Mean —
   weighted-F1 first (the metric comparable with the seeds' numbers: the official code computes accuracy and

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from etser.heads import Head, build_head
+from etser.models.heads import Head, build_head
 from etser.yamlfile import read_yaml
 
 

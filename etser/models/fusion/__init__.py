@@ -1,11 +1,11 @@
-"""Multimodal fusion models behind one constructor and one forward (see :mod:`etser.fusion.base`).
+"""Multimodal fusion models behind one constructor and one forward (see :mod:`etser.models.fusion.base`).
 
 Each algorithm is one module of this package that registers its class with ``@register("fusion")`` (the name
 is the file's); importing the package imports them all, so ``FUSION_MODELS`` (name -> class) lists every
 module here and nothing else names them.  ``build_fusion(name, input_dims, output_dim, conf)`` builds one.
 Utterance level: attention, tfn, lmf, misa, mmim.  Frame level: mult, mfn, graph_mfn, mfm, mctn.
 ``modality_subsets`` and ``present_for`` build the ``present`` masks for scoring with modalities missing.
-Frame alignment utilities (MERBench's feature compression and text alignment) are in :mod:`etser.fusion.align`.
+Frame alignment utilities (MERBench's feature compression and text alignment) are in :mod:`etser.models.fusion.align`.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from etser import models
 from etser.models import register
 
 # a fusion head's algorithm configs: conf/fusion/<algo>.yaml (model defaults, train lr/grad_clip, tune lists)
-DEFAULT_FUSION_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "fusion"
+DEFAULT_FUSION_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "fusion"
 
 # Stage 2 stores the population std (divide by the number of valid frames) — see etser/extract.py.
 STD_DDOF = 0
@@ -298,9 +298,9 @@ class AttentiveHead(Head):
 
 @register("head", "fusion")
 class FusionHead(nn.Module):
-    """A fusion model of :mod:`etser.fusion` over several streams (one per modality).
+    """A fusion model of :mod:`etser.models.fusion` over several streams (one per modality).
 
-    ``head_conf``: ``algo`` (a fusion algorithm registered in :mod:`etser.fusion`), ``fusion_conf`` (the model's conf),
+    ``head_conf``: ``algo`` (a fusion algorithm registered in :mod:`etser.models.fusion`), ``fusion_conf`` (the model's conf),
     ``last_layers`` (layers of each stream read: the last k, 0 = all) and, for frame-level models,
     ``feat_type`` (``frm_align`` or ``frm_unalign``; aligned models need ``frm_align``).
 
@@ -308,7 +308,7 @@ class FusionHead(nn.Module):
     code averages layers too), standardised per stream with that stream's own training-set statistics
     (buffers, so the checkpoint carries them).  Utterance-level models read the pooled time-means (MERBench's
     ``utt`` = time mean); frame-level ones read the frames, brought to a common length per utterance by
-    :func:`etser.fusion.align.prepare` (MERBench's compression by 6 / 12 and alignment to the text length)
+    :func:`etser.models.fusion.align.prepare` (MERBench's compression by 6 / 12 and alignment to the text length)
     and batched with their lengths.  ``present`` (missing in a stream, see etser.featset) is passed on;
     ``keep_modalities`` (None: all) marks the others absent, for scoring with modalities missing.
     ``aux_loss`` holds the model's extra loss of the last forward (the trainer adds it to the task loss).
@@ -321,7 +321,7 @@ class FusionHead(nn.Module):
 
     @classmethod
     def input_kind_for(cls, head_conf: Mapping) -> str:
-        from etser.fusion import fusion_class
+        from etser.models.fusion import fusion_class
 
         return "pooled" if fusion_class(str(head_conf.get("algo", "attention"))).level == "utterance" else "frames"
 
@@ -339,7 +339,7 @@ class FusionHead(nn.Module):
     def __init__(self, streams: Sequence[Mapping], output_size: int, algo: str = "attention",
                  fusion_conf: Mapping | None = None, feat_type: str = "frm_align"):
         super().__init__()
-        from etser.fusion import build_fusion, fusion_class
+        from etser.models.fusion import build_fusion, fusion_class
 
         self.algo, self.feat_type = str(algo), str(feat_type)
         cls = fusion_class(self.algo)
@@ -392,7 +392,7 @@ class FusionHead(nn.Module):
             present = {n: p & (n in self.keep_modalities) for n, p in present.items()}
         if self.input_kind == "pooled":
             return {n: self._norm(n, streams[n]["mean"].mean(1)) for n in self.stream_names}, None, present
-        from etser.fusion.align import pad_batch, prepare
+        from etser.models.fusion.align import pad_batch, prepare
 
         device = streams[self.stream_names[0]]["frames"].device
         per_utt = []
@@ -419,7 +419,7 @@ class FusionHead(nn.Module):
         return logits, self.aux_loss   # added to the task loss as is (MERBench)
 
     def modality_subsets(self) -> list[tuple[str, ...]]:
-        from etser.fusion import modality_subsets
+        from etser.models.fusion import modality_subsets
 
         return list(modality_subsets(self.stream_names))
 
@@ -428,7 +428,7 @@ class FusionHead(nn.Module):
         """A fusion head's config completed from conf/fusion/<algo>.yaml: its ``model`` section under
         ``head_conf.fusion_conf`` and its ``train`` section (``lr``, ``grad_clip``) unless given with --conf;
         ``trial`` k > 0: the k-th random draw of its ``tune`` lists (seed ``fusion_search_seed``) on top."""
-        from etser.tune import apply_trial, draw_trials, load_search_space
+        from etser.learn.tune import apply_trial, draw_trials, load_search_space
 
         conf = copy.deepcopy(conf)
         algo = str(conf["head_conf"].get("algo", "attention"))
@@ -454,7 +454,7 @@ class FusionHead(nn.Module):
     @classmethod
     def report_fields(cls, info: Mapping) -> dict:
         """Algorithm, fusion level and each stream's upstream (RESULTS.md's fusion table)."""
-        from etser.fusion import fusion_class
+        from etser.models.fusion import fusion_class
 
         algo = str(info["head_conf"].get("algo"))
         return {"algo": algo, "fusion_level": fusion_class(algo).level,

@@ -1,6 +1,6 @@
 """Stage-3 training configs: the defaults and the loader (YAML file <- ``key=value`` overrides).
 
-Apart from etser.train so that run.sh's option check (etser.plan) can validate a config's keys without
+Apart from etser.learn.train so that run.sh's option check (etser.plan) can validate a config's keys without
 importing the trainer.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from etser.heads import head_class
+from etser.models.heads import head_class
 from etser.learn import config as learn_config
 
 

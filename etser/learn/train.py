@@ -1,8 +1,8 @@
 """Stage 3: train a downstream head on stage-2 features.
 
-    python -m etser.train --config conf/train/superb.yaml --task speech_four --seed 1 \\
+    python -m etser.learn.train --config conf/train/superb.yaml --task speech_four --seed 1 \\
         --data_dir data --feats_dir dump/<tag> --exp_dir exp/<tag>/superb/speech_four/seed1
-    python -m etser.train --job_list exp/train_jobs.txt --job JOB --num_jobs N
+    python -m etser.learn.train --job_list exp/train_jobs.txt --job JOB --num_jobs N
 
 Pooled heads train from the per-layer time-mean/std cache held in memory, so an epoch is one pass over a
 few small tensors; frame heads read ``frames.scp``.  The best epoch is chosen on the validation set
@@ -33,21 +33,21 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from etser.checkpoint import read_checkpoint
+from etser.learn.checkpoint import read_checkpoint
 from etser.learn import loop
 from etser.learn.loop import config_hash
 from etser import provenance
 from etser.cli import str2bool
 from etser.featset import (Examples, Stream, check_stream_utts, drop_stage2_excluded, iter_batches,  # noqa: F401
                            load_examples, load_stream, read_meta, training_identity)
-from etser.heads import Head, build_head, head_class, input_kind
+from etser.models.heads import Head, build_head, head_class, input_kind
 from etser.runtime import job_list_lines, peak_rss_mb, pick_device, set_threads
 from etser.tasks import Task, load_tasks
-from etser.trainconf import DEFAULTS, load_config  # noqa: F401  (below the trainer: run.sh checks configs)
+from etser.learn.trainconf import DEFAULTS, load_config  # noqa: F401  (below the trainer: run.sh checks configs)
 
-LOG = logging.getLogger("etser.train")
+LOG = logging.getLogger("etser.learn.train")
 # per-epoch lines: train.log only (the job log gets the progress bar and the summary)
-EPOCH_LOG = logging.getLogger("etser.train.epochs")
+EPOCH_LOG = logging.getLogger("etser.learn.train.epochs")
 EPOCH_LOG.propagate = False
 
 # ---------------------------------------------------------------- data
@@ -274,7 +274,7 @@ def train_trials(conf, task_name, data_dir, feats_dir, exp_dir, seed, device, nu
     """MERBench's random search: ``fusion_trials`` draws of the tune lists, each trained in
     ``exp_dir/trials/trial<k>/`` (resumable like any training), the best on val (the task's selection metric;
     test is never read) copied to ``exp_dir`` (best.pt, config.yaml, train.log) with ``trials.json``."""
-    from etser.tune import select_best
+    from etser.learn.tune import select_best
 
     exp_dir = Path(exp_dir)
     n = int(conf["fusion_trials"])
@@ -321,7 +321,7 @@ def _pooled_for_normalizer(tr: Examples, data_dir: Path, conf: dict, stream: Str
 # ---------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m etser.train", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m etser.learn.train", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, help="conf/train/<head>.yaml")
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
@@ -356,7 +356,7 @@ def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict
     if args.feats_dir is None and not streams:
         raise ValueError("--feats_dir (or --fusion_streams) is required")
     conf = load_config(args.config, args.conf)
-    command = "python -m etser.train " + " ".join(shlex.quote(a) for a in argv)
+    command = "python -m etser.learn.train " + " ".join(shlex.quote(a) for a in argv)
     return train(conf, args.task, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
                  args.num_threads, args.overwrite, command, cache, args.tasks_conf, streams, args.on_change)
 
