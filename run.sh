@@ -154,16 +154,14 @@ fi
 . ./path.sh
 # shellcheck disable=SC1091
 . ./cmd.sh
-# etser.train / etser.score read it: reuse unchanged outputs, redo or refuse changed ones
-export ETSER_ON_CHANGE=${on_change}
-if [ -z "${heads// /}" ]; then heads=$(${python} -m etser.plan default_heads --backend "${backend}"); fi
-# Every option of every stage, checked once, now (etser.plan check): unknown or repeated names, training
+if [ -z "${heads// /}" ]; then heads=$(${python} -m etser.launch.plan default_heads --backend "${backend}"); fi
+# Every option of every stage, checked once, now (etser.launch.plan check): unknown or repeated names, training
 # configs with unknown keys, upstream configs that do not load, fusion algorithms, streams and tasks, caption
 # decoders and kinds, output dirs that overlap. The options of a family that is off are not checked.
 check_fusion=; check_decoders=
 if [ "${classify}" = true ]; then check_fusion=${fusion}; fi
 if [ "${caption}" = true ]; then check_decoders=${caption_decoders}; fi
-${python} -m etser.plan check --upstreams "${upstreams}" --heads "${heads}" --tasks "${tasks}" \
+${python} -m etser.launch.plan check --upstreams "${upstreams}" --heads "${heads}" --tasks "${tasks}" \
     --seeds "${seeds}" --backend "${backend}" --tasks_conf "${tasks_conf}" \
     --fusion "${check_fusion}" --fusion_streams "${fusion_streams}" --fusion_tasks "${fusion_tasks}" \
     --caption_decoders "${check_decoders}" --caption_kinds "${caption_kinds}" --caption_upstream "${caption_upstream}" \
@@ -210,7 +208,7 @@ fi
 # has inputs and labels for and says which it skips; an option asking for something it lacks stops here ----
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 2 ]; then
     fit_caption=${caption}; if [ "${classify}" = false ]; then fit_fusion=; else fit_fusion=${fusion}; fi
-    fitted=$(${python} -m etser.plan fit --data_dir data --upstreams "${upstreams}" --tasks "${tasks}" \
+    fitted=$(${python} -m etser.launch.plan fit --data_dir data --upstreams "${upstreams}" --tasks "${tasks}" \
         --fusion "${fit_fusion}" --fusion_streams "${fusion_streams}" --fusion_tasks "${fusion_tasks}" \
         --caption "${fit_caption}" --caption_kinds "${caption_kinds}" --caption_upstream "${caption_upstream}" \
         --caption_asked "${caption_asked}" --given "${po_given}" --tasks_conf "${tasks_conf}" \
@@ -275,122 +273,100 @@ feats_dirs() {
     done
     echo "${out# }"
 }
-# the job files of stages 3 and 4: upstream x head x task x seed, planned in one place (etser.plan)
-plan_jobs() {  # plan_jobs train|score OUT FEATS_DIRS
-    ${python} -m etser.plan "$1" --out "$2" --feats_dirs "$3" --heads "${heads}" --seeds "${seeds}" \
-        --tasks "${tasks}" --sets "${sets}" --backend "${backend}" --tasks_conf "${tasks_conf}" --data_dir data \
-        --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" "${@:4}"
+# The job files of stages 3 and 4, all written by one planner (etser.launch.plan), each line holding every
+# option of its run. A stage plans all its job files before launching the first job: every line's options
+# and inputs are checked before any training or scoring starts.
+plan() {  # plan train|score|fusion_train|fusion_score|caption_train|caption_score OUT [OPTIONS]
+    local cmd=$1 out=$2
+    shift 2
+    ${python} -m etser.launch.plan "${cmd}" --out "${out}" --seeds "${seeds}" --sets "${sets}" --data_dir data \
+        --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" \
+        --on_change "${on_change}" "$@"
+}
+plan_classifiers() {  # plan_classifiers train|score OUT [OPTIONS]: upstream x head x task x seed
+    local fdirs
+    fdirs=$(feats_dirs) || return 1
+    plan "$1" "$2" --feats_dirs "${fdirs}" --heads "${heads}" --tasks "${tasks}" --backend "${backend}" \
+        --tasks_conf "${tasks_conf}" "${@:3}"
+}
+plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT [OPTIONS]: algorithm x task x seed
+    plan "$1" "$2" --fusion_streams "${fusion_streams}" --algos "${fusion}" --tasks "${fusion_tasks}" \
+        --tasks_conf "${tasks_conf}" --allow_missing "${fusion_allow_missing}" --trials "${fusion_trials}" \
+        --search_seed "${fusion_search_seed}" --dump_root "${dumpdir}" "${@:3}"
+}
+plan_caption() {  # plan_caption caption_train|caption_score OUT [OPTIONS]: kind x decoder x seed (+ baselines)
+    local seeds=${caption_seeds} utag   # captioning's own seeds, seen by plan()
+    utag=$(${python} -m etser.upstream tag "${caption_upstream}" --conf_dir conf/upstream) || return 1
+    plan "$1" "$2" --feats_dir "${dumpdir}/${utag}" \
+        --upstream "${caption_upstream}" --decoders "${caption_decoders}" --kinds "${caption_kinds}" \
+        --baselines "${caption_baselines}" "${@:3}"
 }
 if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
-plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT
-    ${python} -m etser.plan "$1" --out "$2" --fusion_streams "${fusion_streams}" --algos "${fusion}" \
-        --seeds "${seeds}" --tasks "${fusion_tasks}" --sets "${sets}" --tasks_conf "${tasks_conf}" --data_dir data \
-        --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" \
-        --allow_missing "${fusion_allow_missing}" --trials "${fusion_trials}" --search_seed "${fusion_search_seed}" \
-        --dump_root "${dumpdir}" "${@:3}"
+# Launch a job file: the runs_per_job of its header gives the job count (at most --nj); every job runs its
+# lines through the one runner (etser.launch.run), in one process. Logs: ${expdir}/log/<NAME>.JOB.log.
+launch() {  # launch STAGE JOB_FILE NAME "LAUNCHER OPTS" WHAT...
+    local stage=$1 job_file=$2 name=$3 opts=$4 runs njobs
+    shift 4
+    read -r runs njobs < <(${python} -m etser.launch.run --job_list "${job_file}" --count --max_jobs "${nj}")
+    if [ -z "${njobs}" ]; then log "Stage ${stage}: cannot read ${job_file}"; return 1; fi
+    if [ "${runs}" -eq 0 ]; then log "Stage ${stage}: no $* (${job_file} is empty)"; return 0; fi
+    log "Stage ${stage}: ${runs} $* in ${njobs} jobs, logs ${expdir}/log/${name}.*.log"
+    # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
+    ${job_cmd} --num_threads "${num_threads}" ${opts} JOB=1:"${njobs}" "${expdir}/log/${name}.JOB.log" \
+        ${python} -m etser.launch.run --job_list "${job_file}" --job JOB --num_jobs "${njobs}"
 }
 
-# ---- stage 3: downstream training ----
-# One training per upstream x head x task x seed into exp/<tag>/<head>/<task>/seed<N>/, listed in
-# exp/train_jobs.txt and shared out among ${nj} jobs (each runs its lines in one process; --backend espnet:
-# one job per training). Finished trainings are skipped, killed ones resume from their last epoch
-# checkpoint; --overwrite true retrains.
-if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [ "${classify}" = true ]; then
-    fdirs=$(feats_dirs)
-    for up in ${upstreams}; do
-        utag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream)
-        for x in train val; do
-            if [ ! -f "${dumpdir}/${utag}/${x}/pooled_mean.scp" ]; then
-                log "Stage 3: ${dumpdir}/${utag}/${x} has no features: run stage 2 for --upstream ${up} first"; exit 1
-            fi
+# ---- stage 3: training ----
+# Classifiers: exp/<tag>/<head>/<task>/seed<N>/ per upstream x head x task x seed (--backend espnet:
+# exp/<tag>/espnet_<head>/...); fusion: exp/fusion_<tags>/<algo>/<task>/seed<N>/; captioning:
+# exp/caption/<tag>/<decoder>/<kind>/seed<N>/. Finished trainings are skipped, killed ones resume from
+# their last epoch checkpoint; --overwrite true retrains.
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+    if [ "${classify}" = true ]; then
+        for up in ${upstreams}; do
+            utag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream)
+            for x in train val; do
+                if [ ! -f "${dumpdir}/${utag}/${x}/pooled_mean.scp" ]; then
+                    log "Stage 3: ${dumpdir}/${utag}/${x} has no features: run stage 2 for --upstream ${up} first"; exit 1
+                fi
+            done
         done
-    done
-    mkdir -p "${expdir}/log"
-    train_jobs=${expdir}/train_jobs.txt
-    plan_jobs train "${train_jobs}" "${fdirs}"
-    n=$(wc -l < "${train_jobs}")
-    if [ "${backend}" = ours ]; then
-        train_nj=$(( n < nj ? n : nj ))
-        log "Stage 3: ${n} trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}) in ${train_nj} jobs, logs ${expdir}/log/train.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${train_nj}" "${expdir}/log/train.JOB.log" \
-            ${python} -m etser.train --job_list "${train_jobs}" --job JOB --num_jobs "${train_nj}"
-    else
-        log "Stage 3: ${n} ESPnet trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}), logs ${expdir}/log/train.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" ${train_opts} JOB=1:"${n}" "${expdir}/log/train.JOB.log" \
-            ${python} -m etser.plan run_line --job_list "${train_jobs}" --job JOB --module etser.espnet_backend
     fi
-    # fusion: exp/fusion_<tags>/<algo>/<task>/seed<N>/ (etser.train with --fusion_streams)
-    if [ -n "${fusion// /}" ]; then
-        plan_fusion fusion_train "${expdir}/fusion_train_jobs.txt"
-        n=$(wc -l < "${expdir}/fusion_train_jobs.txt"); fusion_nj=$(( n < nj ? n : nj ))
-        log "Stage 3: ${n} fusion trainings (${fusion}; streams ${fusion_streams}) in ${fusion_nj} jobs, logs ${expdir}/log/fusion_train.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${fusion_nj}" "${expdir}/log/fusion_train.JOB.log" \
-            ${python} -m etser.train --job_list "${expdir}/fusion_train_jobs.txt" --job JOB --num_jobs "${fusion_nj}"
+    mkdir -p "${expdir}/log"
+    rm -f "${expdir}/train_jobs.txt" "${expdir}/fusion_train_jobs.txt" "${expdir}/caption_train_jobs.txt"
+    if [ "${classify}" = true ]; then plan_classifiers train "${expdir}/train_jobs.txt"; fi
+    if [ "${classify}" = true ] && [ -n "${fusion// /}" ]; then plan_fusion fusion_train "${expdir}/fusion_train_jobs.txt"; fi
+    if [ "${caption}" = true ]; then plan_caption caption_train "${expdir}/caption_train_jobs.txt"; fi
+    if [ -f "${expdir}/train_jobs.txt" ]; then
+        launch 3 "${expdir}/train_jobs.txt" train "${train_opts}" "trainings (backend ${backend}; upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds})"
+    fi
+    if [ -f "${expdir}/fusion_train_jobs.txt" ]; then
+        launch 3 "${expdir}/fusion_train_jobs.txt" fusion_train "${train_opts}" "fusion trainings (${fusion}; streams ${fusion_streams})"
+    fi
+    if [ -f "${expdir}/caption_train_jobs.txt" ]; then
+        launch 3 "${expdir}/caption_train_jobs.txt" caption_train "${train_opts}" "caption trainings (${caption_upstream}; kinds: ${caption_kinds}; decoders: ${caption_decoders})"
     fi
 fi
 
 # ---- stage 4: scoring ----
-# Best checkpoint of every training on every set but train -> exp/<tag>/<head>/<task>/seed<N>/decode_<set>/.
-if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [ "${classify}" = true ]; then
-    fdirs=$(feats_dirs)
+# The best checkpoint of every training on every set but train -> <exp dir>/decode_<set>/; fusion also on
+# every subset of the modalities present (decode_<set>/missing.json); captioning also its two baselines.
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     mkdir -p "${expdir}/log"
-    score_jobs=${expdir}/score_jobs.txt
-    plan_jobs score "${score_jobs}" "${fdirs}" --check_trained true
-    n=$(wc -l < "${score_jobs}")
-    if [ "${backend}" = ours ]; then
-        # scoring one training takes well under a second after ~5 s of imports: about six per job
-        score_nj=$(( (n + 5) / 6 )); score_nj=$(( score_nj < nj ? score_nj : nj ))
-        log "Stage 4: scoring ${n} trainings in ${score_nj} jobs, logs ${expdir}/log/score.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${score_nj}" "${expdir}/log/score.JOB.log" \
-            ${python} -m etser.score --job_list "${score_jobs}" --job JOB --num_jobs "${score_nj}"
-    else
-        log "Stage 4: scoring ${n} ESPnet trainings, logs ${expdir}/log/score.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" ${score_opts} JOB=1:"${n}" "${expdir}/log/score.JOB.log" \
-            ${python} -m etser.plan run_line --job_list "${score_jobs}" --job JOB --module etser.espnet_backend
-    fi
-    # fusion: also every subset of modalities present -> decode_<set>/missing.json
-    if [ -n "${fusion// /}" ]; then
+    rm -f "${expdir}/score_jobs.txt" "${expdir}/fusion_score_jobs.txt" "${expdir}/caption_score_jobs.txt"
+    if [ "${classify}" = true ]; then plan_classifiers score "${expdir}/score_jobs.txt" --check_trained true; fi
+    if [ "${classify}" = true ] && [ -n "${fusion// /}" ]; then
         plan_fusion fusion_score "${expdir}/fusion_score_jobs.txt" --check_trained true
-        n=$(wc -l < "${expdir}/fusion_score_jobs.txt"); fusion_nj=$(( (n + 5) / 6 )); fusion_nj=$(( fusion_nj < nj ? fusion_nj : nj ))
-        log "Stage 4: scoring ${n} fusion trainings in ${fusion_nj} jobs, logs ${expdir}/log/fusion_score.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${fusion_nj}" "${expdir}/log/fusion_score.JOB.log" \
-            ${python} -m etser.score --job_list "${expdir}/fusion_score_jobs.txt" --job JOB --num_jobs "${fusion_nj}"
     fi
-fi
-
-# ---- captioning, stages 3 and 4: exp/caption/<tag>/<decoder>/<kind>/seed<N> (etser.plan_caption) ----
-# Planning checks every decoder config and model dir, the frames and the caption files before any job.
-# Scoring: one job per 12 scorings, each in one process with one METEOR Java (~35 s to start).
-caption_plan() {  # caption_plan train|score OUT
-    ${python} -m etser.plan_caption "$1" --out "$2" --feats_dir "${caption_fdir}" --upstream "${caption_upstream}" \
-        --decoders "${caption_decoders}" --kinds "${caption_kinds}" --seeds "${caption_seeds}" \
-        --baselines "${caption_baselines}" --sets "${sets}" --data_dir data --exp_root "${expdir}" --ngpu "${ngpu}" \
-        --num_threads "${num_threads}" --overwrite "${overwrite}" "${@:3}"
-}
-if [ "${caption}" = true ] && [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 3 ]; then
-    caption_fdir=${dumpdir}/$(${python} -m etser.upstream tag "${caption_upstream}" --conf_dir conf/upstream)
-    mkdir -p "${expdir}/log"
-    if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-        caption_plan train "${expdir}/caption_train_jobs.txt"
-        n=$(wc -l < "${expdir}/caption_train_jobs.txt"); cnj=$(( n < nj ? n : nj ))
-        log "Stage 3: ${n} caption trainings (${caption_fdir}; kinds: ${caption_kinds}; decoders: ${caption_decoders}) in ${cnj} jobs, logs ${expdir}/log/caption_train.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${cnj}" "${expdir}/log/caption_train.JOB.log" \
-            ${python} -m etser.caption.train --job_list "${expdir}/caption_train_jobs.txt" --job JOB --num_jobs "${cnj}"
+    if [ "${caption}" = true ]; then plan_caption caption_score "${expdir}/caption_score_jobs.txt" --check_trained true; fi
+    if [ -f "${expdir}/score_jobs.txt" ]; then
+        launch 4 "${expdir}/score_jobs.txt" score "${score_opts}" "scorings (backend ${backend})"
     fi
-    if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-        caption_plan score "${expdir}/caption_score_jobs.txt" --check_trained true
-        n=$(wc -l < "${expdir}/caption_score_jobs.txt"); cnj=$(( (n + 11) / 12 )); cnj=$(( cnj < nj ? cnj : nj ))
-        log "Stage 4: ${n} caption scorings in ${cnj} jobs, logs ${expdir}/log/caption_score.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${cnj}" "${expdir}/log/caption_score.JOB.log" \
-            ${python} -m etser.caption.score --job_list "${expdir}/caption_score_jobs.txt" --job JOB --num_jobs "${cnj}"
+    if [ -f "${expdir}/fusion_score_jobs.txt" ]; then
+        launch 4 "${expdir}/fusion_score_jobs.txt" fusion_score "${score_opts}" "fusion scorings"
+    fi
+    if [ -f "${expdir}/caption_score_jobs.txt" ]; then
+        launch 4 "${expdir}/caption_score_jobs.txt" caption_score "${score_opts}" "caption scorings"
     fi
 fi
 

@@ -326,5 +326,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None:
+    """One line of a job file (etser.launch.run): scores its exp dirs; raises on failure."""
+    from etser.runtime import pick_device
+
+    if not args.exp_dirs:
+        raise ValueError("no exp dir given")
+    for exp in args.exp_dirs:
+        score_exp(exp, args.sets.split(), args.data_dir, args.feats_dir, pick_device(args.ngpu), cache,
+                  args.on_change)
+
+
 if __name__ == "__main__":
     sys.exit(main())

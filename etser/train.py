@@ -490,5 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None:
+    """One line of a job file (etser.launch.run): one training; raises on failure."""
+    run_args(args, argv, cache)
+
+
 if __name__ == "__main__":
     sys.exit(main())

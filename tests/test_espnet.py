@@ -307,6 +307,42 @@ def test_train_command_line(tmp_path, monkeypatch):
     assert (exp / "done").read_text().strip() == "valid.acc.best.pth"
 
 
+def test_custom_tasks_conf_reaches_the_espnet_job(tmp_path, monkeypatch):
+    """--backend espnet --tasks_conf COPY: the planned line carries the copy, the job reads its task (a name
+    the default conf/tasks.yaml lacks) and records the copy for scoring."""
+    from etser.launch import plan, run
+
+    data, feats = _tiny_corpus(tmp_path)
+    copy = tmp_path / "my_tasks.yaml"
+    copy.write_text("tasks:\n  speech_three: {label_file: utt2emo_audio, kind: classes, classes: [neutral, happy, sad],"
+                    " labels: [neutral, happy, sad, angry, fearful], title: Speech(Three)}\n"
+                    "defaults: {speech: [speech_three]}\n")
+    (tmp_path / "conf" / "espnet").mkdir(parents=True)
+    shutil.copy(ROOT / "conf" / "espnet" / "feats.yaml", tmp_path / "conf" / "espnet" / "feats.yaml")
+    monkeypatch.chdir(tmp_path)
+    jobs = tmp_path / "exp" / "train_jobs.txt"
+    assert plan.main(["train", "--backend", "espnet", "--feats_dirs", str(feats), "--heads", "feats", "--seeds", "1",
+                      "--tasks", "speech_three", "--tasks_conf", str(copy), "--data_dir", str(data),
+                      "--out", str(jobs)]) == 0
+    line = jobs.read_text().splitlines()[-1]
+    assert f"--tasks_conf {copy}" in line
+
+    def fake_run(args, log_path, env=None, what=""):   # ESPnet's runs recorded, not executed
+        args = [str(a) for a in args]
+        out = Path(args[args.index("--output_dir") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        if args[0] == "espnet2.bin.cls_train" and "--collect_stats" not in args:
+            (out / "config.yaml").write_text(yaml.safe_dump({"best_model_criterion": [["valid", "acc", "max"]]}))
+            (out / "valid.acc.best.pth").write_text("")
+
+    monkeypatch.setattr(eb, "run_espnet", fake_run)
+    assert run.main(["--job_list", str(jobs), "--job", "1", "--num_jobs", "1"]) == 0
+    exp = tmp_path / "exp" / "tiny_0000" / "espnet_feats" / "speech_three" / "seed1"
+    assert (exp / "data" / "token_list").read_text().split() == ["neutral", "happy", "sad", "<unk>"]
+    assert len((exp / "data" / "train" / "text").read_text().splitlines()) == 36   # angry and fearful left out
+    assert json.loads((exp / "backend.json").read_text())["tasks_conf"] == str(copy)
+
+
 @pytest.mark.parametrize("name", ["hubert_frozen", "hubert_finetune"])
 def test_missing_checkpoint_stops_before_espnet(tmp_path, monkeypatch, name):
     data, feats = _tiny_corpus(tmp_path)

@@ -203,5 +203,23 @@ def _run(argv: list[str]) -> int:
     return 0
 
 
+
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None:
+    """One line of a job file (etser.launch.run): one caption scoring; raises on failure.  The METEOR Java
+    started by the first line serves the others of the job."""
+    from etser.caption.train import quiet_transformers
+    from etser.runtime import pick_device
+
+    quiet_transformers()
+    mconf = load_metrics_config(args.metrics_config)
+    if args.baseline:
+        if not args.kind:
+            raise ValueError("--baseline needs --kind")
+        score_baseline(args.baseline, args.kind, args.exp_dir, args.sets.split(), args.data_dir, args.feats_dir, mconf)
+    else:
+        score_exp(args.exp_dir, args.sets.split(), args.data_dir, args.feats_dir, mconf, pick_device(args.ngpu),
+                  args.num_beams)
+
+
 if __name__ == "__main__":
     sys.exit(main())

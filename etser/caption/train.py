@@ -320,5 +320,15 @@ def _run(argv: list[str]) -> int:
     return 0
 
 
+
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None:
+    """One line of a job file (etser.launch.run): one caption training; raises on failure."""
+    quiet_transformers()
+    conf = load_config(args.config, args.conf)
+    command = "python -m etser.caption.train " + " ".join(shlex.quote(a) for a in argv)
+    train(conf, args.kind, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
+          args.num_threads, args.overwrite, command, args.on_change)
+
+
 if __name__ == "__main__":
     sys.exit(main())
