@@ -77,9 +77,11 @@ def test_runner_runs_its_share_goes_on_after_a_failure_and_names_it(tmp_path, jo
 
 def test_runner_refuses_a_bad_line_a_bad_module_and_counts(tmp_path, job_module, capsys, caplog):
     jobs = tmp_path / "jobs.txt"
-    write_job_file(jobs, job_module, 2, ["a --out x --bogus 1", f"b --out {tmp_path / 'o.txt'}", "c --out y"])
+    out = tmp_path / "o.txt"
+    write_job_file(jobs, job_module, 2, [f"a --out {out} --bogus 1", f"b --out {out}", f"c --out {out}"])
     assert run.main(["--job_list", str(jobs), "--job", "1", "--num_jobs", "2"]) == 1   # argparse refuses line 1
     assert "--bogus" in capsys.readouterr().err
+    assert out.read_text() == "c 1\n"   # the line after the refused one still ran
     assert run.main(["--job_list", str(jobs), "--count", "--max_jobs", "4"]) == 0
     assert capsys.readouterr().out.split() == ["3", "2"]                            # 3 runs, 2 per job
     write_job_file(jobs, "etser.runtime", 1, ["x"])                                   # no build_parser/run_line
