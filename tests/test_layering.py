@@ -26,8 +26,14 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
+def _module(path: Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _graph() -> dict[str, set[str]]:
-    return {f"etser.{p.stem}": _imports(p) - {f"etser.{p.stem}"} for p in PKG.glob("*.py") if p.stem != "__init__"}
+    """Every module of the package and its subpackages -> the etser modules it imports."""
+    return {_module(p): _imports(p) - {_module(p)} for p in PKG.rglob("*.py")}
 
 
 def test_no_import_cycle():
@@ -62,13 +68,13 @@ def test_scoring_and_inference_reach_no_training_code():
         return seen
 
     for m in ("etser.score", "etser.infer", "etser.results", "etser.featset", "etser.checkpoint",
-              "etser.metrics", "etser.tasks", "etser.plan"):
+              "etser.metrics", "etser.tasks", "etser.launch.plan", "etser.launch.run"):
         assert "etser.train" not in reach(m), m
     assert reach("etser.metrics") == set()   # numpy and scikit-learn only
 
 
 def test_importing_and_running_score_loads_no_training_module():
-    code = ("import sys, etser.score, etser.infer, etser.results, etser.plan; "
+    code = ("import sys, etser.score, etser.infer, etser.results, etser.launch.plan, etser.launch.run; "
             "from etser import checkpoint, featset; "
             "print(sorted(m for m in sys.modules if m in ('etser.train', 'emotiontalk') or m.startswith('emotiontalk.')))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -83,12 +89,12 @@ def test_metrics_module_imports_only_numpy_and_sklearn():
 
 
 def test_generic_package_names_no_corpus_labels_or_heads_by_name():
-    for p in PKG.glob("*.py"):
+    for p in [*PKG.glob("*.py"), *PKG.glob("launch/*.py")]:
         text = p.read_text(encoding="utf-8")
         assert "emotiontalk" not in text.replace("EmotionTalk", ""), p   # never imports local/emotiontalk
         for label in ("\"neutral\"", "\"happy\"", "'neutral'", "\"Speech(Four)\""):
             assert label not in text, (p, label)
-    for p in ("train.py", "score.py", "infer.py", "featset.py", "checkpoint.py", "plan.py"):
+    for p in ("train.py", "score.py", "infer.py", "featset.py", "checkpoint.py", "launch/plan.py"):
         text = (PKG / p).read_text(encoding="utf-8")
         for head in ("\"superb\"", "\"paper\"", "\"attentive\""):
             assert f"== {head}" not in text and f"{head} ==" not in text, (p, head)
@@ -99,5 +105,5 @@ def test_no_issue_numbers_in_owned_files():
 
     for p in [ROOT / "run.sh", *[PKG / f for f in ("train.py", "score.py", "infer.py", "heads.py", "tasks.py",
                                                     "results.py", "cli.py", "metrics.py", "featset.py",
-                                                    "checkpoint.py", "runtime.py", "plan.py")]]:
+                                                    "checkpoint.py", "runtime.py", "launch/plan.py", "launch/run.py")]]:
         assert not re.search(r"\bissue\s*#?\d", p.read_text(encoding="utf-8"), re.I), p
