@@ -302,15 +302,15 @@ plan_caption() {  # plan_caption caption_train|caption_score OUT [OPTIONS]: kind
         --baselines "${caption_baselines}" "${@:3}"
 }
 if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
-# Launch a job file: the runs_per_job of its header gives the job count (at most --nj); every job runs its
-# lines through the one runner (etser.launch.run), in one process. Logs: ${expdir}/log/<NAME>.JOB.log.
-launch() {  # launch STAGE JOB_FILE NAME "LAUNCHER OPTS" WHAT...
-    local stage=$1 job_file=$2 name=$3 opts=$4 runs njobs
-    shift 4
+# Launch a planned job file ${expdir}/NAME_jobs.txt: the runs_per_job of its header gives the job count (at
+# most --nj); every job runs its lines through the one runner (etser.launch.run), in one process.
+launch() {  # launch STAGE NAME "LAUNCHER OPTS"; logs ${expdir}/log/NAME.JOB.log
+    local stage=$1 name=$2 opts=$3 job_file=${expdir}/$2_jobs.txt runs njobs
+    if [ ! -f "${job_file}" ]; then return 0; fi   # that family does not run
     read -r runs njobs < <(${python} -m etser.launch.run --job_list "${job_file}" --count --max_jobs "${nj}")
     if [ -z "${njobs}" ]; then log "Stage ${stage}: cannot read ${job_file}"; return 1; fi
-    if [ "${runs}" -eq 0 ]; then log "Stage ${stage}: no $* (${job_file} is empty)"; return 0; fi
-    log "Stage ${stage}: ${runs} $* in ${njobs} jobs, logs ${expdir}/log/${name}.*.log"
+    if [ "${runs}" -eq 0 ]; then log "Stage ${stage}: ${job_file} is empty: nothing to run"; return 0; fi
+    log "Stage ${stage}: ${runs} runs of ${job_file} in ${njobs} jobs, logs ${expdir}/log/${name}.*.log"
     # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
     ${job_cmd} --num_threads "${num_threads}" ${opts} JOB=1:"${njobs}" "${expdir}/log/${name}.JOB.log" \
         ${python} -m etser.launch.run --job_list "${job_file}" --job JOB --num_jobs "${njobs}"
@@ -333,19 +333,11 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
         done
     fi
     mkdir -p "${expdir}/log"
-    rm -f "${expdir}/train_jobs.txt" "${expdir}/fusion_train_jobs.txt" "${expdir}/caption_train_jobs.txt"
+    rm -f "${expdir}"/{,fusion_,caption_}train_jobs.txt
     if [ "${classify}" = true ]; then plan_classifiers train "${expdir}/train_jobs.txt"; fi
     if [ "${classify}" = true ] && [ -n "${fusion// /}" ]; then plan_fusion fusion_train "${expdir}/fusion_train_jobs.txt"; fi
     if [ "${caption}" = true ]; then plan_caption caption_train "${expdir}/caption_train_jobs.txt"; fi
-    if [ -f "${expdir}/train_jobs.txt" ]; then
-        launch 3 "${expdir}/train_jobs.txt" train "${train_opts}" "trainings (backend ${backend}; upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds})"
-    fi
-    if [ -f "${expdir}/fusion_train_jobs.txt" ]; then
-        launch 3 "${expdir}/fusion_train_jobs.txt" fusion_train "${train_opts}" "fusion trainings (${fusion}; streams ${fusion_streams})"
-    fi
-    if [ -f "${expdir}/caption_train_jobs.txt" ]; then
-        launch 3 "${expdir}/caption_train_jobs.txt" caption_train "${train_opts}" "caption trainings (${caption_upstream}; kinds: ${caption_kinds}; decoders: ${caption_decoders})"
-    fi
+    for name in train fusion_train caption_train; do launch 3 "${name}" "${train_opts}"; done
 fi
 
 # ---- stage 4: scoring ----
@@ -353,21 +345,13 @@ fi
 # every subset of the modalities present (decode_<set>/missing.json); captioning also its two baselines.
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     mkdir -p "${expdir}/log"
-    rm -f "${expdir}/score_jobs.txt" "${expdir}/fusion_score_jobs.txt" "${expdir}/caption_score_jobs.txt"
+    rm -f "${expdir}"/{,fusion_,caption_}score_jobs.txt
     if [ "${classify}" = true ]; then plan_classifiers score "${expdir}/score_jobs.txt" --check_trained true; fi
     if [ "${classify}" = true ] && [ -n "${fusion// /}" ]; then
         plan_fusion fusion_score "${expdir}/fusion_score_jobs.txt" --check_trained true
     fi
     if [ "${caption}" = true ]; then plan_caption caption_score "${expdir}/caption_score_jobs.txt" --check_trained true; fi
-    if [ -f "${expdir}/score_jobs.txt" ]; then
-        launch 4 "${expdir}/score_jobs.txt" score "${score_opts}" "scorings (backend ${backend})"
-    fi
-    if [ -f "${expdir}/fusion_score_jobs.txt" ]; then
-        launch 4 "${expdir}/fusion_score_jobs.txt" fusion_score "${score_opts}" "fusion scorings"
-    fi
-    if [ -f "${expdir}/caption_score_jobs.txt" ]; then
-        launch 4 "${expdir}/caption_score_jobs.txt" caption_score "${score_opts}" "caption scorings"
-    fi
+    for name in score fusion_score caption_score; do launch 4 "${name}" "${score_opts}"; done
 fi
 
 # ---- stage 5: results ----

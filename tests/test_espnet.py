@@ -277,22 +277,23 @@ def test_failing_espnet_job_names_its_log(tmp_path):
     assert "no_such_encoder" in r.stderr and not (exp / "done").exists()
 
 
+def _fake_espnet_run(args) -> list[str]:
+    """In place of an ESPnet run: its output dir with what cls_train leaves for scoring; the arguments."""
+    args = [str(a) for a in args]
+    out = Path(args[args.index("--output_dir") + 1])
+    out.mkdir(parents=True, exist_ok=True)
+    if args[0] == "espnet2.bin.cls_train" and "--collect_stats" not in args:
+        (out / "config.yaml").write_text(yaml.safe_dump({"best_model_criterion": [["valid", "acc", "max"]]}))
+        (out / "valid.acc.best.pth").write_text("")
+    return args
+
+
 def test_train_command_line(tmp_path, monkeypatch):
     """What train() asks of ESPnet (runs recorded, not executed): shapes from collect-stats, global_mvn stats,
     --resume, and one-node DDP for --ngpu 2."""
     data, feats = _tiny_corpus(tmp_path)
     calls = []
-
-    def fake_run(args, log_path, env=None, what=""):
-        args = [str(a) for a in args]
-        calls.append(args)
-        out = Path(args[args.index("--output_dir") + 1])
-        out.mkdir(parents=True, exist_ok=True)
-        if args[0] == "espnet2.bin.cls_train" and "--collect_stats" not in args:
-            (out / "config.yaml").write_text(yaml.safe_dump({"best_model_criterion": [["valid", "acc", "max"]]}))
-            (out / "valid.acc.best.pth").write_text("")
-
-    monkeypatch.setattr(eb, "run_espnet", fake_run)
+    monkeypatch.setattr(eb, "run_espnet", lambda args, *_, **__: calls.append(_fake_espnet_run(args)))
     exp = tmp_path / "exp" / "e"
     eb.train(ROOT / "conf" / "espnet" / "feats.yaml", "speech_four", 3, data, feats, exp, ngpu=2)
     stats, _, training = calls
@@ -326,16 +327,7 @@ def test_custom_tasks_conf_reaches_the_espnet_job(tmp_path, monkeypatch):
                       "--out", str(jobs)]) == 0
     line = jobs.read_text().splitlines()[-1]
     assert f"--tasks_conf {copy}" in line
-
-    def fake_run(args, log_path, env=None, what=""):   # ESPnet's runs recorded, not executed
-        args = [str(a) for a in args]
-        out = Path(args[args.index("--output_dir") + 1])
-        out.mkdir(parents=True, exist_ok=True)
-        if args[0] == "espnet2.bin.cls_train" and "--collect_stats" not in args:
-            (out / "config.yaml").write_text(yaml.safe_dump({"best_model_criterion": [["valid", "acc", "max"]]}))
-            (out / "valid.acc.best.pth").write_text("")
-
-    monkeypatch.setattr(eb, "run_espnet", fake_run)
+    monkeypatch.setattr(eb, "run_espnet", lambda args, *_, **__: _fake_espnet_run(args))
     assert run.main(["--job_list", str(jobs), "--job", "1", "--num_jobs", "1"]) == 0
     exp = tmp_path / "exp" / "tiny_0000" / "espnet_feats" / "speech_three" / "seed1"
     assert (exp / "data" / "token_list").read_text().split() == ["neutral", "happy", "sad", "<unk>"]
