@@ -292,8 +292,8 @@ def check_fusion_algos(algos: Sequence[str], conf_root: Path = Path(".")) -> lis
     errors = []
     unknown = [a for a in algos if a not in known]
     if unknown:
-        errors.append(f"--fusion: unknown {' '.join(unknown)} (no conf/fusion/<name>.yaml); known: "
-                      f"{' '.join(known) or '(none)'}")
+        errors.append(f"--fusion: unknown {' '.join(unknown)}; known: {' '.join(known) or '(none)'} "
+                      "(one conf/fusion/<name>.yaml each)")
     unregistered = [a for a in algos if a in known and a not in FUSION_MODELS]
     if unregistered:
         errors.append(f"--fusion: {' '.join(unregistered)} has a conf/fusion YAML but no registered model "
