@@ -285,6 +285,13 @@ def _fake_espnet_run(args) -> list[str]:
     if args[0] == "espnet2.bin.cls_train" and "--collect_stats" not in args:
         (out / "config.yaml").write_text(yaml.safe_dump({"best_model_criterion": [["valid", "acc", "max"]]}))
         (out / "valid.acc.best.pth").write_text("")
+    if args[0] == "espnet2.bin.cls_inference":   # every utterance: the first class, certain
+        exp = Path(args[args.index("--classification_train_config") + 1]).parent
+        n = len((exp / "data" / "token_list").read_text().split()) - 1
+        scp = Path(args[args.index("--data_path_and_name_and_type") + 1].split(",")[0])
+        (out / "prediction").mkdir()
+        (out / "prediction" / "score").write_text("".join(
+            f"{line.split()[0]} {' '.join(['1'] + ['0'] * (n - 1))}\n" for line in scp.read_text().splitlines()))
     return args
 
 
@@ -328,11 +335,21 @@ def test_custom_tasks_conf_reaches_the_espnet_job(tmp_path, monkeypatch):
     line = jobs.read_text().splitlines()[-1]
     assert f"--tasks_conf {copy}" in line
     monkeypatch.setattr(eb, "run_espnet", lambda args, *_, **__: _fake_espnet_run(args))
+    monkeypatch.setattr(eb, "check_espnet", lambda: eb.REQUIRED_ESPNET)
     assert run.main(["--job_list", str(jobs), "--job", "1", "--num_jobs", "1"]) == 0
     exp = tmp_path / "exp" / "tiny_0000" / "espnet_feats" / "speech_three" / "seed1"
     assert (exp / "data" / "token_list").read_text().split() == ["neutral", "happy", "sad", "<unk>"]
     assert len((exp / "data" / "train" / "text").read_text().splitlines()) == 36   # angry and fearful left out
     assert json.loads((exp / "backend.json").read_text())["tasks_conf"] == str(copy)
+    # scoring reads the task from the copy the training recorded
+    (exp / "config.yaml").write_text(yaml.safe_dump({"best_model_criterion": [["valid", "acc", "max"]]}))
+    score_jobs = tmp_path / "exp" / "score_jobs.txt"
+    assert plan.main(["score", "--backend", "espnet", "--feats_dirs", str(feats), "--heads", "feats", "--seeds", "1",
+                      "--tasks", "speech_three", "--tasks_conf", str(copy), "--data_dir", str(data),
+                      "--sets", "train val test", "--out", str(score_jobs)]) == 0
+    assert run.main(["--job_list", str(score_jobs)]) == 0
+    m = json.loads((exp / "decode_test" / "metrics.json").read_text())
+    assert m["task"] == "speech_three" and m["classes"] == ["neutral", "happy", "sad"] and m["num_utts"] == 12
 
 
 @pytest.mark.parametrize("name", ["hubert_frozen", "hubert_finetune"])
