@@ -21,9 +21,9 @@ mini_dir=downloads/mini_emotiontalk   # where the mini corpus is generated when 
 strict=false        # true: any excluded utterance in stage 1 is an error
 sets="train val test"
 # conf/upstream/<name>.yaml, one per modality by default: the no-download speech, text and visual baselines.
-# Speech: openSMILE's eGeMAPSv02 functionals (docs/upstreams.md; on the mini corpus above fbank_no_cmvn, S3PRL
-# fbank without per-utterance CMVN, whose frames the captioners read).
-upstreams="egemaps text_baseline visual_baseline"
+# S3PRL fbank without per-utterance CMVN: S3PRL's "fbank" normalises mean and variance of every
+# utterance, so its pooled mean/std are constant and pooled heads learn nothing (docs/training.md).
+upstreams="fbank_no_cmvn text_baseline visual_baseline"
 upstream=           # alias of --upstreams for a single one
 nj=4                # parallel jobs (feature extraction; at most this many training/scoring jobs)
 ngpu=0              # GPUs per extraction/training job (0: CPU)
@@ -37,7 +37,7 @@ results_conf=conf/results.yaml
 seeds="1 2 3"
 # multimodal fusion (stages 3-5): algorithms of conf/fusion over one stream per modality (NAME=UPSTREAM)
 fusion="attention"  # empty: no fusion; all ten: "attention tfn lmf misa mmim mult mfn graph_mfn mfm mctn"
-fusion_streams="speech=egemaps text=text_baseline visual=visual_baseline"
+fusion_streams="speech=fbank_no_cmvn text=text_baseline visual=visual_baseline"
 fusion_tasks=       # empty: the 'fusion' list of the tasks conf (multi_four multi_all sentiment)
 fusion_trials=0     # >0: MERBench's random search, N draws of conf/fusion/<algo>.yaml tune lists, best on val
 fusion_search_seed=0
@@ -154,16 +154,14 @@ fi
 . ./path.sh
 # shellcheck disable=SC1091
 . ./cmd.sh
-# etser.learn.train / etser.learn.score read it: reuse unchanged outputs, redo or refuse changed ones
-export ETSER_ON_CHANGE=${on_change}
-if [ -z "${heads// /}" ]; then heads=$(${python} -m etser.plan default_heads --backend "${backend}"); fi
-# Every option of every stage, checked once, now (etser.plan check): unknown or repeated names, training
+if [ -z "${heads// /}" ]; then heads=$(${python} -m etser.launch.plan default_heads --backend "${backend}"); fi
+# Every option of every stage, checked once, now (etser.launch.plan check): unknown or repeated names, training
 # configs with unknown keys, upstream configs that do not load, fusion algorithms, streams and tasks, caption
 # decoders and kinds, output dirs that overlap. The options of a family that is off are not checked.
 check_fusion=; check_decoders=
 if [ "${classify}" = true ]; then check_fusion=${fusion}; fi
 if [ "${caption}" = true ]; then check_decoders=${caption_decoders}; fi
-${python} -m etser.plan check --upstreams "${upstreams}" --heads "${heads}" --tasks "${tasks}" \
+${python} -m etser.launch.plan check --upstreams "${upstreams}" --heads "${heads}" --tasks "${tasks}" \
     --seeds "${seeds}" --backend "${backend}" --tasks_conf "${tasks_conf}" \
     --fusion "${check_fusion}" --fusion_streams "${fusion_streams}" --fusion_tasks "${fusion_tasks}" \
     --caption_decoders "${check_decoders}" --caption_kinds "${caption_kinds}" --caption_upstream "${caption_upstream}" \
@@ -210,7 +208,7 @@ fi
 # has inputs and labels for and says which it skips; an option asking for something it lacks stops here ----
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 2 ]; then
     fit_caption=${caption}; if [ "${classify}" = false ]; then fit_fusion=; else fit_fusion=${fusion}; fi
-    fitted=$(${python} -m etser.plan fit --data_dir data --upstreams "${upstreams}" --tasks "${tasks}" \
+    fitted=$(${python} -m etser.launch.plan fit --data_dir data --upstreams "${upstreams}" --tasks "${tasks}" \
         --fusion "${fit_fusion}" --fusion_streams "${fusion_streams}" --fusion_tasks "${fusion_tasks}" \
         --caption "${fit_caption}" --caption_kinds "${caption_kinds}" --caption_upstream "${caption_upstream}" \
         --caption_asked "${caption_asked}" --given "${po_given}" --tasks_conf "${tasks_conf}" \
@@ -236,7 +234,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   for upstream in ${stage2_upstreams}; do
     upstream_conf=conf/upstream/${upstream}.yaml
     # --check_ckpt: a missing checkpoint stops here with what to download, not in each of the nj jobs
-    utag=$(${python} -m etser.features.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
+    utag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
     if [ "${ngpu}" -gt 0 ]; then extract_cmd=${cuda_cmd}; else extract_cmd=${train_cmd}; fi
     for x in ${sets}; do
         dir=${dumpdir}/${utag}/${x}
@@ -244,7 +242,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
             # complete: reused only if made from exactly what data/ holds now (ids, paths, files, config);
             # otherwise the jobs whose inputs changed are redone (their markers say which), or --on_change refuse
             rc=0
-            ${python} -m etser.features.extract status --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
+            ${python} -m etser.extract status --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
                 --on_change "${on_change}" || rc=$?
             if [ "${rc}" -eq 0 ]; then
                 log "Stage 2: ${dir} is complete and up to date, skipped (--overwrite true redoes it)"
@@ -258,9 +256,9 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
         mkdir -p "${dir}/log"
         # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${extract_cmd} --num_threads "${num_threads}" ${extract_opts} JOB=1:"${nj}" "${dir}/log/extract.JOB.log" \
-            ${python} -m etser.features.extract job --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
+            ${python} -m etser.extract job --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
                 --nj "${nj}" --job JOB --ngpu "${ngpu}" --num_threads "${num_threads}"
-        ${python} -m etser.features.extract merge --config "${upstream_conf}" --name "${upstream}" \
+        ${python} -m etser.extract merge --config "${upstream_conf}" --name "${upstream}" \
             --data "data/${x}" --dir "${dir}" --nj "${nj}"
     done
   done
@@ -275,123 +273,85 @@ feats_dirs() {
     done
     echo "${out# }"
 }
-# the job files of stages 3 and 4: upstream x head x task x seed, planned in one place (etser.plan)
-plan_jobs() {  # plan_jobs train|score OUT FEATS_DIRS
-    ${python} -m etser.plan "$1" --out "$2" --feats_dirs "$3" --heads "${heads}" --seeds "${seeds}" \
-        --tasks "${tasks}" --sets "${sets}" --backend "${backend}" --tasks_conf "${tasks_conf}" --data_dir data \
-        --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" "${@:4}"
+# The job files of stages 3 and 4, all written by one planner (etser.launch.plan), each line holding every
+# option of its run. A stage plans all its job files before launching the first job: every line's options
+# and inputs are checked before any training or scoring starts.
+plan() {  # plan train|score|fusion_train|fusion_score|caption_train|caption_score OUT [OPTIONS]
+    local cmd=$1 out=$2
+    shift 2
+    ${python} -m etser.launch.plan "${cmd}" --out "${out}" --seeds "${seeds}" --sets "${sets}" --data_dir data \
+        --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" \
+        --on_change "${on_change}" "$@"
+}
+plan_classifiers() {  # plan_classifiers train|score OUT [OPTIONS]: upstream x head x task x seed
+    local fdirs
+    fdirs=$(feats_dirs) || return 1
+    plan "$1" "$2" --feats_dirs "${fdirs}" --heads "${heads}" --tasks "${tasks}" --backend "${backend}" \
+        --tasks_conf "${tasks_conf}" "${@:3}"
+}
+plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT [OPTIONS]: algorithm x task x seed
+    plan "$1" "$2" --fusion_streams "${fusion_streams}" --algos "${fusion}" --tasks "${fusion_tasks}" \
+        --tasks_conf "${tasks_conf}" --allow_missing "${fusion_allow_missing}" --trials "${fusion_trials}" \
+        --search_seed "${fusion_search_seed}" --dump_root "${dumpdir}" "${@:3}"
+}
+plan_caption() {  # plan_caption caption_train|caption_score OUT [OPTIONS]: kind x decoder x seed (+ baselines)
+    local seeds=${caption_seeds} utag   # captioning's own seeds, seen by plan()
+    utag=$(${python} -m etser.upstream tag "${caption_upstream}" --conf_dir conf/upstream) || return 1
+    plan "$1" "$2" --feats_dir "${dumpdir}/${utag}" \
+        --upstream "${caption_upstream}" --decoders "${caption_decoders}" --kinds "${caption_kinds}" \
+        --baselines "${caption_baselines}" "${@:3}"
 }
 if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
-plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT
-    ${python} -m etser.plan "$1" --out "$2" --fusion_streams "${fusion_streams}" --algos "${fusion}" \
-        --seeds "${seeds}" --tasks "${fusion_tasks}" --sets "${sets}" --tasks_conf "${tasks_conf}" --data_dir data \
-        --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" \
-        --allow_missing "${fusion_allow_missing}" --trials "${fusion_trials}" --search_seed "${fusion_search_seed}" \
-        --dump_root "${dumpdir}" "${@:3}"
+# Launch a planned job file ${expdir}/NAME_jobs.txt: the runs_per_job of its header gives the job count (at
+# most --nj); every job runs its lines through the one runner (etser.launch.run), in one process.
+launch() {  # launch STAGE NAME "LAUNCHER OPTS"; logs ${expdir}/log/NAME.JOB.log
+    local stage=$1 name=$2 opts=$3 job_file=${expdir}/$2_jobs.txt runs njobs
+    if [ ! -f "${job_file}" ]; then return 0; fi   # that family does not run
+    read -r runs njobs < <(${python} -m etser.launch.run --job_list "${job_file}" --count --max_jobs "${nj}")
+    if [ -z "${njobs}" ]; then log "Stage ${stage}: cannot read ${job_file}"; return 1; fi
+    if [ "${runs}" -eq 0 ]; then log "Stage ${stage}: ${job_file} is empty: nothing to run"; return 0; fi
+    log "Stage ${stage}: ${runs} runs of ${job_file} in ${njobs} jobs, logs ${expdir}/log/${name}.*.log"
+    # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
+    ${job_cmd} --num_threads "${num_threads}" ${opts} JOB=1:"${njobs}" "${expdir}/log/${name}.JOB.log" \
+        ${python} -m etser.launch.run --job_list "${job_file}" --job JOB --num_jobs "${njobs}"
 }
 
-# ---- stage 3: downstream training ----
-# One training per upstream x head x task x seed into exp/<tag>/<head>/<task>/seed<N>/, listed in
-# exp/train_jobs.txt and shared out among ${nj} jobs (each runs its lines in one process; --backend espnet:
-# one job per training). Finished trainings are skipped, killed ones resume from their last epoch
-# checkpoint; --overwrite true retrains.
-if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [ "${classify}" = true ]; then
-    fdirs=$(feats_dirs)
-    for up in ${upstreams}; do
-        utag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream)
-        for x in train val; do
-            if [ ! -f "${dumpdir}/${utag}/${x}/pooled_mean.scp" ]; then
-                log "Stage 3: ${dumpdir}/${utag}/${x} has no features: run stage 2 for --upstream ${up} first"; exit 1
-            fi
+# ---- stage 3: training ----
+# Classifiers: exp/<tag>/<head>/<task>/seed<N>/ per upstream x head x task x seed (--backend espnet:
+# exp/<tag>/espnet_<head>/...); fusion: exp/fusion_<tags>/<algo>/<task>/seed<N>/; captioning:
+# exp/caption/<tag>/<decoder>/<kind>/seed<N>/. Finished trainings are skipped, killed ones resume from
+# their last epoch checkpoint; --overwrite true retrains.
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+    if [ "${classify}" = true ]; then
+        for up in ${upstreams}; do
+            utag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream)
+            for x in train val; do
+                if [ ! -f "${dumpdir}/${utag}/${x}/pooled_mean.scp" ]; then
+                    log "Stage 3: ${dumpdir}/${utag}/${x} has no features: run stage 2 for --upstream ${up} first"; exit 1
+                fi
+            done
         done
-    done
+    fi
     mkdir -p "${expdir}/log"
-    train_jobs=${expdir}/train_jobs.txt
-    plan_jobs train "${train_jobs}" "${fdirs}"
-    n=$(wc -l < "${train_jobs}")
-    if [ "${backend}" = ours ]; then
-        train_nj=$(( n < nj ? n : nj ))
-        log "Stage 3: ${n} trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}) in ${train_nj} jobs, logs ${expdir}/log/train.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${train_nj}" "${expdir}/log/train.JOB.log" \
-            ${python} -m etser.learn.train --job_list "${train_jobs}" --job JOB --num_jobs "${train_nj}"
-    else
-        log "Stage 3: ${n} ESPnet trainings (upstreams: ${upstreams}; heads: ${heads}; seeds: ${seeds}), logs ${expdir}/log/train.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" ${train_opts} JOB=1:"${n}" "${expdir}/log/train.JOB.log" \
-            ${python} -m etser.plan run_line --job_list "${train_jobs}" --job JOB --module etser.espnet_backend
-    fi
-    # fusion: exp/fusion_<tags>/<algo>/<task>/seed<N>/ (etser.learn.train with --fusion_streams)
-    if [ -n "${fusion// /}" ]; then
-        plan_fusion fusion_train "${expdir}/fusion_train_jobs.txt"
-        n=$(wc -l < "${expdir}/fusion_train_jobs.txt"); fusion_nj=$(( n < nj ? n : nj ))
-        log "Stage 3: ${n} fusion trainings (${fusion}; streams ${fusion_streams}) in ${fusion_nj} jobs, logs ${expdir}/log/fusion_train.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${fusion_nj}" "${expdir}/log/fusion_train.JOB.log" \
-            ${python} -m etser.learn.train --job_list "${expdir}/fusion_train_jobs.txt" --job JOB --num_jobs "${fusion_nj}"
-    fi
+    rm -f "${expdir}"/{,fusion_,caption_}train_jobs.txt
+    if [ "${classify}" = true ]; then plan_classifiers train "${expdir}/train_jobs.txt"; fi
+    if [ "${classify}" = true ] && [ -n "${fusion// /}" ]; then plan_fusion fusion_train "${expdir}/fusion_train_jobs.txt"; fi
+    if [ "${caption}" = true ]; then plan_caption caption_train "${expdir}/caption_train_jobs.txt"; fi
+    for name in train fusion_train caption_train; do launch 3 "${name}" "${train_opts}"; done
 fi
 
 # ---- stage 4: scoring ----
-# Best checkpoint of every training on every set but train -> exp/<tag>/<head>/<task>/seed<N>/decode_<set>/.
-if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [ "${classify}" = true ]; then
-    fdirs=$(feats_dirs)
+# The best checkpoint of every training on every set but train -> <exp dir>/decode_<set>/; fusion also on
+# every subset of the modalities present (decode_<set>/missing.json); captioning also its two baselines.
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     mkdir -p "${expdir}/log"
-    score_jobs=${expdir}/score_jobs.txt
-    plan_jobs score "${score_jobs}" "${fdirs}" --check_trained true
-    n=$(wc -l < "${score_jobs}")
-    if [ "${backend}" = ours ]; then
-        # scoring one training takes well under a second after ~5 s of imports: about six per job
-        score_nj=$(( (n + 5) / 6 )); score_nj=$(( score_nj < nj ? score_nj : nj ))
-        log "Stage 4: scoring ${n} trainings in ${score_nj} jobs, logs ${expdir}/log/score.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${score_nj}" "${expdir}/log/score.JOB.log" \
-            ${python} -m etser.learn.score --job_list "${score_jobs}" --job JOB --num_jobs "${score_nj}"
-    else
-        log "Stage 4: scoring ${n} ESPnet trainings, logs ${expdir}/log/score.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" --max_jobs_run "${nj}" ${score_opts} JOB=1:"${n}" "${expdir}/log/score.JOB.log" \
-            ${python} -m etser.plan run_line --job_list "${score_jobs}" --job JOB --module etser.espnet_backend
-    fi
-    # fusion: also every subset of modalities present -> decode_<set>/missing.json
-    if [ -n "${fusion// /}" ]; then
+    rm -f "${expdir}"/{,fusion_,caption_}score_jobs.txt
+    if [ "${classify}" = true ]; then plan_classifiers score "${expdir}/score_jobs.txt" --check_trained true; fi
+    if [ "${classify}" = true ] && [ -n "${fusion// /}" ]; then
         plan_fusion fusion_score "${expdir}/fusion_score_jobs.txt" --check_trained true
-        n=$(wc -l < "${expdir}/fusion_score_jobs.txt"); fusion_nj=$(( (n + 5) / 6 )); fusion_nj=$(( fusion_nj < nj ? fusion_nj : nj ))
-        log "Stage 4: scoring ${n} fusion trainings in ${fusion_nj} jobs, logs ${expdir}/log/fusion_score.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${fusion_nj}" "${expdir}/log/fusion_score.JOB.log" \
-            ${python} -m etser.learn.score --job_list "${expdir}/fusion_score_jobs.txt" --job JOB --num_jobs "${fusion_nj}"
     fi
-fi
-
-# ---- captioning, stages 3 and 4: exp/caption/<tag>/<decoder>/<kind>/seed<N> (etser.plan_caption) ----
-# Planning checks every decoder config and model dir, the frames and the caption files before any job.
-# Scoring: one job per 12 scorings, each in one process with one METEOR Java (~35 s to start).
-caption_plan() {  # caption_plan train|score OUT
-    ${python} -m etser.plan_caption "$1" --out "$2" --feats_dir "${caption_fdir}" --upstream "${caption_upstream}" \
-        --decoders "${caption_decoders}" --kinds "${caption_kinds}" --seeds "${caption_seeds}" \
-        --baselines "${caption_baselines}" --sets "${sets}" --data_dir data --exp_root "${expdir}" --ngpu "${ngpu}" \
-        --num_threads "${num_threads}" --overwrite "${overwrite}" "${@:3}"
-}
-if [ "${caption}" = true ] && [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 3 ]; then
-    caption_fdir=${dumpdir}/$(${python} -m etser.upstream tag "${caption_upstream}" --conf_dir conf/upstream)
-    mkdir -p "${expdir}/log"
-    if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-        caption_plan train "${expdir}/caption_train_jobs.txt"
-        n=$(wc -l < "${expdir}/caption_train_jobs.txt"); cnj=$(( n < nj ? n : nj ))
-        log "Stage 3: ${n} caption trainings (${caption_fdir}; kinds: ${caption_kinds}; decoders: ${caption_decoders}) in ${cnj} jobs, logs ${expdir}/log/caption_train.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${train_opts} JOB=1:"${cnj}" "${expdir}/log/caption_train.JOB.log" \
-            ${python} -m etser.caption.train --job_list "${expdir}/caption_train_jobs.txt" --job JOB --num_jobs "${cnj}"
-    fi
-    if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-        caption_plan score "${expdir}/caption_score_jobs.txt" --check_trained true
-        n=$(wc -l < "${expdir}/caption_score_jobs.txt"); cnj=$(( (n + 11) / 12 )); cnj=$(( cnj < nj ? cnj : nj ))
-        log "Stage 4: ${n} caption scorings in ${cnj} jobs, logs ${expdir}/log/caption_score.*.log"
-        # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
-        ${job_cmd} --num_threads "${num_threads}" ${score_opts} JOB=1:"${cnj}" "${expdir}/log/caption_score.JOB.log" \
-            ${python} -m etser.caption.score --job_list "${expdir}/caption_score_jobs.txt" --job JOB --num_jobs "${cnj}"
-    fi
+    if [ "${caption}" = true ]; then plan_caption caption_score "${expdir}/caption_score_jobs.txt" --check_trained true; fi
+    for name in score fusion_score caption_score; do launch 4 "${name}" "${score_opts}"; done
 fi
 
 # ---- stage 5: results ----

@@ -86,9 +86,11 @@ def token_list(classes: Sequence[str]) -> list[str]:
     return [*classes, TOKEN_UNK]
 
 
-def task_labels(data_set_dir: Path, task_name: str) -> tuple[dict[str, str], dict[str, int]]:
-    """{utt: label} of the utterances whose label is one of the task's classes, and the others' counts."""
-    task = get_task(task_name)
+def task_labels(data_set_dir: Path, task_name: str, tasks_conf: Path | None = None
+                ) -> tuple[dict[str, str], dict[str, int]]:
+    """{utt: label} of the utterances whose label is one of the task's classes (a task of ``tasks_conf``,
+    default conf/tasks.yaml), and the others' counts."""
+    task = get_task(task_name, tasks_conf)
     path = Path(data_set_dir) / task.label_file
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: task {task_name} needs it (run stage 1)")
@@ -159,9 +161,9 @@ def feature_entries(feats_set_dir: Path, utts: Sequence[str]) -> tuple[dict[str,
 
 
 def write_inputs(exp_dir: Path, set_name: str, data_dir: Path, feats_dir: Path, task_name: str,
-                 input_kind: str) -> dict:
+                 input_kind: str, tasks_conf: Path | None = None) -> dict:
     """EXP/data/<set>/{text,speech.scp} and EXP/data/token_list; returns what was written."""
-    labels, left_out = task_labels(data_dir / set_name, task_name)
+    labels, left_out = task_labels(data_dir / set_name, task_name, tasks_conf)
     utts = sorted(labels)
     if input_kind == "audio":
         entries, kind, size = audio_entries(data_dir / set_name / "wav.scp", utts), "audio", None
@@ -171,7 +173,7 @@ def write_inputs(exp_dir: Path, set_name: str, data_dir: Path, feats_dir: Path, 
     out.mkdir(parents=True, exist_ok=True)
     _write_table(out / "text", {u: labels[u] for u in utts})
     _write_table(out / "speech.scp", entries)
-    tokens = token_list(get_task(task_name).classes)
+    tokens = token_list(get_task(task_name, tasks_conf).classes)
     (exp_dir / "data" / "token_list").write_text("\n".join(tokens) + "\n", encoding="utf-8")
     return {"dir": out, "kind": kind, "input_size": size, "num_utts": len(utts), "left_out": left_out,
             "labels": labels}
@@ -244,8 +246,9 @@ def check_frontend(conf: dict, config_path: Path) -> None:
 
 def train(config: Path, task: str, seed: int, data_dir: Path, feats_dir: Path, exp_dir: Path, ngpu: int = 0,
           num_threads: int = 1, overwrite: bool = False, sets: tuple[str, str] = ("train", "val"),
-          command: str | None = None) -> Path:
-    """Collect-stats (once) and ESPnet training into ``exp_dir``; ``command`` (how it was called) goes to ``cmd``."""
+          command: str | None = None, tasks_conf: Path | None = None) -> Path:
+    """Collect-stats (once) and ESPnet training into ``exp_dir``; ``command`` (how it was called) goes to ``cmd``;
+    the task is one of ``tasks_conf`` (default conf/tasks.yaml), recorded in backend.json for scoring."""
     config, data_dir, feats_dir, exp_dir = Path(config), Path(data_dir), Path(feats_dir), Path(exp_dir)
     if (exp_dir / "done").is_file() and not overwrite:
         LOG.info("%s is trained (done), skipped (--overwrite true retrains)", exp_dir)
@@ -258,16 +261,16 @@ def train(config: Path, task: str, seed: int, data_dir: Path, feats_dir: Path, e
     if input_kind == "audio":
         check_frontend(conf, config)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    written = {s: write_inputs(exp_dir, s, data_dir, feats_dir, task, input_kind) for s in sets}
+    written = {s: write_inputs(exp_dir, s, data_dir, feats_dir, task, input_kind, tasks_conf) for s in sets}
     tr, va = (written[s] for s in sets)
     kind = tr["kind"]
     name = config.stem
     tag = feats_dir.name
     upstream = _upstream_name(feats_dir / sets[0], conf)
     info = {"backend": "espnet", "config": str(config), "head": f"espnet_{name}", "task": task, "seed": seed,
-            "classes": list(get_task(task).classes), "tag": tag, "upstream": upstream, "input_kind": kind,
+            "classes": list(get_task(task, tasks_conf).classes), "tag": tag, "upstream": upstream, "input_kind": kind,
             "input_size": tr["input_size"], "data_dir": str(data_dir), "feats_dir": str(feats_dir),
-            "sets": list(sets), "espnet": REQUIRED_ESPNET,
+            "sets": list(sets), "espnet": REQUIRED_ESPNET, "tasks_conf": str(tasks_conf) if tasks_conf else None,
             "left_out": {s: written[s]["left_out"] for s in sets}}
     (exp_dir / "backend.json").write_text(json.dumps(info, indent=1) + "\n")
     if command:
@@ -400,7 +403,7 @@ def score(exp_dir: Path, sets: Sequence[str], data_dir: Path | None = None, ngpu
     for set_name in sets:
         start = time.monotonic()
         kind = "audio" if info["input_kind"] == "audio" else "feats"
-        w = write_inputs(exp_dir, set_name, data_dir, feats_dir, info["task"], kind)
+        w = write_inputs(exp_dir, set_name, data_dir, feats_dir, info["task"], kind, info.get("tasks_conf"))
         out_dir = exp_dir / f"cls_{set_name}"
         shutil.rmtree(out_dir, ignore_errors=True)
         run_espnet(["espnet2.bin.cls_inference", "--ngpu", min(ngpu, 1),
@@ -456,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="collect-stats and cls_train into --exp_dir")
     t.add_argument("--config", type=Path, required=True, help="conf/espnet/<name>.yaml (ESPnet cls_train YAML)")
     t.add_argument("--task", required=True)
+    t.add_argument("--tasks_conf", type=Path, default=None, help="tasks YAML (default: conf/tasks.yaml of the repo)")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--data_dir", type=Path, default=Path("data"))
     t.add_argument("--feats_dir", type=Path, required=True, help="dump/<tag> (its name is the results' tag)")
@@ -479,13 +483,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "train":
             train(args.config, args.task, args.seed, args.data_dir, args.feats_dir, args.exp_dir, args.ngpu,
                   args.num_threads, args.overwrite,
-                  command=shlex.join([sys.executable, "-m", "etser.espnet_backend", *(argv or sys.argv[1:])]))
+                  command=shlex.join([sys.executable, "-m", "etser.espnet_backend", *(argv or sys.argv[1:])]),
+                  tasks_conf=args.tasks_conf)
         else:
             score(args.exp_dir, args.sets.split(), args.data_dir, args.ngpu, args.num_threads)
     except (EspnetError, FileNotFoundError, ValueError) as e:
         LOG.error("%s", e)
         return 1
     return 0
+
+
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None:
+    """One line of a job file (etser.launch.run): ``train ...`` or ``score ...``; raises on failure."""
+    if args.cmd == "train":
+        train(args.config, args.task, args.seed, args.data_dir, args.feats_dir, args.exp_dir, args.ngpu,
+              args.num_threads, args.overwrite, tasks_conf=args.tasks_conf,
+              command=shlex.join([sys.executable, "-m", "etser.espnet_backend", *argv]))
+    else:
+        score(args.exp_dir, args.sets.split(), args.data_dir, args.ngpu, args.num_threads)
 
 
 if __name__ == "__main__":

@@ -277,22 +277,30 @@ def test_failing_espnet_job_names_its_log(tmp_path):
     assert "no_such_encoder" in r.stderr and not (exp / "done").exists()
 
 
+def _fake_espnet_run(args) -> list[str]:
+    """In place of an ESPnet run: its output dir with what cls_train leaves for scoring; the arguments."""
+    args = [str(a) for a in args]
+    out = Path(args[args.index("--output_dir") + 1])
+    out.mkdir(parents=True, exist_ok=True)
+    if args[0] == "espnet2.bin.cls_train" and "--collect_stats" not in args:
+        (out / "config.yaml").write_text(yaml.safe_dump({"best_model_criterion": [["valid", "acc", "max"]]}))
+        (out / "valid.acc.best.pth").write_text("")
+    if args[0] == "espnet2.bin.cls_inference":   # every utterance: the first class, certain
+        exp = Path(args[args.index("--classification_train_config") + 1]).parent
+        n = len((exp / "data" / "token_list").read_text().split()) - 1
+        scp = Path(args[args.index("--data_path_and_name_and_type") + 1].split(",")[0])
+        (out / "prediction").mkdir()
+        (out / "prediction" / "score").write_text("".join(
+            f"{line.split()[0]} {' '.join(['1'] + ['0'] * (n - 1))}\n" for line in scp.read_text().splitlines()))
+    return args
+
+
 def test_train_command_line(tmp_path, monkeypatch):
     """What train() asks of ESPnet (runs recorded, not executed): shapes from collect-stats, global_mvn stats,
     --resume, and one-node DDP for --ngpu 2."""
     data, feats = _tiny_corpus(tmp_path)
     calls = []
-
-    def fake_run(args, log_path, env=None, what=""):
-        args = [str(a) for a in args]
-        calls.append(args)
-        out = Path(args[args.index("--output_dir") + 1])
-        out.mkdir(parents=True, exist_ok=True)
-        if args[0] == "espnet2.bin.cls_train" and "--collect_stats" not in args:
-            (out / "config.yaml").write_text(yaml.safe_dump({"best_model_criterion": [["valid", "acc", "max"]]}))
-            (out / "valid.acc.best.pth").write_text("")
-
-    monkeypatch.setattr(eb, "run_espnet", fake_run)
+    monkeypatch.setattr(eb, "run_espnet", lambda args, *_, **__: calls.append(_fake_espnet_run(args)))
     exp = tmp_path / "exp" / "e"
     eb.train(ROOT / "conf" / "espnet" / "feats.yaml", "speech_four", 3, data, feats, exp, ngpu=2)
     stats, _, training = calls
@@ -305,6 +313,43 @@ def test_train_command_line(tmp_path, monkeypatch):
     assert f"stats_file={exp}/stats/train/feats_stats.npz" in training
     assert f"{exp}/stats/train/speech_shape" in training and f"{exp}/stats/valid/label_shape" in training
     assert (exp / "done").read_text().strip() == "valid.acc.best.pth"
+
+
+def test_custom_tasks_conf_reaches_the_espnet_job(tmp_path, monkeypatch):
+    """--backend espnet --tasks_conf COPY: the planned line carries the copy, the job reads its task (a name
+    the default conf/tasks.yaml lacks) and records the copy for scoring."""
+    from etser.launch import plan, run
+
+    data, feats = _tiny_corpus(tmp_path)
+    copy = tmp_path / "my_tasks.yaml"
+    copy.write_text("tasks:\n  speech_three: {label_file: utt2emo_audio, kind: classes, classes: [neutral, happy, sad],"
+                    " labels: [neutral, happy, sad, angry, fearful], title: Speech(Three)}\n"
+                    "defaults: {speech: [speech_three]}\n")
+    (tmp_path / "conf" / "espnet").mkdir(parents=True)
+    shutil.copy(ROOT / "conf" / "espnet" / "feats.yaml", tmp_path / "conf" / "espnet" / "feats.yaml")
+    monkeypatch.chdir(tmp_path)
+    jobs = tmp_path / "exp" / "train_jobs.txt"
+    assert plan.main(["train", "--backend", "espnet", "--feats_dirs", str(feats), "--heads", "feats", "--seeds", "1",
+                      "--tasks", "speech_three", "--tasks_conf", str(copy), "--data_dir", str(data),
+                      "--out", str(jobs)]) == 0
+    line = jobs.read_text().splitlines()[-1]
+    assert f"--tasks_conf {copy}" in line
+    monkeypatch.setattr(eb, "run_espnet", lambda args, *_, **__: _fake_espnet_run(args))
+    monkeypatch.setattr(eb, "check_espnet", lambda: eb.REQUIRED_ESPNET)
+    assert run.main(["--job_list", str(jobs), "--job", "1", "--num_jobs", "1"]) == 0
+    exp = tmp_path / "exp" / "tiny_0000" / "espnet_feats" / "speech_three" / "seed1"
+    assert (exp / "data" / "token_list").read_text().split() == ["neutral", "happy", "sad", "<unk>"]
+    assert len((exp / "data" / "train" / "text").read_text().splitlines()) == 36   # angry and fearful left out
+    assert json.loads((exp / "backend.json").read_text())["tasks_conf"] == str(copy)
+    # scoring reads the task from the copy the training recorded
+    (exp / "config.yaml").write_text(yaml.safe_dump({"best_model_criterion": [["valid", "acc", "max"]]}))
+    score_jobs = tmp_path / "exp" / "score_jobs.txt"
+    assert plan.main(["score", "--backend", "espnet", "--feats_dirs", str(feats), "--heads", "feats", "--seeds", "1",
+                      "--tasks", "speech_three", "--tasks_conf", str(copy), "--data_dir", str(data),
+                      "--sets", "train val test", "--out", str(score_jobs)]) == 0
+    assert run.main(["--job_list", str(score_jobs)]) == 0
+    m = json.loads((exp / "decode_test" / "metrics.json").read_text())
+    assert m["task"] == "speech_three" and m["classes"] == ["neutral", "happy", "sad"] and m["num_utts"] == 12
 
 
 @pytest.mark.parametrize("name", ["hubert_frozen", "hubert_finetune"])

@@ -16,7 +16,7 @@ import pytest
 from etser.learn.checkpoint import list_epochs
 from etser.datadir import write_table
 from etser.models.fusion import FUSION_MODELS
-from etser.plan import PlanError, resolve_streams
+from etser.launch.plan import PlanError, resolve_streams
 from etser.learn.score import score_exp
 from etser.tasks import get_task
 from etser.learn.train import load_config, train

@@ -166,7 +166,7 @@ def test_run_py_two_jobs_on_one_gpu(setup, tmp_path):
                         "--config", str(conf), "--data", str(data), "--dir", str(out), "--nj", "2", "--job", "JOB",
                         "--ngpu", "1", "--num_threads", "2"], cwd=repo, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    from etser.jobs import visible_gpus
+    from etser.launch.jobs import visible_gpus
 
     visible = visible_gpus()
     for j in (1, 2):

@@ -1,4 +1,4 @@
-"""utils/run.py, the local launcher with Kaldi's run.pl interface, and the shared etser.jobs logic."""
+"""utils/run.py, the local launcher with Kaldi's run.pl interface, and the shared etser.launch.jobs logic."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etser.jobs import exit_code_in_log, parse_job_spec, shell_join, substitute
+from etser.launch.jobs import exit_code_in_log, parse_job_spec, shell_join, substitute
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "utils" / "run.py"
@@ -22,7 +22,7 @@ def launch(args, cwd, **kw):
                           text=True, timeout=60, **kw)
 
 
-# ---- etser.jobs ----
+# ---- etser.launch.jobs ----
 
 def test_parse_job_spec():
     assert parse_job_spec("JOB=1:4").indices == range(1, 5)

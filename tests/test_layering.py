@@ -87,7 +87,7 @@ def test_no_import_cycle():
 
 TRAINING = {"etser.learn.train", "etser.caption.train", "etser.learn.loop"}
 READING = ("etser.learn.score", "etser.learn.infer", "etser.report.results", "etser.report.fusion_results", "etser.featset", "etser.learn.checkpoint",
-           "etser.metrics", "etser.tasks", "etser.tasks.classes", "etser.tasks.continuous", "etser.plan",
+           "etser.metrics", "etser.tasks", "etser.tasks.classes", "etser.tasks.continuous", "etser.launch.plan", "etser.launch.run",
            "etser.caption.score", "etser.caption.decode", "etser.report.caption_table", "etser.caption.metrics",
            "etser.caption.baselines")
 
@@ -99,7 +99,7 @@ def test_scoring_and_inference_reach_no_training_code():
 
 
 def test_importing_and_running_score_loads_no_training_module():
-    code = ("import sys, etser.learn.score, etser.learn.infer, etser.report.results, etser.plan, etser.caption.score; "
+    code = ("import sys, etser.learn.score, etser.learn.infer, etser.report.results, etser.launch.plan, etser.launch.run, etser.caption.score; "
             "from etser import featset; from etser.learn import checkpoint; "
             f"print(sorted(m for m in sys.modules if m in {sorted(TRAINING) + ['emotiontalk']} "
             "or m.startswith('emotiontalk.')))")

@@ -1,4 +1,4 @@
-"""Stage 3/4 job planning (etser.plan): upstream x head x task x seed, default tasks by modality, refusals."""
+"""Stage 3/4 job planning (etser.launch.plan): upstream x head x task x seed, default tasks by modality, refusals."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from etser import plan
+from etser.launch import plan
 from tests.helpers_feats import make_frames, write_dump
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,18 +65,22 @@ def test_cli_job_files_for_both_backends(dumps, tmp_path, monkeypatch):
     assert plan.main(["train", "--feats_dirs", " ".join(dirs), "--heads", "superb", "--seeds", "1 2",
                       "--tasks", "speech_four", "--out", str(out), "--ngpu", "0", "--tasks_conf",
                       "conf/tasks.yaml"]) == 0
-    lines = [shlex.split(x) for x in out.read_text().splitlines()]
+    text = out.read_text()
+    assert text.startswith("# module: etser.learn.train\n# runs_per_job: 1\n")
+    lines = [shlex.split(x) for x in text.splitlines()[2:]]
     assert len(lines) == 4
     assert lines[0][:6] == ["--config", "conf/train/superb.yaml", "--task", "speech_four", "--seed", "1"]
     assert "--tasks_conf" in lines[0] and "--overwrite" in lines[0]
+    assert lines[0][lines[0].index("--on_change") + 1] == "redo"   # in the line, not in the environment
     from etser.learn.train import build_parser   # the lines are etser.learn.train arguments
     args = build_parser().parse_args(lines[3])
     assert args.exp_dir == Path("exp/tx_5678/superb/speech_four/seed2") and args.feats_dir == Path(dirs[1])
     sc = tmp_path / "score_jobs.txt"
     assert plan.main(["score", "--feats_dirs", dirs[0], "--heads", "superb", "--seeds", "1", "--sets",
                       "train val", "--out", str(sc)]) == 0
-    assert len(sc.read_text().splitlines()) == 4
-    assert shlex.split(sc.read_text().splitlines()[0]) == ["--sets", "val", "--ngpu", "0",
+    assert sc.read_text().splitlines()[:2] == ["# module: etser.learn.score", "# runs_per_job: 6"]
+    assert len(sc.read_text().splitlines()) == 2 + 4
+    assert shlex.split(sc.read_text().splitlines()[2]) == ["--sets", "val", "--ngpu", "0", "--on_change", "redo",
                                                            "exp/sp_1234/superb/speech_four/seed1"]
     assert plan.main(["train", "--feats_dirs", dirs[0], "--heads", "superb", "--seeds", "1", "--sets", "train test",
                       "--out", str(tmp_path / "x.txt")]) == 1
@@ -90,26 +94,15 @@ def test_cli_job_files_for_both_backends(dumps, tmp_path, monkeypatch):
     esp = tmp_path / "esp_jobs.txt"
     assert plan.main(["train", "--backend", "espnet", "--feats_dirs", dirs[0], "--heads", "conformer",
                       "--seeds", "3", "--tasks", "multi_all", "--out", str(esp), "--num_threads", "2"]) == 0
-    assert shlex.split(esp.read_text()) == [
+    assert esp.read_text().startswith("# module: etser.espnet_backend\n# runs_per_job: 1\n")
+    assert shlex.split(esp.read_text(), comments=True) == [
         "train", "--config", "conf/espnet/conformer.yaml", "--task", "multi_all", "--seed", "3", "--data_dir", "data",
         "--feats_dir", dirs[0], "--exp_dir", "exp/sp_1234/espnet_conformer/multi_all/seed3", "--ngpu", "0",
         "--num_threads", "2", "--overwrite", "false"]
     assert plan.main(["score", "--backend", "espnet", "--feats_dirs", dirs[0], "--heads", "conformer",
                       "--seeds", "3", "--tasks", "multi_all", "--out", str(esp)]) == 0
-    assert shlex.split(esp.read_text()) == ["score", "--exp_dir", "exp/sp_1234/espnet_conformer/multi_all/seed3",
-                                            "--sets", "val test", "--data_dir", "data", "--ngpu", "0"]
+    assert shlex.split(esp.read_text(), comments=True) == [
+        "score", "--exp_dir", "exp/sp_1234/espnet_conformer/multi_all/seed3", "--sets", "val test", "--data_dir",
+        "data", "--ngpu", "0"]
     assert plan.main(["train", "--backend", "espnet", "--feats_dirs", dirs[0], "--heads", "superb", "--seeds", "1",
                       "--out", str(esp)]) == 1
-
-
-def test_run_line_runs_one_line_of_a_job_file(tmp_path, monkeypatch):
-    jobs = tmp_path / "jobs.txt"
-    # python -m <module>: a module that exits with the code its argument names
-    (tmp_path / "exit_with.py").write_text("import sys\nsys.exit(int(sys.argv[1]))\n")
-    jobs.write_text("3\n# comment\n0\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    assert plan.run_line(jobs, 1, "exit_with") == 3
-    assert plan.run_line(jobs, 2, "exit_with") == 0
-    with pytest.raises(plan.PlanError, match="has 2 line"):
-        plan.run_line(jobs, 3, "exit_with")

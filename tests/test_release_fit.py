@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from etser.datadir import RELEASE_RECORD, release_tables, write_release_record
-from etser.plan import check_options, default_heads, fit_release, main as plan_main
+from etser.launch.plan import check_options, default_heads, fit_release, main as plan_main
 from helpers_release import write_utterance
 
 ROOT = Path(__file__).resolve().parents[1]

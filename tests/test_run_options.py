@@ -74,3 +74,23 @@ def test_a_training_config_with_an_unknown_key_fails_once_at_start(workdir):
     r = run_recipe(workdir, "--stage", "2", timeout=300)
     assert r.returncode != 0
     assert r.stderr.count("unknown option(s) learning_rate") == 1, r.stderr[-2000:]
+
+
+def test_a_stage_checks_every_job_line_before_its_first_job(tmp_path):
+    """A fusion stream named right but never extracted: stage 3 stops while planning, before the classifier
+    trainings of the same stage start (not after them), naming the stream and the stage-2 run that makes it."""
+    from etser.upstream import config_tag
+    from tests.helpers_feats import make_corpus
+
+    w = make_workdir(tmp_path / "w")
+    upstream = w / "synthetic.yaml"
+    upstream.write_text((Path(__file__).resolve().parents[1] / "conf/upstream/fbank_no_cmvn.yaml").read_text())
+    tag = config_tag(upstream)
+    make_corpus(w, {"train": 28, "val": 14, "test": 14}, num_layers=2, dim=8, frame_layers=None, tag=tag)
+    r = run_recipe(w, "--stage", "3", "--stop_stage", "3", "--upstream", upstream, "--nj", "1", "--tasks",
+                   "speech_four", "--seeds", "1", "--fusion", "attention",
+                   "--fusion_streams", f"speech=dump/{tag} text=text_baseline", timeout=300)
+    assert r.returncode != 0
+    assert "fusion stream text: dump/text_baseline_" in r.stderr and "has no features (never extracted): run " \
+        "./run.sh --stage 2 --stop_stage 2 --upstreams text_baseline" in r.stderr, r.stderr[-2000:]
+    assert not list((w / "exp").rglob("*.log")) and not list((w / "exp").rglob("done")), r.stderr[-2000:]

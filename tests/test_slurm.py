@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from etser.jobs import exit_code_in_log
+from etser.launch.jobs import exit_code_in_log
 from tests.helpers_faults import make_workdir, recipe_env
 from tests.helpers_slurm import require_slurm
 

@@ -31,7 +31,7 @@ from collections import deque
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from etser.jobs import (failure_message, gpus_of_job, int_option, job_env, log_footer,  # noqa: E402
+from etser.launch.jobs import (failure_message, gpus_of_job, int_option, job_env, log_footer,  # noqa: E402
                         log_header, open_log, parse_launcher_args, shell_code, substitute, visible_gpus)
 
 PROG = "run.py"

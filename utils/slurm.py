@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from etser.jobs import (exit_code_in_log, failure_message, int_option, parse_launcher_args,  # noqa: E402
+from etser.launch.jobs import (exit_code_in_log, failure_message, int_option, parse_launcher_args,  # noqa: E402
                         substitute)
 
 PROG = "slurm.py"
@@ -259,7 +259,7 @@ def main(argv: list[str]) -> int:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).unlink(missing_ok=True)
 
-    wrapper = [sys.executable, "-m", "etser.jobs", "task"]
+    wrapper = [sys.executable, "-m", "etser.launch.jobs", "task"]
     if var:
         wrapper += ["--var", var]
     if threads is not None:

@@ -4,7 +4,6 @@
         --sets "val test" --data_dir data --feats_dir dump/<tag> [--metrics_config conf/caption/metrics.yaml]
     python -m etser.caption.score --baseline nearest --kind style --exp_dir exp/caption/<tag>/baseline_nearest/style \\
         --sets "val test" --data_dir data --feats_dir dump/<tag>
-    python -m etser.caption.score --job_list exp/caption_score_jobs.txt --job JOB --num_jobs N
 
 Writes ``<exp_dir>/decode_<set>/metrics.json`` and ``hyp_ref.txt`` (utt<TAB>hypothesis<TAB>reference...).
 ``table_rows`` / ``format_table`` turn a list of metrics.json into the caption kind x decoder table (mean and
@@ -162,33 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    from etser.caption.decode import quiet_transformers
-    from etser.cli import job_parser
-    from etser.runtime import job_list_lines
     argv = list(sys.argv[1:] if argv is None else argv)
-    quiet_transformers()
-    jobs = job_parser("python -m etser.caption.score").parse_known_args(argv)[0]
-    if jobs.job_list is None:
-        return _run(argv)
-    # the recipe's job file: this job's lines in one process, so that METEOR's Java (~35 s to start) starts once
+    args = build_parser().parse_args(argv)
     try:
-        lines = job_list_lines(jobs.job_list, jobs.job, jobs.num_jobs)
-    except (ValueError, OSError) as e:
-        LOG.error("%s", e)
+        run_line(args, argv, {})
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+        LOG.error("%s: %s", args.exp_dir, e.args[0] if isinstance(e, KeyError) else e)
         return 1
-    t0 = time.monotonic()
-    for i, line in enumerate(lines, 1):
-        LOG.info("job %d/%d, scoring %d of %d: %s", jobs.job, jobs.num_jobs, i, len(lines), " ".join(line))
-        if _run(line):
-            return 1
-    LOG.info("job %d/%d: %d scorings in %.1f s", jobs.job, jobs.num_jobs, len(lines), time.monotonic() - t0)
     return 0
 
 
 def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None:
-    """One scoring of a job file's line (the job-module protocol: raises on failure)."""
+    """One scoring of a job file's line (the job-module protocol: raises on failure).  The METEOR Java started
+    by the first line of a job serves the others."""
+    from etser.caption.decode import quiet_transformers
     from etser.runtime import pick_device
 
+    quiet_transformers()
     sets = args.sets.split()
     mconf = load_metrics_config(args.metrics_config)
     if args.baseline:
@@ -198,16 +187,6 @@ def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None
     else:
         score_exp(args.exp_dir, sets, args.data_dir, args.feats_dir, mconf, pick_device(args.ngpu),
                   args.num_beams)
-
-
-def _run(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run_line(args, argv, {})
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
-        LOG.error("%s: %s", args.exp_dir, e.args[0] if isinstance(e, KeyError) else e)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
     python -m etser.caption.train --config conf/caption/transformer.yaml --kind style --seed 1 \\
         --data_dir data --feats_dir dump/<tag> --exp_dir exp/caption/<tag>/transformer/style/seed1
-    python -m etser.caption.train --job_list exp/caption_train_jobs.txt --job JOB --num_jobs N
 
 Frame-level features of ``train_set`` -> adaptor -> decoder (etser.models.decoders), cross-entropy on the
 caption tokens.  Every epoch ends with a validation pass (loss, and greedy decoding scored with the
@@ -36,11 +35,11 @@ from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, deco
 from etser.caption.decode import generate, quiet_transformers
 from etser.models.decoders import build_model, frame_stats, trainable_state
 from etser.caption.text import Tokenizer
-from etser.cli import job_parser, str2bool
+from etser.cli import str2bool
 from etser.featset import features_record, read_meta
 from etser.learn import loop
 from etser.learn.loop import config_hash
-from etser.runtime import job_list_lines, peak_rss_mb, pick_device, set_threads
+from etser.runtime import peak_rss_mb, pick_device, set_threads
 
 LOG = logging.getLogger("etser.caption.train")
 
@@ -197,39 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-JOB_PARSER = job_parser("python -m etser.caption.train")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
-    quiet_transformers()
-    jobs = JOB_PARSER.parse_known_args(argv)[0]
-    if jobs.job_list is None:
-        return _run(argv)
-    # the recipe's job file: this job's lines in one process (imports paid once); the first failure stops it
-    try:
-        lines = job_list_lines(jobs.job_list, jobs.job, jobs.num_jobs)
-    except (ValueError, OSError) as e:
-        LOG.error("%s", e)
-        return 1
-    for i, line in enumerate(lines, 1):
-        LOG.info("job %d/%d, training %d of %d: %s", jobs.job, jobs.num_jobs, i, len(lines), shlex.join(line))
-        if _run(line):
-            return 1
-    return 0
-
-
-def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict:
-    """One training of a job file's line (the job-module protocol: raises on failure)."""
-    conf = load_config(args.config, args.conf)
-    command = "python -m etser.caption.train " + " ".join(shlex.quote(a) for a in argv)
-    return train(conf, args.kind, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
-                 args.num_threads, args.overwrite, command, args.on_change)
-
-
-def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         run_line(args, argv, {})
@@ -237,6 +207,15 @@ def _run(argv: list[str]) -> int:
         LOG.error("%s: %s", args.exp_dir, e.args[0] if isinstance(e, KeyError) else e)
         return 1
     return 0
+
+
+def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict:
+    """One training of a job file's line (the job-module protocol: raises on failure)."""
+    quiet_transformers()
+    conf = load_config(args.config, args.conf)
+    command = "python -m etser.caption.train " + " ".join(shlex.quote(a) for a in argv)
+    return train(conf, args.kind, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
+                 args.num_threads, args.overwrite, command, args.on_change)
 
 
 if __name__ == "__main__":

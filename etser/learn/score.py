@@ -1,7 +1,6 @@
 """Stage 4: score trained heads on val and test.
 
     python -m etser.learn.score [--sets "val test"] EXP_DIR [EXP_DIR ...]
-    python -m etser.learn.score --job_list exp/score_jobs.txt --job JOB --num_jobs N
 
 writes ``EXP_DIR/decode_<set>/``: ``metrics.json``, ``predictions.txt``, ``confusion.txt``, ``confusion.png``,
 ``report.txt``.  The data and feature dirs are the ones recorded in ``EXP_DIR/config.yaml`` unless
@@ -279,10 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--on_change", choices=provenance.ON_CHANGE, default=os.environ.get("ETSER_ON_CHANGE", "redo"),
                     help="a decode dir whose model, references or features changed: rescore (redo) or stop naming "
                          "the change (refuse); default $ETSER_ON_CHANGE or redo")
-    ap.add_argument("--job_list", type=Path, default=None,
-                    help="file of argument lines (one scoring each); run those of --job among --num_jobs")
-    ap.add_argument("--job", type=int, default=1)
-    ap.add_argument("--num_jobs", type=int, default=1)
     return ap
 
 
@@ -306,25 +301,18 @@ def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from etser.runtime import job_list_lines
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     ap = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
-    runs = job_list_lines(args.job_list, args.job, args.num_jobs) if args.job_list else [argv]
-    cache: dict = {}
-    failed = False
-    for line in runs:
-        a = ap.parse_args(line)
-        if not a.exp_dirs:
-            ap.error("no exp dir given")
-        try:
-            run_line(a, line, cache)
-        except RuntimeError as e:   # run_line has logged each failure; go on with the other lines
-            LOG.error("%s", e)
-            failed = True
-    return 1 if failed else 0
+    if not args.exp_dirs:
+        ap.error("no exp dir given")
+    try:
+        run_line(args, argv, {})
+    except RuntimeError as e:   # run_line has logged each failure
+        LOG.error("%s", e)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
     python -m etser.learn.train --config conf/train/superb.yaml --task speech_four --seed 1 \\
         --data_dir data --feats_dir dump/<tag> --exp_dir exp/<tag>/superb/speech_four/seed1
-    python -m etser.learn.train --job_list exp/train_jobs.txt --job JOB --num_jobs N
 
 Pooled heads train from the per-layer time-mean/std cache held in memory, so an epoch is one pass over a
 few small tensors; frame heads read ``frames.scp``.  The best epoch is chosen on the validation set
@@ -41,7 +40,7 @@ from etser.cli import str2bool
 from etser.featset import (Examples, Stream, check_stream_utts, drop_stage2_excluded, iter_batches,  # noqa: F401
                            load_examples, load_stream, read_meta, training_identity)
 from etser.models.heads import Head, build_head, head_class, input_kind
-from etser.runtime import job_list_lines, peak_rss_mb, pick_device, set_threads
+from etser.runtime import peak_rss_mb, pick_device, set_threads
 from etser.tasks import Task, load_tasks
 from etser.learn.trainconf import DEFAULTS, load_config  # noqa: F401  (below the trainer: run.sh checks configs)
 
@@ -340,9 +339,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--on_change", choices=provenance.ON_CHANGE, default=os.environ.get("ETSER_ON_CHANGE", "redo"),
                     help="an exp dir whose inputs (labels, features, config) changed: retrain it (redo) or stop "
                          "naming what changed (refuse); default $ETSER_ON_CHANGE or redo")
-    ap.add_argument("--job_list", type=Path, help="file of argument lines (one training each)")
-    ap.add_argument("--job", type=int, default=1, help="with --job_list: this job's index (1-based)")
-    ap.add_argument("--num_jobs", type=int, default=1, help="with --job_list: number of jobs sharing the list")
     return ap
 
 
@@ -380,29 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
-    if args.job_list is None:
-        try:
-            run_line(args, argv, {})
-        except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
-            LOG.error("%s", e.args[0] if isinstance(e, KeyError) else e)
-            return 1
-        return 0
-    cache: dict = {}
     try:
-        lines = job_list_lines(args.job_list, args.job, args.num_jobs)
-    except (OSError, ValueError) as e:
-        LOG.error("--job_list %s: %s", args.job_list, e)
-        return 1
-    LOG.info("job %d/%d: %d training(s) from %s", args.job, args.num_jobs, len(lines), args.job_list)
-    failed = []
-    for line in lines:
-        try:
-            run_line(ap.parse_args(line), line, cache)
-        except Exception:  # run the others; the exit code says something failed
-            LOG.exception("training failed: %s", " ".join(line))
-            failed.append(" ".join(line))
-    if failed:
-        LOG.error("%d of %d trainings failed", len(failed), len(lines))
+        run_line(args, argv, {})
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+        LOG.error("%s", e.args[0] if isinstance(e, KeyError) else e)
         return 1
     return 0
 

@@ -11,7 +11,7 @@ command line and start time and ends with the exit code, end time and elapsed se
 Kaldi's logs (``# Ended (code 0) at ...``) so Kaldi's log tools read them.
 
 This module uses only the standard library: the Slurm backend runs it on compute nodes as the per-task
-wrapper (``python -m etser.jobs task ...``).
+wrapper (``python -m etser.launch.jobs task ...``).
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def run_task(command: str, out, threads: int | None = None) -> int:
 
 def _task_main(argv: Sequence[str]) -> int:
     """Slurm task wrapper: stdout is the task's log (sbatch --output); substitute the task id and run."""
-    ap = argparse.ArgumentParser(prog="python -m etser.jobs task")
+    ap = argparse.ArgumentParser(prog="python -m etser.launch.jobs task")
     ap.add_argument("--var", default=None, help="job variable (JOB); absent: a single job")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("command", help="command line, JOB not yet substituted")
@@ -272,7 +272,7 @@ def _task_main(argv: Sequence[str]) -> int:
     if a.var is not None:
         task_id = os.environ.get("SLURM_ARRAY_TASK_ID")
         if task_id is None:
-            print("etser.jobs task: SLURM_ARRAY_TASK_ID is not set", file=sys.stderr)
+            print("etser.launch.jobs task: SLURM_ARRAY_TASK_ID is not set", file=sys.stderr)
             return 2
         command = substitute(command, a.var, int(task_id))
     return run_task(command, sys.stdout, a.threads)
@@ -281,5 +281,5 @@ def _task_main(argv: Sequence[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "task":
         sys.exit(_task_main(sys.argv[2:]))
-    print("usage: python -m etser.jobs task [--var JOB] [--threads T] 'command'", file=sys.stderr)
+    print("usage: python -m etser.launch.jobs task [--var JOB] [--threads T] 'command'", file=sys.stderr)
     sys.exit(2)

@@ -1,17 +1,23 @@
-"""Job planning for stages 3 and 4: the trainings and scorings of upstream x head x task x seed.
+"""The one planner of stages 3 and 4: every job file (classifier, ESPnet, fusion, captioning), the check of
+run.sh's options before anything runs, and the fit of the run to the release.
 
-    python -m etser.plan train --feats_dirs "dump/A dump/B" --heads "superb paper" --seeds "1 2 3" \\
+    python -m etser.launch.plan train --feats_dirs "dump/A dump/B" --heads "superb paper" --seeds "1 2 3" \\
         [--tasks "speech_four ..."] [--sets "train val test"] [--backend ours|espnet] --out exp/train_jobs.txt
-    python -m etser.plan score ... (same options) --out exp/score_jobs.txt
-    python -m etser.plan run_line --job_list FILE --job N --module etser.espnet_backend
-    python -m etser.plan fusion_train --fusion_streams "speech=fbank_no_cmvn text=text_baseline visual=visual_baseline" \
+    python -m etser.launch.plan score ... (same options) --out exp/score_jobs.txt
+    python -m etser.launch.plan fusion_train --fusion_streams "speech=fbank_no_cmvn text=text_baseline visual=visual_baseline" \\
         --algos "attention mult" --seeds "1 2 3" [--tasks ...] --out exp/fusion_train_jobs.txt   (fusion_score: stage 4)
+    python -m etser.launch.plan caption_train --feats_dir dump/<tag> --decoders "transformer" \\
+        --kinds "speaker style emotion overall" --seeds "1" --out exp/caption_train_jobs.txt   (caption_score: stage 4)
+    python -m etser.launch.plan check ... / fit ... / default_heads --backend ours
 
-One line per run in the job file (shell-quoted arguments).  ``ours``: stage 3 lines are arguments of
-``python -m etser.learn.train`` (run through ``--job_list``), stage 4 lines of ``python -m etser.learn.score``; heads are
-the names of ``conf/train/*.yaml``, exp dirs ``exp/<tag>/<head>/<task>/seed<S>``.  ``espnet``: the lines are
-``train ...`` / ``score ...`` arguments of ``python -m etser.espnet_backend``, one job each (``run_line``),
-heads the names of ``conf/espnet/*.yaml``, exp dirs ``exp/<tag>/espnet_<head>/<task>/seed<S>``.
+Every job file goes through one writer (``etser.runtime.write_job_file``): a header naming the job module
+(``JOB_MODULES``: one entry per run family) and the lines one job should take (``RUNS_PER_JOB``), then one
+shell-quoted argument line per run holding every option that matters (tasks conf, on_change, overwrite,
+threads); ``python -m etser.launch.run`` runs them.  Exp dirs: ``exp/<tag>/<head>/<task>/seed<S>`` (ours),
+``exp/<tag>/espnet_<head>/<task>/seed<S>`` (ESPnet; heads are the names of ``conf/espnet/*.yaml``),
+``exp/fusion_<tagA>+<tagB>+.../<algo>/<task>/seed<S>``, ``exp/caption/<tag>/<decoder>/<kind>/seed<S>`` and
+``exp/caption/<tag>/baseline_<name>/<kind>`` (one level deeper than the classifiers', so that neither results
+table reads the other's metrics.json).
 
 The task list of an upstream is its modality's default list of the tasks YAML (the modality comes from the
 features' ``meta.json``) unless ``--tasks`` is given.  Unknown tasks or heads and duplicates (two runs of
@@ -19,9 +25,10 @@ one exp dir) are refused with the known names.  ``--sets``: stage 3 needs the tr
 stage 4 scores every other set of it.
 
 Fusion: one stream per modality, ``NAME=UPSTREAM`` (a name of ``conf/upstream``, whose features are
-``dump/<tag>``, or a dump dir); exp dirs ``exp/fusion_<tagA>+<tagB>+.../<algo>/<task>/seed<S>``; the tasks
-default to the ``fusion`` list of the tasks YAML.  A stream never extracted is an error saying which
-stage-2 run makes it.
+``dump/<tag>``, or a dump dir); the tasks default to the ``fusion`` list of the tasks YAML.  A stream never
+extracted is an error saying which stage-2 run makes it.  Captioning: the kinds, each decoder's
+``<conf_dir>/<decoder>.yaml`` and its local Hugging Face dir, frame-level features of the train and valid
+sets and the train set's caption file of every kind are checked before any job.
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -37,11 +43,24 @@ from typing import Sequence
 from etser.cli import str2bool
 from etser.datadir import RELEASE_RECORD, release_tables
 from etser.featset import MODALITIES, read_meta
-from etser.runtime import job_list_lines
+from etser.runtime import write_job_file
 from etser.tasks import load_tasks
 from etser.yamlfile import read_yaml
 
 BACKENDS = {"ours": "conf/train", "espnet": "conf/espnet"}
+# The job module of each run family (the job-module protocol: build_parser() and run_line(args, argv, cache)),
+# (stage-3 module, stage-4 module).
+JOB_MODULES = {
+    "classifier": ("etser.learn.train", "etser.learn.score"),
+    "espnet": ("etser.espnet_backend", "etser.espnet_backend"),
+    "fusion": ("etser.learn.train", "etser.learn.score"),
+    "caption": ("etser.caption.train", "etser.caption.score"),
+}
+# Lines one job process should take, (stage 3, stage 4); run.sh makes ceil(lines / N) jobs, at most --nj.
+# Trainings: one per job, as many jobs as --nj allows.  Scoring one training takes well under a second
+# after ~5 s of imports: about six per job.  A caption scoring job starts one METEOR Java (~35 s): twelve.
+RUNS_PER_JOB = {"classifier": (1, 6), "espnet": (1, 1), "fusion": (1, 6), "caption": (1, 12)}
+CAPTION_BASELINES = ("frequent", "nearest")
 
 
 def default_heads(backend: str) -> list[str]:
@@ -153,7 +172,7 @@ def parse_streams(spec: str, conf_dir: str = "conf/upstream", train_set: str = "
     Refused: an item that is not NAME=UPSTREAM, a name given twice, fewer than two streams, a value that is
     neither an upstream config nor a feature dir, and a name that is not the modality of its upstream (its
     config's ``modality``) or of its feature dir (``meta.json``)."""
-    from etser.features.upstream import UpstreamError, load_config, modality
+    from etser.upstream import UpstreamError, load_config, modality
 
     out, seen = [], set()
     for item in spec.split():
@@ -195,7 +214,7 @@ def parse_streams(spec: str, conf_dir: str = "conf/upstream", train_set: str = "
 def resolve_streams(spec: str, train_set: str = "train", conf_dir: str = "conf/upstream",
                     dump_root: str = "dump") -> list[tuple[str, str]]:
     """``parse_streams``, each stream then resolved to its dump dir and checked to hold stage-2 features."""
-    from etser.features.upstream import config_tag
+    from etser.upstream import config_tag
 
     out = []
     for name, value, is_upstream in parse_streams(spec, conf_dir, train_set):
@@ -218,17 +237,15 @@ def resolve_streams(spec: str, train_set: str = "train", conf_dir: str = "conf/u
 
 def plan_fusion(streams: Sequence[tuple[str, str]], algos: Sequence[str], seeds: Sequence[int],
                 tasks: Sequence[str] | None = None, tasks_conf: Path | None = None, exp_root: str = "exp",
-                data_dir: str | Path | None = None) -> list[FusionRun]:
-    from etser.models.fusion import FUSION_MODELS
-
+                data_dir: str | Path | None = None, conf_root: Path = Path(".")) -> list[FusionRun]:
     taskset = load_tasks(tasks_conf)
     tasks = list(tasks) if tasks else release_default_tasks(taskset, "fusion", data_dir)[0]
     unknown = [t for t in tasks if t not in taskset.tasks]
     if unknown:
         raise PlanError(f"unknown task(s) {' '.join(unknown)} (in {taskset.path}); known tasks: {' '.join(taskset.names)}")
-    unknown = [a for a in algos if a not in FUSION_MODELS]
-    if unknown:
-        raise PlanError(f"unknown fusion algorithm(s) {' '.join(unknown)}; known: {' '.join(FUSION_MODELS)}")
+    errors = check_fusion_algos(algos, conf_root)
+    if errors:
+        raise PlanError("; ".join(errors))
     if len(set(algos)) != len(algos) or len(set(seeds)) != len(seeds) or len(set(tasks)) != len(tasks):
         raise PlanError("an algorithm, task or seed is given twice")
     tag = "fusion_" + "+".join(Path(d).name for _, d in streams)
@@ -238,13 +255,14 @@ def plan_fusion(streams: Sequence[tuple[str, str]], algos: Sequence[str], seeds:
 
 def fusion_train_lines(runs: Sequence[FusionRun], data_dir: str, ngpu: int, num_threads: int, overwrite: bool,
                        tasks_conf: str | None, allow_missing: bool = False, trials: int = 0,
-                       search_seed: int = 0) -> list[str]:
+                       search_seed: int = 0, on_change: str = "redo") -> list[str]:
     lines = []
     for r in runs:
         args = ["--config", "conf/train/fusion.yaml", "--conf", f"head_conf.algo={r.algo}", "--task", r.task,
                 "--seed", str(r.seed), "--data_dir", data_dir,
                 "--fusion_streams", " ".join(f"{n}={d}" for n, d in r.streams), "--exp_dir", r.exp_dir,
-                "--ngpu", str(ngpu), "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower()]
+                "--ngpu", str(ngpu), "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower(),
+                "--on_change", on_change]
         if allow_missing:
             args += ["--conf", "allow_missing=true"]
         if trials:
@@ -253,6 +271,36 @@ def fusion_train_lines(runs: Sequence[FusionRun], data_dir: str, ngpu: int, num_
             args += ["--tasks_conf", tasks_conf]
         lines.append(shlex.join(args))
     return lines
+
+
+def fusion_score_lines(runs: Sequence[FusionRun], sets: Sequence[str], data_dir: str, ngpu: int,
+                       on_change: str = "redo") -> list[str]:
+    return [shlex.join(["--sets", " ".join(sets), "--data_dir", data_dir, "--ngpu", str(ngpu),
+                        "--on_change", on_change, r.exp_dir]) for r in runs]
+
+
+def known_fusion(conf_root: Path = Path(".")) -> list[str]:
+    """The fusion algorithms: one ``conf/fusion/<name>.yaml`` each (its model registers under that name)."""
+    return sorted(p.stem for p in (conf_root / "conf" / "fusion").glob("*.yaml"))
+
+
+def check_fusion_algos(algos: Sequence[str], conf_root: Path = Path(".")) -> list[str]:
+    """Errors for algorithms without a ``conf/fusion/<name>.yaml`` or without a registered model."""
+    from etser.models.fusion import FUSION_MODELS
+
+    known = known_fusion(conf_root)
+    errors = []
+    unknown = [a for a in algos if a not in known]
+    if unknown:
+        errors.append(f"--fusion: unknown {' '.join(unknown)}; known: {' '.join(known) or '(none)'} "
+                      "(one conf/fusion/<name>.yaml each)")
+    unregistered = [a for a in algos if a in known and a not in FUSION_MODELS]
+    if unregistered:
+        errors.append(f"--fusion: {' '.join(unregistered)} has a conf/fusion YAML but no registered model "
+                      f"(registered: {' '.join(sorted(FUSION_MODELS))})")
+    return errors
+
+
 def _duplicates(items: Sequence[str]) -> list[str]:
     seen, dup = set(), []
     for x in items:
@@ -300,7 +348,7 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
                 load_train_config(conf_root / BACKENDS[backend] / f"{h}.yaml")
             except (ValueError, OSError) as e:
                 errors.append(f"--heads {h}: {e}")
-    from etser.features.upstream import UpstreamError, find_config, load_config as load_upstream_config, modality
+    from etser.upstream import UpstreamError, find_config, load_config as load_upstream_config, modality
 
     for up in upstreams:
         try:
@@ -308,15 +356,11 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
         except (UpstreamError, ValueError, OSError) as e:
             errors.append(f"--upstreams {up}: {e}")
     if fusion:
-        from etser.models.fusion import FUSION_MODELS
-
         for what, items in (("--fusion", fusion), ("--fusion_tasks", fusion_tasks)):
             dup = _duplicates(items)
             if dup:
                 errors.append(f"{what} names {' '.join(dup)} more than once")
-        unknown = [a for a in fusion if a not in FUSION_MODELS]
-        if unknown:
-            errors.append(f"--fusion: unknown {' '.join(unknown)}; known: {' '.join(FUSION_MODELS)}")
+        errors += check_fusion_algos(fusion, conf_root)
         unknown = [t for t in fusion_tasks if t not in taskset.tasks]
         if unknown:
             errors.append(f"--fusion_tasks: unknown {' '.join(unknown)} (in {taskset.path}); known: "
@@ -409,8 +453,8 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
     caption).  Inputs are checked only when stage 2 runs (``extract``: later stages read the dumps, not the
     inputs); labels only when a training stage runs (``train``: stage 2 alone needs none)."""
     from etser.caption import KINDS
-    from etser.features.extract import input_file
-    from etser.features.upstream import find_config, load_config, modality
+    from etser.extract_modal import input_file
+    from etser.upstream import find_config, load_config, modality
 
     conf_dir = conf_root / "conf" / "upstream"
     tables = release_tables(data_dir, train_set)
@@ -524,26 +568,24 @@ def check_train_sets(sets: Sequence[str], train_set: str = "train", valid_set: s
 
 
 def train_lines(runs: Sequence[Run], backend: str, data_dir: str, ngpu: int, num_threads: int, overwrite: bool,
-                tasks_conf: str | None) -> list[str]:
+                tasks_conf: str | None, on_change: str = "redo") -> list[str]:
     lines = []
     for r in runs:
-        if backend == "ours":
-            args = ["--config", f"conf/train/{r.head}.yaml", "--task", r.task, "--seed", str(r.seed),
-                    "--data_dir", data_dir, "--feats_dir", r.feats_dir, "--exp_dir", r.exp_dir, "--ngpu", str(ngpu),
-                    "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower()]
-            if tasks_conf:
-                args += ["--tasks_conf", tasks_conf]
-        else:
-            args = ["train", "--config", f"conf/espnet/{r.head}.yaml", "--task", r.task, "--seed", str(r.seed),
-                    "--data_dir", data_dir, "--feats_dir", r.feats_dir, "--exp_dir", r.exp_dir, "--ngpu", str(ngpu),
-                    "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower()]
-        lines.append(shlex.join(args))
+        args = ["--config", f"{BACKENDS[backend]}/{r.head}.yaml", "--task", r.task, "--seed", str(r.seed),
+                "--data_dir", data_dir, "--feats_dir", r.feats_dir, "--exp_dir", r.exp_dir, "--ngpu", str(ngpu),
+                "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower()]
+        if tasks_conf:
+            args += ["--tasks_conf", str(tasks_conf)]
+        # ESPnet's runs have no provenance check (ESPnet resumes from its own checkpoint): no --on_change
+        lines.append(shlex.join(["train", *args] if backend == "espnet" else [*args, "--on_change", on_change]))
     return lines
 
 
-def score_lines(runs: Sequence[Run], backend: str, sets: Sequence[str], data_dir: str, ngpu: int) -> list[str]:
+def score_lines(runs: Sequence[Run], backend: str, sets: Sequence[str], data_dir: str, ngpu: int,
+                on_change: str = "redo") -> list[str]:
     if backend == "ours":
-        return [shlex.join(["--sets", " ".join(sets), "--ngpu", str(ngpu), r.exp_dir]) for r in runs]
+        return [shlex.join(["--sets", " ".join(sets), "--ngpu", str(ngpu), "--on_change", on_change, r.exp_dir])
+                for r in runs]
     return [shlex.join(["score", "--exp_dir", r.exp_dir, "--sets", " ".join(sets), "--data_dir", data_dir,
                         "--ngpu", str(ngpu)]) for r in runs]
 
@@ -566,57 +608,178 @@ def remove_scores(exp_dirs: Sequence[str], sets: Sequence[str]) -> None:
             shutil.rmtree(Path(exp_dir) / f"decode_{s}", ignore_errors=True)
 
 
-def run_line(job_list: Path, job: int, module: str) -> int:
-    """Run line ``job`` (1-based) of ``job_list`` as ``python -m <module> <line>``; its exit code."""
-    lines = job_list_lines(job_list, 1, 1)
-    if not 1 <= job <= len(lines):
-        raise PlanError(f"--job {job}: {job_list} has {len(lines)} line(s)")
-    cmd = [sys.executable, "-m", module, *lines[job - 1]]
-    print("run: " + shlex.join(cmd), file=sys.stderr, flush=True)
-    return subprocess.call(cmd)
+def caption_exp_dir(exp_root: str, tag: str, system: str, kind: str, seed: int | None = None) -> str:
+    base = f"{exp_root}/caption/{tag}/{system}/{kind}"
+    return base if seed is None else f"{base}/seed{seed}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m etser.plan", description=__doc__.split("\n\n")[0])
+def check_caption_inputs(feats_dir: Path, data_dir: Path, kinds: Sequence[str], upstream: str = "",
+                         sets: Sequence[str] = ("train", "val")) -> None:
+    """What a caption job would fail on: the kinds, frames of the train and valid sets, the caption files."""
+    from etser.caption import KINDS
+
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise PlanError(f"caption kinds {' '.join(unknown) or '(none)'}: use some of {' '.join(KINDS)}")
+    for s in sets:
+        meta = read_meta(feats_dir / s)
+        if not meta.get("frame_layers") or not (feats_dir / s / "frames.scp").is_file():
+            conf = f"conf/upstream/{upstream}.yaml" if upstream else "the upstream config"
+            raise PlanError(f"{feats_dir / s} has no frame-level features (frames.scp), which captioning needs: "
+                            f"set frames: {{layers: all}} in {conf} and rerun stage 2")
+    for k in kinds:
+        path = data_dir / sets[0] / f"utt2caption_{k}"
+        if not path.is_file():
+            raise PlanError(f"{path} not found: the release has no {k} captions (stage 1 writes utt2caption_<kind> "
+                            "from the Audio JSON sourceAttr); choose --caption_kinds among those found")
+
+
+def caption_train_lines(feats_dir: str, decoders: Sequence[str], kinds: Sequence[str], seeds: Sequence[int],
+                        conf_dir: str, data_dir: str, exp_root: str, ngpu: int, num_threads: int, overwrite: bool,
+                        on_change: str = "redo") -> list[str]:
+    tag = Path(feats_dir).name
+    return [shlex.join(["--config", f"{conf_dir}/{dec}.yaml", "--kind", kind, "--seed", str(seed), "--data_dir",
+                        data_dir, "--feats_dir", feats_dir, "--exp_dir", caption_exp_dir(exp_root, tag, dec, kind, seed),
+                        "--ngpu", str(ngpu), "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower(),
+                        "--on_change", on_change])
+            for kind in kinds for dec in decoders for seed in seeds]
+
+
+def caption_score_lines(feats_dir: str, decoders: Sequence[str], kinds: Sequence[str], seeds: Sequence[int],
+                        baselines: bool, sets: Sequence[str], data_dir: str, exp_root: str, ngpu: int,
+                        metrics_config: str) -> list[str]:
+    tag = Path(feats_dir).name
+    common = ["--sets", " ".join(sets), "--data_dir", data_dir, "--feats_dir", feats_dir,
+              "--metrics_config", metrics_config]
+    lines = []
+    for kind in kinds:
+        for dec in decoders:
+            for seed in seeds:
+                lines.append(shlex.join(["--exp_dir", caption_exp_dir(exp_root, tag, dec, kind, seed), *common,
+                                         "--ngpu", str(ngpu)]))
+        if baselines:
+            for b in CAPTION_BASELINES:
+                lines.append(shlex.join(["--baseline", b, "--kind", kind, "--exp_dir",
+                                         caption_exp_dir(exp_root, tag, f"baseline_{b}", kind), *common]))
+    return lines
+
+
+def _plan_classifiers(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
+    if a.cmd == "train":
+        check_train_sets(sets)
+    runs = plan_runs(a.feats_dirs.split(), a.heads.split(), [int(s) for s in a.seeds.split()],
+                     a.tasks.split() or None, a.backend, a.tasks_conf, a.exp_root, data_dir=a.data_dir)
+    if a.cmd == "train":
+        lines = train_lines(runs, a.backend, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf,
+                            a.on_change)
+    else:
+        if a.check_trained:
+            check_trained([r.exp_dir for r in runs])
+        lines = score_lines(runs, a.backend, score_sets(sets), a.data_dir, a.ngpu, a.on_change)
+        if a.overwrite:
+            remove_scores([r.exp_dir for r in runs], score_sets(sets))
+    by_tag: dict[str, set] = {}
+    for r in runs:
+        by_tag.setdefault(f"{r.tag} ({r.modality})", set()).add(r.task)
+    family = "classifier" if a.backend == "ours" else "espnet"
+    return family, lines, "; ".join(f"{k}: {' '.join(sorted(v))}" for k, v in by_tag.items())
+
+
+def _plan_fusion(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
+    if a.cmd == "fusion_train":
+        check_train_sets(sets)
+    streams = resolve_streams(a.fusion_streams, conf_dir=a.upstream_conf_dir, dump_root=a.dump_root)
+    runs = plan_fusion(streams, a.algos.split(), [int(s) for s in a.seeds.split()], a.tasks.split() or None,
+                       a.tasks_conf, a.exp_root, data_dir=a.data_dir)
+    if a.cmd == "fusion_train":
+        lines = fusion_train_lines(runs, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf,
+                                   a.allow_missing, a.trials, a.search_seed, a.on_change)
+    else:
+        if a.check_trained:
+            check_trained([r.exp_dir for r in runs])
+        lines = fusion_score_lines(runs, score_sets(sets), a.data_dir, a.ngpu, a.on_change)
+        if a.overwrite:
+            remove_scores([r.exp_dir for r in runs], score_sets(sets))
+    return "fusion", lines, (f"{runs[0].tag if runs else ''} x {' '.join(a.algos.split())} x "
+                             f"{' '.join(sorted({r.task for r in runs}))}")
+
+
+def _plan_caption(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
+    from etser.caption.metrics import load_metrics_config
+
+    decoders, kinds = a.decoders.split(), a.kinds.split()
+    seeds = [int(s) for s in a.seeds.split()]
+    if not seeds:
+        raise PlanError("no caption seed given")
+    check_train_sets(sets)
+    check_decoders(decoders, Path(a.conf_dir))
+    check_caption_inputs(Path(a.feats_dir), Path(a.data_dir), kinds, a.upstream)
+    if a.cmd == "caption_train":
+        lines = caption_train_lines(a.feats_dir, decoders, kinds, seeds, a.conf_dir, a.data_dir, a.exp_root, a.ngpu,
+                                    a.num_threads, a.overwrite, a.on_change)
+    else:
+        load_metrics_config(Path(a.metrics_config))
+        if a.check_trained:
+            tag = Path(a.feats_dir).name
+            check_trained([caption_exp_dir(a.exp_root, tag, d, k, s) for k in kinds for d in decoders for s in seeds])
+        lines = caption_score_lines(a.feats_dir, decoders, kinds, seeds, a.baselines, score_sets(sets), a.data_dir,
+                                    a.exp_root, a.ngpu, a.metrics_config)
+    return "caption", lines, (f"kinds {' '.join(kinds)}; decoders {' '.join(decoders)}; seeds "
+                              f"{' '.join(map(str, seeds))}" + ("; baselines " + " ".join(CAPTION_BASELINES)
+                                                                if a.cmd == "caption_score" and a.baselines else ""))
+
+
+def _common_job_options(p: argparse.ArgumentParser, seeds: str | None = None) -> None:
+    """The options every job-file command takes (what each line carries besides its run)."""
+    p.add_argument("--seeds", required=seeds is None, default=seeds, help="space-separated seeds")
+    p.add_argument("--sets", default="train val test")
+    p.add_argument("--data_dir", default="data")
+    p.add_argument("--exp_root", default="exp")
+    p.add_argument("--ngpu", type=int, default=0)
+    p.add_argument("--num_threads", type=int, default=1)
+    p.add_argument("--overwrite", type=str2bool, default=False)
+    p.add_argument("--on_change", choices=("redo", "refuse"), default="redo",
+                   help="an output whose inputs changed: redo it or stop naming what changed (in every line)")
+    p.add_argument("--check_trained", type=str2bool, default=False,
+                   help="stage 4: refuse when a planned training is not finished (run.sh: stage 4 after stage 3)")
+    p.add_argument("--out", type=Path, required=True, help="the job file to write")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from etser.caption import KINDS
+
+    ap = argparse.ArgumentParser(prog="python -m etser.launch.plan", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("train", "score"):
         p = sub.add_parser(name, help=f"write the stage-{3 if name == 'train' else 4} job file")
         p.add_argument("--feats_dirs", required=True, help="space-separated dump/<tag> dirs (one per upstream)")
         p.add_argument("--heads", required=True, help="space-separated head names")
-        p.add_argument("--seeds", required=True, help="space-separated seeds")
         p.add_argument("--tasks", default="", help="space-separated tasks (default: each upstream's modality's list)")
-        p.add_argument("--sets", default="train val test")
         p.add_argument("--backend", default="ours", choices=sorted(BACKENDS))
         p.add_argument("--tasks_conf", default=None, help="tasks YAML (default: conf/tasks.yaml of the repo)")
-        p.add_argument("--data_dir", default="data")
-        p.add_argument("--exp_root", default="exp")
-        p.add_argument("--ngpu", type=int, default=0)
-        p.add_argument("--num_threads", type=int, default=1)
-        p.add_argument("--overwrite", type=str2bool, default=False)
-        p.add_argument("--check_trained", type=str2bool, default=False,
-                       help="score: refuse when a planned training is not finished (run.sh: stage 4 after stage 3)")
-        p.add_argument("--out", type=Path, required=True, help="the job file to write")
+        _common_job_options(p)
     for name in ("fusion_train", "fusion_score"):
         p = sub.add_parser(name, help=f"write the stage-{3 if name == 'fusion_train' else 4} fusion job file")
         p.add_argument("--fusion_streams", required=True, help="NAME=UPSTREAM ... (or NAME=dump dir)")
         p.add_argument("--algos", required=True, help="space-separated fusion algorithms")
-        p.add_argument("--seeds", required=True)
         p.add_argument("--tasks", default="", help="default: the 'fusion' list of the tasks YAML")
-        p.add_argument("--sets", default="train val test")
         p.add_argument("--tasks_conf", default=None)
         p.add_argument("--upstream_conf_dir", default="conf/upstream")
         p.add_argument("--dump_root", default="dump", help="where stage 2 put the features (run.sh --dumpdir)")
-        p.add_argument("--data_dir", default="data")
-        p.add_argument("--exp_root", default="exp")
-        p.add_argument("--ngpu", type=int, default=0)
-        p.add_argument("--num_threads", type=int, default=1)
-        p.add_argument("--overwrite", type=str2bool, default=False)
         p.add_argument("--allow_missing", type=str2bool, default=False)
         p.add_argument("--trials", type=int, default=0, help="random-search draws per run (0: conf defaults)")
         p.add_argument("--search_seed", type=int, default=0)
-        p.add_argument("--check_trained", type=str2bool, default=False,
-                       help="fusion_score: refuse when a planned training is not finished")
-        p.add_argument("--out", type=Path, required=True)
+        _common_job_options(p)
+    for name in ("caption_train", "caption_score"):
+        p = sub.add_parser(name, help=f"write the stage-{3 if name == 'caption_train' else 4} captioning job file")
+        p.add_argument("--feats_dir", required=True, help="dump/<tag> of the caption upstream")
+        p.add_argument("--upstream", default="", help="its name (for messages)")
+        p.add_argument("--decoders", required=True, help="space-separated: names of <conf_dir>/<decoder>.yaml")
+        p.add_argument("--kinds", default=" ".join(KINDS), help="space-separated caption kinds")
+        p.add_argument("--baselines", type=str2bool, default=True)
+        p.add_argument("--conf_dir", default="conf/caption")
+        p.add_argument("--metrics_config", default="conf/caption/metrics.yaml")
+        _common_job_options(p, seeds="1")
     p = sub.add_parser("check", help="check run.sh's options before anything runs (exit 1 naming each problem)")
     p.add_argument("--upstreams", default="")
     p.add_argument("--heads", default="")
@@ -652,14 +815,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train", type=str2bool, default=True, help="a training stage runs: check the labels")
     p = sub.add_parser("default_heads", help="the heads of a run that names none, for a backend")
     p.add_argument("--backend", default="ours", choices=sorted(BACKENDS))
-    p = sub.add_parser("run_line", help="run one line of a job file as python -m MODULE LINE")
-    p.add_argument("--job_list", type=Path, required=True)
-    p.add_argument("--job", type=int, required=True)
-    p.add_argument("--module", required=True)
-    a = ap.parse_args(argv)
+    return ap
+
+
+PLANNERS = {"train": _plan_classifiers, "score": _plan_classifiers, "fusion_train": _plan_fusion,
+            "fusion_score": _plan_fusion, "caption_train": _plan_caption, "caption_score": _plan_caption}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     try:
-        if a.cmd == "run_line":
-            return run_line(a.job_list, a.job, a.module)
         if a.cmd == "default_heads":
             print(" ".join(default_heads(a.backend)))
             return 0
@@ -685,58 +850,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             print("".join(f"{k}={shlex.quote(v)}\n" for k, v in fit.values.items()), end="")
             return 0
-        sets = a.sets.split()
-        if a.cmd.startswith("fusion_"):
-            return _write_fusion(a, sets)
-        if a.cmd == "train":
-            check_train_sets(sets)
-        runs = plan_runs(a.feats_dirs.split(), a.heads.split(), [int(s) for s in a.seeds.split()],
-                         a.tasks.split() or None, a.backend, a.tasks_conf, a.exp_root, data_dir=a.data_dir)
-        if a.cmd == "train":
-            lines = train_lines(runs, a.backend, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf)
-        else:
-            if a.check_trained:
-                check_trained([r.exp_dir for r in runs])
-            lines = score_lines(runs, a.backend, score_sets(sets), a.data_dir, a.ngpu)
-            if a.overwrite:
-                remove_scores([r.exp_dir for r in runs], score_sets(sets))
+        family, lines, summary = PLANNERS[a.cmd](a, a.sets.split())
+        stage = 4 if a.cmd.endswith("score") else 3
+        write_job_file(a.out, JOB_MODULES[family][stage - 3], RUNS_PER_JOB[family][stage - 3], lines)
     except (PlanError, ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_name(a.out.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    tmp.replace(a.out)
-    by_tag: dict[str, set] = {}
-    for r in runs:
-        by_tag.setdefault(f"{r.tag} ({r.modality})", set()).add(r.task)
-    print(f"{len(lines)} {'trainings' if a.cmd == 'train' else 'scorings'}: "
-          + "; ".join(f"{k}: {' '.join(sorted(v))}" for k, v in by_tag.items()), file=sys.stderr)
-    return 0
-
-
-def _write_fusion(a, sets: Sequence[str]) -> int:
-    if a.cmd == "fusion_train":
-        check_train_sets(sets)
-    streams = resolve_streams(a.fusion_streams, conf_dir=a.upstream_conf_dir, dump_root=a.dump_root)
-    runs = plan_fusion(streams, a.algos.split(), [int(s) for s in a.seeds.split()], a.tasks.split() or None,
-                       a.tasks_conf, a.exp_root, data_dir=a.data_dir)
-    if a.cmd == "fusion_train":
-        lines = fusion_train_lines(runs, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf,
-                                   a.allow_missing, a.trials, a.search_seed)
-    else:
-        if a.check_trained:
-            check_trained([r.exp_dir for r in runs])
-        lines = [shlex.join(["--sets", " ".join(score_sets(sets)), "--data_dir", a.data_dir, "--ngpu", str(a.ngpu),
-                             r.exp_dir]) for r in runs]
-        if a.overwrite:
-            remove_scores([r.exp_dir for r in runs], score_sets(sets))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_name(a.out.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    tmp.replace(a.out)
-    print(f"{len(lines)} fusion {'trainings' if a.cmd == 'fusion_train' else 'scorings'}: {runs[0].tag if runs else ''}"
-          f" x {' '.join(a.algos.split())} x {' '.join(sorted({r.task for r in runs}))}", file=sys.stderr)
+    what = "trainings" if stage == 3 else "scorings"
+    print(f"{len(lines)} {'' if family in ('classifier', 'espnet') else family + ' '}{what}: {summary}",
+          file=sys.stderr)
     return 0
 
 
