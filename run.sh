@@ -21,9 +21,9 @@ mini_dir=downloads/mini_emotiontalk   # where the mini corpus is generated when 
 strict=false        # true: any excluded utterance in stage 1 is an error
 sets="train val test"
 # conf/upstream/<name>.yaml, one per modality by default: the no-download speech, text and visual baselines.
-# S3PRL fbank without per-utterance CMVN: S3PRL's "fbank" normalises mean and variance of every
-# utterance, so its pooled mean/std are constant and pooled heads learn nothing (docs/training.md).
-upstreams="fbank_no_cmvn text_baseline visual_baseline"
+# Speech: openSMILE's eGeMAPSv02 functionals (docs/upstreams.md; on the mini corpus above fbank_no_cmvn, S3PRL
+# fbank without per-utterance CMVN, whose frames the captioners read).
+upstreams="egemaps text_baseline visual_baseline"
 upstream=           # alias of --upstreams for a single one
 nj=4                # parallel jobs (feature extraction; at most this many training/scoring jobs)
 ngpu=0              # GPUs per extraction/training job (0: CPU)
@@ -37,7 +37,7 @@ results_conf=conf/results.yaml
 seeds="1 2 3"
 # multimodal fusion (stages 3-5): algorithms of conf/fusion over one stream per modality (NAME=UPSTREAM)
 fusion="attention"  # empty: no fusion; all ten: "attention tfn lmf misa mmim mult mfn graph_mfn mfm mctn"
-fusion_streams="speech=fbank_no_cmvn text=text_baseline visual=visual_baseline"
+fusion_streams="speech=egemaps text=text_baseline visual=visual_baseline"
 fusion_tasks=       # empty: the 'fusion' list of the tasks conf (multi_four multi_all sentiment)
 fusion_trials=0     # >0: MERBench's random search, N draws of conf/fusion/<algo>.yaml tune lists, best on val
 fusion_search_seed=0
@@ -234,7 +234,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   for upstream in ${stage2_upstreams}; do
     upstream_conf=conf/upstream/${upstream}.yaml
     # --check_ckpt: a missing checkpoint stops here with what to download, not in each of the nj jobs
-    utag=$(${python} -m etser.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
+    utag=$(${python} -m etser.features.upstream tag "${upstream}" --conf_dir conf/upstream --check_ckpt)
     if [ "${ngpu}" -gt 0 ]; then extract_cmd=${cuda_cmd}; else extract_cmd=${train_cmd}; fi
     for x in ${sets}; do
         dir=${dumpdir}/${utag}/${x}
@@ -242,7 +242,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
             # complete: reused only if made from exactly what data/ holds now (ids, paths, files, config);
             # otherwise the jobs whose inputs changed are redone (their markers say which), or --on_change refuse
             rc=0
-            ${python} -m etser.extract status --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
+            ${python} -m etser.features.extract status --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
                 --on_change "${on_change}" || rc=$?
             if [ "${rc}" -eq 0 ]; then
                 log "Stage 2: ${dir} is complete and up to date, skipped (--overwrite true redoes it)"
@@ -256,9 +256,9 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
         mkdir -p "${dir}/log"
         # shellcheck disable=SC2086,SC2248  # launcher options and ${python} split into words on purpose
         ${extract_cmd} --num_threads "${num_threads}" ${extract_opts} JOB=1:"${nj}" "${dir}/log/extract.JOB.log" \
-            ${python} -m etser.extract job --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
+            ${python} -m etser.features.extract job --config "${upstream_conf}" --data "data/${x}" --dir "${dir}" \
                 --nj "${nj}" --job JOB --ngpu "${ngpu}" --num_threads "${num_threads}"
-        ${python} -m etser.extract merge --config "${upstream_conf}" --name "${upstream}" \
+        ${python} -m etser.features.extract merge --config "${upstream_conf}" --name "${upstream}" \
             --data "data/${x}" --dir "${dir}" --nj "${nj}"
     done
   done
@@ -268,7 +268,7 @@ fi
 feats_dirs() {
     local up utag out=""
     for up in ${upstreams}; do
-        utag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream) || return 1
+        utag=$(${python} -m etser.features.upstream tag "${up}" --conf_dir conf/upstream) || return 1
         out="${out} ${dumpdir}/${utag}"
     done
     echo "${out# }"
@@ -296,7 +296,7 @@ plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT [OPTIONS]: algorith
 }
 plan_caption() {  # plan_caption caption_train|caption_score OUT [OPTIONS]: kind x decoder x seed (+ baselines)
     local seeds=${caption_seeds} utag   # captioning's own seeds, seen by plan()
-    utag=$(${python} -m etser.upstream tag "${caption_upstream}" --conf_dir conf/upstream) || return 1
+    utag=$(${python} -m etser.features.upstream tag "${caption_upstream}" --conf_dir conf/upstream) || return 1
     plan "$1" "$2" --feats_dir "${dumpdir}/${utag}" \
         --upstream "${caption_upstream}" --decoders "${caption_decoders}" --kinds "${caption_kinds}" \
         --baselines "${caption_baselines}" "${@:3}"
@@ -324,7 +324,7 @@ launch() {  # launch STAGE NAME "LAUNCHER OPTS"; logs ${expdir}/log/NAME.JOB.log
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     if [ "${classify}" = true ]; then
         for up in ${upstreams}; do
-            utag=$(${python} -m etser.upstream tag "${up}" --conf_dir conf/upstream)
+            utag=$(${python} -m etser.features.upstream tag "${up}" --conf_dir conf/upstream)
             for x in train val; do
                 if [ ! -f "${dumpdir}/${utag}/${x}/pooled_mean.scp" ]; then
                     log "Stage 3: ${dumpdir}/${utag}/${x} has no features: run stage 2 for --upstream ${up} first"; exit 1

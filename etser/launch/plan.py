@@ -172,7 +172,7 @@ def parse_streams(spec: str, conf_dir: str = "conf/upstream", train_set: str = "
     Refused: an item that is not NAME=UPSTREAM, a name given twice, fewer than two streams, a value that is
     neither an upstream config nor a feature dir, and a name that is not the modality of its upstream (its
     config's ``modality``) or of its feature dir (``meta.json``)."""
-    from etser.upstream import UpstreamError, load_config, modality
+    from etser.features.upstream import UpstreamError, load_config, modality
 
     out, seen = [], set()
     for item in spec.split():
@@ -214,7 +214,7 @@ def parse_streams(spec: str, conf_dir: str = "conf/upstream", train_set: str = "
 def resolve_streams(spec: str, train_set: str = "train", conf_dir: str = "conf/upstream",
                     dump_root: str = "dump") -> list[tuple[str, str]]:
     """``parse_streams``, each stream then resolved to its dump dir and checked to hold stage-2 features."""
-    from etser.upstream import config_tag
+    from etser.features.upstream import config_tag
 
     out = []
     for name, value, is_upstream in parse_streams(spec, conf_dir, train_set):
@@ -348,7 +348,7 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
                 load_train_config(conf_root / BACKENDS[backend] / f"{h}.yaml")
             except (ValueError, OSError) as e:
                 errors.append(f"--heads {h}: {e}")
-    from etser.upstream import UpstreamError, find_config, load_config as load_upstream_config, modality
+    from etser.features.upstream import UpstreamError, find_config, load_config as load_upstream_config, modality
 
     for up in upstreams:
         try:
@@ -453,8 +453,8 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
     caption).  Inputs are checked only when stage 2 runs (``extract``: later stages read the dumps, not the
     inputs); labels only when a training stage runs (``train``: stage 2 alone needs none)."""
     from etser.caption import KINDS
-    from etser.extract_modal import input_file
-    from etser.upstream import find_config, load_config, modality
+    from etser.features.extract import input_file
+    from etser.features.upstream import find_config, load_config, modality
 
     conf_dir = conf_root / "conf" / "upstream"
     tables = release_tables(data_dir, train_set)
