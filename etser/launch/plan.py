@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from etser.cli import str2bool
+from etser.cli import name_value_items, str2bool
 from etser.datadir import RELEASE_RECORD, release_tables
 from etser.featset import MODALITIES, read_meta
 from etser.runtime import write_job_file
@@ -174,14 +174,13 @@ def parse_streams(spec: str, conf_dir: str = "conf/upstream", train_set: str = "
     config's ``modality``) or of its feature dir (``meta.json``)."""
     from etser.features.upstream import UpstreamError, load_config, modality
 
-    out, seen = [], set()
-    for item in spec.split():
-        name, eq, value = item.partition("=")
-        if not eq or not name or not value:
-            raise PlanError(f"--fusion_streams item {item!r}: expected NAME=UPSTREAM (e.g. speech=fbank_no_cmvn)")
-        if name in seen:
-            raise PlanError(f"--fusion_streams names stream {name} twice")
-        seen.add(name)
+    try:
+        items = name_value_items(spec, "--fusion_streams", "NAME=UPSTREAM (e.g. speech=fbank_no_cmvn)")
+    except ValueError as e:
+        raise PlanError(str(e)) from None
+    out = []
+    for name, value in items:
+        item = f"{name}={value}"
         if name not in MODALITIES:
             raise PlanError(f"--fusion_streams {item}: {name} is not a modality; streams are named "
                             f"{', '.join(MODALITIES)}")

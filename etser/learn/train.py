@@ -36,7 +36,7 @@ from etser.learn.checkpoint import read_checkpoint
 from etser.learn import loop
 from etser.learn.loop import config_hash
 from etser import provenance
-from etser.cli import str2bool
+from etser.cli import name_value_items, str2bool
 from etser.featset import (Examples, Stream, check_stream_utts, drop_stage2_excluded, iter_batches,  # noqa: F401
                            load_examples, load_stream, read_meta, training_identity)
 from etser.models.heads import Head, build_head, head_class, input_kind
@@ -359,15 +359,7 @@ def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict
 
 def parse_streams(text: str) -> dict[str, Path]:
     """``"speech=dump/A text=dump/B"`` -> {name: dir}; a name twice or an item without ``=`` is an error."""
-    out = {}
-    for item in text.split():
-        name, eq, value = item.partition("=")
-        if not eq or not name or not value:
-            raise ValueError(f"--fusion_streams item {item!r}: expected NAME=DIR")
-        if name in out:
-            raise ValueError(f"--fusion_streams names stream {name} twice")
-        out[name] = Path(value)
-    return out
+    return {name: Path(value) for name, value in name_value_items(text, "--fusion_streams", "NAME=DIR")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
