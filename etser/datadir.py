@@ -224,16 +224,21 @@ def write_release_record(data_dir: str | os.PathLike, parts: Mapping[str, bool],
     return write_text_atomic(Path(data_dir) / RELEASE_RECORD, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
 
 
-def release_tables(data_dir: str | os.PathLike, set_name: str) -> set[str]:
+def release_tables(data_dir: str | os.PathLike, set_name: str, any_set: bool = False) -> set[str]:
     """The tables stage 1 wrote for one set, as its release record says.
 
-    A data dir made by hand or by an older stage 1 has no record: then the set's files are the record.
+    ``any_set``: when stage 1 prepared other sets only (``--sets test``), those of the first set it recorded
+    (a release has the same modalities in every set).  A data dir made by hand or by an older stage 1 has no
+    record: then the set's files are the record.
     """
     path = Path(data_dir) / RELEASE_RECORD
     if path.is_file():
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            return set(record["tables"][set_name])
+            sets = record["tables"]
+            if any_set and set_name not in sets and sets:
+                set_name = sorted(sets)[0]
+            return set(sets[set_name])
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: not a stage-1 release record ({type(e).__name__}: {e}); rerun stage 1") from None
     set_dir = Path(data_dir) / set_name

@@ -79,6 +79,17 @@ def test_speech_only_release_skips_visual_multi_and_fusion(tmp_path, in_repo):
     assert any(n.startswith("Skipped fusion (attention): none of its tasks") for n in f.notes)
 
 
+def test_stage_2_alone_on_a_data_dir_of_the_test_set_only(tmp_path, in_repo):
+    """Stage 1 and 2 with --sets test (e.g. features for a trained model): no train set was recorded."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_release_record(data, {}, [], {"test": SPEECH_TEXT + CAPTIONS})
+    f = fit(data, train=False)
+    assert f.errors == [] and f.values["upstreams"] == "fbank_no_cmvn text_baseline"
+    with pytest.raises(ValueError, match="not a stage-1 release record"):   # training needs the train set
+        fit(data, train=True)
+
+
 def test_release_without_captions_skips_captioning(tmp_path, in_repo):
     f = fit(record(tmp_path, [t for t in FULL if t not in CAPTIONS]))
     assert f.errors == [] and f.values["caption"] == "false" and f.values["fusion"] == "attention"

@@ -456,7 +456,7 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
     from etser.features.upstream import find_config, load_config, modality
 
     conf_dir = conf_root / "conf" / "upstream"
-    tables = release_tables(data_dir, train_set)
+    tables = release_tables(data_dir, train_set, any_set=not train)   # stage 2 alone may run on --sets test only
     record = f"{data_dir}/{RELEASE_RECORD}" if (Path(data_dir) / RELEASE_RECORD).is_file() else \
         f"{data_dir}/{train_set}"
     taskset = load_tasks(tasks_conf)
