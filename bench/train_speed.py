@@ -78,7 +78,7 @@ def main() -> int:
 
     from etser.features.audio import load_audio
     from etser.features.modalities.speech import pooled_features
-    from etser.models.heads import SuperbHead
+    from etser.models.heads.superb import SuperbHead
     from etser.learn.train import load_config
     from etser.features.upstream import build_upstream
 

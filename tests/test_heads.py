@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from etser.models.heads import AttentiveHead, PaperHead, SuperbHead, build_head, input_kind, masked_mean_std, select_layers
+from etser.models.heads import build_head, input_kind, masked_mean_std, select_layers
+from etser.models.heads.attentive import AttentiveHead
+from etser.models.heads.paper import PaperHead
+from etser.models.heads.superb import SuperbHead
 from tests.helpers_feats import make_corpus
 
 
@@ -136,7 +139,9 @@ def test_build_head_errors():
 
 def test_heads_declare_what_they_read():
     """Input kind and layers come from the head classes (no name-keyed branches elsewhere)."""
-    from etser.models.heads import HEADS
+    from etser import models
+
+    HEADS = models.discover("head")
 
     assert {n: input_kind(n, {"algo": "mult"}) for n in HEADS} == {"superb": "pooled", "paper": "pooled",
                                                                    "attentive": "frames", "fusion": "frames"}

@@ -165,7 +165,7 @@ def test_superb_pooled_equals_frame_level_on_a_stage2_dump(pipeline):
     """The exactness claim on what etser.features.extract really writes (pooled stats and float32 frames of all layers)."""
     import torch
 
-    from etser.models.heads import SuperbHead
+    from etser.models.heads.superb import SuperbHead
 
     _, data_dir, feats_dir = pipeline
     from etser.featset import Stream

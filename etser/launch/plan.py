@@ -91,7 +91,9 @@ def known_heads(backend: str, conf_root: Path = Path(".")) -> list[str]:
         raise PlanError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     names = sorted(p.stem for p in (conf_root / BACKENDS[backend]).glob("*.yaml"))
     if backend == "ours":   # heads over several streams are planned by fusion_train / fusion_score
-        from etser.models.heads import HEADS
+        from etser import models
+
+        HEADS = models.discover("head")
 
         def one_stream(name: str) -> bool:
             head = (read_yaml(conf_root / BACKENDS[backend] / f"{name}.yaml") or {}).get("head")

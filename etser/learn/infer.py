@@ -164,7 +164,7 @@ def stream_config(exp_dir: Path, stream: dict, copy_name: str, train_set: str, n
     """The upstream config that made a stream's training features: the exp dir's copy, else the training
     dump's; refused, naming the file, when absent or when its hash or fitted transform differs from the
     training's record."""
-    from etser.features.upstream import UpstreamError, config_hash, load_config, modality
+    from etser.features.upstream import UpstreamError, config_hash, load_config
 
     where = f"stream {stream['name']} of {exp_dir}"
     candidates = [exp_dir / copy_name]
