@@ -162,12 +162,15 @@ def test_job_list_runs_its_share(corpus, tmp_path):
     data_dir, feats_dir = corpus
     lines = [" ".join(_args(data_dir, feats_dir, tmp_path / f"exp{i}", task=t, conf=["max_epochs=2"]))
              for i, t in enumerate(["speech_four", "multi_four", "speech_all"])]
+    from etser.launch import run
+    from etser.runtime import job_list_lines, write_job_file
+
     job_list = tmp_path / "jobs.txt"
-    job_list.write_text("\n".join(lines) + "\n")
-    assert [len(train.job_list_lines(job_list, j, 2)) for j in (1, 2)] == [2, 1]
-    assert train.main(["--job_list", str(job_list), "--job", "2", "--num_jobs", "2"]) == 0
+    write_job_file(job_list, "etser.learn.train", 1, lines)
+    assert [len(job_list_lines(job_list, j, 2)) for j in (1, 2)] == [2, 1]
+    assert run.main(["--job_list", str(job_list), "--job", "2", "--num_jobs", "2"]) == 0
     assert (tmp_path / "exp1" / "done").exists() and not (tmp_path / "exp0" / "done").exists()
-    assert train.main(["--job_list", str(job_list), "--job", "1", "--num_jobs", "2"]) == 0
+    assert run.main(["--job_list", str(job_list), "--job", "1", "--num_jobs", "2"]) == 0
     assert all((tmp_path / f"exp{i}" / "done").exists() for i in range(3))
     assert read_exp_config(tmp_path / "exp2")["classes"] == list(get_task("speech_all").classes)
 
