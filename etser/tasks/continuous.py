@@ -109,11 +109,13 @@ class ContinuousTask(Task):
     def loss(self, outputs, targets, weight=None, reduction: str = "mean"):
         import torch.nn.functional as F
 
-        return F.mse_loss(outputs[:, 0].float(), targets.float(), reduction=reduction)
+        # the model predicts the offset from the centre: a head starts near 0, which is the centre then, not
+        # a value far below a range such as [1, 5]
+        return F.mse_loss(outputs[:, 0].float(), targets.float() - self.center, reduction=reduction)
 
     def posteriors(self, outputs) -> np.ndarray:
         """The predicted values, (N, 1)."""
-        return outputs[:, :1].float().detach().cpu().numpy().astype(np.float64)
+        return outputs[:, :1].float().detach().cpu().numpy().astype(np.float64) + self.center
 
     def better(self, metric: str, value: float, best: float | None) -> bool:
         if value != value:          # NaN never wins
