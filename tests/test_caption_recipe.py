@@ -78,7 +78,8 @@ def test_stages_1_to_5_write_the_caption_table(recipe):
     assert len(hyp_ref) == m["num_utts"] + 1 and all(len(line.split("\t")) == 3 for line in hyp_ref[1:])
     # captioning only (--tasks caption): no classifier was trained
     assert not list((w / "exp").glob("*/*/*/seed*/done"))
-    assert "4 caption trainings" in recipe["stderr"] and "12 caption scorings in 1 jobs" in recipe["stderr"]
+    assert "Stage 3: 4 runs of exp/caption_train_jobs.txt" in recipe["stderr"]
+    assert "Stage 4: 12 runs of exp/caption_score_jobs.txt in 1 jobs" in recipe["stderr"]   # one METEOR Java
 
 
 def test_kill_during_caption_training_then_resume(tmp_path, recipe):
