@@ -49,7 +49,21 @@ def _dtype(name: str, device: str):
     return getattr(torch, name)
 
 
-class HFImageEncoder:
+class _FrameBatches:
+    """What the pixel encoders share: an item is one utterance's pixels (frames or clips first), and a batch is
+    the items concatenated on the model's device; an image item's size for batching is its frame count."""
+
+    @staticmethod
+    def size(item) -> int:
+        return int(item.shape[0])
+
+    def pixels(self, items: list):
+        import torch
+
+        return torch.cat(items).to(self.device, self.dtype)
+
+
+class HFImageEncoder(_FrameBatches):
     """Per-frame hidden states of a local Hugging Face image model (CLS, token mean or sum per layer; or
     CLIP's projected image embedding)."""
 
@@ -87,14 +101,10 @@ class HFImageEncoder:
     def prepare(self, frames: np.ndarray):
         return self.processor(images=list(frames), return_tensors="pt")["pixel_values"]
 
-    @staticmethod
-    def size(item) -> int:
-        return int(item.shape[0])
-
     def encode(self, items: list) -> list:
         import torch
 
-        pixels = torch.cat(items).to(self.device, self.dtype)
+        pixels = self.pixels(items)
         with torch.inference_mode():
             if self.output == "image_embeds":
                 emb = self.model.get_image_features(pixel_values=pixels)
@@ -111,7 +121,7 @@ class HFImageEncoder:
         return _per_item(x, items)
 
 
-class HFVideoEncoder:
+class HFVideoEncoder(_FrameBatches):
     """Clip-level hidden states of a local Hugging Face video model (VideoMAE): clips are the time axis."""
 
     def __init__(self, cfg: dict, device: str = "cpu"):
@@ -142,14 +152,14 @@ class HFVideoEncoder:
     def encode(self, items: list) -> list:
         import torch
 
-        pixels = torch.cat(items).to(self.device, self.dtype)
+        pixels = self.pixels(items)
         with torch.inference_mode():
             out = self.model(pixel_values=pixels, output_hidden_states=True)
         x = torch.stack([h.float().mean(dim=1) for h in out.hidden_states]).cpu()  # (L, clips, D)
         return _per_item(x, items)
 
 
-class TimmImageEncoder:
+class TimmImageEncoder(_FrameBatches):
     """The pooled output of a timm image model per frame (EVA-02 as the official extractor runs it)."""
 
     def __init__(self, cfg: dict, device: str = "cpu"):
@@ -184,14 +194,10 @@ class TimmImageEncoder:
 
         return torch.stack([self.transform(Image.fromarray(np.ascontiguousarray(f))) for f in frames])
 
-    @staticmethod
-    def size(item) -> int:
-        return int(item.shape[0])
-
     def encode(self, items: list) -> list:
         import torch
 
-        pixels = torch.cat(items).to(self.device, self.dtype)
+        pixels = self.pixels(items)
         with torch.inference_mode():
             x = self.model(pixels).float()[None].cpu()  # (1, N, D)
         return _per_item(x, items)
