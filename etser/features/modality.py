@@ -308,8 +308,14 @@ class EncoderModality(Modality):
             batch.append((utt, item, notes))
         yield from flush()
 
-    def features(self, cfg: dict, encoder, job: Job):
-        from etser.features.dumpio import prefetch, resolve_layers
+    def depth(self, job: Job) -> int:
+        """Items prepared ahead of the encoder."""
+        return job.prefetch_depth if self.prefetch_depth is None else min(job.prefetch_depth, self.prefetch_depth)
+
+    def loaded(self, cfg: dict, encoder, job: Job) -> Iterator:
+        """What ``encoded`` reads: ``(utt, (item, notes) | BadInput)`` in job order, prepared by ``loader`` in a
+        background thread ``depth`` items ahead."""
+        from etser.features.dumpio import prefetch
 
         load = self.loader(cfg, encoder, job)
 
@@ -319,10 +325,14 @@ class EncoderModality(Modality):
             except Exception as e:  # e.g. a tokenizer or image processor failing on this input
                 raise RuntimeError(f"{job.where(utt)}: preparing the input failed: {type(e).__name__}: {e}") from e
 
-        depth = job.prefetch_depth if self.prefetch_depth is None else min(job.prefetch_depth, self.prefetch_depth)
+        return prefetch(job.order, guarded, self.depth(job))
+
+    def features(self, cfg: dict, encoder, job: Job):
+        from etser.features.dumpio import resolve_layers
+
         layers, resolved = None, False
         job.stats["encoder"] = getattr(encoder, "info", {})
-        for utt, x, notes in self.encoded(cfg, encoder, prefetch(job.order, guarded, depth)):
+        for utt, x, notes in self.encoded(cfg, encoder, self.loaded(cfg, encoder, job)):
             if isinstance(x, BadInput):
                 yield utt, x, notes
                 continue

@@ -1,19 +1,21 @@
 """Video input for the visual upstreams: PyAV decoding, frame sampling and face cropping.
 
-``load_faces(path, utt, sampling, face)`` gives the sampled frames of one mp4 as face crops, a
-``(T, size, size, 3)`` uint8 RGB array, and whether a face was found in any frame.  Face crops come from
+``iter_faces(path, utt, sampling, face)`` gives the sampled frames of one mp4 as face crops, ``(size, size,
+3)`` uint8 RGB arrays one at a time in frame order (``load_faces`` stacks them); ``notes`` says whether a
+face was found in any frame.  Face crops come from
 (a) OpenFace-aligned images a user already has (``<openface_dir>/<utt>/*.bmp|png|jpg`` or
 ``<openface_dir>/<utt>.npy``), (b) OpenCV's Haar cascade shipped in ``opencv-python-headless``, or (c) no
 crop (the full frame).  Frames stay in their decoded 4:2:0 planes, turned upright by their rotation
 metadata; the cascade runs a few times a second on a small copy of the luma (the box interpolated between
-detections) and only the crop is converted to RGB.  Memory per video is its crops plus at most one detection
-interval of decoded frames, whatever the video's length or content.  Anything unreadable raises
-``VideoError`` naming the file and the reason.
+detections) and only the crop is converted to RGB.  Memory per video is at most one detection interval of
+decoded frames, whatever the video's length or content: crops are handed on as they are made.  Anything
+unreadable raises ``VideoError`` naming the file and the reason.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -327,111 +329,133 @@ def _between(a, b, f: float):
     return tuple(int(round(p + (q - p) * f)) for p, q in zip(a, b))
 
 
-def openface_frames(openface_dir: str, utt: str) -> tuple[np.ndarray, str]:
-    """OpenFace-aligned faces of one utterance: ``<dir>/<utt>.npy`` (T, H, W, 3) or images in ``<dir>/<utt>/``."""
+def openface_frames(openface_dir: str, utt: str) -> tuple[int, Callable[[int], np.ndarray], str]:
+    """OpenFace-aligned faces of one utterance, ``<dir>/<utt>.npy`` (T, H, W, 3) or images in ``<dir>/<utt>/``:
+    (T, a function giving face i as an RGB array, where they are).  The stack is memory-mapped and an image
+    read when asked for: a long utterance's faces are never all in memory."""
     import cv2
 
     root = Path(openface_dir)
     npy = root / f"{utt}.npy"
     if npy.is_file():
         try:
-            arr = np.load(npy)
+            arr = np.load(npy, mmap_mode="r")
         except (OSError, ValueError) as e:
             raise VideoError(f"{npy}: not a readable .npy stack ({e})") from None
         if arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) == 0:
             raise VideoError(f"{npy}: expected a (T, H, W, 3) face stack, got shape {arr.shape}")
-        return arr.astype(np.uint8), str(npy)
+        return len(arr), lambda i: np.asarray(arr[i]).astype(np.uint8), str(npy)
     folder = root / utt
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     if not images:
         raise VideoError(f"{folder}: no OpenFace face images (.bmp/.png/.jpg) and no {npy.name}")
-    frames = []
-    for p in images:
-        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+
+    def image(i: int) -> np.ndarray:
+        bgr = cv2.imread(str(images[i]), cv2.IMREAD_COLOR)
         if bgr is None:
-            raise VideoError(f"{p}: not a readable image")
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return np.stack(frames), str(folder)
+            raise VideoError(f"{images[i]}: not a readable image")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return len(images), image, str(folder)
 
 
-def load_faces(path: str, utt: str, sampling: dict, face: dict, detector: HaarFaces | None = None,
-               notes: dict | None = None, threads: int = 0) -> tuple[np.ndarray, bool]:
-    """Sampled, cropped frames ``(T, size, size, 3)`` uint8 and whether a face was found in any frame.
+def iter_faces(path: str, utt: str, sampling: dict, face: dict, detector: HaarFaces | None = None,
+               notes: dict | None = None, threads: int = 0, no_face_frames: bool = True) -> Iterator[np.ndarray]:
+    """The sampled frames of one video as crops ``(size, size, 3)`` uint8 RGB, one at a time in frame order.
 
     Haar: the cascade runs on ``face.detect_fps`` sampled frames a second (every sampled frame when 0); the
     box of a frame between two detections is interpolated between them, a frame after the last detection
     or after a miss keeps the last box, frames before the first detection take the first box.  With no
-    face in any frame the full frames are returned and the flag is False (the caller records it).
+    face in any frame the full frames are given (``no_face_frames``; False: none at all).
 
-    Memory: besides the crops, at most the frames since the last detection are held decoded (a second's
-    worth at ``detect_fps: 1``); frames before the first face are held as full-frame crops and decoded
-    again once a face is found.  ``notes`` (a dict) receives ``rotation`` (degrees turned upright, 0 when
-    none).
+    Memory, whatever the video's length or content: the frames since the last detection are held decoded
+    (a second's worth at ``detect_fps: 1``), a crop is handed on as soon as its box is known, and frames
+    before the first face (all of them in a video without one) are not kept: they are decoded again once
+    the face is found (at the end, as full frames, when none is).  ``notes`` (a dict) receives, when the
+    crops are done, ``face`` (whether a face was found), ``frames`` (sampled frames) and ``rotation``
+    (degrees turned upright, 0 when none).
     """
     size, mode, value = int(face["size"]), sampling["mode"], sampling.get("value")
-    if notes is not None:
-        notes["rotation"] = 0
+    notes = {} if notes is None else notes
+    notes.update(face=True, frames=0, rotation=0)
     if face["crop"] == "openface":
-        stack, _ = openface_frames(face["openface_dir"], utt)
+        n, get, _ = openface_frames(face["openface_dir"], utt)
         fps = probe(path)[1] if mode == "fps" else None  # aligned faces are one per video frame
-        idx = select_indices(len(stack), mode, value, fps)
-        return np.stack([crop(stack[i], None, size) for i in idx]), True
-    out: list[np.ndarray] = []
+        for i in select_indices(n, mode, value, fps):
+            notes["frames"] += 1
+            yield crop(get(i), None, size)
+        return
 
-    def note_rotation(pic):
-        if notes is not None and pic.turns:
-            notes["rotation"] = 90 * pic.turns
+    def sampled(upto=None):
+        for k, t, pic in sampled_pictures(path, mode, value, threads):
+            if upto is not None and k >= upto:
+                return
+            if pic.turns:
+                notes["rotation"] = 90 * pic.turns
+            notes["frames"] = max(notes["frames"], k + 1)
+            yield k, t, pic
 
     if face["crop"] == "none":
-        for _, _, pic in sampled_pictures(path, mode, value, threads):
-            note_rotation(pic)
-            out.append(pic.crop(None, size))
-        return np.stack(out), True
+        for _, _, pic in sampled():
+            yield pic.crop(None, size)
+        return
     detector = detector or HaarFaces(face["margin"], face["min_size"], face.get("detect_size", 240))
     every = 1.0 / float(face["detect_fps"]) if face.get("detect_fps") else 0.0
     pending: list = []  # (k, Picture) since the last detection: uncropped, at most one detection interval
     last = None         # (k, box) of the last detection that found a face
-    lead = 0            # frames cropped as full frames before the first face
+    lead = 0            # frames before the first face: dropped, decoded again once it is found
     due = None          # time of the next detection
-    first = None        # the first box found
 
     def settle(upto_box=None, upto_k=None):
-        """Crop the pending frames: interpolated toward a new detection, else the last box (or full frame)."""
-        nonlocal lead
+        """Crops of the pending frames: interpolated toward a new detection, else the last box."""
         for k, pic in pending:
             if last is not None and upto_box is not None:
                 box = _between(last[1], upto_box, (k - last[0]) / (upto_k - last[0]))
             else:
                 box = last[1] if last is not None else upto_box
-            if box is None:
-                lead += 1
-            out[k] = pic.crop(box, size)
+            yield pic.crop(box, size)
         pending.clear()
 
-    for k, t, pic in sampled_pictures(path, mode, value, threads):
-        note_rotation(pic)
-        out.append(None)
+    def again(box):
+        """The lead frames decoded a second time, cropped with ``box`` (None: full frames)."""
+        for _, _, pic in sampled(upto=lead):
+            yield pic.crop(box, size)
+
+    for k, t, pic in sampled():
         if due is not None and t < due - 1e-6:
             pending.append((k, pic))
             continue
         due = t + every if due is None or t >= due + every else due + every
         b = detector.box(pic, near=last[1] if last is not None else None)
         if b is None:
-            settle()
             if last is None:
-                lead += 1
-            out[k] = pic.crop(last[1] if last is not None else None, size)
+                lead += len(pending) + 1
+                pending.clear()
+                continue
+            yield from settle()
+            yield pic.crop(last[1], size)
             continue
-        settle(b, k)
-        out[k] = pic.crop(b, size)
-        first = first or b
+        if last is None and lead:
+            yield from again(b)
+        yield from settle(b, k)
+        yield pic.crop(b, size)
         last = (k, b)
-    settle()
     if last is None:
-        return np.stack(out), False
-    if lead:  # frames before the first face: decoded again, cropped with its box
-        for k, _, pic in sampled_pictures(path, mode, value, threads):
-            if k >= lead:
-                break
-            out[k] = pic.crop(first, size)
-    return np.stack(out), True
+        lead += len(pending)
+        pending.clear()
+        notes["face"] = False
+        if no_face_frames:
+            yield from again(None)
+        return
+    yield from settle()
+
+
+def load_faces(path: str, utt: str, sampling: dict, face: dict, detector: HaarFaces | None = None,
+               notes: dict | None = None, threads: int = 0) -> tuple[np.ndarray, bool]:
+    """``iter_faces`` stacked: the sampled, cropped frames ``(T, size, size, 3)`` uint8 and whether a face was
+    found in any frame (with none, the full frames).  ``notes`` receives ``rotation``.  For tests and
+    tools: stage 2 streams ``iter_faces`` instead (memory bounded whatever the video's length)."""
+    got: dict = {}
+    frames = np.stack(list(iter_faces(path, utt, sampling, face, detector, got, threads)))
+    if notes is not None:
+        notes["rotation"] = got["rotation"]
+    return frames, got["face"]

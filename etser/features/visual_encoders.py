@@ -20,7 +20,10 @@ Built-in encoders (``name:`` in a ``modality: visual`` config), or ``factory:`` 
   L = 1.
 
 An encoder has ``prepare(frames (T, H, W, 3) uint8) -> item`` (run in the prefetch thread), ``size(item)``
-(frames, for batching), ``encode(items) -> [(L, T', D) float32 tensor]`` and ``info``.
+(frames, for batching), ``encode(items) -> [(L, T', D) float32 tensor]`` and ``info``.  Stage 2 streams a
+video through it: ``prepare`` gets consecutive pieces of at most ``batch.max_items`` frames, in order, and
+the outputs are joined along time; ``clip_frames`` (1 when absent) is the number of consecutive frames one
+output step needs (a piece is a whole number of them; only the last piece may end with a partial clip).
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ class HFVideoEncoder(_FrameBatches):
         self.dtype = _dtype(cfg["dtype"], device)
         self.processor = AutoImageProcessor.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path, dtype=self.dtype, **cfg["args"]).to(self.device).eval()
-        self.clip = int(getattr(self.model.config, "num_frames", 16))
+        self.clip = self.clip_frames = int(getattr(self.model.config, "num_frames", 16))
         self.info = {"model_class": type(self.model).__name__, "clip_frames": self.clip}
 
     def prepare(self, frames: np.ndarray):

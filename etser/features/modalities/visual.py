@@ -10,7 +10,11 @@ audio (``utt2dur``) is a bad input.  Videos with no face found that fall back to
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
+
+import numpy as np
 
 from etser.features.modality import BadInput, EncoderModality, UpstreamError, number, register
 
@@ -20,7 +24,7 @@ _FRAMES = {"layers": None, "dtype": "float16"}
 class Visual(EncoderModality):
     name = "visual"
     input_table = "video.scp"
-    prefetch_depth = 2  # a prepared video is its frames' pixel tensors (~0.6 MB per 224 px frame): few ahead
+    prefetch_depth = 2  # a prepared piece is up to batch.max_items frames' pixel tensors (~0.6 MB per 224 px frame)
     model_names = ("hf_image", "hf_video", "timm_image", "face_features")
     defaults = {
         "modality": "visual",
@@ -79,47 +83,53 @@ class Visual(EncoderModality):
 
         return build_visual_encoder(cfg, device)
 
-    def loader(self, cfg, encoder, job):
-        from etser.features.video import HaarFaces, VideoError, duration, load_faces
+    def loaded(self, cfg, encoder, job):
+        """``(Piece, item | BadInput)``: the job's videos in pieces of at most ``batch.max_items`` frames, cut
+        and prepared in a background thread a few pieces ahead (see ``pieces``)."""
+        from etser.features.dumpio import prefetch
 
-        face, tolerance = cfg["face"], cfg.get("max_av_diff")
-        detector = HaarFaces(face["margin"], face["min_size"], face["detect_size"]) if face["crop"] == "haar" else None
-        audio_seconds = _audio_seconds(job.data / "utt2dur")
-        table = job.table
-
-        def load(utt):
-            notes: dict = {}
+        def prepare(piece):
+            if piece.bad is not None:
+                return piece.bad
+            frames, piece.frames = piece.frames, None  # the crops are gone once prepared
             try:
-                if tolerance is not None and utt in audio_seconds:
-                    seconds = duration(table[utt])
-                    if seconds is not None and abs(seconds - audio_seconds[utt]) > float(tolerance):
-                        return BadInput(f"audio/video mismatch: the video lasts {seconds:.2f} s, the audio "
-                                        f"{audio_seconds[utt]:.2f} s (max_av_diff: {float(tolerance):g} s)")
-                frames, found = load_faces(table[utt], utt, cfg["sampling"], face, detector, notes, job.num_threads)
-            except VideoError as e:
-                return BadInput(f"unreadable video: {e}")
-            if not found and face["no_face"] == "exclude":
-                return BadInput(f"no face: no face found in any of {len(frames)} sampled frames (face.no_face: exclude)")
-            return encoder.prepare(frames), {"no_face": 0 if found else len(frames), "rotated": notes.get("rotation", 0)}
-        return load
+                return encoder.prepare(frames)
+            except Exception as e:  # e.g. an image processor failing on this input
+                raise RuntimeError(f"{job.where(piece.utt)}: preparing the input failed: {type(e).__name__}: {e}") from e
 
-    def full(self, cfg, encoder, batch, item):
-        return sum(encoder.size(b[1]) for b in batch) + encoder.size(item) > int(cfg["batch"]["max_items"])
+        return prefetch(pieces(cfg, encoder, job), prepare, self.depth(job))
 
-    def encode(self, cfg, encoder, items):
-        """Pieces of many videos share a forward up to batch.max_items frames; a long video is cut in pieces."""
+    def encoded(self, cfg, encoder, loaded):
+        """Whole videos of at most ``batch.max_items`` frames share a forward; a longer video's pieces are
+        encoded one a forward and joined along time (the forwards stage 2 ran when it held whole videos)."""
         import torch
 
         max_items = int(cfg["batch"]["max_items"])
-        flat = [(i, p) for i, item in enumerate(items) for p in _pieces(encoder, item, max_items)]
-        outs_flat, group = [], []
-        for entry in flat:
-            if group and sum(encoder.size(p) for _, p in group) + encoder.size(entry[1]) > max_items:
-                outs_flat += encoder.encode([p for _, p in group])
-                group = []
-            group.append(entry)
-        outs_flat += encoder.encode([p for _, p in group])
-        return [torch.cat([o for (i, _), o in zip(flat, outs_flat) if i == k], dim=1) for k in range(len(items))]
+        batch: list = []  # (utt, item, notes) of whole videos
+        parts: list = []  # outputs of the pieces so far of the video being encoded
+
+        def flush():
+            if batch:
+                for (utt, _, notes), x in zip(batch, encoder.encode([b[1] for b in batch])):
+                    yield utt, x, notes
+                batch.clear()
+
+        for piece, got in loaded:
+            if isinstance(got, BadInput):
+                yield from flush()
+                parts.clear()  # a video that failed after some of its pieces: they are dropped with it
+                yield piece.utt, got, {}
+            elif piece.first and piece.last:
+                if batch and sum(encoder.size(b[1]) for b in batch) + encoder.size(got) > max_items:
+                    yield from flush()
+                batch.append((piece.utt, got, piece.notes))
+            else:
+                yield from flush()
+                parts += encoder.encode([got])
+                if piece.last:
+                    yield piece.utt, torch.cat(parts, dim=1), piece.notes
+                    parts.clear()
+        yield from flush()
 
     def axis(self, cfg):
         return "clips" if cfg.get("name") == "hf_video" else "frames"
@@ -131,13 +141,63 @@ class Visual(EncoderModality):
         return [f"{len(lists['no_face'])} without a face (full frame)"]
 
 
-def _pieces(encoder, item, max_items: int) -> list:
-    """A long video split along its first axis so that no forward sees more than max_items frames."""
-    n = encoder.size(item)
-    if n <= max_items or not hasattr(item, "shape") or item.shape[0] < 2:
-        return [item]
-    step = max(1, max_items * item.shape[0] // n)
-    return [item[i:i + step] for i in range(0, item.shape[0], step)]
+@dataclass
+class Piece:
+    """Consecutive crops of one video (``frames``, (n, size, size, 3) uint8), whether they are its first and
+    last, and the video's notes (with the last piece); or the video's ``bad`` input."""
+
+    utt: str
+    frames: np.ndarray | None = None
+    first: bool = True
+    last: bool = True
+    notes: dict = field(default_factory=dict)
+    bad: BadInput | None = None
+
+
+def pieces(cfg: dict, encoder, job) -> Iterator[Piece]:
+    """The job's videos as pieces in order: crops streamed from the decoder and cut every ``batch.max_items``
+    frames (a whole number of the encoder's ``clip_frames``, its frames per output step, 1 by default), so
+    that no more than a piece of crops is held whatever the video's length.  A piece is handed on once the
+    next crop shows it is not the last; a video that turns out bad is a ``Piece`` with ``bad`` (after any of
+    its pieces already handed on)."""
+    from etser.features.video import HaarFaces, VideoError, duration, iter_faces
+
+    face, tolerance = cfg["face"], cfg.get("max_av_diff")
+    detector = HaarFaces(face["margin"], face["min_size"], face["detect_size"]) if face["crop"] == "haar" else None
+    unit = max(1, int(getattr(encoder, "clip_frames", 1)))
+    step = max(1, int(cfg["batch"]["max_items"]) // unit) * unit
+    exclude = face["no_face"] == "exclude"
+    audio_seconds = _audio_seconds(job.data / "utt2dur")
+    for utt in job.order:
+        path = job.table[utt]
+        try:
+            if tolerance is not None and utt in audio_seconds:
+                seconds = duration(path)
+                if seconds is not None and abs(seconds - audio_seconds[utt]) > float(tolerance):
+                    yield Piece(utt, bad=BadInput(f"audio/video mismatch: the video lasts {seconds:.2f} s, the "
+                                                  f"audio {audio_seconds[utt]:.2f} s (max_av_diff: {float(tolerance):g} s)"))
+                    continue
+            notes: dict = {}
+            crops: list = []
+            held, first = None, True
+            for c in iter_faces(path, utt, cfg["sampling"], face, detector, notes, job.num_threads,
+                                no_face_frames=not exclude):
+                if held is not None:
+                    yield Piece(utt, held, first, False)
+                    held, first = None, False
+                crops.append(c)
+                if len(crops) == step:
+                    held, crops = np.stack(crops), []
+            if not notes["face"] and exclude:
+                yield Piece(utt, bad=BadInput(f"no face: no face found in any of {notes['frames']} sampled frames "
+                                              "(face.no_face: exclude)"))
+                continue
+            yield Piece(utt, held if held is not None else np.stack(crops), first, True,
+                        {"no_face": 0 if notes["face"] else notes["frames"], "rotated": notes["rotation"]})
+        except VideoError as e:
+            yield Piece(utt, bad=BadInput(f"unreadable video: {e}"))
+        except Exception as e:
+            raise RuntimeError(f"{job.where(utt)}: preparing the input failed: {type(e).__name__}: {e}") from e
 
 
 def _audio_seconds(path: Path) -> dict[str, float]:
