@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from etser.features.video import HaarFaces, crop, VideoError, load_faces, probe, sampled_frames, select_indices
-from helpers_video import audio_only_mp4, blank_video, face_frame, face_video, talking_head_video, write_mp4
+from helpers_video import (audio_only_mp4, blank_video, face_frame, face_video, talking_head_video, tiny_image_model,
+                           write_mp4)
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -232,3 +233,103 @@ def test_stage2_excludes_an_audio_video_mismatch_and_lists_rotated_videos(tmp_pa
         run_job({**cfg, "on_bad_input": "fail"}, data, tmp_path / "dump_fail")
     run_job({**cfg, "max_av_diff": None}, data, tmp_path / "dump_unchecked")
     assert not read_table(tmp_path / "dump_unchecked" / "split1" / "excluded.1")
+
+
+class Held:
+    """Counts the objects of some kinds alive at once (crops, decoded frames, prepared pieces' frames): each is
+    counted from its creation until it is freed, and the peak of each kind is kept."""
+
+    def __init__(self):
+        import threading
+
+        self.now, self.peak, self.lock = {}, {}, threading.Lock()
+
+    def track(self, kind: str, obj, count: int = 1):
+        import weakref
+
+        with self.lock:
+            self.now[kind] = self.now.get(kind, 0) + count
+            self.peak[kind] = max(self.peak.get(kind, 0), self.now[kind])
+        weakref.finalize(obj, self._free, kind, count)
+        return obj
+
+    def _free(self, kind, count):
+        with self.lock:
+            self.now[kind] -= count
+
+
+def _held_by_a_visual_job(monkeypatch, tmp_path, video, utt: str, ckpt) -> tuple[dict, int]:
+    """Peak crops, decoded frames and prepared frames held at once by stage 2 on one video (a tiny CLIP
+    vision model, pieces of 8 frames); and the frames dumped."""
+    from etser.datadir import read_table
+    from etser.features import video as vid
+    from etser.features.extract import run_job
+    from etser.features.upstream import load_config
+    from etser.features.visual_encoders import build_visual_encoder
+
+    held = Held()
+    cfg = load_config({"modality": "visual", "name": "hf_image", "ckpt": str(ckpt), "batch": {"max_items": 8},
+                       "face": {"size": 32}})
+    encoder = build_visual_encoder(cfg)
+    prepare = encoder.prepare
+    encoder.prepare = lambda frames: held.track("prepared", prepare(frames), len(frames))
+    data = tmp_path / f"data_{utt}"
+    data.mkdir()
+    (data / "video.scp").write_text(f"{utt} {video}\n")
+    crop_, init_ = vid.Picture.crop, vid.Picture.__init__
+    with monkeypatch.context() as m:
+        m.setattr(vid.Picture, "crop", lambda self, box, size: held.track("crops", crop_(self, box, size)))
+        m.setattr(vid.Picture, "__init__", lambda self, *a: (init_(self, *a), held.track("decoded", self))[0])
+        run_job(cfg, data, tmp_path / f"dump_{utt}", upstream=encoder)
+    frames = int(read_table(tmp_path / f"dump_{utt}" / "split1" / "utt2num_frames.1")[utt])
+    return held.peak, frames
+
+
+@pytest.mark.parametrize("face", [True, False], ids=["face", "no_face"])
+def test_a_visual_job_holds_no_more_of_a_long_video_than_of_a_short_one(tmp_path, monkeypatch, face):
+    """10 minutes against 10 seconds (160 x 120, 2 frames a second): the crops, decoded frames and prepared
+    pixels a stage-2 job holds at once do not grow with the video (it held the whole video's crops and
+    pixels)."""
+    ckpt = tiny_image_model("clip", tmp_path / "clip")
+    peak, frames = {}, {}
+    for seconds in (10, 600):
+        p = talking_head_video(tmp_path / f"{seconds}.mp4", 160, 120, seconds=seconds, fps=2, bit_rate=200_000,
+                               face=face)
+        peak[seconds], frames[seconds] = _held_by_a_visual_job(monkeypatch, tmp_path, p, f"s{seconds}", ckpt)
+    assert frames == {10: 20, 600: 1200}
+    for kind in ("crops", "decoded"):
+        assert peak[600][kind] <= peak[10][kind], (kind, peak)
+    # prepared pieces of 8 frames (measured 16 to 32, by timing): at most the one just encoded and the one
+    # handed on in its place, the prefetch queue's two and the one the prefetch thread has just prepared
+    assert peak[600]["prepared"] <= 5 * 8, peak
+
+
+@pytest.mark.parametrize("kind", ["baseline", "clip", "videomae"])
+def test_a_video_in_pieces_gives_the_features_of_the_whole_video(tmp_path, kind):
+    """41 frames in pieces of at most 10 (VideoMAE: 2 clips of 4 frames, the last clip completed once, at the
+    end) give the features of the 41 crops encoded at once."""
+    import kaldiio
+    import yaml
+
+    from etser.datadir import read_table
+    from etser.features.extract import run_job
+    from etser.features.upstream import load_config
+    from etser.features.visual_encoders import build_visual_encoder
+
+    if kind == "baseline":
+        user = yaml.safe_load((ROOT / "conf/upstream/visual_baseline.yaml").read_text())
+    else:
+        user = {"modality": "visual", "name": "hf_video" if kind == "videomae" else "hf_image",
+                "ckpt": str(tiny_image_model(kind, tmp_path / kind)), "face": {"size": 48}}
+    cfg = load_config({**user, "batch": {"max_items": 10}, "frames": {"layers": "all", "dtype": "float32"}})
+    p = talking_head_video(tmp_path / "v.mp4", 160, 120, seconds=4.1, fps=10, bit_rate=200_000)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "video.scp").write_text(f"v {p}\n")
+    run_job(cfg, data, tmp_path / "dump")
+    got = kaldiio.load_mat(read_table(tmp_path / "dump" / "split1" / "frames.1.scp")["v"])
+    enc = build_visual_encoder(cfg)
+    crops, found = load_faces(str(p), "v", cfg["sampling"], cfg["face"])
+    (want,) = enc.encode([enc.prepare(crops)])
+    assert found and len(crops) == 41 and got.shape == (11 if kind == "videomae" else 41, want.shape[0] * want.shape[2])
+    np.testing.assert_allclose(got, want.permute(1, 0, 2).reshape(got.shape[0], -1).numpy(), rtol=1e-4, atol=1e-5)
