@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from etser.learn.tune import select_best
 from etser.yamlfile import read_yaml
@@ -78,3 +78,23 @@ def read_selection(row_dir: str | Path) -> dict[str, Any] | None:
     """The selection of a searched row (None: the row was not searched)."""
     path = Path(row_dir) / "search" / SELECTION
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def search_notes(found: Sequence[Mapping[str, Any]]) -> list[str]:
+    """RESULTS.md lines under the tables marking the rows a search made (the exp dirs of ``found`` whose row
+    has a selection): draws, runs, the selection metric and the chosen draw's values."""
+    rows = {}
+    for m in found:
+        row = Path(m["exp_dir"]).parent
+        if row not in rows:
+            rows[row] = read_selection(row)
+    searched = {row: sel for row, sel in rows.items() if sel is not None}
+    if not searched:
+        return []
+    lines = ["Searched rows (MERBench's protocol: random draws of the tune lists, the best on val, then the mean ± "
+             "std of runs of it; test never read):", ""]
+    for row, sel in searched.items():
+        values = ", ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in sel["best_values"].items())
+        lines.append(f"- `{row}`: {sel['draws']} draws, {sel['runs']} runs; draw {sel['best_draw']} chosen on val "
+                     f"{sel['metric']} ({values})")
+    return lines + [""]
