@@ -19,6 +19,11 @@ threads); ``python -m etser.launch.run`` runs them.  Exp dirs: ``exp/<tag>/<head
 ``exp/caption/<tag>/baseline_<name>/<kind>`` (one level deeper than the classifiers', so that neither results
 table reads the other's metrics.json).
 
+Random search (``--search_trials N --search_runs K --search_seed S``; 0 draws: none): a row (upstream x head x
+task, or fusion algorithm x task) whose head has a search space gets N draw lines instead of its seeds
+(``--search_phase draws``), then, once they are done, K runs of the best on val (``--search_phase runs``, a
+second stage-3 job file); stage 4 scores those K runs (:func:`plan_search`, :mod:`etser.learn.search`).
+
 The task list of an upstream is its modality's default list of the tasks YAML (the modality comes from the
 features' ``meta.json``) unless ``--tasks`` is given.  Unknown tasks or heads and duplicates (two runs of
 one exp dir) are refused with the known names.  ``--sets``: stage 3 needs the train and valid sets in it;
