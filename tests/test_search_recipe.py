@@ -1,4 +1,4 @@
-"""The random search through ./run.sh (one upstream, one task, the paper head, a few short epochs): stage 3 trains
+"""The random search through ./run.sh (one upstream, one task, the paper head on a quarter mini corpus): stage 3 trains
 the draws from its first job file and the K runs of the chosen draw from its second, stage 4 scores the runs
 (never the draws) and RESULTS.md marks the searched row."""
 
@@ -6,30 +6,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import yaml
 
-from tests.helpers_faults import ROOT, run_recipe
-
-
-def _workdir(path):
-    path.mkdir(parents=True)
-    for name in ("run.sh", "path.sh", "cmd.sh", "local", "utils"):
-        (path / name).symlink_to(ROOT / name)
-    (path / "conf").mkdir()
-    for p in (ROOT / "conf").iterdir():
-        if p.name != "train":
-            (path / "conf" / p.name).symlink_to(p)
-    shutil.copytree(ROOT / "conf" / "train", path / "conf" / "train")
-    conf = yaml.safe_load((ROOT / "conf" / "train" / "paper.yaml").read_text())
-    conf["max_epochs"] = 5   # the protocol's 100 epochs are not what this test is about
-    (path / "conf" / "train" / "paper.yaml").write_text(yaml.safe_dump(conf))
-    return path
+from tests.helpers_faults import make_workdir, run_recipe
 
 
 def test_search_trials_3_runs_2(tmp_path, small_release):
-    w = _workdir(tmp_path / "work")
+    w = make_workdir(tmp_path / "work")   # the committed conf/train/paper.yaml: 100 epochs, no early stop
     r = run_recipe(w, "--db_root", small_release, "--upstreams", "fbank_no_cmvn", "--heads", "paper",
                    "--tasks", "speech_four", "--fusion", "", "--search_trials", "3", "--search_runs", "2",
                    "--search_seed", "5", "--nj", "2")
