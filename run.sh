@@ -40,6 +40,8 @@ seeds="1 2 3"
 search_trials=0
 search_runs=6
 search_seed=0
+fusion_trials=      # former names, aliases of --search_trials / --search_seed (the search covers heads and fusion)
+fusion_search_seed=
 # multimodal fusion (stages 3-5): algorithms of conf/fusion over one stream per modality (NAME=UPSTREAM)
 fusion="attention"  # empty: no fusion; all ten: "attention tfn lmf misa mmim mult mfn graph_mfn mfm mctn"
 fusion_streams="speech=egemaps text=text_baseline visual=visual_baseline"
@@ -85,6 +87,7 @@ Usage: $0 [options]
                                on val, then --search_runs runs of it (default: ${search_trials}: no search)
   --search_runs K              runs (seeds 1..K) of each chosen draw (default: ${search_runs})
   --search_seed S              seed of the draws (default: ${search_seed})
+  --fusion_trials N / --fusion_search_seed S   aliases of --search_trials / --search_seed
   --fusion "A B"               fusion algorithms, conf/fusion/A.yaml ... (default: ${fusion}; empty: none)
   --fusion_streams "N=UP ..."  one upstream per modality (default: ${fusion_streams})
   --fusion_tasks "T ..."       fusion tasks (default: the 'fusion' list of --tasks_conf)
@@ -127,6 +130,8 @@ if ! [[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] \
     log "ERROR: --stage ${stage} --stop_stage ${stop_stage}: stages are 1 to 5 and stage <= stop_stage"; exit 1
 fi
 if [ -n "${upstream}" ]; then upstreams=${upstream}; fi
+if [ -n "${fusion_trials}" ]; then search_trials=${fusion_trials}; fi
+if [ -n "${fusion_search_seed}" ]; then search_seed=${fusion_search_seed}; fi
 if [ -z "${upstreams// /}" ]; then log "ERROR: --upstreams is empty"; exit 1; fi
 case "${backend}" in ours|espnet) ;; *) log "ERROR: --backend ${backend}: ours or espnet"; exit 1 ;; esac
 # every option is checked before anything is deleted (--overwrite true) or launched

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,12 @@ def test_search_trains_draws_then_k_runs_of_the_chosen_one(corpus, tmp_path, mon
                       "--seeds", "7", "--data_dir", str(data_dir), "--exp_root", str(exp),
                       "--out", str(tmp_path / "score_jobs.txt"), *opts, "--check_trained", "true"]) == 0
     assert [x[-1] for x in _lines(tmp_path / "score_jobs.txt")] == [str(row / "seed1"), str(row / "seed2")]
+
+
+def test_run_sh_search_options_are_checked_and_the_old_names_are_aliases():
+    """Refused before anything runs (the checks precede the environment set-up)."""
+    r = subprocess.run(["./run.sh", "--fusion_trials", "abc", "--search_runs", "0", "--fusion_search_seed", "x"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "--search_runs 0 (a positive integer)" in r.stderr and "--search_trials abc (0 or a positive" in r.stderr
+    assert "--search_seed x (0 or a positive integer)" in r.stderr
