@@ -15,7 +15,7 @@ from etser.launch import plan
 from etser.launch.run import main as run_jobs
 from etser.learn import search
 from etser.runtime import read_job_list
-from tests.helpers_feats import make_corpus
+from tests.helpers_feats import make_corpus, make_frames, write_dump
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,3 +158,24 @@ def test_run_sh_search_options_are_checked_and_the_old_names_are_aliases():
     assert r.returncode == 1
     assert "--search_runs 0 (a positive integer)" in r.stderr and "--search_trials abc (0 or a positive" in r.stderr
     assert "--search_seed x (0 or a positive integer)" in r.stderr
+
+
+def test_fusion_rows_are_searched_by_the_same_plan(tmp_path, monkeypatch):
+    """A fusion algorithm's row gets draw lines of its conf/fusion lists (no in-job search any more)."""
+    import numpy as np
+
+    monkeypatch.chdir(ROOT)
+    rng = np.random.default_rng(0)
+    frames = {f"S01-u{i}": make_frames(rng, i % 4, 2, 4) for i in range(4)}
+    write_dump(tmp_path / "dump" / "sp_1234" / "train", frames, None)
+    write_dump(tmp_path / "dump" / "tx_5678" / "train", frames, None, modality="text")
+    streams = f"speech={tmp_path}/dump/sp_1234 text={tmp_path}/dump/tx_5678"
+    out = tmp_path / "fusion_train_jobs.txt"
+    assert plan.main(["fusion_train", "--fusion_streams", streams, "--algos", "attention lmf", "--tasks", "multi_four",
+                      "--seeds", "1 2", "--exp_root", "exp", "--search_trials", "2", "--search_seed", "4",
+                      "--out", str(out)]) == 0
+    lines = _lines(out)
+    row = "exp/fusion_sp_1234+tx_5678/{}/multi_four"
+    assert [x[x.index("--exp_dir") + 1] for x in lines] == [search.draw_dir(row.format(a), k)
+                                                            for a in ("attention", "lmf") for k in (1, 2)]
+    assert all(_conf_items(x)[-2:] == [f"search_draw={k}", "search_seed=4"] for x, k in zip(lines, (1, 2, 1, 2)))
