@@ -35,12 +35,17 @@ tasks=              # empty: each upstream's modality's default list in the task
 tasks_conf=conf/tasks.yaml
 results_conf=conf/results.yaml
 seeds="1 2 3"
+# MERBench's protocol for the rows with tune lists (head paper, every fusion algorithm): N random draws (one
+# stage-3 job line each), the best on val, then K runs of it (seeds 1..K, in place of --seeds); 0: no search
+search_trials=0
+search_runs=6
+search_seed=0
+fusion_trials=      # former names, aliases of --search_trials / --search_seed (the search covers heads and fusion)
+fusion_search_seed=
 # multimodal fusion (stages 3-5): algorithms of conf/fusion over one stream per modality (NAME=UPSTREAM)
 fusion="attention"  # empty: no fusion; all ten: "attention tfn lmf misa mmim mult mfn graph_mfn mfm mctn"
 fusion_streams="speech=egemaps text=text_baseline visual=visual_baseline"
 fusion_tasks=       # empty: the 'fusion' list of the tasks conf (multi_four multi_all sentiment)
-fusion_trials=0     # >0: MERBench's random search, N draws of conf/fusion/<algo>.yaml tune lists, best on val
-fusion_search_seed=0
 fusion_allow_missing=false  # true: an utterance without features in a stream is a missing modality
 cmd_backend=${cmd_backend:-local}   # local | slurm (cmd.sh)
 dumpdir=dump        # stage-2 features: <dumpdir>/<upstream tag>/<set>/
@@ -78,11 +83,14 @@ Usage: $0 [options]
   --tasks_conf FILE            tasks YAML (default: ${tasks_conf})
   --results_conf FILE          RESULTS.md tables YAML (default: ${results_conf})
   --seeds "1 2 3"              training seeds (default: ${seeds})
+  --search_trials N            random search of the rows with tune lists (head paper, fusion): N draws, the best
+                               on val, then --search_runs runs of it (default: ${search_trials}: no search)
+  --search_runs K              runs (seeds 1..K) of each chosen draw (default: ${search_runs})
+  --search_seed S              seed of the draws (default: ${search_seed})
+  --fusion_trials N / --fusion_search_seed S   aliases of --search_trials / --search_seed
   --fusion "A B"               fusion algorithms, conf/fusion/A.yaml ... (default: ${fusion}; empty: none)
   --fusion_streams "N=UP ..."  one upstream per modality (default: ${fusion_streams})
   --fusion_tasks "T ..."       fusion tasks (default: the 'fusion' list of --tasks_conf)
-  --fusion_trials N            random search: N draws per run, selected on val (default: ${fusion_trials})
-  --fusion_search_seed S       seed of the draws (default: ${fusion_search_seed})
   --fusion_allow_missing B     utterances missing in a stream are missing modalities (default: ${fusion_allow_missing})
   --nj N                       parallel jobs of stages 2-4 (default: ${nj})
   --ngpu N                     GPUs per job, 0: CPU (default: ${ngpu})
@@ -122,14 +130,18 @@ if ! [[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] \
     log "ERROR: --stage ${stage} --stop_stage ${stop_stage}: stages are 1 to 5 and stage <= stop_stage"; exit 1
 fi
 if [ -n "${upstream}" ]; then upstreams=${upstream}; fi
+if [ -n "${fusion_trials}" ]; then search_trials=${fusion_trials}; fi
+if [ -n "${fusion_search_seed}" ]; then search_seed=${fusion_search_seed}; fi
 if [ -z "${upstreams// /}" ]; then log "ERROR: --upstreams is empty"; exit 1; fi
 case "${backend}" in ours|espnet) ;; *) log "ERROR: --backend ${backend}: ours or espnet"; exit 1 ;; esac
 # every option is checked before anything is deleted (--overwrite true) or launched
 bad_options=
-for opt in nj num_threads; do
+for opt in nj num_threads search_runs; do
     [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || bad_options+=" --${opt} ${!opt} (a positive integer);"
 done
 [[ "${ngpu}" =~ ^[0-9]+$ ]] || bad_options+=" --ngpu ${ngpu} (0 or a positive integer);"
+[[ "${search_trials}" =~ ^[0-9]+$ ]] || bad_options+=" --search_trials ${search_trials} (0 or a positive integer);"
+[[ "${search_seed}" =~ ^[0-9]+$ ]] || bad_options+=" --search_seed ${search_seed} (0 or a positive integer);"
 [ -z "${max_jobs_run}" ] || [[ "${max_jobs_run}" =~ ^[1-9][0-9]*$ ]] \
     || bad_options+=" --max_jobs_run ${max_jobs_run} (a positive integer);"
 case "${on_change}" in redo|refuse) ;; *) bad_options+=" --on_change ${on_change} (redo or refuse);" ;; esac
@@ -283,16 +295,17 @@ plan() {  # plan train|score|fusion_train|fusion_score|caption_train|caption_sco
         --exp_root "${expdir}" --ngpu "${ngpu}" --num_threads "${num_threads}" --overwrite "${overwrite}" \
         --on_change "${on_change}" "$@"
 }
+search_opts=(--search_trials "${search_trials}" --search_runs "${search_runs}" --search_seed "${search_seed}")
 plan_classifiers() {  # plan_classifiers train|score OUT [OPTIONS]: upstream x head x task x seed
     local fdirs
     fdirs=$(feats_dirs) || return 1
     plan "$1" "$2" --feats_dirs "${fdirs}" --heads "${heads}" --tasks "${tasks}" --backend "${backend}" \
-        --tasks_conf "${tasks_conf}" "${@:3}"
+        --tasks_conf "${tasks_conf}" "${search_opts[@]}" "${@:3}"
 }
 plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT [OPTIONS]: algorithm x task x seed
     plan "$1" "$2" --fusion_streams "${fusion_streams}" --algos "${fusion}" --tasks "${fusion_tasks}" \
-        --tasks_conf "${tasks_conf}" --allow_missing "${fusion_allow_missing}" --trials "${fusion_trials}" \
-        --search_seed "${fusion_search_seed}" --dump_root "${dumpdir}" "${@:3}"
+        --tasks_conf "${tasks_conf}" --allow_missing "${fusion_allow_missing}" "${search_opts[@]}" \
+        --dump_root "${dumpdir}" "${@:3}"
 }
 plan_caption() {  # plan_caption caption_train|caption_score OUT [OPTIONS]: kind x decoder x seed (+ baselines)
     local seeds=${caption_seeds} utag   # captioning's own seeds, seen by plan()
@@ -333,11 +346,21 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
         done
     fi
     mkdir -p "${expdir}/log"
-    rm -f "${expdir}"/{,fusion_,caption_}train_jobs.txt
+    rm -f "${expdir}"/{,fusion_,caption_}train_jobs.txt "${expdir}"/{,fusion_}search_train_jobs.txt
     if [ "${classify}" = true ]; then plan_classifiers train "${expdir}/train_jobs.txt"; fi
     if [ "${classify}" = true ] && [ -n "${fusion// /}" ]; then plan_fusion fusion_train "${expdir}/fusion_train_jobs.txt"; fi
     if [ "${caption}" = true ]; then plan_caption caption_train "${expdir}/caption_train_jobs.txt"; fi
     for name in train fusion_train caption_train; do launch 3 "${name}" "${train_opts}"; done
+    # the random search's second phase: with every draw done, the best on val of each searched row, K runs of it
+    if [ "${search_trials}" -gt 0 ]; then
+        if [ "${classify}" = true ]; then
+            plan_classifiers train "${expdir}/search_train_jobs.txt" --search_phase runs
+            if [ -n "${fusion// /}" ]; then
+                plan_fusion fusion_train "${expdir}/fusion_search_train_jobs.txt" --search_phase runs
+            fi
+        fi
+        for name in search_train fusion_search_train; do launch 3 "${name}" "${train_opts}"; done
+    fi
 fi
 
 # ---- stage 4: scoring ----

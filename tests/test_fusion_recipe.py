@@ -144,17 +144,6 @@ def test_stream_never_extracted_names_the_stage_2_run(tmp_path, monkeypatch):
         resolve_streams(f"visual=visual_baseline speech={tmp_path}", dump_root=str(tmp_path / "nodump"))
 
 
-def test_random_search_selects_on_val(corpus, tmp_path):
-    data, dumps = corpus
-    exp = tmp_path / "search"
-    train(_conf("attention", fusion_trials=2, fusion_search_seed=3), "multi_four", data, None, exp, 1,
-          fusion_streams=dumps)
-    doc = json.loads((exp / "trials.json").read_text())
-    vals = [t["val"]["weighted_f1"] for t in doc["trials"]]
-    assert doc["best_trial"] == int(np.argmax(vals)) + 1
-    assert (exp / "best.pt").is_file() and (exp / "trials" / "trial2" / "done").is_file()
-
-
 @pytest.mark.parametrize("algo", ["attention", "mfn"])
 def test_resume_after_kill_gives_the_uninterrupted_result(corpus, tmp_path, algo):
     import torch

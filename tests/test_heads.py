@@ -9,7 +9,8 @@ import torch
 
 from etser.models.heads import build_head, input_kind, masked_mean_std, select_layers
 from etser.models.heads.attentive import AttentiveHead
-from etser.models.heads.paper import PaperHead
+from etser.models.heads.mlp import MLPHead
+from etser.models.heads.paper import COPIES, PaperHead
 from etser.models.heads.superb import SuperbHead
 from tests.helpers_feats import make_corpus
 
@@ -99,17 +100,49 @@ def test_attentive_padding_does_not_change_outputs():
         head(_batch(frames=padded, lengths=torch.tensor([0, 30])))
 
 
-def test_paper_head_uses_unweighted_sum_of_last_four_layers():
-    layers = select_layers("paper", {}, num_layers=13)
+@pytest.mark.parametrize("name,conf", [("mlp", {"hidden_dims": [32, 16], "dropout": 0.2}),
+                                       ("paper", {"fusion_conf": {"hidden_dim": 16, "official": True}})])
+def test_pooled_heads_use_unweighted_sum_of_last_four_layers(name, conf):
+    layers = select_layers(name, {}, num_layers=13)
     assert layers == [9, 10, 11, 12]
-    assert select_layers("paper", {}, num_layers=1) == [0]
-    head = build_head("paper", {"hidden_dims": [32, 16], "dropout": 0.2}, _stream(len(layers), 8), 4)
-    assert isinstance(head, PaperHead)
+    assert select_layers(name, {}, num_layers=1) == [0]
+    head = build_head(name, conf, _stream(len(layers), 8), 4)
+    assert isinstance(head, {"mlp": MLPHead, "paper": PaperHead}[name])
     assert not any("layer" in n for n, _ in head.named_parameters()), "layer sum must be fixed"
     head.eval()
     x = torch.randn(3, 4, 8)
     perm = x[:, [2, 0, 3, 1]]   # an unweighted sum does not care about the order of the layers
     assert torch.allclose(head(_batch(mean=x, std=x)), head(_batch(mean=perm, std=perm)), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_paper_head_is_the_attention_model_fed_one_feature_three_times(seed):
+    """The official unimodal rows: MERBench's attention model (official details) with the same input as audio,
+    text and video; built directly with the same seed it has the same weights and gives the same outputs."""
+    from etser.models.fusion import build_fusion
+    from etser.models.fusion.attention import Attention
+
+    fconf = {"hidden_dim": 16, "dropout": 0.3, "official": True}
+    torch.manual_seed(seed)
+    head = build_head("paper", {"fusion_conf": fconf}, _stream(4, 8), 4)
+    torch.manual_seed(seed)
+    direct = build_fusion("attention", {m: 8 for m in ("audio", "text", "video")}, 4, fconf)
+    assert isinstance(head.model, Attention) and head.model.conf["official"] and COPIES == ("audio", "text", "video")
+    assert head.model.detail("raw_weights") and head.model.detail("merbench_scorer")
+    assert not head.model.detail("output_dropout")
+    assert sorted(head.model.encoders) == ["audio", "text", "video"]
+    own = {k.removeprefix("model."): v for k, v in head.state_dict().items() if k.startswith("model.")}
+    assert own.keys() == direct.state_dict().keys()
+    assert all(torch.equal(own[k], v) for k, v in direct.state_dict().items())
+    head.eval()
+    direct.eval()
+    x = torch.randn(5, 4, 8)
+    feat = x.sum(1)   # raw (normalize false): the unweighted sum of the layers' time-means
+    want = direct({"audio": feat, "text": feat, "video": feat}).logits
+    assert torch.allclose(head(_batch(mean=x, std=x)), want, atol=1e-6)
+    # three encoders of their own: different inputs per copy would change the output (not one encoder reused)
+    other = direct({"audio": feat, "text": torch.zeros_like(feat), "video": feat}).logits
+    assert not torch.allclose(other, want)
 
 
 def test_normalizer_survives_constant_statistic():
@@ -143,14 +176,14 @@ def test_heads_declare_what_they_read():
 
     HEADS = models.discover("head")
 
-    assert {n: input_kind(n, {"algo": "mult"}) for n in HEADS} == {"superb": "pooled", "paper": "pooled",
+    assert {n: input_kind(n, {"algo": "mult"}) for n in HEADS} == {"superb": "pooled", "paper": "pooled", "mlp": "pooled",
                                                                    "attentive": "frames", "fusion": "frames"}
     assert input_kind("fusion", {"algo": "attention"}) == "pooled"
     assert all(c.num_streams == 1 for n, c in HEADS.items() if n != "fusion")
     assert HEADS["fusion"].num_streams is None   # two or more
     assert select_layers("superb", {}, 3) == [0, 1, 2]
     assert select_layers("attentive", {}, 13, [4, 8]) == [4, 8]
-    head = build_head("paper", {"last_layers": 2, "hidden_dims": [8]}, _stream(2, 4), 3)
+    head = build_head("mlp", {"last_layers": 2, "hidden_dims": [8]}, _stream(2, 4), 3)
     assert head.stream_name == "speech"
     x = torch.randn(5, 2, 4)
     out = head({"streams": {"speech": {"mean": x, "std": x, "present": torch.ones(5, dtype=torch.bool)}}})

@@ -44,7 +44,7 @@ def test_refusals_name_the_known_names(dumps):
     _, dirs = dumps
     with pytest.raises(plan.PlanError, match="unknown task.*spech_four.*known tasks: speech_four"):
         plan.plan_runs(dirs, ["superb"], [1], tasks=["spech_four"], conf_root=ROOT)
-    with pytest.raises(plan.PlanError, match="unknown head.*superbb.*known: attentive paper superb"):
+    with pytest.raises(plan.PlanError, match="unknown head.*superbb.*known: attentive mlp paper superb"):
         plan.plan_runs(dirs, ["superbb"], [1], conf_root=ROOT)
     with pytest.raises(plan.PlanError, match="trained twice"):
         plan.plan_runs(dirs[:1] * 2, ["superb"], [1], conf_root=ROOT)

@@ -56,6 +56,7 @@ def _best_state(exp_dir: Path) -> dict:
 @pytest.mark.parametrize("head,conf", [
     ("superb", ["optim_conf.lr=0.01", "max_epochs=15"]),
     ("superb", ["optim_conf.lr=0.01", "max_epochs=15", "class_weighted_loss=true", "head_conf.stats=[mean]"]),
+    ("mlp", ["max_epochs=15"]),
     ("paper", ["max_epochs=15"]),
     ("attentive", ["max_epochs=8"]),
 ])
@@ -108,10 +109,10 @@ def test_resume_after_kill_gives_the_uninterrupted_result(corpus, tmp_path):
     # dropout in the head makes the torch RNG state matter too; no early stop so the run is long enough to kill
     conf = ["max_epochs=150", "patience=null", "optim_conf.lr=0.003"]
     ref = tmp_path / "ref"
-    assert train.main(_args(data_dir, feats_dir, ref, head="paper", conf=conf)) == 0
+    assert train.main(_args(data_dir, feats_dir, ref, head="mlp", conf=conf)) == 0
 
     killed = tmp_path / "killed"
-    argv = [sys.executable, "-m", "etser.learn.train", *_args(data_dir, feats_dir, killed, head="paper", conf=conf)]
+    argv = [sys.executable, "-m", "etser.learn.train", *_args(data_dir, feats_dir, killed, head="mlp", conf=conf)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

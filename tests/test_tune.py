@@ -10,7 +10,8 @@ import pytest
 
 from etser.models.fusion import FUSION_MODELS, build_fusion
 from etser.models.fusion.base import COMMON_DEFAULTS
-from etser.learn.tune import apply_trial, draw_trials, load_search_space, select_best
+from etser.learn.trainconf import load_config
+from etser.learn.tune import draw_config, draw_trials, load_search_space, select_best
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "fusion"
 
@@ -27,13 +28,27 @@ def test_draws_are_deterministic_and_from_the_lists():
         draw_trials({"x": []}, 1, 0)
 
 
-def test_apply_trial_routes_keys():
-    conf = {"model": {"hidden_dim": 8, "dropout": 0.1}, "train": {"lr": 0.1, "grad_clip": -1.0}}
-    model, train = apply_trial(conf, {"hidden_dim": 64, "lr": 1e-4})
-    assert model == {"hidden_dim": 64, "dropout": 0.1} and train == {"lr": 1e-4, "grad_clip": -1.0}
-    assert conf["model"]["hidden_dim"] == 8  # not modified
-    with pytest.raises(ValueError, match="'layers' is neither"):
-        apply_trial(conf, {"layers": 2})
+def test_a_draw_is_a_training_config():
+    """search_draw k of seed S sets the k-th draw's values at their dotted keys, the same for every N."""
+    ROOT = CONF.parents[1]
+    space = load_config(ROOT / "conf/train/paper.yaml")["tune"]
+    assert list(space) == ["head_conf.fusion_conf.hidden_dim", "head_conf.fusion_conf.dropout", "optim_conf.lr"]
+    draws = draw_trials(space, 5, seed=4)
+    for k in (1, 5):
+        conf = load_config(ROOT / "conf/train/paper.yaml", [f"search_draw={k}", "search_seed=4"])
+        assert conf["head_conf"]["fusion_conf"]["hidden_dim"] == draws[k - 1]["head_conf.fusion_conf.hidden_dim"]
+        assert conf["optim_conf"] == {"lr": draws[k - 1]["optim_conf.lr"], "weight_decay": 1e-5}
+        assert conf["search_values"]["optim_conf.lr"] == draws[k - 1]["optim_conf.lr"]
+        assert conf["head_conf"]["fusion_conf"]["official"] is True   # keys not tuned stay as configured
+    assert draw_config({"search_draw": 0, "x": 1}, space) == {"search_draw": 0, "x": 1}
+    with pytest.raises(ValueError, match="head superb: search_draw=2 but the head has no search space"):
+        load_config(ROOT / "conf/train/superb.yaml", ["search_draw=2"])
+    # a fusion head's space is its conf/fusion YAML's tune lists at training-config keys, in that file's order
+    conf = load_config(ROOT / "conf/train/fusion.yaml", ["head_conf.algo=lmf", "search_draw=3", "search_seed=1"])
+    lists = load_search_space(CONF / "lmf.yaml")["tune"]
+    want = draw_trials(lists, 3, seed=1)[2]
+    assert conf["head_conf"]["fusion_conf"]["rank"] == want["rank"] and conf["optim_conf"]["lr"] == want["lr"]
+    assert conf["grad_clip"] == want["grad_clip"] and conf["grad_clip_mode"] == "value"
 
 
 def test_select_best_uses_validation_only():
@@ -58,9 +73,10 @@ def test_fusion_yaml_matches_the_model(name):
         default = conf["model"].get(key, conf["train"].get(key))
         assert default in values, f"{name}: default {key}={default} not in its tune list {values}"
         assert all(isinstance(v, (int, float)) for v in values), f"{name}: {key} has non-numbers {values}"
-    # every trial builds a model
-    for trial in draw_trials(conf["tune"], 3, seed=0):
-        model_conf, _ = apply_trial(conf, trial)
+    # every draw builds a model
+    for k in (1, 2, 3):
+        model_conf = load_config(CONF.parents[1] / "conf/train/fusion.yaml",
+                                 [f"head_conf.algo={name}", f"search_draw={k}"])["head_conf"]["fusion_conf"]
         if name == "mult":
             assert model_conf["hidden_dim"] % model_conf["num_heads"] == 0
         elif name == "tfn":

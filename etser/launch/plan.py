@@ -19,6 +19,11 @@ threads); ``python -m etser.launch.run`` runs them.  Exp dirs: ``exp/<tag>/<head
 ``exp/caption/<tag>/baseline_<name>/<kind>`` (one level deeper than the classifiers', so that neither results
 table reads the other's metrics.json).
 
+Random search (``--search_trials N --search_runs K --search_seed S``; 0 draws: none): a row (upstream x head x
+task, or fusion algorithm x task) whose head has a search space gets N draw lines instead of its seeds
+(``--search_phase draws``), then, once they are done, K runs of the best on val (``--search_phase runs``, a
+second stage-3 job file); stage 4 scores those K runs (:func:`plan_search`, :mod:`etser.learn.search`).
+
 The task list of an upstream is its modality's default list of the tasks YAML (the modality comes from the
 features' ``meta.json``) unless ``--tasks`` is given.  Unknown tasks or heads and duplicates (two runs of
 one exp dir) are refused with the known names.  ``--sets``: stage 3 needs the train and valid sets in it;
@@ -255,8 +260,7 @@ def plan_fusion(streams: Sequence[tuple[str, str]], algos: Sequence[str], seeds:
 
 
 def fusion_train_lines(runs: Sequence[FusionRun], data_dir: str, ngpu: int, num_threads: int, overwrite: bool,
-                       tasks_conf: str | None, allow_missing: bool = False, trials: int = 0,
-                       search_seed: int = 0, on_change: str = "redo") -> list[str]:
+                       tasks_conf: str | None, allow_missing: bool = False, on_change: str = "redo") -> list[str]:
     lines = []
     for r in runs:
         args = ["--config", "conf/train/fusion.yaml", "--conf", f"head_conf.algo={r.algo}", "--task", r.task,
@@ -266,8 +270,6 @@ def fusion_train_lines(runs: Sequence[FusionRun], data_dir: str, ngpu: int, num_
                 "--on_change", on_change]
         if allow_missing:
             args += ["--conf", "allow_missing=true"]
-        if trials:
-            args += ["--conf", f"fusion_trials={int(trials)}", "--conf", f"fusion_search_seed={int(search_seed)}"]
         if tasks_conf:
             args += ["--tasks_conf", tasks_conf]
         lines.append(shlex.join(args))
@@ -665,14 +667,94 @@ def caption_score_lines(feats_dir: str, decoders: Sequence[str], kinds: Sequence
     return lines
 
 
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """MERBench's protocol for the rows that have a search space: ``trials`` draws (0: no search), the best on
+    val, then ``runs`` runs of it (seeds 1..runs, in place of --seeds); ``seed`` seeds the draws."""
+    trials: int = 0
+    runs: int = 6
+    seed: int = 0
+
+
+def search_options(a) -> Search:
+    search = Search(int(a.search_trials), int(a.search_runs), int(a.search_seed))
+    if search.trials < 0 or (search.trials and search.runs < 1):
+        raise PlanError(f"--search_trials {search.trials} --search_runs {search.runs}: draws >= 0 and, with a "
+                        "search, runs >= 1")
+    return search
+
+
+def searched_configs(configs: dict[str, tuple[Path, Sequence[str]]]) -> dict[str, bool]:
+    """Name -> whether its training config (path, --conf overrides) has a search space (its head's)."""
+    from etser.learn.trainconf import load_config as load_train_config
+    from etser.models.heads import head_class
+
+    out = {}
+    for name, (path, overrides) in configs.items():
+        conf = load_train_config(path, list(overrides))
+        out[name] = bool(head_class(conf["head"]).search_space(conf))
+    return out
+
+
+def plan_search(runs: Sequence, search: Search, searched, phase: str, tasks_conf: Path | None = None
+                ) -> tuple[list, list[list[str]]]:
+    """The runs of a stage under ``search`` and the ``--conf`` items each adds to its line.
+
+    Rows (the exp dir's parent) that ``searched(run)`` says have a search space are replaced, per ``phase``:
+    ``draws`` (stage 3, first job file): its N draws; ``runs`` (stage 3, second job file, once the draws are
+    done): the K runs of the draw :func:`etser.learn.search.select` chooses (rows not searched: none);
+    ``score`` (stage 4): its K runs.  Other rows keep their runs in ``draws`` and ``score``.  No search:
+    ``runs`` unchanged."""
+    from etser.learn import search as srch
+
+    if phase not in ("draws", "runs", "score"):
+        raise PlanError(f"unknown search phase {phase!r}")
+    out, extra, rows = [], [], set()
+    for r in runs:
+        if not search.trials or not searched(r):
+            if phase != "runs":
+                out.append(r)
+                extra.append([])
+            continue
+        row = str(Path(r.exp_dir).parent)
+        if row in rows:
+            continue
+        rows.add(row)
+        if phase == "draws":
+            for k in range(1, search.trials + 1):
+                out.append(dataclasses.replace(r, seed=k, exp_dir=srch.draw_dir(row, k)))
+                extra.append(["--conf", f"search_draw={k}", "--conf", f"search_seed={search.seed}"])
+            continue
+        best = 0
+        if phase == "runs":
+            lower = load_tasks(tasks_conf).get(r.task).lower_is_better
+            try:
+                best = srch.select(row, search.trials, search.seed, search.runs, lower)["best_draw"]
+            except ValueError as e:
+                raise PlanError(str(e)) from None
+        for s in range(1, search.runs + 1):
+            out.append(dataclasses.replace(r, seed=s, exp_dir=srch.run_dir(row, s)))
+            extra.append(["--conf", f"search_draw={best}", "--conf", f"search_seed={search.seed}"])
+    return out, extra
+
+
+def with_conf(lines: Sequence[str], extra: Sequence[Sequence[str]]) -> list[str]:
+    """Job lines with each one's extra ``--conf`` items appended."""
+    return [line + (" " + shlex.join(x) if x else "") for line, x in zip(lines, extra, strict=True)]
+
+
 def _plan_classifiers(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
     if a.cmd == "train":
         check_train_sets(sets)
     runs = plan_runs(a.feats_dirs.split(), a.heads.split(), [int(s) for s in a.seeds.split()],
                      a.tasks.split() or None, a.backend, a.tasks_conf, a.exp_root, data_dir=a.data_dir)
+    searched = searched_configs({h: (Path(BACKENDS["ours"]) / f"{h}.yaml", ()) for h in a.heads.split()}
+                                ) if a.backend == "ours" else {}
+    runs, extra = plan_search(runs, search_options(a), lambda r: searched.get(r.head, False),
+                              a.search_phase if a.cmd == "train" else "score", a.tasks_conf)
     if a.cmd == "train":
-        lines = train_lines(runs, a.backend, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf,
-                            a.on_change)
+        lines = with_conf(train_lines(runs, a.backend, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf,
+                                      a.on_change), extra)
     else:
         if a.check_trained:
             check_trained([r.exp_dir for r in runs])
@@ -692,9 +774,13 @@ def _plan_fusion(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
     streams = resolve_streams(a.fusion_streams, conf_dir=a.upstream_conf_dir, dump_root=a.dump_root)
     runs = plan_fusion(streams, a.algos.split(), [int(s) for s in a.seeds.split()], a.tasks.split() or None,
                        a.tasks_conf, a.exp_root, data_dir=a.data_dir)
+    searched = searched_configs({x: (Path(BACKENDS["ours"]) / "fusion.yaml", [f"head_conf.algo={x}"])
+                                 for x in a.algos.split()})
+    runs, extra = plan_search(runs, search_options(a), lambda r: searched[r.algo],
+                              a.search_phase if a.cmd == "fusion_train" else "score", a.tasks_conf)
     if a.cmd == "fusion_train":
-        lines = fusion_train_lines(runs, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf,
-                                   a.allow_missing, a.trials, a.search_seed, a.on_change)
+        lines = with_conf(fusion_train_lines(runs, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf,
+                                             a.allow_missing, a.on_change), extra)
     else:
         if a.check_trained:
             check_trained([r.exp_dir for r in runs])
@@ -746,6 +832,15 @@ def _common_job_options(p: argparse.ArgumentParser, seeds: str | None = None) ->
     p.add_argument("--out", type=Path, required=True, help="the job file to write")
 
 
+def _search_job_options(p: argparse.ArgumentParser) -> None:
+    """The random search of the rows that have a search space (etser.learn.search)."""
+    p.add_argument("--search_trials", type=int, default=0, help="draws per searched row (0: no search)")
+    p.add_argument("--search_runs", type=int, default=Search.runs, help="runs of the chosen draw (seeds 1..K)")
+    p.add_argument("--search_seed", type=int, default=Search.seed, help="seed of the draws")
+    p.add_argument("--search_phase", choices=("draws", "runs"), default="draws",
+                   help="stage 3: the draws (and the rows not searched), or the K runs of each chosen draw")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from etser.caption import KINDS
 
@@ -759,6 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--backend", default="ours", choices=sorted(BACKENDS))
         p.add_argument("--tasks_conf", default=None, help="tasks YAML (default: conf/tasks.yaml of the repo)")
         _common_job_options(p)
+        _search_job_options(p)
     for name in ("fusion_train", "fusion_score"):
         p = sub.add_parser(name, help=f"write the stage-{3 if name == 'fusion_train' else 4} fusion job file")
         p.add_argument("--fusion_streams", required=True, help="NAME=UPSTREAM ... (or NAME=dump dir)")
@@ -768,9 +864,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--upstream_conf_dir", default="conf/upstream")
         p.add_argument("--dump_root", default="dump", help="where stage 2 put the features (run.sh --dumpdir)")
         p.add_argument("--allow_missing", type=str2bool, default=False)
-        p.add_argument("--trials", type=int, default=0, help="random-search draws per run (0: conf defaults)")
-        p.add_argument("--search_seed", type=int, default=0)
         _common_job_options(p)
+        _search_job_options(p)
     for name in ("caption_train", "caption_score"):
         p = sub.add_parser(name, help=f"write the stage-{3 if name == 'caption_train' else 4} captioning job file")
         p.add_argument("--feats_dir", required=True, help="dump/<tag> of the caption upstream")

@@ -112,9 +112,6 @@ def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path | None, ex
 
     ``fusion_streams`` (stream name -> ``dump/<tag>``) replaces ``feats_dir`` for heads over several streams.
     """
-    if conf.get("fusion_trials") and not conf.get("_trial"):
-        return train_trials(conf, task_name, data_dir, feats_dir, exp_dir, seed, device, num_threads, overwrite,
-                            command, cache, tasks_conf, fusion_streams, on_change)
     exp_dir, data_dir = Path(exp_dir), Path(data_dir)
     feats_dir = Path(feats_dir) if feats_dir is not None else None
     tasks = load_tasks(tasks_conf)
@@ -152,7 +149,6 @@ def train(conf: dict, task_name: str, data_dir: Path, feats_dir: Path | None, ex
                 "feats_dir": " ".join(st["feats_dir"] for st in streams),
                 "tag": tag, "upstream": upstream, "modality": modality, "layers": streams[0]["layers"],
                 "streams": streams}
-    resolved.pop("_trial", None)
     # what determines the result (not where it runs, nor where the files are)
     chash = config_hash({k: v for k, v in resolved.items()
                          if k not in ("data_dir", "feats_dir", "tasks_conf", "fusion_conf_dir")}
@@ -265,40 +261,6 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
     LOG.info("%s: %d epochs (%s), best epoch %d val %s %.2f; %.1f s, %.0f train utts/s, peak RSS %.0f MB",
              exp_dir, state["epoch"], state["stopped"], state["best_epoch"], names[metric], 100 * state["best"],
              seconds, len(tr) * (state["epoch"] - state["first_epoch"]) / max(seconds, 1e-9), peak_rss_mb())
-    return summary
-
-
-def train_trials(conf, task_name, data_dir, feats_dir, exp_dir, seed, device, num_threads, overwrite, command,
-                 cache, tasks_conf, fusion_streams, on_change: str = "redo") -> dict:
-    """MERBench's random search: ``fusion_trials`` draws of the tune lists, each trained in
-    ``exp_dir/trials/trial<k>/`` (resumable like any training), the best on val (the task's selection metric;
-    test is never read) copied to ``exp_dir`` (best.pt, config.yaml, train.log) with ``trials.json``."""
-    from etser.learn.tune import select_best
-
-    exp_dir = Path(exp_dir)
-    n = int(conf["fusion_trials"])
-    cls = head_class(conf["head"])
-    if overwrite and exp_dir.exists():
-        shutil.rmtree(exp_dir)
-    task = load_tasks(tasks_conf).get(task_name)
-    records = []
-    for k in range(1, n + 1):
-        ck = {**cls.complete_config(conf, trial=k), "_trial": k}
-        summary = train(ck, task_name, data_dir, feats_dir, exp_dir / "trials" / f"trial{k}", seed, device,
-                        num_threads, False, command, cache, tasks_conf, fusion_streams, on_change)
-        records.append({"trial": k, "val": summary["val_metrics"], "fusion_conf": ck["head_conf"]["fusion_conf"],
-                        "lr": ck["optim_conf"]["lr"], "grad_clip": ck["grad_clip"]})
-    metric = task.select_metric(conf.get("select_metric"))
-    best = select_best(records, metric, "min" if metric in task.lower_is_better else "max")
-    src = exp_dir / "trials" / f"trial{best + 1}"
-    for name in ("best.pt", "config.yaml", "train.log", "curve.png", "feats_meta.json", "cmd"):
-        if (src / name).is_file():
-            shutil.copyfile(src / name, exp_dir / name)
-    (exp_dir / "trials.json").write_text(json.dumps({"metric": metric, "search_seed": conf["fusion_search_seed"],
-                                                     "best_trial": best + 1, "trials": records}, indent=1) + "\n")
-    summary = {**json.loads((src / "done").read_text()), "trials": n, "best_trial": best + 1}
-    (exp_dir / "done").write_text(json.dumps(summary, indent=1) + "\n")
-    LOG.info("%s: %d trials, best on val %s: trial %d", exp_dir, n, metric, best + 1)
     return summary
 
 

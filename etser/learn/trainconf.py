@@ -32,8 +32,9 @@ DEFAULTS = {
     "grad_clip_mode": "norm",   # norm (clip_grad_norm_) | value (clip_grad_value_, MERBench); grad_clip <= 0: none
     "allow_missing": False,     # several streams: an utterance without features in one is a missing modality
     "fusion_conf_dir": None,    # fusion head: conf/fusion/<algo>.yaml (model defaults, train lr/grad_clip, tune)
-    "fusion_trials": 0,         # fusion head: MERBench's random search, N draws of the tune lists (0: none)
-    "fusion_search_seed": 0,    # ... seed of the draws
+    "tune": {},                 # random-search lists of the head: dotted key -> values (a fusion head adds its algo's)
+    "search_draw": 0,           # k > 0: this training is draw k of the search (etser.learn.tune.draw_config); 0: none
+    "search_seed": 0,           # ... seed of the draws
 }
 
 

@@ -2,9 +2,14 @@
 
 A search space is a mapping ``key -> list of values``; one trial takes ONE uniformly random value from every
 list (MERBench draws one per run with ``random.randint``; here the draws come from ``random.Random(seed)``, in
-the order of the keys, so a seed gives the same N trials every time).  A fusion config file
-(``conf/fusion/<name>.yaml``) holds ``model:`` (the model's defaults), ``train:`` (lr, grad_clip) and ``tune:``
-(the lists); :func:`apply_trial` routes every drawn key to the section that defines it.
+the order of the keys, so a seed gives the same N trials every time, and N+1 trials extend N).  A fusion config
+file (``conf/fusion/<name>.yaml``) holds ``model:`` (the model's defaults), ``train:`` (lr, grad_clip) and
+``tune:`` (the lists); the fusion head maps them to training-config keys.
+
+A training config (conf/train/<head>.yaml) is searched through its head's space (``Head.search_space``: dotted
+config keys such as ``optim_conf.lr`` -> list): ``search_draw: k`` (k > 0) and ``search_seed: S`` make it the
+k-th draw of seed S (:func:`draw_config`), so one draw is one ordinary training (one stage-3 job line; the
+search itself is planned by etser.launch.plan and selected by etser.learn.search).
 
 Selection: the trial with the best VALIDATION metric wins; test figures are never looked at (ties go to the
 earlier trial).  MERBench also picks the best epoch of each run on validation; that is the trainer's job.
@@ -51,18 +56,28 @@ def draw_trials(space: Mapping[str, Sequence[Any]], n: int, seed: int) -> list[d
             for _ in range(int(n))]
 
 
-def apply_trial(conf: Mapping[str, Mapping[str, Any]], trial: Mapping[str, Any]) -> tuple[dict, dict]:
-    """(model conf, train conf) of a loaded config with ``trial``'s values put where their keys live."""
-    model, train = dict(conf.get("model") or {}), dict(conf.get("train") or {})
-    for key, value in trial.items():
-        if key in model:
-            model[key] = value
-        elif key in train:
-            train[key] = value
-        else:
-            raise ValueError(f"trial key {key!r} is neither a model nor a train option "
-                             f"(model: {sorted(model)}, train: {sorted(train)})")
-    return model, train
+def draw_config(conf: Mapping[str, Any], space: Mapping[str, Sequence[Any]]) -> dict:
+    """``conf`` with draw ``conf["search_draw"]`` of ``space`` (seed ``conf["search_seed"]``) set at its dotted
+    keys, the drawn values recorded under ``search_values``; ``search_draw`` 0: ``conf`` unchanged."""
+    k = int(conf.get("search_draw") or 0)
+    if k == 0:
+        return dict(conf)
+    if k < 0:
+        raise ValueError(f"search_draw must be >= 0, got {k}")
+    if not space:
+        raise ValueError(f"head {conf.get('head')}: search_draw={k} but the head has no search space (no tune lists)")
+    drawn = draw_trials(space, k, int(conf.get("search_seed") or 0))[k - 1]
+    out = copy.deepcopy(dict(conf))
+    for key, value in drawn.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise ValueError(f"tune key {key!r}: {p!r} is not a mapping of the training config")
+            node = node[p]
+        node[leaf] = value
+    out["search_values"] = drawn
+    return out
 
 
 def select_best(records: Sequence[Mapping[str, Any]], metric: str, mode: str = "max") -> int:

@@ -324,10 +324,12 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
         for table in tables:
             lines += [f"### {table['title']}", ""] + metric_table(table, metric, titles, varying) + [""]
         lines += [DEFINITIONS[metric], ""]
+    from etser.learn.search import search_notes
     from etser.report.fusion_results import fusion_sections
 
     lines += fusion_sections(found, set_name, tasks_conf)
     lines += own_metric_tables(found, tasks_conf)
+    lines += search_notes(found)
     lines += ["## Significance (paired bootstrap)", ""]
     lines += _significance(tables, titles, set_name, num_samples, seed)
     lines += [""] + environment(metrics) + [""]

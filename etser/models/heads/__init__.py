@@ -110,12 +110,18 @@ class Head(nn.Module):
         self.fit_normalizer(mean, std)
 
     @classmethod
-    def complete_config(cls, conf: dict, overridden: set[str] = frozenset(), trial: int = 0) -> dict:
-        """A training config completed with what the head's own config files add (nothing here); ``trial``
-        k > 0: the k-th draw of a random search, for heads that have one."""
-        if trial:
-            raise ValueError(f"head {conf['head']}: no random search (fusion_trials) for this head")
-        return conf
+    def complete_config(cls, conf: dict, overridden: set[str] = frozenset()) -> dict:
+        """A training config completed with what the head's own config files add (nothing here), then made
+        the ``search_draw``-th draw of its search space when that is set."""
+        from etser.learn.tune import draw_config
+
+        return draw_config(conf, cls.search_space(conf))
+
+    @classmethod
+    def search_space(cls, conf: Mapping) -> dict:
+        """Random-search lists, dotted training-config key -> values: the config's ``tune`` (empty: the head
+        is trained as configured, never searched)."""
+        return dict(conf.get("tune") or {})
 
     @classmethod
     def report_fields(cls, info: Mapping) -> dict:

@@ -143,32 +143,45 @@ class FusionHead(nn.Module):
         return list(modality_subsets(self.stream_names))
 
     @classmethod
-    def complete_config(cls, conf: dict, overridden: set[str] = frozenset(), trial: int = 0) -> dict:
-        """A fusion head's config completed from conf/fusion/<algo>.yaml: its ``model`` section under
-        ``head_conf.fusion_conf`` and its ``train`` section (``lr``, ``grad_clip``) unless given with --conf;
-        ``trial`` k > 0: the k-th random draw of its ``tune`` lists (seed ``fusion_search_seed``) on top."""
-        from etser.learn.tune import apply_trial, draw_trials, load_search_space
+    def _algo_conf(cls, conf: Mapping) -> tuple[str, dict]:
+        from etser.learn.tune import load_search_space
 
-        conf = copy.deepcopy(conf)
         algo = str(conf["head_conf"].get("algo", "attention"))
         path = Path(conf.get("fusion_conf_dir") or DEFAULT_FUSION_CONF_DIR) / f"{algo}.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: fusion algorithm {algo!r} has no config")
-        space = load_search_space(path)
+        return algo, load_search_space(path)
+
+    @classmethod
+    def complete_config(cls, conf: dict, overridden: set[str] = frozenset()) -> dict:
+        """A fusion head's config completed from conf/fusion/<algo>.yaml: its ``model`` section under
+        ``head_conf.fusion_conf`` and its ``train`` section (``lr``, ``grad_clip``) unless given with --conf;
+        then draw ``search_draw`` of its search space (:meth:`search_space`) when that is set: the drawn
+        values win over the config's (keys not tuned, e.g. modality_dropout, stay as given)."""
+        from etser.learn.tune import draw_config
+
+        conf = copy.deepcopy(conf)
+        algo, space = cls._algo_conf(conf)
         model_conf, train_conf = dict(space["model"]), dict(space["train"])
-        if trial > 0:
-            drawn = draw_trials(space["tune"], trial, int(conf["fusion_search_seed"]))[trial - 1]
-            model_conf, train_conf = apply_trial(space, drawn)
-        user = dict(conf["head_conf"].get("fusion_conf") or {})
-        # a trial's drawn values win over the config's (keys not tuned, e.g. modality_dropout, stay as given)
-        model_conf.update({k: v for k, v in user.items() if trial == 0 or k not in space["tune"]})
+        model_conf.update(conf["head_conf"].get("fusion_conf") or {})
         conf["head_conf"] = {**conf["head_conf"], "algo": algo, "fusion_conf": model_conf}
-        if trial > 0 or "optim_conf.lr" not in overridden:
+        if "optim_conf.lr" not in overridden:
             conf["optim_conf"] = {**conf["optim_conf"], "lr": float(train_conf["lr"])}
-        if trial > 0 or "grad_clip" not in overridden:
+        if "grad_clip" not in overridden or conf.get("search_draw"):
             conf["grad_clip"] = float(train_conf["grad_clip"])
             conf["grad_clip_mode"] = "value"
-        return conf
+        return draw_config(conf, cls.search_space(conf))
+
+    @classmethod
+    def search_space(cls, conf: Mapping) -> dict:
+        """The ``tune`` lists of conf/fusion/<algo>.yaml at their training-config keys (model keys under
+        ``head_conf.fusion_conf``, ``lr`` as ``optim_conf.lr``, ``grad_clip``), in that file's order (so a
+        seed draws what it always drew), then the training config's own ``tune``."""
+        _, space = cls._algo_conf(conf)
+        where = {"lr": "optim_conf.lr", "grad_clip": "grad_clip"}
+        out = {(f"head_conf.fusion_conf.{k}" if k in space["model"] else where[k]): list(v)
+               for k, v in space["tune"].items()}
+        return {**out, **dict(conf.get("tune") or {})}
 
     @classmethod
     def report_fields(cls, info: Mapping) -> dict:
