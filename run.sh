@@ -35,6 +35,13 @@ tasks=              # empty: each upstream's modality's default list in the task
 tasks_conf=conf/tasks.yaml
 results_conf=conf/results.yaml
 seeds="1 2 3"
+# the training protocol, conf/protocol/<name>.yaml: corrected (ours) or official (the official code's choices,
+# its bugs included); it sets --heads --seeds --fusion_trials --search_* unless given (README: which to use)
+protocol=corrected
+search_trials=0     # random search of the unimodal heads: draws (0: none), runs of the chosen draw, seed
+search_runs=0
+search_seed=0
+compare_exp=        # stage 5: an exp dir of the other protocol's runs: RESULTS.md adds "What each fix is worth"
 # multimodal fusion (stages 3-5): algorithms of conf/fusion over one stream per modality (NAME=UPSTREAM)
 fusion="attention"  # empty: no fusion; all ten: "attention tfn lmf misa mmim mult mfn graph_mfn mfm mctn"
 fusion_streams="speech=egemaps text=text_baseline visual=visual_baseline"
@@ -77,11 +84,19 @@ Usage: $0 [options]
   --tasks "T ..."              tasks of every upstream (default: each upstream's modality's list in --tasks_conf)
   --tasks_conf FILE            tasks YAML (default: ${tasks_conf})
   --results_conf FILE          RESULTS.md tables YAML (default: ${results_conf})
-  --seeds "1 2 3"              training seeds (default: ${seeds})
+  --seeds "1 2 3"              training seeds (default: the protocol's; corrected: ${seeds})
+  --protocol NAME              conf/protocol/NAME.yaml: corrected (ours) or official (the official code's
+                               choices and bugs); sets every training choice of stages 3-5 and the defaults of
+                               --heads --seeds --fusion_trials --search_* (default: ${protocol})
+  --search_trials N / --search_runs K / --search_seed S
+                               random search of the unimodal heads: N draws, K runs of the best on val
+                               (default: the protocol's; corrected: none)
+  --compare_exp DIR            stage 5: the other protocol's exp dir (e.g. exp/official): RESULTS.md compares
+                               every model trained under both (local/compare_protocols.sh) (default: none)
   --fusion "A B"               fusion algorithms, conf/fusion/A.yaml ... (default: ${fusion}; empty: none)
   --fusion_streams "N=UP ..."  one upstream per modality (default: ${fusion_streams})
   --fusion_tasks "T ..."       fusion tasks (default: the 'fusion' list of --tasks_conf)
-  --fusion_trials N            random search: N draws per run, selected on val (default: ${fusion_trials})
+  --fusion_trials N            random search: N draws per run, selected on val (default: the protocol's)
   --fusion_search_seed S       seed of the draws (default: ${fusion_search_seed})
   --fusion_allow_missing B     utterances missing in a stream are missing modalities (default: ${fusion_allow_missing})
   --nj N                       parallel jobs of stages 2-4 (default: ${nj})
@@ -134,6 +149,7 @@ done
     || bad_options+=" --max_jobs_run ${max_jobs_run} (a positive integer);"
 case "${on_change}" in redo|refuse) ;; *) bad_options+=" --on_change ${on_change} (redo or refuse);" ;; esac
 case "${tag}" in */*|.|..) bad_options+=" --tag ${tag} (a name, not a path);" ;; esac
+case "${protocol}" in ""|*/*|.|..) bad_options+=" --protocol ${protocol} (a name of conf/protocol);" ;; esac
 if [ -n "${bad_options}" ]; then
     log "ERROR: bad option value(s):${bad_options%;}"; exit 1
 fi
@@ -154,6 +170,11 @@ fi
 . ./path.sh
 # shellcheck disable=SC1091
 . ./cmd.sh
+# the protocol's run options (--heads --seeds --fusion_trials --search_*) that the command line did not give
+protocol_conf=conf/protocol/${protocol}.yaml
+protocol_values=$(${python} -m etser.launch.plan protocol --protocol "${protocol_conf}" --given "${po_given}") || exit 1
+eval "${protocol_values}"
+log "Protocol ${protocol_name} (${protocol_conf}, version ${protocol_version})"
 if [ -z "${heads// /}" ]; then heads=$(${python} -m etser.launch.plan default_heads --backend "${backend}"); fi
 # Every option of every stage, checked once, now (etser.launch.plan check): unknown or repeated names, training
 # configs with unknown keys, upstream configs that do not load, fusion algorithms, streams and tasks, caption
@@ -165,7 +186,7 @@ ${python} -m etser.launch.plan check --upstreams "${upstreams}" --heads "${heads
     --seeds "${seeds}" --backend "${backend}" --tasks_conf "${tasks_conf}" \
     --fusion "${check_fusion}" --fusion_streams "${fusion_streams}" --fusion_tasks "${fusion_tasks}" \
     --caption_decoders "${check_decoders}" --caption_kinds "${caption_kinds}" --caption_upstream "${caption_upstream}" \
-    --dir data data --dir dumpdir "${dumpdir}" --dir expdir "${expdir}" || exit 1
+    --dir data data --dir dumpdir "${dumpdir}" --dir expdir "${expdir}" --protocol "${protocol_conf}" || exit 1
 if [ -n "${max_jobs_run}" ]; then
     extract_opts="--max_jobs_run ${max_jobs_run} ${extract_opts}"
     train_opts="--max_jobs_run ${max_jobs_run} ${train_opts}"
@@ -287,12 +308,13 @@ plan_classifiers() {  # plan_classifiers train|score OUT [OPTIONS]: upstream x h
     local fdirs
     fdirs=$(feats_dirs) || return 1
     plan "$1" "$2" --feats_dirs "${fdirs}" --heads "${heads}" --tasks "${tasks}" --backend "${backend}" \
-        --tasks_conf "${tasks_conf}" "${@:3}"
+        --tasks_conf "${tasks_conf}" --protocol "${protocol_conf}" --search_trials "${search_trials}" \
+        --search_runs "${search_runs}" --search_seed "${search_seed}" "${@:3}"
 }
 plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT [OPTIONS]: algorithm x task x seed
     plan "$1" "$2" --fusion_streams "${fusion_streams}" --algos "${fusion}" --tasks "${fusion_tasks}" \
         --tasks_conf "${tasks_conf}" --allow_missing "${fusion_allow_missing}" --trials "${fusion_trials}" \
-        --search_seed "${fusion_search_seed}" --dump_root "${dumpdir}" "${@:3}"
+        --search_seed "${fusion_search_seed}" --dump_root "${dumpdir}" --protocol "${protocol_conf}" "${@:3}"
 }
 plan_caption() {  # plan_caption caption_train|caption_score OUT [OPTIONS]: kind x decoder x seed (+ baselines)
     local seeds=${caption_seeds} utag   # captioning's own seeds, seen by plan()
@@ -363,7 +385,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     log "Stage 5: ${expdir}/RESULTS.md from all scored experiments under ${expdir}/ (set ${results_set})"
     if [ "${classify}" = true ]; then
     ${python} -m etser.report.results --exp "${expdir}" --out "${expdir}/RESULTS.md" --set "${results_set}" \
-        --results_conf "${results_conf}" --tasks_conf "${tasks_conf}"
+        --results_conf "${results_conf}" --tasks_conf "${tasks_conf}" ${compare_exp:+--compare_exp "${compare_exp}"}
     else rm -f "${expdir}/RESULTS.md"; fi
     # the captioning table of every scored caption experiment so far, appended to RESULTS.md
     if [ "${caption}" = true ] || [ -d "${expdir}/caption" ]; then
