@@ -232,3 +232,25 @@ def test_official_sentiment_discrete_columns_come_from_lmf(tmp_path):
     row = next(line for line in table.splitlines() if "| attention |" in line)
     assert "| attention | 70.00 ± 0.00 | 70.00 ± 0.00 | 60.00 ± 0.00 |" in row, row   # not attention's 30
     assert "attention: lmf" in table
+
+
+@pytest.mark.parametrize("items,shuffle", [([], True), (plan.protocol_conf(OFFICIAL, "classifier"), False)])
+def test_the_trainer_hands_the_protocols_shuffle_to_the_loop(tmp_path, monkeypatch, items, shuffle):
+    from etser.learn import train
+    from tests.helpers_feats import make_corpus
+
+    data_dir, feats_dir = make_corpus(tmp_path, {"train": 24, "val": 12})
+    seen, real = [], loop.run_epochs
+
+    def spy(fit, *a, **k):
+        seen.append(fit.shuffle)
+        return real(fit, *a, **k)
+    monkeypatch.setattr(train.loop, "run_epochs", spy)
+    argv = ["--config", str(REPO / "conf/train/paper.yaml"), "--task", "speech_four", "--data_dir", str(data_dir),
+            "--feats_dir", str(feats_dir), "--exp_dir", str(tmp_path / "exp")]
+    for item in [*items, "max_epochs=2"]:   # the protocol's 100 epochs cut short
+        argv += ["--conf", item]
+    assert train.main(argv) == 0
+    assert seen == [shuffle]
+    done = json.loads((tmp_path / "exp" / "done").read_text())
+    assert done["epochs"] == 2
