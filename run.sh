@@ -172,6 +172,7 @@ fi
 . ./cmd.sh
 # the protocol's run options (--heads --seeds --fusion_trials --search_*) that the command line did not give
 protocol_conf=conf/protocol/${protocol}.yaml
+protocol_name=; protocol_version=   # set by the protocol's assignments below
 protocol_values=$(${python} -m etser.launch.plan protocol --protocol "${protocol_conf}" --given "${po_given}") || exit 1
 eval "${protocol_values}"
 log "Protocol ${protocol_name} (${protocol_conf}, version ${protocol_version})"
