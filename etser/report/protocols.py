@@ -102,15 +102,15 @@ def _features_setup(runs: Sequence[dict]) -> list[str]:
     seen = {}
     for m in runs:
         exp = Path(m["exp_dir"])
-        for path in sorted(exp.glob("upstream*.yaml")):
+        streams = m.get("stream_upstreams") or {None: m.get("upstream", m["tag"])}
+        for stream, upstream in streams.items():
+            path = exp / ("upstream.yaml" if stream is None else f"upstream_{stream}.yaml")
             try:
                 conf = read_yaml(path) or {}
             except (OSError, ValueError):
-                continue
-            name = str(conf.get("name") or conf.get("upstream") or path.stem)
-            flag = conf.get("official") if isinstance(conf, dict) else None
-            seen.setdefault(name, flag)
-    return [f"`{n}` ({'official: ' + str(f).lower() if f is not None else 'no official flag'})"
+                conf = {}
+            seen.setdefault(str(upstream), conf.get("official") if isinstance(conf, dict) else None)
+    return [f"`{n}` ({'official: ' + str(f).lower() if f is not None else 'its config has no official flag'})"
             for n, f in sorted(seen.items())]
 
 
