@@ -202,7 +202,10 @@ def test_results_name_the_protocol_over_every_table_and_list_deviations(tmp_path
         _run(tmp_path, "fusion_a+b", "attention", "multi_four", s, "official", "fusion", {"patience": 5})
     for s in (1, 2, 3):   # no protocol recorded: made before protocols, i.e. corrected
         _run(tmp_path, "egemaps_1", "superb", "speech_four", s, None)
+    for s in (1, 2, 3, 4, 5, 6):   # the features' setup: the upstream config's official flag (copied at training)
+        (tmp_path / "egemaps_1/paper/speech_four" / f"seed{s}/upstream.yaml").write_text("official: true\n")
     text = results.write_results(tmp_path, tmp_path / "RESULTS.md", num_samples=50)
+    assert "Features: `egemaps_1` (official: true)." in text
     for section in ("## UA", "## Multimodal emotion recognition"):
         part = text.split(section, 1)[1]
         assert "Protocol" in part.split("|", 1)[0], section
