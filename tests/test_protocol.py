@@ -257,3 +257,21 @@ def test_the_trainer_hands_the_protocols_shuffle_to_the_loop(tmp_path, monkeypat
     assert seen == [shuffle]
     done = json.loads((tmp_path / "exp" / "done").read_text())
     assert done["epochs"] == 2
+
+
+def test_what_each_fix_is_worth_sets_both_protocols_side_by_side(tmp_path):
+    from etser.report import protocols, results
+
+    off, cor = tmp_path / "official", tmp_path / "corrected"
+    for s, (a, b) in enumerate(((0.40, 0.60), (0.50, 0.70), (0.60, 0.80)), 1):
+        _run(off, "fusion_a+b", "lmf", "multi_four", s, "official", "fusion", wf1=a)
+        _run(cor, "fusion_a+b", "lmf", "multi_four", s, "corrected", "fusion", wf1=b)
+        _run(off, "egemaps_1", "paper", "speech_four", s, "official", wf1=0.5)
+        _run(cor, "egemaps_1", "superb", "speech_four", s, None, wf1=0.5 + 0.01 * s)
+        _run(cor, "fusion_a+b", "tfn", "multi_four", s, "corrected", "fusion")   # one protocol only: no row
+    lines = protocols.compare(off, cor)
+    rows = [line for line in lines if line.startswith("| ") and "Features" not in line]
+    assert rows == ["| egemaps + tb | lmf | Multi(Four) | 50.00 ± 10.00 | 70.00 ± 10.00 | +20.00 | 3 / 3 |",
+                    "| egemaps_1 | paper / superb | Speech(Four) | 50.00 ± 0.00 | 52.00 ± 1.00 | +2.00 | 3 / 3 |"]
+    text = results.write_results(off, off / "RESULTS.md", num_samples=50, compare_exp=cor)
+    assert "## What each fix is worth" in text and "| egemaps + tb | lmf | Multi(Four) |" in text
