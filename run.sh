@@ -35,13 +35,18 @@ tasks=              # empty: each upstream's modality's default list in the task
 tasks_conf=conf/tasks.yaml
 results_conf=conf/results.yaml
 seeds="1 2 3"
-# MERBench's protocol for the rows with tune lists (head paper, every fusion algorithm): N random draws (one
-# stage-3 job line each), the best on val, then K runs of it (seeds 1..K, in place of --seeds); 0: no search
+# the training protocol, conf/protocol/<name>.yaml: corrected (ours) or official (the official code's choices,
+# its bugs included); it sets --heads --seeds --search_* unless given (README: which to use)
+protocol=corrected
+# MERBench's search for the rows with tune lists (head paper, every fusion algorithm): N random draws (one
+# stage-3 job line each), the best on val, then K runs of it (seeds 1..K, in place of --seeds); 0: no search.
+# Defaults: the protocol's (corrected: 0 draws, 6 runs, seed 0).
 search_trials=0
 search_runs=6
 search_seed=0
 fusion_trials=      # former names, aliases of --search_trials / --search_seed (the search covers heads and fusion)
 fusion_search_seed=
+compare_exp=        # stage 5: an exp dir of the other protocol's runs: RESULTS.md adds "What each fix is worth"
 # multimodal fusion (stages 3-5): algorithms of conf/fusion over one stream per modality (NAME=UPSTREAM)
 fusion="attention"  # empty: no fusion; all ten: "attention tfn lmf misa mmim mult mfn graph_mfn mfm mctn"
 fusion_streams="speech=egemaps text=text_baseline visual=visual_baseline"
@@ -82,12 +87,17 @@ Usage: $0 [options]
   --tasks "T ..."              tasks of every upstream (default: each upstream's modality's list in --tasks_conf)
   --tasks_conf FILE            tasks YAML (default: ${tasks_conf})
   --results_conf FILE          RESULTS.md tables YAML (default: ${results_conf})
-  --seeds "1 2 3"              training seeds (default: ${seeds})
+  --seeds "1 2 3"              training seeds (default: the protocol's; corrected: ${seeds})
+  --protocol NAME              conf/protocol/NAME.yaml: corrected (ours) or official (the official code's
+                               choices and bugs); sets every training choice of stages 3-5 and the defaults of
+                               --heads --seeds --search_* (default: ${protocol})
   --search_trials N            random search of the rows with tune lists (head paper, fusion): N draws, the best
-                               on val, then --search_runs runs of it (default: ${search_trials}: no search)
-  --search_runs K              runs (seeds 1..K) of each chosen draw (default: ${search_runs})
-  --search_seed S              seed of the draws (default: ${search_seed})
+                               on val, then --search_runs runs of it (default: the protocol's; corrected: none)
+  --search_runs K              runs (seeds 1..K) of each chosen draw (default: the protocol's; corrected: 6)
+  --search_seed S              seed of the draws (default: the protocol's; corrected: 0)
   --fusion_trials N / --fusion_search_seed S   aliases of --search_trials / --search_seed
+  --compare_exp DIR            stage 5: the other protocol's exp dir (e.g. exp/official): RESULTS.md compares
+                               every model trained under both (local/compare_protocols.sh) (default: none)
   --fusion "A B"               fusion algorithms, conf/fusion/A.yaml ... (default: ${fusion}; empty: none)
   --fusion_streams "N=UP ..."  one upstream per modality (default: ${fusion_streams})
   --fusion_tasks "T ..."       fusion tasks (default: the 'fusion' list of --tasks_conf)
@@ -130,8 +140,9 @@ if ! [[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] \
     log "ERROR: --stage ${stage} --stop_stage ${stop_stage}: stages are 1 to 5 and stage <= stop_stage"; exit 1
 fi
 if [ -n "${upstream}" ]; then upstreams=${upstream}; fi
-if [ -n "${fusion_trials}" ]; then search_trials=${fusion_trials}; fi
-if [ -n "${fusion_search_seed}" ]; then search_seed=${fusion_search_seed}; fi
+# the aliases count as given: the protocol does not override them
+if [ -n "${fusion_trials}" ]; then search_trials=${fusion_trials}; po_given+="search_trials "; fi
+if [ -n "${fusion_search_seed}" ]; then search_seed=${fusion_search_seed}; po_given+="search_seed "; fi
 if [ -z "${upstreams// /}" ]; then log "ERROR: --upstreams is empty"; exit 1; fi
 case "${backend}" in ours|espnet) ;; *) log "ERROR: --backend ${backend}: ours or espnet"; exit 1 ;; esac
 # every option is checked before anything is deleted (--overwrite true) or launched
@@ -146,6 +157,7 @@ done
     || bad_options+=" --max_jobs_run ${max_jobs_run} (a positive integer);"
 case "${on_change}" in redo|refuse) ;; *) bad_options+=" --on_change ${on_change} (redo or refuse);" ;; esac
 case "${tag}" in */*|.|..) bad_options+=" --tag ${tag} (a name, not a path);" ;; esac
+case "${protocol}" in ""|*/*|.|..) bad_options+=" --protocol ${protocol} (a name of conf/protocol);" ;; esac
 if [ -n "${bad_options}" ]; then
     log "ERROR: bad option value(s):${bad_options%;}"; exit 1
 fi
@@ -166,6 +178,12 @@ fi
 . ./path.sh
 # shellcheck disable=SC1091
 . ./cmd.sh
+# the protocol's run options (--heads --seeds --search_*) that the command line did not give
+protocol_conf=conf/protocol/${protocol}.yaml
+protocol_name=; protocol_version=   # set by the protocol's assignments below
+protocol_values=$(${python} -m etser.launch.plan protocol --protocol "${protocol_conf}" --given "${po_given}") || exit 1
+eval "${protocol_values}"
+log "Protocol ${protocol_name} (${protocol_conf}, version ${protocol_version})"
 if [ -z "${heads// /}" ]; then heads=$(${python} -m etser.launch.plan default_heads --backend "${backend}"); fi
 # Every option of every stage, checked once, now (etser.launch.plan check): unknown or repeated names, training
 # configs with unknown keys, upstream configs that do not load, fusion algorithms, streams and tasks, caption
@@ -177,7 +195,7 @@ ${python} -m etser.launch.plan check --upstreams "${upstreams}" --heads "${heads
     --seeds "${seeds}" --backend "${backend}" --tasks_conf "${tasks_conf}" \
     --fusion "${check_fusion}" --fusion_streams "${fusion_streams}" --fusion_tasks "${fusion_tasks}" \
     --caption_decoders "${check_decoders}" --caption_kinds "${caption_kinds}" --caption_upstream "${caption_upstream}" \
-    --dir data data --dir dumpdir "${dumpdir}" --dir expdir "${expdir}" || exit 1
+    --dir data data --dir dumpdir "${dumpdir}" --dir expdir "${expdir}" --protocol "${protocol_conf}" || exit 1
 if [ -n "${max_jobs_run}" ]; then
     extract_opts="--max_jobs_run ${max_jobs_run} ${extract_opts}"
     train_opts="--max_jobs_run ${max_jobs_run} ${train_opts}"
@@ -300,12 +318,12 @@ plan_classifiers() {  # plan_classifiers train|score OUT [OPTIONS]: upstream x h
     local fdirs
     fdirs=$(feats_dirs) || return 1
     plan "$1" "$2" --feats_dirs "${fdirs}" --heads "${heads}" --tasks "${tasks}" --backend "${backend}" \
-        --tasks_conf "${tasks_conf}" "${search_opts[@]}" "${@:3}"
+        --tasks_conf "${tasks_conf}" --protocol "${protocol_conf}" "${search_opts[@]}" "${@:3}"
 }
 plan_fusion() {  # plan_fusion fusion_train|fusion_score OUT [OPTIONS]: algorithm x task x seed
     plan "$1" "$2" --fusion_streams "${fusion_streams}" --algos "${fusion}" --tasks "${fusion_tasks}" \
         --tasks_conf "${tasks_conf}" --allow_missing "${fusion_allow_missing}" "${search_opts[@]}" \
-        --dump_root "${dumpdir}" "${@:3}"
+        --dump_root "${dumpdir}" --protocol "${protocol_conf}" "${@:3}"
 }
 plan_caption() {  # plan_caption caption_train|caption_score OUT [OPTIONS]: kind x decoder x seed (+ baselines)
     local seeds=${caption_seeds} utag   # captioning's own seeds, seen by plan()
@@ -386,7 +404,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     log "Stage 5: ${expdir}/RESULTS.md from all scored experiments under ${expdir}/ (set ${results_set})"
     if [ "${classify}" = true ]; then
     ${python} -m etser.report.results --exp "${expdir}" --out "${expdir}/RESULTS.md" --set "${results_set}" \
-        --results_conf "${results_conf}" --tasks_conf "${tasks_conf}"
+        --results_conf "${results_conf}" --tasks_conf "${tasks_conf}" ${compare_exp:+--compare_exp "${compare_exp}"}
     else rm -f "${expdir}/RESULTS.md"; fi
     # the captioning table of every scored caption experiment so far, appended to RESULTS.md
     if [ "${caption}" = true ] || [ -d "${expdir}/caption" ]; then

@@ -260,7 +260,9 @@ def plan_fusion(streams: Sequence[tuple[str, str]], algos: Sequence[str], seeds:
 
 
 def fusion_train_lines(runs: Sequence[FusionRun], data_dir: str, ngpu: int, num_threads: int, overwrite: bool,
-                       tasks_conf: str | None, allow_missing: bool = False, on_change: str = "redo") -> list[str]:
+                       tasks_conf: str | None, allow_missing: bool = False, on_change: str = "redo",
+                       protocol: dict | None = None) -> list[str]:
+    extra = [a for item in protocol_conf(protocol, "fusion") for a in ("--conf", item)]
     lines = []
     for r in runs:
         args = ["--config", "conf/train/fusion.yaml", "--conf", f"head_conf.algo={r.algo}", "--task", r.task,
@@ -272,7 +274,7 @@ def fusion_train_lines(runs: Sequence[FusionRun], data_dir: str, ngpu: int, num_
             args += ["--conf", "allow_missing=true"]
         if tasks_conf:
             args += ["--tasks_conf", tasks_conf]
-        lines.append(shlex.join(args))
+        lines.append(shlex.join(args + extra))
     return lines
 
 
@@ -317,14 +319,21 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
                   backend: str = "ours", tasks_conf: Path | None = None, conf_root: Path = Path("."), *,
                   fusion: Sequence[str] = (), fusion_streams: str = "", fusion_tasks: Sequence[str] = (),
                   caption_decoders: Sequence[str] = (), caption_kinds: Sequence[str] = (),
-                  caption_upstream: str = "", dirs: Sequence[tuple[str, str]] = ()) -> list[str]:
+                  caption_upstream: str = "", dirs: Sequence[tuple[str, str]] = (),
+                  protocol: str | None = None) -> list[str]:
     """Everything wrong with run.sh's options, found before anything is deleted or launched: duplicates
     (two jobs must never train one exp dir), unknown tasks and heads, training configs with unknown keys,
     upstream configs that do not load, seeds that are no integers; fusion algorithms, streams (each named by
     its upstream's modality) and tasks; caption decoders, kinds and upstream (a speech one); output dirs that
-    are, or lie inside, another one (``dirs``: (option, path), e.g. ("--expdir", "exp"))."""
+    are, or lie inside, another one (``dirs``: (option, path), e.g. ("--expdir", "exp")); the ``protocol``
+    file and its training options on every head and fusion algorithm."""
     errors = []
     errors += check_dirs(dirs)
+    try:
+        proto = load_run_protocol(protocol)
+    except PlanError as e:
+        errors.append(str(e))
+        proto = None
     for what, items in (("--upstreams", upstreams), ("--heads", heads), ("--tasks", tasks), ("--seeds", seeds)):
         dup = _duplicates(items)
         if dup:
@@ -348,9 +357,12 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
 
         for h in heads:
             try:
-                load_train_config(conf_root / BACKENDS[backend] / f"{h}.yaml")
+                load_train_config(conf_root / BACKENDS[backend] / f"{h}.yaml", protocol_conf(proto, "classifier"))
             except (ValueError, OSError) as e:
-                errors.append(f"--heads {h}: {e}")
+                errors.append(f"--heads {h}" + (f" under protocol {proto['name']}" if proto else "") + f": {e}")
+    elif proto is not None and protocol_conf(proto, "classifier"):
+        errors.append(f"--protocol {proto['name']} sets training options of conf/train; --backend {backend} has its "
+                      "own configs: use --protocol corrected with it")
     from etser.features.upstream import UpstreamError, find_config, load_config as load_upstream_config, modality
 
     for up in upstreams:
@@ -363,7 +375,23 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
             dup = _duplicates(items)
             if dup:
                 errors.append(f"{what} names {' '.join(dup)} more than once")
-        errors += check_fusion_algos(fusion, conf_root)
+        algo_errors = check_fusion_algos(fusion, conf_root)
+        errors += algo_errors
+        if proto is not None and not algo_errors:
+            from etser.learn.trainconf import load_config as load_train_config
+            from etser.models.fusion import fusion_class
+            from etser.models.fusion.base import COMMON_DEFAULTS
+
+            for algo in fusion:   # the protocol's options on each algorithm's model (e.g. official: true)
+                try:
+                    conf = load_train_config(conf_root / "conf" / "train" / "fusion.yaml",
+                                             [f"head_conf.algo={algo}", *protocol_conf(proto, "fusion")])
+                    unknown = sorted(set(conf["head_conf"]["fusion_conf"])
+                                     - {*COMMON_DEFAULTS, *fusion_class(algo).defaults})
+                    if unknown:
+                        raise ValueError(f"unknown model option(s) {', '.join(unknown)}")
+                except (ValueError, OSError) as e:
+                    errors.append(f"--fusion {algo} under protocol {proto['name']}: {e}")
         unknown = [t for t in fusion_tasks if t not in taskset.tasks]
         if unknown:
             errors.append(f"--fusion_tasks: unknown {' '.join(unknown)} (in {taskset.path}); known: "
@@ -571,12 +599,16 @@ def check_train_sets(sets: Sequence[str], train_set: str = "train", valid_set: s
 
 
 def train_lines(runs: Sequence[Run], backend: str, data_dir: str, ngpu: int, num_threads: int, overwrite: bool,
-                tasks_conf: str | None, on_change: str = "redo") -> list[str]:
+                tasks_conf: str | None, on_change: str = "redo", protocol: dict | None = None) -> list[str]:
+    if protocol is not None and backend != "ours" and protocol_conf(protocol, "classifier"):
+        raise PlanError(f"protocol {protocol['name']} ({protocol['path']}) sets training options of conf/train; "
+                        f"--backend {backend} has its own configs: use --protocol corrected with it")
+    extra = [a for item in protocol_conf(protocol, "classifier") for a in ("--conf", item)]
     lines = []
     for r in runs:
         args = ["--config", f"{BACKENDS[backend]}/{r.head}.yaml", "--task", r.task, "--seed", str(r.seed),
                 "--data_dir", data_dir, "--feats_dir", r.feats_dir, "--exp_dir", r.exp_dir, "--ngpu", str(ngpu),
-                "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower()]
+                "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower(), *extra]
         if tasks_conf:
             args += ["--tasks_conf", str(tasks_conf)]
         # ESPnet's runs have no provenance check (ESPnet resumes from its own checkpoint): no --on_change
@@ -743,9 +775,37 @@ def with_conf(lines: Sequence[str], extra: Sequence[Sequence[str]]) -> list[str]
     return [line + (" " + shlex.join(x) if x else "") for line, x in zip(lines, extra, strict=True)]
 
 
+def load_run_protocol(path: str | Path | None) -> dict | None:
+    """The protocol of a run (conf/protocol/<name>.yaml), None when none is given (no options added)."""
+    if not path:
+        return None
+    from etser.learn.config import load_protocol
+
+    try:
+        return load_protocol(Path(path))
+    except (ValueError, FileNotFoundError) as e:
+        raise PlanError(f"--protocol: {e}") from None
+
+
+def protocol_conf(protocol: dict | None, family: str) -> list[str]:
+    """The ``--conf`` items a protocol adds to the training lines of ``family`` (classifier | fusion)."""
+    from etser.learn.config import DEFAULT_PROTOCOL, protocol_overrides
+
+    return protocol_overrides(protocol, family, DEFAULT_PROTOCOL)
+
+
+def protocol_shell(protocol: dict, given: set[str]) -> str:
+    """run.sh assignments of the protocol's ``run`` options that the user did not give (``given``), each
+    value shell-quoted, and ``protocol_name``/``protocol_version``."""
+    values = {k: v for k, v in protocol["run"].items() if k not in given}
+    values.update(protocol_name=protocol["name"], protocol_version=protocol["version"])
+    return "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in values.items())
+
+
 def _plan_classifiers(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
     if a.cmd == "train":
         check_train_sets(sets)
+    protocol = load_run_protocol(a.protocol)
     runs = plan_runs(a.feats_dirs.split(), a.heads.split(), [int(s) for s in a.seeds.split()],
                      a.tasks.split() or None, a.backend, a.tasks_conf, a.exp_root, data_dir=a.data_dir)
     searched = searched_configs({h: (Path(BACKENDS["ours"]) / f"{h}.yaml", ()) for h in a.heads.split()}
@@ -754,7 +814,7 @@ def _plan_classifiers(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
                               a.search_phase if a.cmd == "train" else "score", a.tasks_conf)
     if a.cmd == "train":
         lines = with_conf(train_lines(runs, a.backend, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf,
-                                      a.on_change), extra)
+                                      a.on_change, protocol), extra)
     else:
         if a.check_trained:
             check_trained([r.exp_dir for r in runs])
@@ -780,7 +840,7 @@ def _plan_fusion(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
                               a.search_phase if a.cmd == "fusion_train" else "score", a.tasks_conf)
     if a.cmd == "fusion_train":
         lines = with_conf(fusion_train_lines(runs, a.data_dir, a.ngpu, a.num_threads, a.overwrite, a.tasks_conf,
-                                             a.allow_missing, a.on_change), extra)
+                                             a.allow_missing, a.on_change, load_run_protocol(a.protocol)), extra)
     else:
         if a.check_trained:
             check_trained([r.exp_dir for r in runs])
@@ -829,6 +889,8 @@ def _common_job_options(p: argparse.ArgumentParser, seeds: str | None = None) ->
                    help="an output whose inputs changed: redo it or stop naming what changed (in every line)")
     p.add_argument("--check_trained", type=str2bool, default=False,
                    help="stage 4: refuse when a planned training is not finished (run.sh: stage 4 after stage 3)")
+    p.add_argument("--protocol", default=None, help="conf/protocol/<name>.yaml: its training options go into every "
+                   "training line (default: none added)")
     p.add_argument("--out", type=Path, required=True, help="the job file to write")
 
 
@@ -889,6 +951,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption_decoders", default="", help="empty: no captioning, its options unchecked")
     p.add_argument("--caption_kinds", default="")
     p.add_argument("--caption_upstream", default="")
+    p.add_argument("--protocol", default=None, help="conf/protocol/<name>.yaml: checked with its training options")
     p.add_argument("--dir", nargs=2, action="append", default=[], metavar=("NAME", "PATH"),
                    help="an output dir of the run and its option's name, e.g. expdir exp (repeat): none may be, "
                         "or lie inside, another")
@@ -909,6 +972,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks_conf", default=None)
     p.add_argument("--extract", type=str2bool, default=True, help="stage 2 runs: check the upstreams' inputs")
     p.add_argument("--train", type=str2bool, default=True, help="a training stage runs: check the labels")
+    p = sub.add_parser("protocol", help="run.sh assignments of a protocol's run options not given by the user")
+    p.add_argument("--protocol", required=True, help="conf/protocol/<name>.yaml")
+    p.add_argument("--given", default="", help="the option names the user set (utils/parse_options.sh po_given)")
     p = sub.add_parser("default_heads", help="the heads of a run that names none, for a backend")
     p.add_argument("--backend", default="ours", choices=sorted(BACKENDS))
     return ap
@@ -924,12 +990,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.cmd == "default_heads":
             print(" ".join(default_heads(a.backend)))
             return 0
+        if a.cmd == "protocol":
+            print(protocol_shell(load_run_protocol(a.protocol), set(a.given.split())), end="")
+            return 0
         if a.cmd == "check":
             errors = check_options(a.upstreams.split(), a.heads.split(), a.tasks.split(), a.seeds.split(),
                                    a.backend, a.tasks_conf, fusion=a.fusion.split(), fusion_streams=a.fusion_streams,
                                    fusion_tasks=a.fusion_tasks.split(), caption_decoders=a.caption_decoders.split(),
                                    caption_kinds=a.caption_kinds.split() if a.caption_decoders.split() else [],
-                                   caption_upstream=a.caption_upstream, dirs=[(f"--{n}", d) for n, d in a.dir])
+                                   caption_upstream=a.caption_upstream, dirs=[(f"--{n}", d) for n, d in a.dir],
+                                   protocol=a.protocol)
             for e in errors:
                 print(f"error: {e}", file=sys.stderr)
             return 1 if errors else 0

@@ -6,6 +6,8 @@ What differs between a classifier head, a fusion model and a caption decoder is 
 scored, which value selects the best epoch and what ``best.pt`` records.  The loop owns the order in which
 random numbers are drawn (one ``randperm`` of the training set per epoch from a generator seeded with the
 seed), so that a killed run resumed from its last checkpoint ends with the same weights as an uninterrupted one.
+``shuffle=False`` (the official code's unshuffled loader) takes the training set in its order every epoch and
+draws nothing from that generator.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class Fit:
     selects the best epoch; ``better(value, best)``: whether ``value`` beats ``best``; ``best_record(epoch,
     row)``: what ``best.pt`` holds besides the model; ``model_state()``: the weights saved (default: all);
     ``epoch_line(epoch, row, improved)``: the line of ``train.log`` for an epoch; ``bar_text(value, best)``:
-    the progress bar's figure.
+    the progress bar's figure; ``shuffle``: a new order of the training examples every epoch (else their order).
     """
 
     model: torch.nn.Module
@@ -111,6 +113,7 @@ class Fit:
     epoch_line: Callable[[int, dict, bool], str]
     model_state: Callable[[], dict] | None = None
     bar_text: Callable[[float, float], str] = lambda value, best: ""
+    shuffle: bool = True   # False: the training set in its order every epoch (the official code's loader)
 
 
 def restore(fit: Fit, last: dict, shuffle: torch.Generator, device: str, strict: bool = True) -> dict:
@@ -140,7 +143,8 @@ def run_epochs(fit: Fit, exp_dir: Path, chash: str, shuffle: torch.Generator, st
             break
         t0 = time.monotonic()
         fit.model.train()
-        perm = torch.randperm(fit.num_train, generator=shuffle).tolist()
+        perm = (torch.randperm(fit.num_train, generator=shuffle).tolist() if fit.shuffle
+                else list(range(fit.num_train)))
         total = 0.0
         for s in range(0, fit.num_train, fit.batch_size):
             idx = perm[s:s + fit.batch_size]

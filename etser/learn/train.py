@@ -241,7 +241,8 @@ def _train(conf, chash, meta, task, data_dir, feats_dir, exp_dir, seed, device, 
             f"epoch {epoch} train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
             + " ".join(f"val_{k} {100 * row[f'val_{k}']:.2f}" for k in names)
             + f" ({row['seconds']:.2f} s)" + (" *best" if improved else "")),
-        bar_text=lambda value, best: f"val {names[metric]} {100 * value:.1f} best {100 * best:.1f}")
+        bar_text=lambda value, best: f"val {names[metric]} {100 * value:.1f} best {100 * best:.1f}",
+        shuffle=bool(conf["shuffle"]))
     state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
     if last is not None:
         state = loop.restore(fit, last, shuffle, device)

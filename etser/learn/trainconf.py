@@ -22,6 +22,7 @@ DEFAULTS = {
     "grad_clip": None,          # max gradient norm; null: no clipping
     "max_epochs": 100,
     "patience": 20,             # epochs without val improvement before stopping; null: never stop early
+    "shuffle": True,            # a new order of the training set every epoch; false: its order (official code)
     "select_metric": None,      # of the task's metrics (ua | wa | macro_f1 | weighted_f1; continuous: f1_weighted |
                                 # acc2 | mae | pearson | ccc), or a mapping kind -> metric; null: the task's default
     "class_weighted_loss": False,
@@ -35,6 +36,7 @@ DEFAULTS = {
     "tune": {},                 # random-search lists of the head: dotted key -> values (a fusion head adds its algo's)
     "search_draw": 0,           # k > 0: this training is draw k of the search (etser.learn.tune.draw_config); 0: none
     "search_seed": 0,           # ... seed of the draws
+    "protocol": learn_config.DEFAULT_PROTOCOL,  # the conf/protocol/<name>.yaml the planner wrote this training's options from
 }
 
 
@@ -45,5 +47,7 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
     if conf["head"] is None:
         raise ValueError(f"{path or 'config'}: 'head' is not set (superb, paper, attentive)")
     learn_config.check_choice(conf, "grad_clip_mode", ("norm", "value"))
+    if not isinstance(conf["shuffle"], bool):
+        raise ValueError(f"{path or 'config'}: shuffle must be true or false, got {conf['shuffle']!r}")
     conf = head_class(conf["head"]).complete_config(conf, {item.partition("=")[0] for item in overrides})
     return conf

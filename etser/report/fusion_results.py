@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from etser.metrics import COUNT_NOTE, count_note, stale_note, varying_counts
+from etser.report.protocols import protocol_lines, run_protocol, sentiment_discrete
 from etser.tasks import kind_class, load_tasks
 
 MULTI_TASKS = ("multi_four", "multi_all")
@@ -60,7 +61,7 @@ def _titles(tasks_conf) -> dict:
         return {}
 
 
-def fusion_sections(metrics: list[dict], set_name: str = "test", tasks_conf=None) -> list[str]:
+def fusion_sections(metrics: list[dict], set_name: str = "test", tasks_conf=None, protocol_dir=None) -> list[str]:
     fusion = [m for m in metrics if m["modality"] == "fusion"]
     unimodal = [m for m in metrics if m["modality"] != "fusion" and kind_class(m.get("kind", "classes")).metric_tables]
     sentiment = [m for m in metrics if m["task"] == SENTIMENT_TASK]
@@ -69,9 +70,9 @@ def fusion_sections(metrics: list[dict], set_name: str = "test", tasks_conf=None
     titles = _titles(tasks_conf)
     varying = varying_counts(metrics)
     lines: list[str] = []
-    lines += _er_table(fusion, unimodal, titles, varying)
-    lines += _sentiment_table(metrics, sentiment, titles, varying)
-    lines += _missing_table(fusion, titles)
+    lines += _er_table(fusion, unimodal, titles, varying, protocol_dir)
+    lines += _sentiment_table(metrics, sentiment, titles, varying, protocol_dir)
+    lines += _missing_table(fusion, titles, protocol_dir)
     return lines
 
 
@@ -81,16 +82,18 @@ def _noted(runs: list[dict], task: str, varying: set, values: Sequence[float] | 
     return text + (count_note(runs) if runs and task in varying else "") + stale_note(runs)
 
 
-def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: set) -> list[str]:
+def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: set, protocol_dir=None) -> list[str]:
     rows = _group([m for m in fusion if m["task"] in MULTI_TASKS])
     if not rows:
         return []
+    over, under = protocol_lines([m for row in rows.values() for ms in row.values() for m in ms], protocol_dir)
     cols = [t for t in MULTI_TASKS if any(t in r for r in rows.values())]
     tt = [titles.get(t, t).replace("Multi(", "Multimodal(") for t in cols]
     lines = ["## Multimodal emotion recognition (the seeds' Table 2)", "",
              "Weighted-F1 first: the metric comparable with the seeds' numbers (the official code computes "
              "accuracy and weighted-F1 only; its best epoch is chosen on val weighted-F1, as here). UA and WA "
-             "beside. Features: the upstream of each stream.", ""] + ([COUNT_NOTE, ""] if varying & set(cols) else [])
+             "beside. Features: the upstream of each stream.", "", *over] + (
+                 [COUNT_NOTE, ""] if varying & set(cols) else [])
     head = ["Features", "Algorithm", "Fusion level", *[f"{t} WF1" for t in tt], "Mean WF1",
             *[f"{t} UA" for t in tt], *[f"{t} WA" for t in tt]]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -103,7 +106,7 @@ def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: s
         wa = [_noted(row.get(t, []), t, varying, [r["wa"] for r in row.get(t, [])]) for t in cols]
         lines.append(f"| {_features(first)} | {algo} | {first.get('fusion_level', '?')} | " +
                      " | ".join([*wf1, mean, *ua, *wa]) + " |")
-    lines.append("")
+    lines += ["", *under]
     # the best single modality of each column, to read the fusion gain against
     single = _group([m for m in unimodal if m["task"] in cols])
     best = []
@@ -119,17 +122,30 @@ def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: s
     return lines
 
 
-def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, varying: set) -> list[str]:
+def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, varying: set,
+                     protocol_dir=None) -> list[str]:
     if not sentiment:
         return []
     keys = sorted({(m["tag"], m.get("algo") or m["head"]) for m in sentiment})
+    # the Discrete columns of a row: its own algorithm's Multi runs, or the algorithm its protocol names
+    # (official: LMF, as the official run.sh trains its MM rows), of the same features and protocol
+    discrete = {}
+    for key in keys:
+        first = next(m for m in sentiment if (m["tag"], m.get("algo") or m["head"]) == key)
+        discrete[key] = (key[0], sentiment_discrete(first, protocol_dir) or key[1], run_protocol(first))
     groups = _group([m for m in metrics if (m["tag"], m.get("algo") or m["head"]) in keys])
+    multi = _group([m for m in metrics if m["task"] in MULTI_TASKS])
+    over, under = protocol_lines([m for key in keys for ms in groups[key].values() for m in ms], protocol_dir)
     lines = ["## Multimodal sentiment analysis (the seeds' Table 3)", "",
              "Discrete(Four) / Discrete(All): weighted-F1 of the multimodal labels (`multi_four` / `multi_all`); "
              "Continuous: weighted-F1 of the sign on the non-zero labels of `utt2sentiment` (the official metric, "
              "MERBench's). A constant prediction already scores high on Continuous when most labels have one "
              "sign: its row is beside (fitted on the training labels).", ""] + (
-                 [COUNT_NOTE, ""] if varying & {*MULTI_TASKS, SENTIMENT_TASK} else [])
+                 [COUNT_NOTE, ""] if varying & {*MULTI_TASKS, SENTIMENT_TASK} else []) + over
+    borrowed = sorted({f"{key[1]}: {src[1]}" for key, src in discrete.items() if src[1] != key[1]})
+    if borrowed:
+        lines += ["Discrete columns from another algorithm's Multi runs, as the rows' protocol says "
+                  f"(`report: sentiment_discrete`): {', '.join(borrowed)}.", ""]
     head = ["Text", "Speech", "Visual", "Algorithm", "Discrete(Four)", "Discrete(All)", "Continuous", "Mean"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in keys:
@@ -138,8 +154,11 @@ def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, v
         ups = first.get("stream_upstreams") or {first.get("modality", "speech"): first.get("upstream", key[0])}
         mods = first.get("stream_modalities") or {n: n for n in ups}
         by_mod = {mods.get(n, n): u for n, u in ups.items()}
-        vals = {t: [r[_main_metric(r)] for r in row.get(t, [])] for t in (*MULTI_TASKS, SENTIMENT_TASK)}
-        cells = [_noted(row.get(t, []), t, varying, vals[t]) for t in (*MULTI_TASKS, SENTIMENT_TASK)]
+        tag, src, protocol = discrete[key]
+        source = {t: [r for r in multi.get((tag, src), {}).get(t, []) if run_protocol(r) == protocol]
+                  for t in MULTI_TASKS} | {SENTIMENT_TASK: row[SENTIMENT_TASK]}
+        vals = {t: [r[_main_metric(r)] for r in source[t]] for t in (*MULTI_TASKS, SENTIMENT_TASK)}
+        cells = [_noted(source[t], t, varying, vals[t]) for t in (*MULTI_TASKS, SENTIMENT_TASK)]
         mean = (f"{100 * np.mean([np.mean(v) for v in vals.values()]):.2f}" if all(vals.values()) else "–")
         lines.append("| " + " | ".join([*(by_mod.get(m, "–") for m, _ in MODALITY_COLUMNS), key[1], *cells, mean])
                      + " |")
@@ -161,20 +180,22 @@ def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, v
         lines.append(f"| constant {name} | – | {_cell([c['acc2'] for c in cs])} | {_cell([c['f1_weighted'] for c in cs])} "
                      f"| {_cell([c['mae'] for c in cs], 1, 3)} | {_cell([c['pearson'] for c in cs], 1, 3)} | "
                      f"{_cell([c['ccc'] for c in cs], 1, 3)} |")
-    return lines + [""]
+    return lines + ["", *under]
 
 
-def _missing_table(fusion: list[dict], titles: dict) -> list[str]:
+def _missing_table(fusion: list[dict], titles: dict, protocol_dir=None) -> list[str]:
     with_missing = [m for m in fusion if m.get("missing")]
     if not with_missing:
         return []
+    over, under = protocol_lines(with_missing, protocol_dir)
     patterns = sorted({p for m in with_missing for p in m["missing"]}, key=lambda p: (-p.count("+"), p))
     groups: dict = defaultdict(list)
     for m in with_missing:
         groups[(_features(m), m.get("algo") or m["head"], m["task"])].append(m)
     lines = ["## Missing modalities", "",
              "Each fusion model scored with only the listed modalities present (the others marked absent: "
-             "dropped or zeroed per algorithm, docs/fusion.md). Weighted-F1 (sentiment: of the sign), %.", ""]
+             "dropped or zeroed per algorithm, docs/fusion.md). Weighted-F1 (sentiment: of the sign), %.", "",
+             *over]
     # an utterance left with none of a pattern's modalities is skipped there: a task's counts can differ by pattern
     differ = varying_counts({"task": m["task"], "num_utts": s["num_utts"]} for m in with_missing
                             for s in m["missing"].values() if "num_utts" in s)
@@ -190,4 +211,4 @@ def _missing_table(fusion: list[dict], titles: dict) -> list[str]:
                          + (count_note([s for s, _ in pairs]) if pairs and task in differ else "")
                          + stale_note([r for _, r in pairs]))
         lines.append(f"| {feats} | {algo} | {titles.get(task, task)} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return lines + ["", *under]

@@ -32,6 +32,7 @@ import numpy as np
 
 from etser.metrics import (COUNT_NOTE, METRIC_NAMES, confusion_metrics, count_note, read_predictions, stale_note,
                            varying_counts)
+from etser.report.found import find_metrics  # noqa: F401  (results.find_metrics: the reader of stage 4's outputs)
 from etser.tasks import kind_class, load_tasks
 from etser.yamlfile import read_yaml
 
@@ -53,28 +54,6 @@ OFFICIAL_HEADS = ("paper",)
 
 
 # ---------------------------------------------------------------- collecting
-
-def find_metrics(exp_root: Path, set_name: str = "test") -> list[dict]:
-    """Every ``decode_<set>/metrics.json`` under ``exp_root`` with its exp dir, sorted by path."""
-    found = []
-    for path in sorted(Path(exp_root).glob(f"*/*/*/seed*/decode_{set_name}/metrics.json")):
-        try:
-            m = json.loads(path.read_text())
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); rerun stage 4 for {path.parent.parent}") from None
-        keys = kind_class(m.get("kind", "classes"), str(path)).metric_names
-        missing = [k for k in (*keys, "task", "head", "seed", "tag") if k not in m]
-        if missing:
-            raise ValueError(f"{path}: lacks {', '.join(missing)}; rerun stage 4 for {path.parent.parent}")
-        m["exp_dir"] = str(path.parent.parent)
-        m.setdefault("modality", "speech")
-        m.setdefault("kind", "classes")
-        miss = path.parent / "missing.json"
-        if miss.is_file():
-            m["missing"] = json.loads(miss.read_text())["patterns"]
-        found.append(m)
-    return found
-
 
 def _cell(values: Sequence[float], n_expected: int) -> str:
     v = 100 * np.asarray(values, dtype=float)
@@ -285,7 +264,8 @@ def _task_titles(metrics: list[dict], tasks_conf: Path | None) -> tuple[dict, di
 
 
 def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples: int = 10000, seed: int = 0,
-                  results_conf: Path | None = None, tasks_conf: Path | None = None) -> str:
+                  results_conf: Path | None = None, tasks_conf: Path | None = None,
+                  protocol_dir: Path | None = None, compare_exp: Path | None = None) -> str:
     found = find_metrics(exp_root, set_name)
     if not found:
         raise FileNotFoundError(f"no {exp_root}/<tag>/<head>/<task>/seed<N>/decode_{set_name}/metrics.json: "
@@ -319,17 +299,25 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
         lines += ["Rows of head `paper` follow the official protocol (best epoch on val weighted-F1): weighted-F1 "
                   "and WA (accuracy) are the metrics comparable with the seeds' numbers (the official code "
                   "computes only those), so weighted-F1 comes first.", ""]
+    from etser.report.protocols import protocol_lines
+
     for metric in (OFFICIAL_ORDER if official else TABLE_ORDER) if metrics else ():
         lines += [f"## {METRIC_NAMES[metric]}", ""]
         for table in tables:
-            lines += [f"### {table['title']}", ""] + metric_table(table, metric, titles, varying) + [""]
+            over, under = protocol_lines([m for row in table["cells"].values() for runs in row.values() for m in runs],
+                                         protocol_dir)
+            lines += [f"### {table['title']}", ""] + over + metric_table(table, metric, titles, varying) + [""] + under
         lines += [DEFINITIONS[metric], ""]
     from etser.learn.search import search_notes
     from etser.report.fusion_results import fusion_sections
 
-    lines += fusion_sections(found, set_name, tasks_conf)
-    lines += own_metric_tables(found, tasks_conf)
+    lines += fusion_sections(found, set_name, tasks_conf, protocol_dir)
+    lines += own_metric_tables(found, tasks_conf, protocol_dir)
     lines += search_notes(found)
+    if compare_exp is not None:   # the runs of the other protocol, in another exp tree
+        from etser.report.protocols import compare_protocol_trees
+
+        lines += compare_protocol_trees(exp_root, Path(compare_exp), set_name, tasks_conf)
     lines += ["## Significance (paired bootstrap)", ""]
     lines += _significance(tables, titles, set_name, num_samples, seed)
     lines += [""] + environment(metrics) + [""]
@@ -342,7 +330,8 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
     return text
 
 
-def own_metric_tables(found: list[dict], tasks_conf: Path | None = None) -> list[str]:
+def own_metric_tables(found: list[dict], tasks_conf: Path | None = None, protocol_dir: Path | None = None
+                      ) -> list[str]:
     """A table per task of a kind that has metrics of its own (e.g. a continuous arousal task): a row per
     features x head, the kind's metrics as columns (mean ± sample std over seeds).  Tasks that the fusion
     section's MERBench tables show already (sentiment) and fusion runs are left to those tables."""
@@ -366,7 +355,10 @@ def own_metric_tables(found: list[dict], tasks_conf: Path | None = None) -> list
         first = next(iter(rows.values()))[0]
         kind = kind_class(first["kind"])
         names = kind.metric_names
-        lines += [f"### {titles.get(task, first.get('title', task))} (`{task}`, kind {kind.kind})", "",
+        from etser.report.protocols import protocol_lines
+
+        over, under = protocol_lines([m for ms in rows.values() for m in ms], protocol_dir)
+        lines += [f"### {titles.get(task, first.get('title', task))} (`{task}`, kind {kind.kind})", "", *over,
                   "| Features | Head | " + " | ".join(names.values()) + " |",
                   "|" + "---|" * (len(names) + 2)]
         for (tag, head), ms in sorted(rows.items()):
@@ -376,7 +368,7 @@ def own_metric_tables(found: list[dict], tasks_conf: Path | None = None) -> list
                 digits = 2 if k in kind.percent_metrics else 3
                 cells.append(f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else ""))
             lines.append(f"| {tag} | {head} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", *under]
     return lines
 
 
@@ -461,11 +453,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--results_conf", type=Path, default=None, help="tables YAML (default: conf/results.yaml)")
     ap.add_argument("--tasks_conf", type=Path, default=None, help="tasks YAML (default: conf/tasks.yaml)")
+    ap.add_argument("--protocol_dir", type=Path, default=None, help="the protocols (default: conf/protocol)")
+    ap.add_argument("--compare_exp", type=Path, default=None,
+                    help="an exp tree of the other protocol's runs: adds 'What each fix is worth'")
     a = ap.parse_args(argv)
     out = a.out or a.exp / "RESULTS.md"
     t0 = time.monotonic()
     try:
-        text = write_results(a.exp, out, a.set, a.num_samples, a.seed, a.results_conf, a.tasks_conf)
+        text = write_results(a.exp, out, a.set, a.num_samples, a.seed, a.results_conf, a.tasks_conf,
+                             a.protocol_dir, a.compare_exp)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

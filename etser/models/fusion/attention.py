@@ -25,7 +25,7 @@ from .base import FusionModel, FusionOutput, MLPEncoder, gate
 class Attention(FusionModel):
     name = "attention"
     level = "utterance"
-    defaults = {"hidden_dim": 128, "dropout": 0.3, "official": False,
+    defaults = {"hidden_dim": 128, "dropout": 0.3,
                 "raw_weights": None, "merbench_scorer": None, "output_dropout": None}
     official_details = {"raw_weights": (False, True), "merbench_scorer": (False, True),
                         "output_dropout": (True, False)}

@@ -20,8 +20,10 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-# Conf keys every model accepts on top of its own.
-COMMON_DEFAULTS = {"modality_dropout": 0.0}
+# Conf keys every model accepts on top of its own.  ``official: true`` selects the official code's details of
+# the algorithm (``official_details``); where that code equals ours (TFN, MFN, MMIM) it changes nothing, so
+# that a protocol can set it on every algorithm alike.
+COMMON_DEFAULTS = {"modality_dropout": 0.0, "official": False}
 
 
 @dataclass

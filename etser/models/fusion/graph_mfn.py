@@ -69,7 +69,7 @@ class DynamicFusionGraph(nn.Module):
 @register("fusion")
 class GraphMFN(MFN):
     name = "graph_mfn"
-    defaults = {"hidden_dim": 128, "mem_dim": 128, "dropout": 0.3, "official": False,
+    defaults = {"hidden_dim": 128, "mem_dim": 128, "dropout": 0.3,
                 "frozen_vertices": None, "linear_graph": None}
     official_details = {"frozen_vertices": (False, True), "linear_graph": (False, True)}
 

@@ -23,7 +23,7 @@ from .base import FusionModel, FusionOutput, MLPEncoder, gate
 class LMF(FusionModel):
     name = "lmf"
     level = "utterance"
-    defaults = {"hidden_dim": 128, "dropout": 0.3, "rank": 4, "official": False,
+    defaults = {"hidden_dim": 128, "dropout": 0.3, "rank": 4,
                 "half_output": None, "output_dropout": None}
     official_details = {"half_output": (False, True), "output_dropout": (True, False)}
 

@@ -88,7 +88,7 @@ class MCTN(FusionModel):
     aligned = True
     max_modalities = 3
     defaults = {"hidden_dim": 128, "dropout": 0.1, "teacher_forcing_ratio": 0.5, "loss_weight": 0.5,
-                "official": False, "bidirectional": None, "across_batch": None, "truth_feedback": None,
+                "bidirectional": None, "across_batch": None, "truth_feedback": None,
                 "padded_mse": None}
     official_details = {"bidirectional": (False, True), "across_batch": (False, True),
                         "truth_feedback": (False, True), "padded_mse": (False, True)}

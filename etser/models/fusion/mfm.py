@@ -63,7 +63,7 @@ class MFM(FusionModel):
     aligned = True
     defaults = {"hidden_dim": 128, "mem_dim": 128, "dropout": 0.3, "window_dim": 2,
                 "lda_xl": 0.1, "lda_xa": 0.1, "lda_xv": 0.1, "lda_mmd": 10.0,
-                "official": False, "kernel_div_dim": None}
+                "kernel_div_dim": None}
     official_details = {"kernel_div_dim": (False, True)}
 
     def __init__(self, input_dims, output_dim, conf=None):

@@ -53,7 +53,7 @@ class MISA(FusionModel):
     name = "misa"
     level = "utterance"
     defaults = {"hidden_dim": 128, "dropout": 0.3, "sim_weight": 0.1, "diff_weight": 0.1, "recon_weight": 0.1,
-                "official": False, "torch_transformer": None, "half_output": None}
+                "torch_transformer": None, "half_output": None}
     official_details = {"torch_transformer": (False, True), "half_output": (False, True)}
 
     def __init__(self, input_dims, output_dim, conf=None):

@@ -48,7 +48,7 @@ class MulT(FusionModel):
     name = "mult"
     level = "frame"
     defaults = {"hidden_dim": 64, "layers": 2, "num_heads": 8, "dropout": 0.1, "conv1d_kernel_size": 1,
-                "official": False, "causal_mask": None, "valid_conv": None, "deep_memory": None}
+                "causal_mask": None, "valid_conv": None, "deep_memory": None}
     official_details = {"causal_mask": (False, True), "valid_conv": (False, True), "deep_memory": (False, True)}
 
     def __init__(self, input_dims, output_dim, conf=None):

@@ -25,7 +25,8 @@ class FusionHead(nn.Module):
 
     Per-modality inputs: the FIXED average of the selected layers (no learned layer weights: the official
     code averages layers too), standardised per stream with that stream's own training-set statistics
-    (buffers, so the checkpoint carries them).  Utterance-level models read the pooled time-means (MERBench's
+    (buffers, so the checkpoint carries them) unless ``normalize: false`` (the official code feeds the features
+    raw).  Utterance-level models read the pooled time-means (MERBench's
     ``utt`` = time mean); frame-level ones read the frames, brought to a common length per utterance by
     :func:`etser.models.fusion.align.prepare` (MERBench's compression by 6 / 12 and alignment to the text length)
     and batched with their lengths.  ``present`` (missing in a stream, see etser.featset) is passed on;
@@ -56,8 +57,11 @@ class FusionHead(nn.Module):
         return layers
 
     def __init__(self, streams: Sequence[Mapping], output_size: int, algo: str = "attention",
-                 fusion_conf: Mapping | None = None, feat_type: str = "frm_align"):
+                 fusion_conf: Mapping | None = None, feat_type: str = "frm_align", normalize: bool = True):
         super().__init__()
+        if not isinstance(normalize, bool):
+            raise ValueError(f"fusion head: normalize must be true or false, got {normalize!r}")
+        self.normalize = normalize
         from etser.models.fusion import build_fusion, fusion_class
 
         self.algo, self.feat_type = str(algo), str(feat_type)
@@ -84,7 +88,9 @@ class FusionHead(nn.Module):
         """Per stream, from its training-set pooled (mean, std), each (N, L, D) of the selected layers:
         utterance level, the mean and std over utterances of the layer-averaged time-mean; frame level, the
         mean and total (within + between utterance) std of the layer-averaged frames (within-utterance
-        variance approximated by the layers' mean variance)."""
+        variance approximated by the layers' mean variance).  ``normalize: false``: the identity (raw features)."""
+        if not self.normalize:
+            return
         for name, (mean, std) in pooled.items():
             m = mean.double().mean(1)                       # (N, D)
             center = m.mean(0)
