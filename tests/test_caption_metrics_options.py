@@ -209,7 +209,9 @@ def test_a_bad_references_file_names_the_file_and_the_utterance(tmp_path, refs, 
 
 
 def test_the_references_file_passes_data_dir_validation(tmp_path):
-    data = _data(tmp_path, MULTI)
+    # sparse, as utt2caption_<kind>: S02-e has no style caption
+    data = _data(tmp_path, {"S02-d": MULTI["S02-d"]})
+    (data / "test" / "utt2caption_style").write_text("S02-d 一位男性大声说话\n", encoding="utf-8")
     (data / "test" / "spk2utt").write_text("S02 S02-d S02-e\n")
     (data / "test" / "wav.scp").write_text(f"S02-d {tmp_path}/d.wav\nS02-e {tmp_path}/e.wav\n")
     r = subprocess.run([sys.executable, "-m", "etser.validate", "--tables", str(ROOT / "conf" / "data_tables"),
