@@ -73,9 +73,10 @@ def load_metrics_config(path: Path | None) -> dict:
     if conf["tokenization"] not in TOKENIZATIONS:
         raise ValueError(f"{path}: tokenization must be one of {', '.join(TOKENIZATIONS)}, "
                          f"got {conf['tokenization']!r}")
-    n = conf["references"]
-    if n != "all" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"{path}: references must be 'all' or a number >= 1, got {n!r}")
+    try:
+        used_references([], conf["references"])
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     if conf["clap"].get("variant") not in CLAP_VARIANTS:
         raise ValueError(f"{path}: clap.variant must be one of {', '.join(CLAP_VARIANTS)}, "
                          f"got {conf['clap'].get('variant')!r}")
