@@ -63,7 +63,7 @@ def test_chinese_never_goes_through_ptb_and_jieba_is_recorded():
     assert unit == "char" and res[0] == ["男 性 大 声 说 话"] and gts[0] == ["男 性 大 声 说 话"]
     words = segment("一位男性大声地说话", "jieba")
     assert "".join(words) == "一位男性大声地说话" and len(words) < 9 and any(len(w) > 1 for w in words)
-    out = score_captions(["男性大声说话"], [["男性大声说话"]], _conf(segment_zh="jieba"))
+    out = score_captions(["男性大声说话"], [["男性大声说话"]], _conf(tokenization="jieba"))
     assert out["notes"]["segmentation"] == "jieba" and out["scores"]["bleu1"] == pytest.approx(1.0, abs=1e-6)
 
 

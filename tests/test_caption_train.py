@@ -127,7 +127,7 @@ def test_clis_train_score_and_bad_dirs(tmp_path, repo_root, caplog):
     assert train_main(args + [f"--conf={c}" for c in TINY + ["max_epochs=2"]]) == 0
     assert (exp / "tokenizer.json").is_file() and (exp / "best.pt").is_file() and (exp / "done").is_file()
     mcfg = tmp_path / "metrics.yaml"
-    mcfg.write_text("metrics: [bleu4, rouge_l, cider_d, bertscore]\nptb_tokenizer: false\n")
+    mcfg.write_text("metrics: [bleu4, rouge_l, cider_d, bertscore]\ntokenization: char\n")
     assert score_main(["--exp_dir", str(exp), "--sets", "val test", "--data_dir", str(dd), "--feats_dir", str(fd),
                        "--metrics_config", str(mcfg)]) == 0
     for s in ("val", "test"):

@@ -1,10 +1,14 @@
 """The caption metrics (conf/caption/metrics.yaml): BLEU-4, ROUGE-L, METEOR, CIDEr-D, SPICE/SPIDEr, FENSE,
 BERTScore, CLAPScore.
 
-- Lexical metrics run through ``pycocoevalcap``.  Text is segmented first (``text.segment``): Chinese by
-  characters or jieba (``segment_zh``), English by the PTB tokenizer (Java) when ``ptb_tokenizer`` is true
-  and Java is found, else by the same word splitter.  Segmented Chinese never goes through PTB (it keeps
-  full-width punctuation as tokens).  The segmentation used is recorded with the scores.
+- Lexical metrics run through ``pycocoevalcap`` on tokens cut by one option, ``tokenization``: ``char``
+  (one token per Chinese character, Latin words whole), ``jieba`` (words), ``ptb`` (coco-caption's PTB
+  tokenizer on the raw text, as aac-metrics does: it leaves unsegmented Chinese whole), ``whitespace`` (split
+  on spaces) or ``auto`` (the default: ``char`` when any caption is Chinese, else ``ptb``).  What was used is
+  recorded with the scores (``notes.segmentation``), beside the option itself.
+- ``references``: how many references per utterance are scored against (``all``, or the first N of each);
+  ``clap.variant``: ``audio-text`` (caption vs the utterance's audio) or ``text-text`` (caption vs its
+  references with CLAP's text tower, as aac-metrics' CLAP-sim).  Both are recorded in the notes.
 - METEOR (and SPICE) need Java; without it they are blank (None) with one message, the others still run.
 - SPICE needs Stanford CoreNLP 3.6.0 (``stanford-corenlp-3.6.0.jar`` and ``-models.jar`` in
   ``spice_corenlp_dir``); pycocoevalcap's own downloader is never called.  SPIDEr = (CIDEr-D + SPICE) / 2.
@@ -19,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import json
+import unicodedata
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,22 +36,32 @@ LOG = logging.getLogger("etser.caption.metrics")
 ALL_METRICS = ("bleu4", "rouge_l", "meteor", "cider_d", "spider", "fense", "bertscore", "clapscore")
 TABLE_COLUMNS = {"bleu4": "BLEU-4", "rouge_l": "ROUGE-L", "meteor": "METEOR", "spider": "SPIDEr",
                  "fense": "FENSE", "bertscore": "BERTScore", "clapscore": "CLAPScore", "cider_d": "CIDEr-D"}
+TOKENIZATIONS = ("auto", "char", "jieba", "ptb", "whitespace")
+CLAP_VARIANTS = ("audio-text", "text-text")
 DEFAULTS = {
     "metrics": list(ALL_METRICS),
-    "segment_zh": "char",        # char | jieba: how Chinese is cut into tokens for the lexical metrics
-    "ptb_tokenizer": True,       # English: PTB tokenizer (Java) as coco-caption does; false: word splitter
+    "tokenization": "auto",      # auto | char | jieba | ptb | whitespace: tokens of every lexical metric
+    "references": "all",         # all | N: references per utterance (the first N of each)
     "java": "java",
     "spice_corenlp_dir": None,   # dir with stanford-corenlp-3.6.0.jar and stanford-corenlp-3.6.0-models.jar
     "bertscore": {"model_dir": None, "layer": None, "batch_size": 32},
     "fense": {"sbert_dir": None, "echecker_dir": None, "error_threshold": 0.9, "penalty": 0.9},
-    "clap": {"model_dir": None, "batch_size": 8},
+    "clap": {"model_dir": None, "batch_size": 8, "variant": "audio-text"},
 }
+# options this module once had: a config naming them is refused with the option that replaced them
+RENAMED = {"segment_zh": "tokenization (char | jieba | ptb | whitespace | auto; segment_zh: char is "
+                         "tokenization: char, segment_zh: jieba is tokenization: jieba)",
+           "ptb_tokenizer": "tokenization (ptb_tokenizer: true is tokenization: ptb, or auto for PTB on English "
+                            "only; false is tokenization: char or whitespace)"}
 
 
 def load_metrics_config(path: Path | None) -> dict:
     conf = json.loads(json.dumps(DEFAULTS))
     if path is not None:
         loaded = read_yaml(path) or {}
+        renamed = [f"{k} was replaced by {RENAMED[k]}" for k in loaded if k in RENAMED]
+        if renamed:
+            raise ValueError(f"{path}: " + "; ".join(renamed))
         unknown = sorted(set(loaded) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
@@ -55,6 +70,16 @@ def load_metrics_config(path: Path | None) -> dict:
     bad = [m for m in conf["metrics"] if m not in ALL_METRICS]
     if bad:
         raise ValueError(f"{path}: unknown metric(s) {bad}; known: {', '.join(ALL_METRICS)}")
+    if conf["tokenization"] not in TOKENIZATIONS:
+        raise ValueError(f"{path}: tokenization must be one of {', '.join(TOKENIZATIONS)}, "
+                         f"got {conf['tokenization']!r}")
+    try:
+        used_references([], conf["references"])
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if conf["clap"].get("variant") not in CLAP_VARIANTS:
+        raise ValueError(f"{path}: clap.variant must be one of {', '.join(CLAP_VARIANTS)}, "
+                         f"got {conf['clap'].get('variant')!r}")
     return conf
 
 
@@ -64,20 +89,49 @@ def java_ok(java: str = "java") -> bool:
 
 # ---------------------------------------------------------------- lexical
 
+def _whitespace(text: str) -> list[str]:
+    """Space-separated pieces (NFKC, lowercased) without the punctuation at their ends."""
+    out = []
+    for piece in unicodedata.normalize("NFKC", text).lower().split():
+        chars = list(piece)
+        while chars and unicodedata.category(chars[-1]).startswith("P"):
+            chars.pop()
+        while chars and unicodedata.category(chars[0]).startswith("P"):
+            chars.pop(0)
+        if chars:
+            out.append("".join(chars))
+    return out
+
+
 def tokenize(hyps: Sequence[str], refs: Sequence[Sequence[str]], conf: dict, log: Callable = LOG.warning
              ) -> tuple[dict, dict, str]:
-    """pycocoevalcap inputs {i: [tokenized text]} for hypotheses and references, and the segmentation name."""
-    unit = metric_unit(list(hyps) + [r for rs in refs for r in rs], conf["segment_zh"])
-    if unit == "word" and conf["ptb_tokenizer"]:
+    """pycocoevalcap inputs {i: [tokenized text]} for hypotheses and references, and the tokenization used
+    (``char``, ``jieba``, ``ptb``, ``whitespace``, or ``word``: ``auto`` on English without PTB)."""
+    if "segment_zh" in conf:
+        raise ValueError(f"segment_zh was replaced by {RENAMED['segment_zh']}")
+    option = conf.get("tokenization", "auto")
+    if option == "auto":
+        # Chinese never goes through PTB under auto: PTB keeps an unsegmented sentence as one token.
+        # ``ptb_tokenizer: False`` (set in code, never in a config) is checkpoint selection's Java-free path.
+        unit = metric_unit(list(hyps) + [r for rs in refs for r in rs], "char")
+        if unit == "word" and conf.get("ptb_tokenizer", True):
+            unit = "ptb"
+    elif option in TOKENIZATIONS:
+        unit = option
+    else:
+        raise ValueError(f"tokenization must be one of {', '.join(TOKENIZATIONS)}, got {option!r}")
+    if unit == "ptb":
         if java_ok(conf["java"]):
             from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
             ptb = PTBTokenizer()
             res = ptb.tokenize({i: [{"caption": h}] for i, h in enumerate(hyps)})
             gts = ptb.tokenize({i: [{"caption": r} for r in rs] for i, rs in enumerate(refs)})
             return res, gts, "ptb"
-        log(f"{conf['java']} not found: English captions split into words without the PTB tokenizer")
-    res = {i: [" ".join(segment(h, unit))] for i, h in enumerate(hyps)}
-    gts = {i: [" ".join(segment(r, unit)) for r in rs] for i, rs in enumerate(refs)}
+        unit = "word" if option == "auto" else "whitespace"
+        log(f"{conf['java']} not found: captions split by {unit} without the PTB tokenizer")
+    cut = _whitespace if unit == "whitespace" else (lambda t: segment(t, unit))
+    res = {i: [" ".join(cut(h))] for i, h in enumerate(hyps)}
+    gts = {i: [" ".join(cut(r)) for r in rs] for i, rs in enumerate(refs)}
     return res, gts, unit
 
 
@@ -253,30 +307,60 @@ def fense(hyps, refs, sbert_dir, echecker_dir, error_threshold=0.9, penalty=0.9,
     return {"fense": float(np.mean(per))}, per
 
 
-def clapscore(hyps, wavs, model_dir, batch_size=8, device="cpu") -> tuple[dict, list[float]]:
-    """Cosine between CLAP audio embeddings of the utterance and CLAP text embeddings of the hypothesis."""
+def _clap_text(model, proc, texts: Sequence[str], batch_size: int, device):
+    """CLAP text-tower embeddings (projected), one row per text."""
+    import torch
+    out = []
+    for s in range(0, len(texts), batch_size):
+        t = proc.tokenizer(list(texts[s:s + batch_size]), return_tensors="pt", padding=True).to(device)
+        with torch.no_grad():
+            te = model.get_text_features(**t)
+        out.append(getattr(te, "pooler_output", te).float().cpu())
+    return torch.cat(out)
+
+
+def clapscore(hyps, model_dir, variant="audio-text", wavs=None, refs=None, batch_size=8, device="cpu"
+              ) -> tuple[dict, list[float]]:
+    """CLAPScore of each hypothesis: ``audio-text``, the cosine between the CLAP audio embedding of the
+    utterance and the CLAP text embedding of the hypothesis; ``text-text``, the mean cosine between the text
+    embeddings of the hypothesis and of each of its references (aac-metrics' CLAP-sim, method "text")."""
     import torch
     from transformers import ClapModel, ClapProcessor
-    from etser.features.audio import load_audio
     proc = ClapProcessor.from_pretrained(str(model_dir))
     model = ClapModel.from_pretrained(str(model_dir)).to(device).eval()
-    rate = int(proc.feature_extractor.sampling_rate)
+    cos = torch.nn.functional.cosine_similarity
+    eh = _clap_text(model, proc, hyps, batch_size, device)
     per = []
+    if variant == "text-text":
+        er = _clap_text(model, proc, [r for rs in refs for r in rs], batch_size, device)
+        k = 0
+        for i, rs in enumerate(refs):
+            per.append(float(cos(eh[i:i + 1], er[k:k + len(rs)], dim=-1).mean()))
+            k += len(rs)
+        return {"clapscore": float(np.mean(per))}, per
+    if variant != "audio-text":
+        raise ValueError(f"clap.variant must be one of {', '.join(CLAP_VARIANTS)}, got {variant!r}")
+    from etser.features.audio import load_audio
+    rate = int(proc.feature_extractor.sampling_rate)
     # the feature extractor crops audio longer than max_length_s at a random place (np.random): fix it
     np_state = np.random.get_state()
     np.random.seed(0)
     for s in range(0, len(hyps), batch_size):
         audio = [load_audio(p, rate=rate) for p in wavs[s:s + batch_size]]
         a = proc.feature_extractor(audio, sampling_rate=rate, return_tensors="pt").to(device)
-        t = proc.tokenizer(list(hyps[s:s + batch_size]), return_tensors="pt", padding=True).to(device)
         with torch.no_grad():
             ae = model.get_audio_features(**a)
-            te = model.get_text_features(**t)
-        ae = getattr(ae, "pooler_output", ae)
-        te = getattr(te, "pooler_output", te)
-        per += torch.nn.functional.cosine_similarity(ae.float(), te.float(), dim=-1).cpu().tolist()
+        ae = getattr(ae, "pooler_output", ae).float().cpu()
+        per += cos(ae, eh[s:s + batch_size], dim=-1).tolist()
     np.random.set_state(np_state)
     return {"clapscore": float(np.mean(per))}, per
+
+
+def used_references(refs: Sequence[Sequence[str]], option) -> list[list[str]]:
+    """The references scored against: all of each utterance's, or its first N (``references`` option)."""
+    if option != "all" and (isinstance(option, bool) or not isinstance(option, int) or option < 1):
+        raise ValueError(f"references must be 'all' or a number >= 1, got {option!r}")
+    return [list(rs) if option == "all" else list(rs)[:option] for rs in refs]
 
 
 def score_captions(hyps: Sequence[str], refs: Sequence[Sequence[str]], conf: dict, wavs: Sequence[str] | None = None,
@@ -285,8 +369,18 @@ def score_captions(hyps: Sequence[str], refs: Sequence[Sequence[str]], conf: dic
     is None in ``scores`` with its reason in ``notes`` (logged once)."""
     if len(hyps) != len(refs) or not hyps:
         raise ValueError(f"{len(hyps)} hypotheses for {len(refs)} reference sets")
+    empty = [i for i, rs in enumerate(refs) if not rs]
+    if empty:
+        raise ValueError(f"{len(empty)} hypotheses have no reference (first: number {empty[0]})")
     want = set(conf["metrics"])
+    refs = used_references(refs, conf.get("references", "all"))
+    counts = [len(rs) for rs in refs]
     scores, per, notes = lexical_scores(hyps, refs, conf, log)
+    # the settings every figure depends on, printed under the caption tables
+    notes.update(tokenization=conf.get("tokenization", "auto"), references=conf.get("references", "all"),
+                 references_per_utt=[min(counts), max(counts)], references_mean=float(np.mean(counts)))
+    if "clapscore" in want:
+        notes["clapscore_variant"] = conf["clap"].get("variant", "audio-text")
     if "bertscore" in want:
         c = conf["bertscore"]
         if _missing_dir(c.get("model_dir")):
@@ -310,15 +404,17 @@ def score_captions(hyps: Sequence[str], refs: Sequence[Sequence[str]], conf: dic
             scores["fense"], per["fense"] = s["fense"], p
     if "clapscore" in want:
         c = conf["clap"]
+        variant = c.get("variant", "audio-text")
         if _missing_dir(c.get("model_dir")):
             scores["clapscore"] = None
             notes["clapscore"] = ("CLAPScore needs a CLAP model: set clap.model_dir in conf/caption/metrics.yaml "
                                   f"(a local HF dir; now {c.get('model_dir')!r})")
-        elif wavs is None:
+        elif wavs is None and variant == "audio-text":
             scores["clapscore"] = None
-            notes["clapscore"] = "CLAPScore needs the audio: wav.scp of the set was not found"
+            notes["clapscore"] = ("CLAPScore (audio-text) needs the audio: wav.scp of the set was not found "
+                                  "(clap.variant: text-text needs none)")
         else:
-            s, p = clapscore(hyps, wavs, c["model_dir"], int(c.get("batch_size", 8)), device)
+            s, p = clapscore(hyps, c["model_dir"], variant, wavs, refs, int(c.get("batch_size", 8)), device)
             scores.update(s), per.update(clapscore=p)
     for k, v in notes.items():
         if scores.get(k, 0) is None:

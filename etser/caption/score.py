@@ -26,6 +26,7 @@ from etser.caption import KINDS
 from etser.caption.baselines import BASELINES, predict
 from etser.caption.data import load_frames, read_captions
 from etser.caption.metrics import TABLE_COLUMNS, load_metrics_config, score_captions
+from etser.caption.references import read_references
 from etser.datadir import read_table
 
 LOG = logging.getLogger("etser.caption.score")
@@ -69,7 +70,7 @@ def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Pat
         load_frames(cs, Path(feats_dir) / s, info["layers"], float(conf.get("preload_frames_gb", 2.0)))
         torch.manual_seed(0)
         hyps = generate(model, cs, device, int(dc["num_beams"]), int(dc["max_len"]), float(dc["length_penalty"]))
-        refs = [[c] for c in cs.captions]
+        refs = read_references(Path(data_dir) / s, info["kind"], cs)
         res = score_captions(hyps, refs, mconf, _wavs(Path(data_dir) / s, cs.utts), device)
         meta = {"kind": info["kind"], "decoder": conf["decoder"], "set": s, "seed": info["seed"],
                 "exp_dir": str(exp_dir), "tag": Path(feats_dir).name, "best_epoch": info["epoch"], "decode": dc,
@@ -93,7 +94,7 @@ def score_baseline(name: str, kind: str, exp_dir: Path, sets: Sequence[str], dat
         if name == "nearest":
             load_frames(cs, Path(feats_dir) / s, layers)
         hyps = predict(name, tr, cs)
-        refs = [[c] for c in cs.captions]
+        refs = read_references(Path(data_dir) / s, kind, cs)
         res = score_captions(hyps, refs, mconf, _wavs(Path(data_dir) / s, cs.utts))
         meta = {"kind": kind, "decoder": f"baseline_{name}", "set": s, "seed": None, "exp_dir": str(exp_dir),
                 "tag": Path(feats_dir).name,

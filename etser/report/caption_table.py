@@ -3,7 +3,8 @@
     python -m etser.report.caption_table exp/caption [--set test] [--out exp/RESULTS_caption.md]
 
 Reads every ``decode_<set>/metrics.json`` under the tree (decoders and baselines); one table per upstream
-tag, then the segmentation of the lexical metrics and, once per metric, why its cells are blank.
+tag, under it the metric settings its figures were scored with (tokenization, references per utterance,
+CLAPScore variant: what scoring recorded in ``notes``), then, once per metric, why its cells are blank.
 """
 
 from __future__ import annotations
@@ -16,6 +17,43 @@ from typing import Sequence
 
 from etser.caption.metrics import TABLE_COLUMNS
 from etser.caption.score import format_table, table_rows
+
+
+CLAP_VARIANTS = {"audio-text": "the caption vs the utterance's audio",
+                 "text-text": "the caption vs its references, CLAP text tower"}
+
+
+def metric_settings(m: dict) -> str:
+    """The settings one metrics.json was scored with, as printed under the table (what an older scoring did
+    not record is said so)."""
+    notes = m.get("notes", {})
+    tok = f"segmentation: {notes.get('segmentation') or 'not recorded'}"
+    if "tokenization" in notes:
+        tok += f" (tokenization: {notes['tokenization']})"
+    if "references" in notes:
+        lo, hi = notes.get("references_per_utt", [None, None])
+        per = f"{lo} per utterance" if lo == hi else f"{lo}-{hi} per utterance, mean {notes['references_mean']:.2f}"
+        refs = f"references: {notes['references']} ({per})"
+    else:
+        refs = "references: not recorded"
+    parts = [tok, refs]
+    if "clapscore_variant" in notes:
+        v = notes["clapscore_variant"]
+        parts.append(f"CLAPScore: {v} ({CLAP_VARIANTS.get(v, v)})")
+    elif "clapscore" in m.get("scores", {}):
+        parts.append("CLAPScore: variant not recorded")
+    return "; ".join(parts)
+
+
+def settings_lines(ms: dict[str, dict]) -> list[str]:
+    """One line when every metrics.json (by its exp dir) was scored alike, else one per setting naming the
+    exp dirs scored with it (a row averaging seeds scored differently shows up here)."""
+    by: dict[str, list[str]] = {}
+    for where, m in ms.items():
+        by.setdefault(metric_settings(m), []).append(where)
+    if len(by) == 1:
+        return [f"Metric settings: {next(iter(by))}"]
+    return ["Metric settings differ between rows:"] + [f"- {s}: {', '.join(dirs)}" for s, dirs in by.items()]
 
 
 def caption_table(exp_root: Path, set_name: str = "test", heading: bool = False) -> str:
@@ -36,22 +74,19 @@ def caption_table(exp_root: Path, set_name: str = "test", heading: bool = False)
                      "`baseline_nearest` (caption of the nearest training utterance in feature space). The best "
                      "epoch of each decoder was chosen on val.\n")
     blank_notes: dict[str, str] = {}
-    segmentations = set()
     for tag, tag_files in by_tag.items():
         rows = table_rows(tag_files, set_name)
         if heading and tag:
             parts.append(f"### Features {tag}\n")
-        parts.append(format_table(rows))
-        for r in rows:
-            if r["segmentation"]:
-                segmentations.add(r["segmentation"])
+        scored = {str(p.parent.parent.relative_to(exp_root)): metrics[p] for p in tag_files
+                  if metrics[p]["set"] == set_name}
+        parts.append(format_table(rows) + "\n" + "\n".join(settings_lines(scored)) + "\n")
         for p in tag_files:
             m = metrics[p]
             for col, title in TABLE_COLUMNS.items():
                 if m["scores"].get(col) is None and m.get("notes", {}).get(col):
                     blank_notes.setdefault(title, m["notes"][col])
-    lines = [f"segmentation: {s}" for s in sorted(segmentations)]
-    lines += [f"{title} blank: {note}" for title, note in blank_notes.items()]
+    lines = [f"{title} blank: {note}" for title, note in blank_notes.items()]
     return "\n".join(parts) + "".join(f"\n{n}" for n in lines) + "\n"
 
 
