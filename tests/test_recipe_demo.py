@@ -60,17 +60,16 @@ def test_caption_decoder_beats_both_baselines_on_the_mini_corpus(tmp_path, mini_
         scores[m["kind"], m["decoder"]] = m["scores"]
     kinds = ("speaker", "style", "emotion", "overall")
     # Measured (README, Captioning; seeds 1-3 on this corpus, egemaps_lld frames): a training's figures move
-    # with the seed (std up to 0.029 BLEU-4 / 0.026 ROUGE-L for one kind) and with the CPU kernels (about
+    # with the seed (std up to 0.045 BLEU-4 / 0.041 ROUGE-L for one kind, speaker) and with the CPU kernels (about
     # +-0.05 for one run, docs/captioning.md).  So the margins asserted are those far beyond that:
     for kind in kinds:
         for metric in ("bleu4", "rouge_l"):
             # every seed +0.071 or more (style ROUGE-L): > 2 x the largest std of a kind
             ours, base = scores[kind, "transformer"][metric], scores[kind, "baseline_frequent"][metric]
             assert ours > base, (kind, metric, ours, base)
-    for metric, least in (("bleu4", 0.04), ("rouge_l", 0.025)):
-        # mean over the kinds of (decoder - nearest): per seed 0.105 / 0.078 / 0.09 BLEU-4 and 0.084 / 0.057 /
-        # 0.07 ROUGE-L (std about 0.011; seed 3's speaker not measured, its 2-seed mean used); each bound is
-        # below every seed's by > 2.5 std
+    for metric, least in (("bleu4", 0.04), ("rouge_l", 0.02)):
+        # mean over the kinds of (decoder - nearest): per seed 0.105 / 0.078 / 0.112 BLEU-4 (std 0.015) and
+        # 0.084 / 0.057 / 0.087 ROUGE-L (std 0.014); each bound is below every seed's by >= 2.6 std
         margin = sum(scores[k, "transformer"][metric] - scores[k, "baseline_nearest"][metric] for k in kinds) / 4
         assert margin >= least, (metric, margin, {k: (scores[k, "transformer"][metric],
                                                       scores[k, "baseline_nearest"][metric]) for k in kinds})
@@ -78,5 +77,6 @@ def test_caption_decoder_beats_both_baselines_on_the_mini_corpus(tmp_path, mini_
     # decoder gave 0.448 +- 0.029 BLEU-4 (best seed 0.487), below the nearest utterance by eGeMAPS LLD
     # statistics (0.523); now 0.623 / 0.659 / 0.692 (std 0.028), +0.100 or more over that nearest utterance
     ours, base = scores["emotion", "transformer"]["bleu4"], scores["emotion", "baseline_nearest"]["bleu4"]
+    # (a corpus-specific bound: on the mini corpus generated with --seed 1, seed 2 gives 0.532, +0.011)
     assert ours >= 0.55, ("emotion", ours)
     assert ours >= base + 0.04, ("emotion", ours, base)
