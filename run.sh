@@ -22,7 +22,7 @@ strict=false        # true: any excluded utterance in stage 1 is an error
 sets="train val test"
 # conf/upstream/<name>.yaml, one per modality by default: the no-download speech, text and visual baselines.
 # Speech: openSMILE's eGeMAPSv02 functionals (docs/upstreams.md; on the mini corpus above fbank_no_cmvn, S3PRL
-# fbank without per-utterance CMVN, whose frames the captioners read).
+# fbank without per-utterance CMVN).
 upstreams="egemaps text_baseline visual_baseline"
 upstream=           # alias of --upstreams for a single one
 nj=4                # parallel jobs (feature extraction; at most this many training/scoring jobs)
@@ -68,7 +68,9 @@ python=python3
 # captioning (stages 3-5; docs/captioning.md): runs when --tasks is empty (the default) or names "caption"
 caption_decoders="transformer"   # conf/caption/<name>.yaml: transformer gpt2 qwen2 bart
 caption_kinds="speaker style emotion overall"
-caption_upstream=fbank_no_cmvn   # a speech upstream whose config dumps frames (frames: {layers: ...})
+# the captioners' frames: openSMILE's eGeMAPS LLDs (pitch, jitter, shimmer, loudness, spectral slope per 10 ms:
+# what speaker, style and emotion captions describe; README, Captioning); a speech upstream that dumps frames
+caption_upstream=egemaps_lld
 caption_seeds=1
 caption_baselines=true           # also score the most frequent caption and the nearest training utterance's
 
