@@ -89,7 +89,7 @@ TRAINING = {"etser.learn.train", "etser.caption.train", "etser.learn.loop"}
 READING = ("etser.learn.score", "etser.learn.infer", "etser.report.results", "etser.report.fusion_results", "etser.featset", "etser.learn.checkpoint",
            "etser.metrics", "etser.tasks", "etser.tasks.classes", "etser.tasks.continuous", "etser.launch.plan", "etser.launch.run",
            "etser.caption.score", "etser.caption.decode", "etser.report.caption_table", "etser.caption.metrics",
-           "etser.caption.baselines")
+           "etser.tasks.caption")
 
 
 def test_scoring_and_inference_reach_no_training_code():

@@ -22,8 +22,6 @@ import numpy as np
 from etser.metrics import COUNT_NOTE, count_note, stale_note, varying_counts
 from etser.tasks import kind_class, load_tasks
 
-MULTI_TASKS = ("multi_four", "multi_all")
-SENTIMENT_TASK = "sentiment"
 MODALITY_COLUMNS = (("text", "Text"), ("speech", "Speech"), ("visual", "Visual"))
 
 
@@ -53,6 +51,24 @@ def _group(metrics: list[dict]) -> dict:
     return out
 
 
+def fused(m: dict) -> bool:
+    """Whether a scoring is of a model over several streams (a fusion model): its head says how many it reads."""
+    from etser import models
+
+    head = models.discover("head").get(m["head"])
+    return head is not None and head.num_streams != 1
+
+
+def multimodal_tasks(tasks_conf=None) -> tuple[tuple[str, ...], str | None]:
+    """The tasks of the multimodal sections, as the tasks YAML's ``multimodal`` declares them: the emotion
+    columns and the sentiment task (None: no sentiment table)."""
+    try:
+        sections = load_tasks(tasks_conf).multimodal
+    except (FileNotFoundError, ValueError):
+        return (), None
+    return tuple(sections.get("emotion", ())), next(iter(sections.get("sentiment", ())), None)
+
+
 def _titles(tasks_conf) -> dict:
     try:
         return {n: t.title for n, t in load_tasks(tasks_conf).tasks.items()}
@@ -61,16 +77,17 @@ def _titles(tasks_conf) -> dict:
 
 
 def fusion_sections(metrics: list[dict], set_name: str = "test", tasks_conf=None) -> list[str]:
-    fusion = [m for m in metrics if m["modality"] == "fusion"]
-    unimodal = [m for m in metrics if m["modality"] != "fusion" and kind_class(m.get("kind", "classes")).metric_tables]
-    sentiment = [m for m in metrics if m["task"] == SENTIMENT_TASK]
+    fusion = [m for m in metrics if fused(m)]
+    unimodal = [m for m in metrics if not fused(m) and kind_class(m.get("kind", "classes")).metric_tables]
+    multi, senti = multimodal_tasks(tasks_conf)
+    sentiment = [m for m in metrics if m["task"] == senti]
     if not fusion and not sentiment:
         return []
     titles = _titles(tasks_conf)
     varying = varying_counts(metrics)
     lines: list[str] = []
-    lines += _er_table(fusion, unimodal, titles, varying)
-    lines += _sentiment_table(metrics, sentiment, titles, varying)
+    lines += _er_table(fusion, unimodal, titles, varying, multi)
+    lines += _sentiment_table(metrics, sentiment, titles, varying, multi, senti)
     lines += _missing_table(fusion, titles)
     return lines
 
@@ -81,11 +98,11 @@ def _noted(runs: list[dict], task: str, varying: set, values: Sequence[float] | 
     return text + (count_note(runs) if runs and task in varying else "") + stale_note(runs)
 
 
-def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: set) -> list[str]:
-    rows = _group([m for m in fusion if m["task"] in MULTI_TASKS])
+def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: set, multi: Sequence[str]) -> list[str]:
+    rows = _group([m for m in fusion if m["task"] in multi])
     if not rows:
         return []
-    cols = [t for t in MULTI_TASKS if any(t in r for r in rows.values())]
+    cols = [t for t in multi if any(t in r for r in rows.values())]
     tt = [titles.get(t, t).replace("Multi(", "Multimodal(") for t in cols]
     lines = ["## Multimodal emotion recognition (the seeds' Table 2)", "",
              "Weighted-F1 first: the metric comparable with the seeds' numbers (the official code computes "
@@ -119,7 +136,8 @@ def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: s
     return lines
 
 
-def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, varying: set) -> list[str]:
+def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, varying: set, multi: Sequence[str],
+                     senti: str) -> list[str]:
     if not sentiment:
         return []
     keys = sorted({(m["tag"], m.get("algo") or m["head"]) for m in sentiment})
@@ -129,17 +147,17 @@ def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, v
              "Continuous: weighted-F1 of the sign on the non-zero labels of `utt2sentiment` (the official metric, "
              "MERBench's). A constant prediction already scores high on Continuous when most labels have one "
              "sign: its row is beside (fitted on the training labels).", ""] + (
-                 [COUNT_NOTE, ""] if varying & {*MULTI_TASKS, SENTIMENT_TASK} else [])
+                 [COUNT_NOTE, ""] if varying & {*multi, senti} else [])
     head = ["Text", "Speech", "Visual", "Algorithm", "Discrete(Four)", "Discrete(All)", "Continuous", "Mean"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in keys:
         row = groups[key]
-        first = row[SENTIMENT_TASK][0]
+        first = row[senti][0]
         ups = first.get("stream_upstreams") or {first.get("modality", "speech"): first.get("upstream", key[0])}
         mods = first.get("stream_modalities") or {n: n for n in ups}
         by_mod = {mods.get(n, n): u for n, u in ups.items()}
-        vals = {t: [r[_main_metric(r)] for r in row.get(t, [])] for t in (*MULTI_TASKS, SENTIMENT_TASK)}
-        cells = [_noted(row.get(t, []), t, varying, vals[t]) for t in (*MULTI_TASKS, SENTIMENT_TASK)]
+        vals = {t: [r[_main_metric(r)] for r in row.get(t, [])] for t in (*multi, senti)}
+        cells = [_noted(row.get(t, []), t, varying, vals[t]) for t in (*multi, senti)]
         mean = (f"{100 * np.mean([np.mean(v) for v in vals.values()]):.2f}" if all(vals.values()) else "–")
         lines.append("| " + " | ".join([*(by_mod.get(m, "–") for m, _ in MODALITY_COLUMNS), key[1], *cells, mean])
                      + " |")
@@ -153,9 +171,9 @@ def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, v
     lines += ["", "Continuous in detail (Acc-2 and WF1 of the sign in %, MAE, Pearson r, CCC):", "",
               "| Features | Algorithm | Acc-2 | WF1 | MAE | r | CCC |", "|---|---|---|---|---|---|---|"]
     for key in keys:
-        runs = groups[key][SENTIMENT_TASK]
+        runs = groups[key][senti]
         lines.append(f"| {_features(runs[0])} | {key[1]} | {_cell([r['acc2'] for r in runs])} | "
-                     f"{_noted(runs, SENTIMENT_TASK, varying)} | {_cell([r['mae'] for r in runs], 1, 3)} | "
+                     f"{_noted(runs, senti, varying)} | {_cell([r['mae'] for r in runs], 1, 3)} | "
                      f"{_cell([r['pearson'] for r in runs], 1, 3)} | {_cell([r['ccc'] for r in runs], 1, 3)} |")
     for name, cs in sorted(constants.items()):
         lines.append(f"| constant {name} | – | {_cell([c['acc2'] for c in cs])} | {_cell([c['f1_weighted'] for c in cs])} "
