@@ -245,12 +245,14 @@ def load_model(exp_dir: Path, device: str = "cpu") -> Model:
     exp_dir = Path(exp_dir)
     conf = read_exp_config(exp_dir)
     train_set = conf.get("train_set", "train")
-    if "decoder" in conf:   # a captioner: one stream of speech frames
+    if "decoder" in conf:   # a captioner: one stream of frames of the modality the caption kind reads
         from etser.caption.decode import load_trained
+        from etser.tasks.caption import CaptionTask
 
         net, info = load_trained(exp_dir, device)
         record = (provenance.read(exp_dir / provenance.FILE_NAME) or {}).get("features", {}).get(train_set, {})
-        stream = {"name": "speech", "modality": "speech", "kind": "frames", "layers": list(info["layers"]),
+        mod = CaptionTask.input_modality
+        stream = {"name": mod, "modality": mod, "kind": "frames", "layers": list(info["layers"]),
                   "dim": int(info["dim"]), "feats_dir": _caption_feats_dir(exp_dir),
                   "config_hash": record.get("config_hash"), "upstream": conf.get("upstream")}
         stream["cfg"] = stream_config(exp_dir, stream, "upstream.yaml", train_set)
