@@ -16,7 +16,6 @@ from etser.caption.score import main as score_main
 from etser.caption.train import main as train_main
 from etser.launch.plan import PlanError, main as plan_main, plan_runs
 from etser.tasks import load_tasks
-from etser.tasks.caption import CaptionTask, caption_task, caption_tasks
 from tests.helpers_caption import make_caption_corpus
 from tests.helpers_feats import make_corpus
 
@@ -43,6 +42,8 @@ def _tasks_with_pitch(tmp_path: Path) -> Path:
 
 
 def test_the_shipped_caption_kinds_are_tasks_of_the_tasks_yaml():
+    from etser.tasks.caption import caption_task, caption_tasks
+
     tasks = caption_tasks()
     assert list(tasks) == ["speaker", "style", "emotion", "overall"]
     assert all(t.label_file == f"utt2caption_{k}" and t.kind == "caption" for k, t in tasks.items())
@@ -65,6 +66,7 @@ def test_a_caption_kind_declared_only_in_a_copied_tasks_yaml_is_planned_trained_
     exp = Path(argv[argv.index("--exp_dir") + 1])
     assert exp.parts[-2:] == ("pitch", "seed1")
     assert train_main([*argv, *(f"--conf={c}" for c in TINY)]) == 0
+    from etser.tasks.caption import CaptionTask
     assert json.loads((exp / "done").read_text())["select_metric"] == CaptionTask.default_select_metric
 
     out = tmp_path / "caption_score_jobs.txt"
@@ -82,6 +84,8 @@ def test_a_caption_kind_declared_only_in_a_copied_tasks_yaml_is_planned_trained_
 
 
 def test_the_caption_task_owns_selection_and_baselines():
+    from etser.tasks.caption import CaptionTask, caption_task
+
     assert CaptionTask.select_metric(None) == "rouge_l" and CaptionTask.select_metric("val_loss") == "val_loss"
     with pytest.raises(ValueError, match="select_metric must be one of val_loss, bleu4, rouge_l, cider_d"):
         CaptionTask.select_metric("ua")
