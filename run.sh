@@ -332,7 +332,7 @@ plan_caption() {  # plan_caption caption_train|caption_score OUT [OPTIONS]: kind
     utag=$(${python} -m etser.features.upstream tag "${caption_upstream}" --conf_dir conf/upstream) || return 1
     plan "$1" "$2" --feats_dir "${dumpdir}/${utag}" \
         --upstream "${caption_upstream}" --decoders "${caption_decoders}" --kinds "${caption_kinds}" \
-        --baselines "${caption_baselines}" "${@:3}"
+        --baselines "${caption_baselines}" --tasks_conf "${tasks_conf}" "${@:3}"
 }
 if [ "${ngpu}" -gt 0 ]; then job_cmd=${cuda_cmd}; else job_cmd=${train_cmd}; fi
 # Launch a planned job file ${expdir}/NAME_jobs.txt: the runs_per_job of its header gives the job count (at

@@ -86,3 +86,25 @@ def test_a_kind_refuses_keys_and_values_it_does_not_have():
             raise AssertionError(extra)
     assert task_from_spec({**base, "center": 3}).spec()["center"] == 3.0
     assert "center" not in task_from_spec({**base, "range": [-2, 2]}).spec()   # a centre-0 task's hash unchanged
+
+
+def test_the_multimodal_tables_take_their_tasks_from_the_tasks_yaml(tmp_path):
+    from etser.report.fusion_results import fusion_sections
+
+    doc = yaml.safe_load((ROOT / "conf" / "tasks.yaml").read_text())
+    doc["tasks"]["valence"] = {"kind": "continuous", "label_file": "utt2valence", "range": [-2, 2], "title": "Valence"}
+    doc["multimodal"] = {**doc.get("multimodal", {}), "sentiment": ["valence"]}
+    tasks_conf = tmp_path / "tasks.yaml"
+    tasks_conf.write_text(yaml.safe_dump(doc, sort_keys=False))
+    fused = {"tag": "fusion_a+b", "head": "fusion", "algo": "attention", "task": "valence", "kind": "continuous",
+             "modality": "fusion", "f1_weighted": 0.6, "acc2": 0.6, "mae": 0.8, "pearson": 0.2, "ccc": 0.1,
+             "num_utts": 10, "stream_upstreams": {"speech": "a", "text": "b"},
+             "stream_modalities": {"speech": "speech", "text": "text"}}
+    single = {**fused, "tag": "a", "head": "superb", "modality": "speech", "stream_upstreams": None, "algo": None,
+              "upstream": "a"}
+    text = "\n".join(fusion_sections([fused, single], "test", tasks_conf))
+    assert "## Multimodal sentiment analysis" in text and "| b | a | – | attention | – | – | 60.00 | – |" in text
+    assert results.own_metric_tables([fused, single], tasks_conf) == []      # shown by the sentiment table
+    own = "\n".join(results.own_metric_tables([fused, single]))             # the shipped YAML: a task of its own
+    assert "### valence (`valence`, kind continuous)" in own and "| a | superb |" in own and "attention" not in own
+    assert fusion_sections([fused, single], "test") == []

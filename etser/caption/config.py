@@ -11,7 +11,6 @@ from typing import Sequence
 
 from etser.learn import config as learn_config
 
-SELECT_METRICS = ("val_loss", "bleu4", "rouge_l", "cider_d")
 DEFAULTS = {
     "decoder": None,               # transformer | gpt2 | qwen2 | bart
     "decoder_dir": None,           # local Hugging Face dir (pretrained decoders)
@@ -29,7 +28,8 @@ DEFAULTS = {
     "grad_clip": 1.0,
     "max_epochs": 30,
     "patience": 10,
-    "select_metric": "rouge_l",    # val_loss | bleu4 | rouge_l | cider_d (greedy decoding of the val set)
+    "select_metric": None,         # val_loss | bleu4 | rouge_l | cider_d (greedy decoding of the val set); none:
+                                   # the caption task kind's default (etser.tasks.caption)
     "decode_conf": {"num_beams": 3, "max_len": 40, "length_penalty": 1.0},
     "keep_checkpoints": 2,
     "preload_frames_gb": 2.0,      # hold a set's frames in memory up to this size, else read them per batch
@@ -43,8 +43,10 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
     """Defaults <- YAML file <- ``key=value`` overrides (the one loader), then the decoder's checks."""
     conf = learn_config.load_config(path, overrides, DEFAULTS)
     decoder_class(conf, path)
-    if conf["select_metric"] not in SELECT_METRICS:
-        raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {conf['select_metric']!r}")
+    if conf["select_metric"] is not None:
+        from etser.tasks.caption import CaptionTask
+
+        CaptionTask.select_metric(conf["select_metric"])
     check_decoder_dir(conf)
     return conf
 

@@ -1,9 +1,10 @@
 """Captions of one kind and the frame-level features they describe.
 
-Reads ``data/<set>/utt2caption_<kind>`` (utt -> caption; utterances without one are absent) and stage 2's
-``dump/<tag>/<set>/frames.scp`` / ``meta.json`` (docs/DESIGN.md).  Utterances with an empty caption, or one of
-punctuation only (no word for a decoder to learn or a metric to match), are left out, counted and named;
-utterances with a caption but no features are an error (rerun stage 2).
+Reads the captions of a caption task (``data/<set>/utt2caption_<kind>``, through the task:
+:mod:`etser.tasks.caption`) and stage 2's ``dump/<tag>/<set>/frames.scp`` / ``meta.json`` (docs/DESIGN.md).
+Utterances with an empty caption, or one of punctuation only (no word for a decoder to learn or a metric to
+match), are left out, counted and named; utterances with a caption but no features are an error (rerun
+stage 2).
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from etser.caption import KINDS
-from etser.caption.text import segment
-from etser.datadir import read_table
 from etser.featset import load_stream, read_meta
 
 LOG = logging.getLogger("etser.caption")
@@ -36,40 +34,22 @@ class CaptionSet:
         return len(self.utts)
 
 
-def caption_file(data_set_dir: Path, kind: str) -> Path:
-    if kind not in KINDS:
-        raise ValueError(f"unknown caption kind {kind!r}; use one of {', '.join(KINDS)}")
-    return Path(data_set_dir) / f"utt2caption_{kind}"
+def task_of(task, tasks_conf=None):
+    """A caption task given as itself or by its caption kind (``style``: the task of the tasks YAML)."""
+    from etser.tasks.caption import CaptionTask, caption_task
+
+    return task if isinstance(task, CaptionTask) else caption_task(task, tasks_conf)
 
 
-def read_captions(data_set_dir: Path, kind: str, log: Callable = LOG.info) -> CaptionSet:
-    """Non-empty captions of ``kind`` in ``data_set_dir``, with counts of what was left out."""
-    path = caption_file(data_set_dir, kind)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: stage 1 writes one utt2caption_<kind> per caption kind "
-                                "(only when the release has Audio sourceAttr captions)")
-    table = read_table(path)
-    empty = [u for u, c in table.items() if not c.strip()]
-    # punctuation only ("。", "..."): the tokenizer and the metrics drop punctuation, so it would train the
-    # decoder to say nothing and be scored against an empty reference
-    no_words = [u for u, c in table.items() if c.strip() and not segment(c, "char")]
-    skip = set(empty) | set(no_words)
-    utts = [u for u in table if u not in skip]
-    # the set's utterances: utt2spk when present (all of them), else the caption file's own keys
-    u2s = Path(data_set_dir) / "utt2spk"
-    all_utts = set(read_table(u2s)) if u2s.is_file() else set(table)
-    without = len(all_utts - set(table))
-    counts = {"with_caption": len(utts), "empty": len(empty), "no_words": len(no_words), "without_caption": without}
-    if empty or no_words or without:
-        log(f"{path}: {len(utts)} utterances with a {kind} caption; left out {len(empty)} with an empty caption, "
-            f"{len(no_words)} of punctuation only and {without} of {len(all_utts)} without one")
-    if no_words:
-        shown = ", ".join(f"{u} {table[u]!r}" for u in no_words[:5])
-        log(f"{path}: punctuation-only {kind} caption(s) left out: {shown}"
-            + (f" and {len(no_words) - 5} more" if len(no_words) > 5 else ""))
-    if not utts:
-        raise ValueError(f"{path}: no {kind} caption with words (each is empty or punctuation only)")
-    return CaptionSet(utts, [table[u].strip() for u in utts], counts)
+def caption_file(data_set_dir: Path, task, tasks_conf=None) -> Path:
+    return Path(data_set_dir) / task_of(task, tasks_conf).label_file
+
+
+def read_captions(data_set_dir: Path, task, log: Callable = LOG.info, tasks_conf=None) -> CaptionSet:
+    """Non-empty captions of a caption task (or caption kind) in ``data_set_dir``, with counts of what was left
+    out (the task's targets)."""
+    utts, captions, counts = task_of(task, tasks_conf).read_targets(data_set_dir, log)
+    return CaptionSet(utts, captions, counts)
 
 
 def resolve_layers(layers, frame_layers: Sequence[int], where: str) -> list[int]:

@@ -13,29 +13,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from etser.caption.data import CaptionSet, caption_file
+from etser.caption.data import CaptionSet, caption_file, task_of
 from etser.caption.text import segment
 from etser.datadir import read_table
 
 
-def references_file(data_set_dir: Path, kind: str) -> Path:
-    return caption_file(data_set_dir, kind).with_name(f"utt2captions_{kind}")
+def references_file(data_set_dir: Path, task) -> Path:
+    """``utt2captions_<kind>`` beside the caption task's label file (``task``: a caption task or its kind)."""
+    task = task_of(task)
+    return caption_file(data_set_dir, task).with_name(f"utt2captions_{task.caption_kind}")
 
 
-def read_references(data_set_dir: Path, kind: str, cs: CaptionSet) -> list[list[str]]:
+def read_references(data_set_dir: Path, task, cs: CaptionSet) -> list[list[str]]:
     """Per utterance of ``cs`` (read by ``data.read_captions``), its references: those of
     ``utt2captions_<kind>`` when the file exists, else ``[its caption]``.  A scored utterance missing from the
     file, a value that is not a JSON array of strings, a reference without words, or a first reference that
     is not the utterance's ``utt2caption_<kind>`` caption (one of the two files is stale) is an error naming
     the file and the utterance."""
-    path = references_file(data_set_dir, kind)
+    task = task_of(task)
+    kind = task.caption_kind
+    path = references_file(data_set_dir, task)
     if not path.is_file():
         return [[c] for c in cs.captions]
     table = read_table(path)
     out = []
     for utt, caption in zip(cs.utts, cs.captions):
         if utt not in table:
-            raise ValueError(f"{path}: utterance {utt} has a {kind} caption in {caption_file(data_set_dir, kind).name} "
+            raise ValueError(f"{path}: utterance {utt} has a {kind} caption in {caption_file(data_set_dir, task).name} "
                              "but no references here; add its line or remove the file")
         try:
             refs = json.loads(table[utt])
@@ -51,7 +55,7 @@ def read_references(data_set_dir: Path, kind: str, cs: CaptionSet) -> list[list[
                              "only); remove it")
         if refs[0] != caption:
             raise ValueError(f"{path}: utterance {utt}: the first reference {refs[0]!r} is not its "
-                             f"{caption_file(data_set_dir, kind).name} caption {caption!r}; one of the two is stale")
+                             f"{caption_file(data_set_dir, task).name} caption {caption!r}; one of the two is stale")
         out.append(refs)
     return out
 

@@ -22,12 +22,11 @@ from typing import Sequence
 
 import numpy as np
 
-from etser.caption import KINDS
-from etser.caption.baselines import BASELINES, predict
-from etser.caption.data import load_frames, read_captions
-from etser.caption.metrics import TABLE_COLUMNS, load_metrics_config, score_captions
+from etser.caption.data import load_frames, pooled, read_captions, task_of
+from etser.caption.metrics import TABLE_COLUMNS, load_metrics_config
 from etser.caption.references import read_references
 from etser.datadir import read_table
+from etser.tasks.caption import CaptionTask, caption_tasks
 
 LOG = logging.getLogger("etser.caption.score")
 
@@ -55,23 +54,34 @@ def write_decode(out_dir: Path, utts, hyps, refs, result: dict, info: dict) -> d
     return metrics
 
 
+def trained_task(info: dict, tasks_conf: Path | None = None) -> CaptionTask:
+    """The caption task a captioner was trained on: the spec its ``best.pt`` records, else (older exp dirs)
+    the task of its caption kind in ``tasks_conf``."""
+    from etser.tasks import task_from_spec
+
+    if info.get("task_spec"):
+        return task_from_spec(info["task_spec"], "best.pt")
+    return task_of(info["kind"], tasks_conf)
+
+
 def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Path, mconf: dict,
-              device: str = "cpu", num_beams: int | None = None) -> list[dict]:
+              device: str = "cpu", num_beams: int | None = None, tasks_conf: Path | None = None) -> list[dict]:
     import torch
     from etser.caption.decode import generate, load_trained
 
     model, info = load_trained(exp_dir, device)
+    task = trained_task(info, tasks_conf)
     conf = info["conf"]
     dc = {**conf["decode_conf"], **({"num_beams": num_beams} if num_beams else {})}
     out = []
     for s in sets:
         t0 = time.monotonic()
-        cs = read_captions(Path(data_dir) / s, info["kind"])
+        cs = read_captions(Path(data_dir) / s, task)
         load_frames(cs, Path(feats_dir) / s, info["layers"], float(conf.get("preload_frames_gb", 2.0)))
         torch.manual_seed(0)
         hyps = generate(model, cs, device, int(dc["num_beams"]), int(dc["max_len"]), float(dc["length_penalty"]))
-        refs = read_references(Path(data_dir) / s, info["kind"], cs)
-        res = score_captions(hyps, refs, mconf, _wavs(Path(data_dir) / s, cs.utts), device)
+        refs = read_references(Path(data_dir) / s, task, cs)
+        res = task.metrics(hyps, refs, mconf, _wavs(Path(data_dir) / s, cs.utts), device)
         meta = {"kind": info["kind"], "decoder": conf["decoder"], "set": s, "seed": info["seed"],
                 "exp_dir": str(exp_dir), "tag": Path(feats_dir).name, "best_epoch": info["epoch"], "decode": dc,
                 "counts": cs.counts}
@@ -83,20 +93,27 @@ def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Pat
     return out
 
 
-def score_baseline(name: str, kind: str, exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Path,
-                   mconf: dict, layers="all", train_set: str = "train") -> list[dict]:
-    tr = read_captions(Path(data_dir) / train_set, kind)
-    if name == "nearest":
+def score_baseline(name: str, kind, exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Path,
+                   mconf: dict, layers="all", train_set: str = "train", tasks_conf: Path | None = None) -> list[dict]:
+    """Score one of the caption task's baselines (``kind``: the task, or its caption kind in ``tasks_conf``);
+    the features (time-mean frames) are read only for a baseline that uses them (``nearest``)."""
+    task = task_of(kind, tasks_conf)
+    if name not in task.baselines:
+        raise ValueError(f"unknown baseline {name!r}; use one of {', '.join(task.baselines)}")
+    tr = read_captions(Path(data_dir) / train_set, task)
+    feats = name == "nearest"
+    if feats:
         layers, _ = load_frames(tr, Path(feats_dir) / train_set, layers)
     out = []
     for s in sets:
-        cs = read_captions(Path(data_dir) / s, kind)
-        if name == "nearest":
+        cs = read_captions(Path(data_dir) / s, task)
+        if feats:
             load_frames(cs, Path(feats_dir) / s, layers)
-        hyps = predict(name, tr, cs)
-        refs = read_references(Path(data_dir) / s, kind, cs)
-        res = score_captions(hyps, refs, mconf, _wavs(Path(data_dir) / s, cs.utts))
-        meta = {"kind": kind, "decoder": f"baseline_{name}", "set": s, "seed": None, "exp_dir": str(exp_dir),
+        hyps = task.baseline(name, tr.captions, len(cs), pooled(tr) if feats else None, pooled(cs) if feats else None)
+        refs = read_references(Path(data_dir) / s, task, cs)
+        res = task.metrics(hyps, refs, mconf, _wavs(Path(data_dir) / s, cs.utts))
+        meta = {"kind": task.caption_kind, "decoder": f"baseline_{name}", "set": s, "seed": None,
+                "exp_dir": str(exp_dir),
                 "tag": Path(feats_dir).name,
                 "counts": cs.counts}
         m = write_decode(Path(exp_dir) / f"decode_{s}", cs.utts, hyps, refs, res, meta)
@@ -111,14 +128,15 @@ def _fmt(scores: dict) -> str:
 
 # ---------------------------------------------------------------- table
 
-def table_rows(metrics_files: Sequence[Path], set_name: str = "test") -> list[dict]:
-    """One row per (kind, decoder): mean and std over seeds of every table column (None: blank cell)."""
+def table_rows(metrics_files: Sequence[Path], set_name: str = "test", tasks_conf: Path | None = None) -> list[dict]:
+    """One row per (kind, decoder): mean and std over seeds of every table column (None: blank cell); kinds in
+    the order of the caption tasks of ``tasks_conf``, others after them."""
     groups: dict[tuple, list[dict]] = {}
     for p in metrics_files:
         m = json.loads(Path(p).read_text(encoding="utf-8"))
         if m["set"] == set_name:
             groups.setdefault((m["kind"], m["decoder"]), []).append(m)
-    kind_order = {k: i for i, k in enumerate(KINDS)}
+    kind_order = {k: i for i, k in enumerate(caption_tasks(tasks_conf))}
     rows = []
     for (kind, dec), ms in sorted(groups.items(), key=lambda kv: (kind_order.get(kv[0][0], 99), kv[0][1])):
         row = {"kind": kind, "decoder": dec, "seeds": len(ms), "num_utts": ms[0]["num_utts"],
@@ -152,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data_dir", type=Path, default=Path("data"))
     ap.add_argument("--feats_dir", type=Path, required=True)
     ap.add_argument("--metrics_config", type=Path, default=None, help="conf/caption/metrics.yaml")
-    ap.add_argument("--baseline", choices=BASELINES, help="score a baseline instead of a trained model")
-    ap.add_argument("--kind", choices=KINDS, help="with --baseline: the caption kind")
+    ap.add_argument("--baseline", choices=CaptionTask.baselines, help="score a baseline instead of a trained model")
+    ap.add_argument("--kind", help="with --baseline: the caption kind (the caption_kind of a caption task)")
+    ap.add_argument("--tasks_conf", type=Path, default=None, help="tasks YAML (default: conf/tasks.yaml)")
     ap.add_argument("--num_beams", type=int, default=None, help="override decode_conf.num_beams")
     ap.add_argument("--ngpu", type=int, default=0)
     return ap
@@ -184,10 +203,11 @@ def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> None
     if args.baseline:
         if not args.kind:
             raise ValueError("--baseline needs --kind")
-        score_baseline(args.baseline, args.kind, args.exp_dir, sets, args.data_dir, args.feats_dir, mconf)
+        score_baseline(args.baseline, args.kind, args.exp_dir, sets, args.data_dir, args.feats_dir, mconf,
+                       tasks_conf=args.tasks_conf)
     else:
         score_exp(args.exp_dir, sets, args.data_dir, args.feats_dir, mconf, pick_device(args.ngpu),
-                  args.num_beams)
+                  args.num_beams, args.tasks_conf)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ features changed retrains, or with ``--on_change refuse`` stops), ``tokenizer.js
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -29,9 +28,8 @@ from typing import Sequence
 import torch
 
 from etser import provenance
-from etser.caption import KINDS
-from etser.caption.data import CaptionSet, caption_file, load_frames, pad_frames, read_captions
-from etser.caption.config import DEFAULTS, SELECT_METRICS, TOKENIZER_FILES, decoder_class, load_config  # noqa: F401
+from etser.caption.data import CaptionSet, load_frames, pad_frames, read_captions, task_of
+from etser.caption.config import DEFAULTS, TOKENIZER_FILES, decoder_class, load_config  # noqa: F401
 from etser.caption.decode import generate, quiet_transformers
 from etser.models.decoders import build_model, frame_stats, trainable_state
 from etser.caption.text import Tokenizer
@@ -42,14 +40,6 @@ from etser.learn.loop import config_hash
 from etser.runtime import peak_rss_mb, pick_device, set_threads
 
 LOG = logging.getLogger("etser.caption.train")
-
-
-def quick_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict:
-    """Pure-Python BLEU-4, ROUGE-L, CIDEr-D (no Java) for checkpoint selection."""
-    from etser.caption.metrics import DEFAULTS as MDEF, lexical_scores
-    conf = {**MDEF, "metrics": ["bleu4", "rouge_l", "cider_d"], "ptb_tokenizer": False}
-    scores, _, _ = lexical_scores(list(hyps), [[r] for r in refs], conf, log=lambda *_: None)
-    return {k: scores[k] for k in ("bleu4", "rouge_l", "cider_d")}
 
 
 @torch.no_grad()
@@ -63,36 +53,39 @@ def mean_loss(model, cs: CaptionSet, device: str, batch_size: int = 32) -> float
     return total / len(cs)
 
 
-def training_identity(chash: str, kind: str, data_dir: Path, feats_dir: Path, sets: Sequence[str]) -> dict:
+def training_identity(chash: str, task, data_dir: Path, feats_dir: Path, sets: Sequence[str]) -> dict:
     """The resolved config, the caption file of every set read (content) and those sets' features (stage 2's
     record): a caption corrected, features re-extracted or a config edited changes it."""
-    files = {s: caption_file(Path(data_dir) / s, kind) for s in sets}
+    files = {s: Path(data_dir) / s / task.label_file for s in sets}
     return {"config": chash,
             "captions": {s: provenance.content_identity(f) if f.is_file() else "missing" for s, f in files.items()},
             "features": {s: features_record(Path(feats_dir) / s) for s in sets}}
 
 
-def train(conf: dict, kind: str, data_dir: Path, feats_dir: Path, exp_dir: Path, seed: int, device: str = "cpu",
-          num_threads: int = 1, overwrite: bool = False, command: str = "", on_change: str = "redo") -> dict:
-    if kind not in KINDS:
-        raise ValueError(f"unknown caption kind {kind!r}; use one of {', '.join(KINDS)}")
+def train(conf: dict, kind, data_dir: Path, feats_dir: Path, exp_dir: Path, seed: int, device: str = "cpu",
+          num_threads: int = 1, overwrite: bool = False, command: str = "", on_change: str = "redo",
+          tasks_conf: Path | None = None) -> dict:
+    """Train one captioner of a caption task (``kind``: the task, or its caption kind in ``tasks_conf``)."""
+    task = task_of(kind, tasks_conf)
     data_dir, feats_dir, exp_dir = Path(data_dir), Path(feats_dir), Path(exp_dir)
     meta = read_meta(feats_dir / conf["train_set"])
-    resolved = {**conf, "kind": kind, "seed": seed, "tag": feats_dir.name, "upstream": meta.get("upstream")}
+    conf = {**conf, "select_metric": task.select_metric(conf["select_metric"])}
+    resolved = {**conf, "kind": task.caption_kind, "seed": seed, "tag": feats_dir.name,
+                "upstream": meta.get("upstream")}
     chash = config_hash({k: v for k, v in resolved.items()})
     # what the training is made from: reused (or resumed) only while all of it is unchanged
-    present = training_identity(chash, kind, data_dir, feats_dir, (conf["train_set"], conf["valid_set"]))
+    present = training_identity(chash, task, data_dir, feats_dir, (conf["train_set"], conf["valid_set"]))
     summary = provenance.open_training_dir(exp_dir, present, overwrite, on_change, LOG)
     if summary is not None:
         return summary
     handler = loop.log_file(exp_dir, LOG)
     try:
-        return _train(resolved, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_threads, command)
+        return _train(resolved, task, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_threads, command)
     finally:
         loop.close_log_file(handler, LOG)
 
 
-def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_threads, command) -> dict:
+def _train(conf, task, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_threads, command) -> dict:
     t_start = time.monotonic()
     set_threads(num_threads, device)
     last, last_path = loop.last_checkpoint(exp_dir, chash)
@@ -100,8 +93,8 @@ def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_th
     loop.write_run_record(exp_dir, command, conf, chash, device, num_threads)
 
     kind = conf["kind"]
-    tr = read_captions(data_dir / conf["train_set"], kind, LOG.info)
-    va = read_captions(data_dir / conf["valid_set"], kind, LOG.info)
+    tr = read_captions(data_dir / conf["train_set"], task, LOG.info)
+    va = read_captions(data_dir / conf["valid_set"], task, LOG.info)
     gb = float(conf["preload_frames_gb"])
     layers, dim = load_frames(tr, feats_dir / conf["train_set"], conf["layers"], gb, LOG.info)
     load_frames(va, feats_dir / conf["valid_set"], layers, gb, LOG.info)
@@ -133,7 +126,7 @@ def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_th
     opt = loop.make_optimizer(conf["optim"], params, conf["optim_conf"])
     shuffle = torch.Generator().manual_seed(seed)
     metric = conf["select_metric"]
-    info = {"conf": {k: v for k, v in conf.items()}, "kind": kind, "layers": layers, "dim": dim, "seed": seed,
+    info = {"conf": {k: v for k, v in conf.items()}, "kind": kind, "task_spec": task.spec(), "layers": layers, "dim": dim, "seed": seed,
             "config_hash": chash, "counts": {"train": tr.counts, "val": va.counts}}
     max_len = int(conf["decode_conf"]["max_len"])
 
@@ -142,16 +135,16 @@ def _train(conf, chash, meta, data_dir, feats_dir, exp_dir, seed, device, num_th
         return model.loss(frames.to(device), lengths.to(device), [tr.captions[i] for i in idx])
 
     def validate():
-        row = {"val_loss": mean_loss(model, va, device)}
-        if metric != "val_loss":   # greedy decoding of the val set, scored without Java
+        row = {task.loss_metric: mean_loss(model, va, device)}
+        if metric != task.loss_metric:   # greedy decoding of the val set, scored without Java
             hyps = generate(model, va, device, 1, max_len)
-            row.update({f"val_{k}": v for k, v in quick_scores(hyps, va.captions).items()})
-        return row, (-row["val_loss"] if metric == "val_loss" else row[f"val_{metric}"])
+            row.update({f"val_{k}": v for k, v in task.quick_metrics(hyps, va.captions).items()})
+        return row, task.selection_value(row, metric)
 
     fit = loop.Fit(
         model=model, optimizer=opt, num_train=len(tr), batch_size=int(conf["batch_size"]), step=step,
         clip=lambda: loop.clip_gradients(params, conf["grad_clip"]),
-        validate=validate, better=lambda value, best: value > best,
+        validate=validate, better=lambda value, best: task.better(metric, value, best),
         best_record=lambda epoch, row: {"val": row, "info": info},
         epoch_line=lambda epoch, row, improved: (
             f"epoch {epoch} " + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
@@ -182,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m etser.caption.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, required=True, help="conf/caption/<decoder>.yaml")
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="override an option")
-    ap.add_argument("--kind", required=True, help=" | ".join(KINDS))
+    ap.add_argument("--kind", required=True, help="a caption kind: the caption_kind of a caption task of the "
+                    "tasks YAML (conf/tasks.yaml: speaker, style, emotion, overall)")
+    ap.add_argument("--tasks_conf", type=Path, default=None, help="tasks YAML (default: conf/tasks.yaml)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--data_dir", type=Path, default=Path("data"))
     ap.add_argument("--feats_dir", type=Path, required=True, help="dump/<tag>")
@@ -215,7 +210,7 @@ def run_line(args: argparse.Namespace, argv: Sequence[str], cache: dict) -> dict
     conf = load_config(args.config, args.conf)
     command = "python -m etser.caption.train " + " ".join(shlex.quote(a) for a in argv)
     return train(conf, args.kind, args.data_dir, args.feats_dir, args.exp_dir, args.seed, pick_device(args.ngpu),
-                 args.num_threads, args.overwrite, command, args.on_change)
+                 args.num_threads, args.overwrite, command, args.on_change, args.tasks_conf)
 
 
 if __name__ == "__main__":

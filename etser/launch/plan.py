@@ -52,7 +52,93 @@ from etser.runtime import write_job_file
 from etser.tasks import load_tasks
 from etser.yamlfile import read_yaml
 
-BACKENDS = {"ours": "conf/train", "espnet": "conf/espnet"}
+
+
+class Backend:
+    """A backend of the classifier runs (``--backend``); what differs between backends is
+    declared by its class: its head configs (``<conf_dir>/<head>.yaml``), run family (``JOB_MODULES``), exp
+    dir of a head, default head, which heads it offers, what is checked of their configs and its job lines."""
+
+    name = conf_dir = family = ""
+    takes_train_options = False   # its head configs are conf/train's (a protocol's training options apply)
+
+    def head_dir(self, head: str) -> str:
+        return f"{self.name}_{head}"
+
+    def default_head(self) -> str:
+        raise NotImplementedError
+
+    def offers(self, conf_dir: Path, name: str) -> bool:
+        """Whether the head config ``name`` of its conf dir is a classifier head of this backend."""
+        return True
+
+    def check_config(self, path: Path, overrides: Sequence[str] = ()) -> None:
+        """Errors of a head config (with ``overrides``) found before any job (ValueError, OSError)."""
+
+    def searched(self, path: Path) -> bool:
+        """Whether the head config at ``path`` has a random-search space (its head's tune lists)."""
+        return False
+
+    def train_args(self, args: list[str], on_change: str) -> list[str]:
+        raise NotImplementedError
+
+    def score_args(self, run: "Run", sets: Sequence[str], data_dir: str, ngpu: int, on_change: str) -> list[str]:
+        raise NotImplementedError
+
+
+class Ours(Backend):
+    """The recipe's own trainer (etser.learn.train / score) and its registered heads."""
+
+    name, conf_dir, family = "ours", "conf/train", "classifier"
+    takes_train_options = True
+
+    def head_dir(self, head: str) -> str:
+        return head
+
+    def default_head(self) -> str:
+        return "superb"
+
+    def offers(self, conf_dir: Path, name: str) -> bool:
+        # heads over several streams are planned by fusion_train / fusion_score
+        from etser import models
+
+        heads = models.discover("head")
+        head = (read_yaml(conf_dir / f"{name}.yaml") or {}).get("head")
+        return head not in heads or heads[head].num_streams == 1
+
+    def check_config(self, path: Path, overrides: Sequence[str] = ()) -> None:
+        from etser.learn.trainconf import load_config as load_train_config
+
+        load_train_config(path, list(overrides))
+
+    def searched(self, path: Path) -> bool:
+        return searched_configs({"": (path, ())})[""]
+
+    def train_args(self, args: list[str], on_change: str) -> list[str]:
+        return [*args, "--on_change", on_change]
+
+    def score_args(self, run, sets, data_dir, ngpu, on_change) -> list[str]:
+        return ["--sets", " ".join(sets), "--ngpu", str(ngpu), "--on_change", on_change, run.exp_dir]
+
+
+class Espnet(Backend):
+    """ESPnet's trainer (etser.espnet_backend): its runs have no provenance check (ESPnet resumes from its own
+    checkpoint), so no --on_change."""
+
+    name, conf_dir, family = "espnet", "conf/espnet", "espnet"
+
+    def default_head(self) -> str:
+        from etser.espnet_backend import DEFAULT_HEAD
+        return DEFAULT_HEAD
+
+    def train_args(self, args: list[str], on_change: str) -> list[str]:
+        return ["train", *args]
+
+    def score_args(self, run, sets, data_dir, ngpu, on_change) -> list[str]:
+        return ["score", "--exp_dir", run.exp_dir, "--sets", " ".join(sets), "--data_dir", data_dir, "--ngpu", str(ngpu)]
+
+
+BACKENDS = {b.name: b for b in (Ours(), Espnet())}
 # The job module of each run family (the job-module protocol: build_parser() and run_line(args, argv, cache)),
 # (stage-3 module, stage-4 module).
 JOB_MODULES = {
@@ -65,15 +151,11 @@ JOB_MODULES = {
 # Trainings: one per job, as many jobs as --nj allows.  Scoring one training takes well under a second
 # after ~5 s of imports: about six per job.  A caption scoring job starts one METEOR Java (~35 s): twelve.
 RUNS_PER_JOB = {"classifier": (1, 6), "espnet": (1, 1), "fusion": (1, 6), "caption": (1, 12)}
-CAPTION_BASELINES = ("frequent", "nearest")
 
 
 def default_heads(backend: str) -> list[str]:
     """The heads of a run that names none: each backend has its own."""
-    if backend == "espnet":
-        from etser.espnet_backend import DEFAULT_HEAD
-        return [DEFAULT_HEAD]
-    return ["superb"]
+    return [BACKENDS[backend].default_head()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,17 +176,13 @@ class PlanError(ValueError):
 def known_heads(backend: str, conf_root: Path = Path(".")) -> list[str]:
     if backend not in BACKENDS:
         raise PlanError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-    names = sorted(p.stem for p in (conf_root / BACKENDS[backend]).glob("*.yaml"))
-    if backend == "ours":   # heads over several streams are planned by fusion_train / fusion_score
-        from etser import models
+    conf_dir = conf_root / BACKENDS[backend].conf_dir
+    return [n for n in sorted(p.stem for p in conf_dir.glob("*.yaml")) if BACKENDS[backend].offers(conf_dir, n)]
 
-        HEADS = models.discover("head")
 
-        def one_stream(name: str) -> bool:
-            head = (read_yaml(conf_root / BACKENDS[backend] / f"{name}.yaml") or {}).get("head")
-            return head not in HEADS or HEADS[head].num_streams == 1
-        names = [n for n in names if one_stream(n)]
-    return names
+def not_for_heads(taskset, tasks: Sequence[str]) -> list[str]:
+    """The known tasks of ``tasks`` that heads and fusion models do not learn (e.g. caption tasks: decoders)."""
+    return [t for t in tasks if t in taskset.tasks and taskset.tasks[t].model_family != "head"]
 
 
 def release_default_tasks(taskset, modality: str, data_dir: str | Path | None, train_set: str = "train"
@@ -132,11 +210,15 @@ def plan_runs(feats_dirs: Sequence[str], heads: Sequence[str], seeds: Sequence[i
     if unknown:
         raise PlanError(f"unknown task(s) {' '.join(unknown)} (in {taskset.path}); known tasks: "
                         f"{' '.join(taskset.names)}")
+    other = not_for_heads(taskset, tasks or ())
+    if other:
+        raise PlanError(f"task(s) {' '.join(other)} are learnt by {taskset.tasks[other[0]].model_family}s, not heads "
+                        "(captioning: --caption_kinds)")
     heads_known = known_heads(backend, conf_root)
     unknown = [h for h in heads if h not in heads_known]
     if unknown:
         raise PlanError(f"unknown head(s) {' '.join(unknown)} for backend {backend} (no "
-                        f"{BACKENDS[backend]}/<head>.yaml); known: {' '.join(heads_known) or '(none)'}")
+                        f"{BACKENDS[backend].conf_dir}/<head>.yaml); known: {' '.join(heads_known) or '(none)'}")
     if not feats_dirs or not heads or not seeds:
         raise PlanError("nothing to plan: give at least one feats dir, head and seed")
     runs, seen = [], {}
@@ -151,7 +233,7 @@ def plan_runs(feats_dirs: Sequence[str], heads: Sequence[str], seeds: Sequence[i
         for head in heads:
             for task in (list(tasks) if tasks else release_default_tasks(taskset, modality, data_dir, train_set)[0]):
                 for seed in seeds:
-                    head_dir = head if backend == "ours" else f"{backend}_{head}"
+                    head_dir = BACKENDS[backend].head_dir(head)
                     exp_dir = f"{exp_root}/{tag}/{head_dir}/{task}/seed{seed}"
                     run = Run(str(feats_dir), tag, modality, head, task, int(seed), exp_dir)
                     if exp_dir in seen:
@@ -249,6 +331,10 @@ def plan_fusion(streams: Sequence[tuple[str, str]], algos: Sequence[str], seeds:
     unknown = [t for t in tasks if t not in taskset.tasks]
     if unknown:
         raise PlanError(f"unknown task(s) {' '.join(unknown)} (in {taskset.path}); known tasks: {' '.join(taskset.names)}")
+    other = not_for_heads(taskset, tasks)
+    if other:
+        raise PlanError(f"task(s) {' '.join(other)} are learnt by {taskset.tasks[other[0]].model_family}s, not "
+                        "fusion models")
     errors = check_fusion_algos(algos, conf_root)
     if errors:
         raise PlanError("; ".join(errors))
@@ -347,22 +433,27 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
     unknown = [t for t in tasks if t not in taskset.tasks]
     if unknown:
         errors.append(f"--tasks: unknown {' '.join(unknown)} (in {taskset.path}); known: {' '.join(taskset.names)}")
+    for what, items in (("--tasks", tasks), ("--fusion_tasks", fusion_tasks)):
+        other = not_for_heads(taskset, items)
+        if other:
+            errors.append(f"{what}: {' '.join(other)} are learnt by {taskset.tasks[other[0]].model_family}s, not "
+                          "heads (captioning: --caption_kinds)")
     known = known_heads(backend, conf_root)
     unknown = [h for h in heads if h not in known]
     if unknown:
-        errors.append(f"--heads: unknown {' '.join(unknown)} for backend {backend} (no {BACKENDS[backend]}/<head>.yaml); "
+        errors.append(f"--heads: unknown {' '.join(unknown)} for backend {backend} (no {BACKENDS[backend].conf_dir}/<head>.yaml); "
                       f"known: {' '.join(known) or '(none)'}")
-    elif backend == "ours":
-        from etser.learn.trainconf import load_config as load_train_config
-
+    else:
+        b = BACKENDS[backend]
+        items = protocol_conf(proto, "classifier")
+        if items and not b.takes_train_options:
+            errors.append(f"--protocol {proto['name']} sets training options of conf/train; --backend {backend} has "
+                          "its own configs: use --protocol corrected with it")
         for h in heads:
             try:
-                load_train_config(conf_root / BACKENDS[backend] / f"{h}.yaml", protocol_conf(proto, "classifier"))
+                b.check_config(conf_root / b.conf_dir / f"{h}.yaml", items if b.takes_train_options else ())
             except (ValueError, OSError) as e:
                 errors.append(f"--heads {h}" + (f" under protocol {proto['name']}" if proto else "") + f": {e}")
-    elif proto is not None and protocol_conf(proto, "classifier"):
-        errors.append(f"--protocol {proto['name']} sets training options of conf/train; --backend {backend} has its "
-                      "own configs: use --protocol corrected with it")
     from etser.features.upstream import UpstreamError, find_config, load_config as load_upstream_config, modality
 
     for up in upstreams:
@@ -401,11 +492,13 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
         except PlanError as e:
             errors.append(str(e))
     if caption_kinds or caption_decoders:
-        from etser.caption import KINDS
+        from etser.tasks.caption import caption_tasks
 
-        unknown = [k for k in caption_kinds if k not in KINDS]
+        known = caption_tasks(tasks_conf)
+        unknown = [k for k in caption_kinds if k not in known]
         if unknown:
-            errors.append(f"--caption_kinds: unknown {' '.join(unknown)}; known: {' '.join(KINDS)}")
+            errors.append(f"--caption_kinds: unknown {' '.join(unknown)}; known: {' '.join(known)} (the caption "
+                          f"tasks of {taskset.path})")
         try:
             check_decoders(caption_decoders, conf_root / "conf" / "caption")
         except PlanError as e:
@@ -414,11 +507,13 @@ def check_options(upstreams: Sequence[str], heads: Sequence[str], tasks: Sequenc
             dup = _duplicates(items)
             if dup:
                 errors.append(f"{what} names {' '.join(dup)} more than once")
+        from etser.tasks.caption import CaptionTask
+
         try:
             mod = modality(load_upstream_config(find_config(caption_upstream, conf_root / "conf" / "upstream")))
-            if mod != "speech":
+            if mod != CaptionTask.input_modality:
                 errors.append(f"--caption_upstream {caption_upstream}: a {mod} upstream; the captioners read the "
-                              "frames of a speech upstream")
+                              f"frames of a {CaptionTask.input_modality} upstream")
         except (UpstreamError, ValueError, OSError) as e:
             errors.append(f"--caption_upstream {caption_upstream}: {e}")
     return errors
@@ -483,7 +578,6 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
     (``given``: the option names set on the command line or in a config; ``caption_asked``: --tasks named
     caption).  Inputs are checked only when stage 2 runs (``extract``: later stages read the dumps, not the
     inputs); labels only when a training stage runs (``train``: stage 2 alone needs none)."""
-    from etser.caption import KINDS
     from etser.features.extract import input_file
     from etser.features.upstream import find_config, load_config, modality
 
@@ -499,8 +593,7 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
 
     def up_input(name: str) -> tuple[str, str]:
         cfg = load_config(find_config(name, conf_dir))
-        mod = modality(cfg)
-        return mod, ("wav.scp" if mod == "speech" else input_file(cfg, Path(".")).name)
+        return modality(cfg), input_file(cfg, Path(".")).name
 
     kept = []
     for up in upstreams:
@@ -568,14 +661,18 @@ def fit_release(data_dir: str | Path, upstreams: Sequence[str], tasks: Sequence[
             fusion = []
     kinds = list(caption_kinds)
     if caption:
-        absent = [k for k in kinds if f"utt2caption_{k}" not in tables] if train else []
+        from etser.tasks.caption import caption_tasks
+
+        ctasks = caption_tasks(tasks_conf)
+        files = {k: ctasks[k].label_file if k in ctasks else f"utt2caption_{k}" for k in kinds}
+        absent = [k for k in kinds if files[k] not in tables] if train else []
         if absent and ("caption_kinds" in given or caption_asked):
-            errors += [f"--caption_kinds {k}: {lacks(f'utt2caption_{k}')}" for k in absent]
+            errors += [f"--caption_kinds {k}: {lacks(files[k])}" for k in absent]
         elif absent:
             kinds = [k for k in kinds if k not in absent]
             notes.append(f"Skipped captioning of {' '.join(absent)}: "
-                         + "; ".join(lacks(f"utt2caption_{k}") for k in absent) if kinds else
-                         f"Skipped captioning: {lacks('utt2caption_<kind>')} for any of {' '.join(KINDS)}")
+                         + "; ".join(lacks(files[k]) for k in absent) if kinds else
+                         f"Skipped captioning: {lacks('utt2caption_<kind>')} for any of {' '.join(absent)}")
         mod, table = up_input(caption_upstream)
         if extract and table not in tables:
             errors.append(f"--caption_upstream {caption_upstream}: {lacks(table)}")
@@ -600,29 +697,24 @@ def check_train_sets(sets: Sequence[str], train_set: str = "train", valid_set: s
 
 def train_lines(runs: Sequence[Run], backend: str, data_dir: str, ngpu: int, num_threads: int, overwrite: bool,
                 tasks_conf: str | None, on_change: str = "redo", protocol: dict | None = None) -> list[str]:
-    if protocol is not None and backend != "ours" and protocol_conf(protocol, "classifier"):
+    if not BACKENDS[backend].takes_train_options and protocol_conf(protocol, "classifier"):
         raise PlanError(f"protocol {protocol['name']} ({protocol['path']}) sets training options of conf/train; "
                         f"--backend {backend} has its own configs: use --protocol corrected with it")
     extra = [a for item in protocol_conf(protocol, "classifier") for a in ("--conf", item)]
     lines = []
     for r in runs:
-        args = ["--config", f"{BACKENDS[backend]}/{r.head}.yaml", "--task", r.task, "--seed", str(r.seed),
+        args = ["--config", f"{BACKENDS[backend].conf_dir}/{r.head}.yaml", "--task", r.task, "--seed", str(r.seed),
                 "--data_dir", data_dir, "--feats_dir", r.feats_dir, "--exp_dir", r.exp_dir, "--ngpu", str(ngpu),
                 "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower(), *extra]
         if tasks_conf:
             args += ["--tasks_conf", str(tasks_conf)]
-        # ESPnet's runs have no provenance check (ESPnet resumes from its own checkpoint): no --on_change
-        lines.append(shlex.join(["train", *args] if backend == "espnet" else [*args, "--on_change", on_change]))
+        lines.append(shlex.join(BACKENDS[backend].train_args(args, on_change)))
     return lines
 
 
 def score_lines(runs: Sequence[Run], backend: str, sets: Sequence[str], data_dir: str, ngpu: int,
                 on_change: str = "redo") -> list[str]:
-    if backend == "ours":
-        return [shlex.join(["--sets", " ".join(sets), "--ngpu", str(ngpu), "--on_change", on_change, r.exp_dir])
-                for r in runs]
-    return [shlex.join(["score", "--exp_dir", r.exp_dir, "--sets", " ".join(sets), "--data_dir", data_dir,
-                        "--ngpu", str(ngpu)]) for r in runs]
+    return [shlex.join(BACKENDS[backend].score_args(r, sets, data_dir, ngpu, on_change)) for r in runs]
 
 
 def check_trained(exp_dirs: Sequence[str]) -> None:
@@ -648,54 +740,64 @@ def caption_exp_dir(exp_root: str, tag: str, system: str, kind: str, seed: int |
     return base if seed is None else f"{base}/seed{seed}"
 
 
-def check_caption_inputs(feats_dir: Path, data_dir: Path, kinds: Sequence[str], upstream: str = "",
-                         sets: Sequence[str] = ("train", "val")) -> None:
-    """What a caption job would fail on: the kinds, frames of the train and valid sets, the caption files."""
-    from etser.caption import KINDS
+def caption_plan_tasks(kinds: Sequence[str], tasks_conf: Path | None = None) -> list:
+    """The caption tasks of ``kinds`` (their ``caption_kind``s), or an error naming the known ones."""
+    from etser.tasks.caption import caption_tasks
 
-    unknown = [k for k in kinds if k not in KINDS]
+    known = caption_tasks(tasks_conf)
+    unknown = [k for k in kinds if k not in known]
     if unknown or not kinds:
-        raise PlanError(f"caption kinds {' '.join(unknown) or '(none)'}: use some of {' '.join(KINDS)}")
+        raise PlanError(f"caption kinds {' '.join(unknown) or '(none)'}: use some of {' '.join(known)}")
+    return [known[k] for k in kinds]
+
+
+def check_caption_inputs(feats_dir: Path, data_dir: Path, kinds: Sequence[str], upstream: str = "",
+                         sets: Sequence[str] = ("train", "val"), tasks_conf: Path | None = None) -> None:
+    """What a caption job would fail on: the kinds, frames of the train and valid sets, the caption files."""
+    tasks = caption_plan_tasks(kinds, tasks_conf)
     for s in sets:
         meta = read_meta(feats_dir / s)
         if not meta.get("frame_layers") or not (feats_dir / s / "frames.scp").is_file():
             conf = f"conf/upstream/{upstream}.yaml" if upstream else "the upstream config"
             raise PlanError(f"{feats_dir / s} has no frame-level features (frames.scp), which captioning needs: "
                             f"set frames: {{layers: all}} in {conf} and rerun stage 2")
-    for k in kinds:
-        path = data_dir / sets[0] / f"utt2caption_{k}"
+    for t in tasks:
+        path = data_dir / sets[0] / t.label_file
         if not path.is_file():
-            raise PlanError(f"{path} not found: the release has no {k} captions (stage 1 writes utt2caption_<kind> "
-                            "from the Audio JSON sourceAttr); choose --caption_kinds among those found")
+            raise PlanError(f"{path} not found: the release has no {t.caption_kind} captions (stage 1 writes "
+                            "utt2caption_<kind> from the Audio JSON sourceAttr); choose --caption_kinds among those "
+                            "found")
 
 
 def caption_train_lines(feats_dir: str, decoders: Sequence[str], kinds: Sequence[str], seeds: Sequence[int],
                         conf_dir: str, data_dir: str, exp_root: str, ngpu: int, num_threads: int, overwrite: bool,
-                        on_change: str = "redo") -> list[str]:
+                        on_change: str = "redo", tasks_conf: str | None = None) -> list[str]:
     tag = Path(feats_dir).name
+    more = ["--tasks_conf", str(tasks_conf)] if tasks_conf else []
     return [shlex.join(["--config", f"{conf_dir}/{dec}.yaml", "--kind", kind, "--seed", str(seed), "--data_dir",
                         data_dir, "--feats_dir", feats_dir, "--exp_dir", caption_exp_dir(exp_root, tag, dec, kind, seed),
                         "--ngpu", str(ngpu), "--num_threads", str(num_threads), "--overwrite", str(overwrite).lower(),
-                        "--on_change", on_change])
+                        "--on_change", on_change, *more])
             for kind in kinds for dec in decoders for seed in seeds]
 
 
-def caption_score_lines(feats_dir: str, decoders: Sequence[str], kinds: Sequence[str], seeds: Sequence[int],
+def caption_score_lines(feats_dir: str, decoders: Sequence[str], tasks: Sequence, seeds: Sequence[int],
                         baselines: bool, sets: Sequence[str], data_dir: str, exp_root: str, ngpu: int,
-                        metrics_config: str) -> list[str]:
+                        metrics_config: str, tasks_conf: str | None = None) -> list[str]:
+    """A scoring line per trained captioner and, with ``baselines``, one per baseline of each caption task."""
     tag = Path(feats_dir).name
     common = ["--sets", " ".join(sets), "--data_dir", data_dir, "--feats_dir", feats_dir,
-              "--metrics_config", metrics_config]
+              "--metrics_config", metrics_config, *(["--tasks_conf", str(tasks_conf)] if tasks_conf else [])]
     lines = []
-    for kind in kinds:
+    for task in tasks:
+        kind = task.caption_kind
         for dec in decoders:
             for seed in seeds:
                 lines.append(shlex.join(["--exp_dir", caption_exp_dir(exp_root, tag, dec, kind, seed), *common,
                                          "--ngpu", str(ngpu)]))
-        if baselines:
-            for b in CAPTION_BASELINES:
-                lines.append(shlex.join(["--baseline", b, "--kind", kind, "--exp_dir",
-                                         caption_exp_dir(exp_root, tag, f"baseline_{b}", kind), *common]))
+        for b in task.baselines if baselines else ():
+            lines.append(shlex.join(["--baseline", b, "--kind", kind, "--exp_dir",
+                                     caption_exp_dir(exp_root, tag, f"baseline_{b}", kind), *common]))
     return lines
 
 
@@ -808,8 +910,8 @@ def _plan_classifiers(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
     protocol = load_run_protocol(a.protocol)
     runs = plan_runs(a.feats_dirs.split(), a.heads.split(), [int(s) for s in a.seeds.split()],
                      a.tasks.split() or None, a.backend, a.tasks_conf, a.exp_root, data_dir=a.data_dir)
-    searched = searched_configs({h: (Path(BACKENDS["ours"]) / f"{h}.yaml", ()) for h in a.heads.split()}
-                                ) if a.backend == "ours" else {}
+    backend = BACKENDS[a.backend]
+    searched = {h: backend.searched(Path(backend.conf_dir) / f"{h}.yaml") for h in a.heads.split()}
     runs, extra = plan_search(runs, search_options(a), lambda r: searched.get(r.head, False),
                               a.search_phase if a.cmd == "train" else "score", a.tasks_conf)
     if a.cmd == "train":
@@ -824,7 +926,7 @@ def _plan_classifiers(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
     by_tag: dict[str, set] = {}
     for r in runs:
         by_tag.setdefault(f"{r.tag} ({r.modality})", set()).add(r.task)
-    family = "classifier" if a.backend == "ours" else "espnet"
+    family = BACKENDS[a.backend].family
     return family, lines, "; ".join(f"{k}: {' '.join(sorted(v))}" for k, v in by_tag.items())
 
 
@@ -834,7 +936,7 @@ def _plan_fusion(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
     streams = resolve_streams(a.fusion_streams, conf_dir=a.upstream_conf_dir, dump_root=a.dump_root)
     runs = plan_fusion(streams, a.algos.split(), [int(s) for s in a.seeds.split()], a.tasks.split() or None,
                        a.tasks_conf, a.exp_root, data_dir=a.data_dir)
-    searched = searched_configs({x: (Path(BACKENDS["ours"]) / "fusion.yaml", [f"head_conf.algo={x}"])
+    searched = searched_configs({x: (Path(BACKENDS["ours"].conf_dir) / "fusion.yaml", [f"head_conf.algo={x}"])
                                  for x in a.algos.split()})
     runs, extra = plan_search(runs, search_options(a), lambda r: searched[r.algo],
                               a.search_phase if a.cmd == "fusion_train" else "score", a.tasks_conf)
@@ -855,24 +957,29 @@ def _plan_caption(a, sets: Sequence[str]) -> tuple[str, list[str], str]:
     from etser.caption.metrics import load_metrics_config
 
     decoders, kinds = a.decoders.split(), a.kinds.split()
+    if not kinds:   # the caption tasks of the tasks YAML's default list for captioning
+        taskset = load_tasks(a.tasks_conf)
+        kinds = [taskset.get(t).caption_kind for t in taskset.default_tasks("caption")]
     seeds = [int(s) for s in a.seeds.split()]
     if not seeds:
         raise PlanError("no caption seed given")
     check_train_sets(sets)
     check_decoders(decoders, Path(a.conf_dir))
-    check_caption_inputs(Path(a.feats_dir), Path(a.data_dir), kinds, a.upstream)
+    check_caption_inputs(Path(a.feats_dir), Path(a.data_dir), kinds, a.upstream, tasks_conf=a.tasks_conf)
+    tasks = caption_plan_tasks(kinds, a.tasks_conf)
     if a.cmd == "caption_train":
         lines = caption_train_lines(a.feats_dir, decoders, kinds, seeds, a.conf_dir, a.data_dir, a.exp_root, a.ngpu,
-                                    a.num_threads, a.overwrite, a.on_change)
+                                    a.num_threads, a.overwrite, a.on_change, a.tasks_conf)
     else:
         load_metrics_config(Path(a.metrics_config))
         if a.check_trained:
             tag = Path(a.feats_dir).name
             check_trained([caption_exp_dir(a.exp_root, tag, d, k, s) for k in kinds for d in decoders for s in seeds])
-        lines = caption_score_lines(a.feats_dir, decoders, kinds, seeds, a.baselines, score_sets(sets), a.data_dir,
-                                    a.exp_root, a.ngpu, a.metrics_config)
+        lines = caption_score_lines(a.feats_dir, decoders, tasks, seeds, a.baselines, score_sets(sets), a.data_dir,
+                                    a.exp_root, a.ngpu, a.metrics_config, a.tasks_conf)
+    baselines = " ".join(dict.fromkeys(b for t in tasks for b in t.baselines))
     return "caption", lines, (f"kinds {' '.join(kinds)}; decoders {' '.join(decoders)}; seeds "
-                              f"{' '.join(map(str, seeds))}" + ("; baselines " + " ".join(CAPTION_BASELINES)
+                              f"{' '.join(map(str, seeds))}" + (f"; baselines {baselines}"
                                                                 if a.cmd == "caption_score" and a.baselines else ""))
 
 
@@ -904,8 +1011,6 @@ def _search_job_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from etser.caption import KINDS
-
     ap = argparse.ArgumentParser(prog="python -m etser.launch.plan", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("train", "score"):
@@ -933,7 +1038,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--feats_dir", required=True, help="dump/<tag> of the caption upstream")
         p.add_argument("--upstream", default="", help="its name (for messages)")
         p.add_argument("--decoders", required=True, help="space-separated: names of <conf_dir>/<decoder>.yaml")
-        p.add_argument("--kinds", default=" ".join(KINDS), help="space-separated caption kinds")
+        p.add_argument("--kinds", default="", help="space-separated caption kinds (the caption_kind of caption "
+                       "tasks; default: those of the tasks YAML's 'caption' default list)")
+        p.add_argument("--tasks_conf", default=None, help="tasks YAML (default: conf/tasks.yaml of the repo)")
         p.add_argument("--baselines", type=str2bool, default=True)
         p.add_argument("--conf_dir", default="conf/caption")
         p.add_argument("--metrics_config", default="conf/caption/metrics.yaml")

@@ -48,6 +48,11 @@ import numpy as np
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", ".aif")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")
+# An input read as one row of a data dir: the file it gives each input table a modality declares it reads
+# (``Modality.input_table``); a modality whose values are not files reads the transcript.  The audio table's
+# files are decoded here (a video's audio track too) so that near-silent inputs get a note.
+AUDIO_TABLE = "wav.scp"
+INPUT_FILES = {AUDIO_TABLE: "audio_path", "video.scp": "video_path"}
 
 
 # ---------------------------------------------------------------- inputs
@@ -240,12 +245,14 @@ def load_model(exp_dir: Path, device: str = "cpu") -> Model:
     exp_dir = Path(exp_dir)
     conf = read_exp_config(exp_dir)
     train_set = conf.get("train_set", "train")
-    if "decoder" in conf:   # a captioner: one stream of speech frames
+    if "decoder" in conf:   # a captioner: one stream of frames of the modality the caption kind reads
         from etser.caption.decode import load_trained
+        from etser.tasks.caption import CaptionTask
 
         net, info = load_trained(exp_dir, device)
         record = (provenance.read(exp_dir / provenance.FILE_NAME) or {}).get("features", {}).get(train_set, {})
-        stream = {"name": "speech", "modality": "speech", "kind": "frames", "layers": list(info["layers"]),
+        mod = CaptionTask.input_modality
+        stream = {"name": mod, "modality": mod, "kind": "frames", "layers": list(info["layers"]),
                   "dim": int(info["dim"]), "feats_dir": _caption_feats_dir(exp_dir),
                   "config_hash": record.get("config_hash"), "upstream": conf.get("upstream")}
         stream["cfg"] = stream_config(exp_dir, stream, "upstream.yaml", train_set)
@@ -341,19 +348,26 @@ def _speech(stream: dict, inputs: list[Input], device: str, silence_dbfs: float,
 
 def _modal(stream: dict, inputs: list[Input], device: str, bad: dict, absent: dict) -> dict:
     """utt -> (mean, std, frames) of the inputs' transcripts or video frames (stage 2's own reading and encoding, etser.features.extract.encode_table)."""
+    from etser.features import modality as modalities
     from etser.features.extract import encode_table
     from etser.features.modality import BadInput
-    from etser.features.upstream import modality
 
-    text = modality(stream["cfg"]) == "text"
+    mod = modalities.of(stream["cfg"])
+    text = not mod.files   # the values are the transcripts themselves
+    field = INPUT_FILES.get(mod.input_table)
+    if not text and field is None:
+        raise ValueError(f"stream {stream['name']}: inference takes audio, video files and transcripts; the "
+                         f"{mod.name} modality reads {mod.input_table}, which an input does not give")
     table = {}
     for x in inputs:
-        if text and not (x.text or "").strip():
-            absent[x.id] = "no transcript" if x.text is None else "an empty transcript"
-        elif not text and x.video_path is None:
-            absent[x.id] = "no video (an audio file)" if x.path else "no video (a transcript only)"
+        value = x.text if text else getattr(x, field)
+        if text and not (value or "").strip():
+            absent[x.id] = "no transcript" if value is None else "an empty transcript"
+        elif not text and value is None:
+            what = field.removesuffix("_path")
+            absent[x.id] = f"no {what} (an audio file)" if x.path else f"no {what} (a transcript only)"
         else:
-            table[x.id] = x.text if text else x.video_path
+            table[x.id] = value
     if not table:
         return {}
     frames = stream["layers"] if stream["kind"] == "frames" else None
@@ -388,14 +402,14 @@ def predict(model: Model, inputs: list[Input], device: str = "cpu", silence_dbfs
     import torch
 
     from etser.featset import StreamData, iter_batches
-    from etser.features.upstream import modality
+    from etser.features import modality as modalities
 
     notes: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
     feats, absent_by = {}, {}
     for st in model.streams:
         bad, absent = {}, {}
-        if modality(st["cfg"]) == "speech":
+        if modalities.of(st["cfg"]).input_table == AUDIO_TABLE:
             feats[st["name"]] = _speech(st, inputs, device, silence_dbfs, notes, bad, absent)
         else:
             feats[st["name"]] = _modal(st, inputs, device, bad, absent)

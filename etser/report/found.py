@@ -28,3 +28,11 @@ def find_metrics(exp_root: Path, set_name: str = "test") -> list[dict]:
             m["missing"] = json.loads(miss.read_text())["patterns"]
         found.append(m)
     return found
+
+
+def fused(m: dict) -> bool:
+    """Whether a scoring is of a model over several streams (a fusion model): its head says how many it reads."""
+    from etser import models
+
+    head = models.discover("head").get(m["head"])
+    return head is not None and head.num_streams != 1

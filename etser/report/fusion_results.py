@@ -20,11 +20,10 @@ from typing import Sequence
 import numpy as np
 
 from etser.metrics import COUNT_NOTE, count_note, stale_note, varying_counts
+from etser.report.found import fused
 from etser.report.protocols import protocol_lines, run_protocol, sentiment_discrete
 from etser.tasks import kind_class, load_tasks
 
-MULTI_TASKS = ("multi_four", "multi_all")
-SENTIMENT_TASK = "sentiment"
 MODALITY_COLUMNS = (("text", "Text"), ("speech", "Speech"), ("visual", "Visual"))
 
 
@@ -54,6 +53,16 @@ def _group(metrics: list[dict]) -> dict:
     return out
 
 
+def multimodal_tasks(tasks_conf=None) -> tuple[tuple[str, ...], str | None]:
+    """The tasks of the multimodal sections, as the tasks YAML's ``multimodal`` declares them: the emotion
+    columns and the sentiment task (None: no sentiment table)."""
+    try:
+        sections = load_tasks(tasks_conf).multimodal
+    except (FileNotFoundError, ValueError):
+        return (), None
+    return tuple(sections.get("emotion", ())), next(iter(sections.get("sentiment", ())), None)
+
+
 def _titles(tasks_conf) -> dict:
     try:
         return {n: t.title for n, t in load_tasks(tasks_conf).tasks.items()}
@@ -62,16 +71,17 @@ def _titles(tasks_conf) -> dict:
 
 
 def fusion_sections(metrics: list[dict], set_name: str = "test", tasks_conf=None, protocol_dir=None) -> list[str]:
-    fusion = [m for m in metrics if m["modality"] == "fusion"]
-    unimodal = [m for m in metrics if m["modality"] != "fusion" and kind_class(m.get("kind", "classes")).metric_tables]
-    sentiment = [m for m in metrics if m["task"] == SENTIMENT_TASK]
+    fusion = [m for m in metrics if fused(m)]
+    unimodal = [m for m in metrics if not fused(m) and kind_class(m.get("kind", "classes")).metric_tables]
+    multi, senti = multimodal_tasks(tasks_conf)
+    sentiment = [m for m in metrics if m["task"] == senti]
     if not fusion and not sentiment:
         return []
     titles = _titles(tasks_conf)
     varying = varying_counts(metrics)
     lines: list[str] = []
-    lines += _er_table(fusion, unimodal, titles, varying, protocol_dir)
-    lines += _sentiment_table(metrics, sentiment, titles, varying, protocol_dir)
+    lines += _er_table(fusion, unimodal, titles, varying, multi, protocol_dir)
+    lines += _sentiment_table(metrics, sentiment, titles, varying, multi, senti, protocol_dir)
     lines += _missing_table(fusion, titles, protocol_dir)
     return lines
 
@@ -82,12 +92,13 @@ def _noted(runs: list[dict], task: str, varying: set, values: Sequence[float] | 
     return text + (count_note(runs) if runs and task in varying else "") + stale_note(runs)
 
 
-def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: set, protocol_dir=None) -> list[str]:
-    rows = _group([m for m in fusion if m["task"] in MULTI_TASKS])
+def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: set, multi: Sequence[str],
+              protocol_dir=None) -> list[str]:
+    rows = _group([m for m in fusion if m["task"] in multi])
     if not rows:
         return []
     over, under = protocol_lines([m for row in rows.values() for ms in row.values() for m in ms], protocol_dir)
-    cols = [t for t in MULTI_TASKS if any(t in r for r in rows.values())]
+    cols = [t for t in multi if any(t in r for r in rows.values())]
     tt = [titles.get(t, t).replace("Multi(", "Multimodal(") for t in cols]
     lines = ["## Multimodal emotion recognition (the seeds' Table 2)", "",
              "Weighted-F1 first: the metric comparable with the seeds' numbers (the official code computes "
@@ -122,8 +133,8 @@ def _er_table(fusion: list[dict], unimodal: list[dict], titles: dict, varying: s
     return lines
 
 
-def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, varying: set,
-                     protocol_dir=None) -> list[str]:
+def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, varying: set, multi: Sequence[str],
+                     senti: str, protocol_dir=None) -> list[str]:
     if not sentiment:
         return []
     keys = sorted({(m["tag"], m.get("algo") or m["head"]) for m in sentiment})
@@ -134,14 +145,14 @@ def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, v
         first = next(m for m in sentiment if (m["tag"], m.get("algo") or m["head"]) == key)
         discrete[key] = (key[0], sentiment_discrete(first, protocol_dir) or key[1], run_protocol(first))
     groups = _group([m for m in metrics if (m["tag"], m.get("algo") or m["head"]) in keys])
-    multi = _group([m for m in metrics if m["task"] in MULTI_TASKS])
+    multi_runs = _group([m for m in metrics if m["task"] in multi])
     over, under = protocol_lines([m for key in keys for ms in groups[key].values() for m in ms], protocol_dir)
     lines = ["## Multimodal sentiment analysis (the seeds' Table 3)", "",
              "Discrete(Four) / Discrete(All): weighted-F1 of the multimodal labels (`multi_four` / `multi_all`); "
              "Continuous: weighted-F1 of the sign on the non-zero labels of `utt2sentiment` (the official metric, "
              "MERBench's). A constant prediction already scores high on Continuous when most labels have one "
              "sign: its row is beside (fitted on the training labels).", ""] + (
-                 [COUNT_NOTE, ""] if varying & {*MULTI_TASKS, SENTIMENT_TASK} else []) + over
+                 [COUNT_NOTE, ""] if varying & {*multi, senti} else []) + over
     borrowed = sorted({f"{key[1]}: {src[1]}" for key, src in discrete.items() if src[1] != key[1]})
     if borrowed:
         lines += ["Discrete columns from another algorithm's Multi runs, as the rows' protocol says "
@@ -150,15 +161,15 @@ def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, v
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in keys:
         row = groups[key]
-        first = row[SENTIMENT_TASK][0]
+        first = row[senti][0]
         ups = first.get("stream_upstreams") or {first.get("modality", "speech"): first.get("upstream", key[0])}
         mods = first.get("stream_modalities") or {n: n for n in ups}
         by_mod = {mods.get(n, n): u for n, u in ups.items()}
         tag, src, protocol = discrete[key]
-        source = {t: [r for r in multi.get((tag, src), {}).get(t, []) if run_protocol(r) == protocol]
-                  for t in MULTI_TASKS} | {SENTIMENT_TASK: row[SENTIMENT_TASK]}
-        vals = {t: [r[_main_metric(r)] for r in source[t]] for t in (*MULTI_TASKS, SENTIMENT_TASK)}
-        cells = [_noted(source[t], t, varying, vals[t]) for t in (*MULTI_TASKS, SENTIMENT_TASK)]
+        source = {t: [r for r in multi_runs.get((tag, src), {}).get(t, []) if run_protocol(r) == protocol]
+                  for t in multi} | {senti: row.get(senti, [])}
+        vals = {t: [r[_main_metric(r)] for r in source[t]] for t in (*multi, senti)}
+        cells = [_noted(source[t], t, varying, vals[t]) for t in (*multi, senti)]
         mean = (f"{100 * np.mean([np.mean(v) for v in vals.values()]):.2f}" if all(vals.values()) else "–")
         lines.append("| " + " | ".join([*(by_mod.get(m, "–") for m, _ in MODALITY_COLUMNS), key[1], *cells, mean])
                      + " |")
@@ -172,9 +183,9 @@ def _sentiment_table(metrics: list[dict], sentiment: list[dict], titles: dict, v
     lines += ["", "Continuous in detail (Acc-2 and WF1 of the sign in %, MAE, Pearson r, CCC):", "",
               "| Features | Algorithm | Acc-2 | WF1 | MAE | r | CCC |", "|---|---|---|---|---|---|---|"]
     for key in keys:
-        runs = groups[key][SENTIMENT_TASK]
+        runs = groups[key][senti]
         lines.append(f"| {_features(runs[0])} | {key[1]} | {_cell([r['acc2'] for r in runs])} | "
-                     f"{_noted(runs, SENTIMENT_TASK, varying)} | {_cell([r['mae'] for r in runs], 1, 3)} | "
+                     f"{_noted(runs, senti, varying)} | {_cell([r['mae'] for r in runs], 1, 3)} | "
                      f"{_cell([r['pearson'] for r in runs], 1, 3)} | {_cell([r['ccc'] for r in runs], 1, 3)} |")
     for name, cs in sorted(constants.items()):
         lines.append(f"| constant {name} | – | {_cell([c['acc2'] for c in cs])} | {_cell([c['f1_weighted'] for c in cs])} "

@@ -26,7 +26,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from etser.learn.config import DEFAULT_PROTOCOL, load_protocol
-from etser.report.found import find_metrics
+from etser.report.found import find_metrics, fused
 from etser.yamlfile import read_yaml
 
 DEFAULT_PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "conf" / "protocol"
@@ -65,15 +65,11 @@ def _lookup(conf: Mapping, dotted: str):
     return node
 
 
-def _fusion(m: dict) -> bool:
-    return m.get("modality") == "fusion"
-
-
 def deviations(runs: Sequence[dict], protocol: dict) -> list[str]:
     """What the runs of one row (features x head/algorithm, all tasks and seeds) have that ``protocol`` does
     not say: '<option> <theirs> (protocol: <value>)'."""
     out = {}
-    fusion = _fusion(runs[0])
+    fusion = fused(runs[0])
     wanted = dict(protocol["train"]) | (dict(protocol["fusion"]) if fusion else {})
     for key, value in wanted.items():
         got = sorted({json.dumps(_lookup(run_config(m), key)) for m in runs})   # YAML's spelling: null, false
@@ -196,7 +192,7 @@ def compare_lines(official: Sequence[dict], corrected: Sequence[dict], task_titl
     left = defaultdict(list)
     for side, keys in (("a", set(a) - set(b)), ("b", set(b) - set(a))):
         for k in keys:
-            if not _fusion((a if side == "a" else b)[k][0]):
+            if not fused((a if side == "a" else b)[k][0]):
                 left[(k[0], k[2])].append((side, k))
     for (feats, task), ks in left.items():
         if sorted(side for side, _ in ks) == ["a", "b"]:

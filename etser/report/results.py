@@ -33,6 +33,7 @@ import numpy as np
 from etser.metrics import (COUNT_NOTE, METRIC_NAMES, confusion_metrics, count_note, read_predictions, stale_note,
                            varying_counts)
 from etser.report.found import find_metrics  # noqa: F401  (results.find_metrics: the reader of stage 4's outputs)
+from etser.report.fusion_results import fused, fusion_sections, multimodal_tasks
 from etser.tasks import kind_class, load_tasks
 from etser.yamlfile import read_yaml
 
@@ -276,7 +277,7 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
     for m in found:  # scored before the labels, features or data they came from changed: marked, never passed off
         m["stale"] = stale_reasons(Path(m["exp_dir"]), set_name, dumps)
     # unimodal classification tables here; fusion and continuous tasks in their own sections
-    metrics = [m for m in found if m["modality"] != "fusion" and kind_class(m["kind"]).metric_tables]
+    metrics = [m for m in found if not fused(m) and kind_class(m["kind"]).metric_tables]
     tables = summarize(metrics, load_tables(results_conf))
     titles, described = _task_titles(metrics, tasks_conf)
     seeds = sorted({m["seed"] for m in found})
@@ -309,7 +310,6 @@ def write_results(exp_root: Path, out: Path, set_name: str = "test", num_samples
             lines += [f"### {table['title']}", ""] + over + metric_table(table, metric, titles, varying) + [""] + under
         lines += [DEFINITIONS[metric], ""]
     from etser.learn.search import search_notes
-    from etser.report.fusion_results import fusion_sections
 
     lines += fusion_sections(found, set_name, tasks_conf, protocol_dir)
     lines += own_metric_tables(found, tasks_conf, protocol_dir)
@@ -335,10 +335,8 @@ def own_metric_tables(found: list[dict], tasks_conf: Path | None = None, protoco
     """A table per task of a kind that has metrics of its own (e.g. a continuous arousal task): a row per
     features x head, the kind's metrics as columns (mean ± sample std over seeds).  Tasks that the fusion
     section's MERBench tables show already (sentiment) and fusion runs are left to those tables."""
-    from etser.report.fusion_results import SENTIMENT_TASK
-
-    runs = [m for m in found if not kind_class(m["kind"]).metric_tables and m["modality"] != "fusion"
-            and m["task"] != SENTIMENT_TASK]
+    _, sentiment = multimodal_tasks(tasks_conf)
+    runs = [m for m in found if not kind_class(m["kind"]).metric_tables and not fused(m) and m["task"] != sentiment]
     if not runs:
         return []
     try:

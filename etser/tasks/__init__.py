@@ -6,8 +6,8 @@ columns.  The generic package knows no corpus's label names: they come from the 
 
 A kind is one module of this package that registers its :class:`Task` subclass with ``@register_kind(name)``
 (the loader refuses kinds it does not know); the modules are found by listing the package, so a new kind is
-one new file.  Today: ``classes`` (:mod:`etser.tasks.classes`) and ``continuous``
-(:mod:`etser.tasks.continuous`).  A new task of a known kind is YAML only.
+one new file.  Today: ``classes`` (:mod:`etser.tasks.classes`), ``continuous`` (:mod:`etser.tasks.continuous`)
+and ``caption`` (:mod:`etser.tasks.caption`).  A new task of a known kind is YAML only.
 
     tasks = load_tasks("conf/tasks.yaml")
     task = tasks.get("speech_four")
@@ -36,7 +36,8 @@ class Task:
     in report order), ``default_select_metric`` (what selects the best epoch on val unless the training
     config says otherwise), ``table_metric`` (the one figure of a results table cell), ``spec_keys`` (its
     own YAML keys), ``scored_with_train_targets`` (scoring also reads the training targets, e.g. to fit the
-    constant predictors beside the model)."""
+    constant predictors beside the model), ``model_family`` (the registry family of the models that learn it:
+    ``head`` for the classifier and regression heads and fusion models, ``decoder`` for captioning)."""
 
     name: str
     label_file: str                 # file name inside a data dir
@@ -54,6 +55,7 @@ class Task:
     metric_tables: ClassVar[bool] = False
     spec_keys: ClassVar[tuple[str, ...]] = ()
     scored_with_train_targets: ClassVar[bool] = False
+    model_family: ClassVar[str] = "head"
 
     @property
     def output_size(self) -> int:
@@ -130,11 +132,14 @@ def task_from_spec(spec: Mapping, where: str = "task") -> Task:
 
 @dataclasses.dataclass(frozen=True)
 class TaskSet:
-    """The tasks of one YAML file and each modality's default task list."""
+    """The tasks of one YAML file, each modality's default task list and the tasks of RESULTS.md's
+    multimodal sections (``multimodal``: ``emotion``, the columns of the multimodal emotion table and the
+    discrete columns of the sentiment table; ``sentiment``, its continuous column)."""
 
     path: str
     tasks: Mapping[str, Task]
     defaults: Mapping[str, tuple[str, ...]]
+    multimodal: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -173,7 +178,14 @@ def load_tasks(path: str | Path | None = None) -> TaskSet:
         if bad:
             raise ValueError(f"{path}: defaults.{modality} names unknown task(s) {', '.join(bad)}")
         defaults[str(modality)] = tuple(names or ())
-    _LOADED[key] = TaskSet(str(path), tasks, defaults)
+    multimodal = {}
+    for section, names in (doc.get("multimodal") or {}).items():
+        names = [names] if isinstance(names, str) else list(names or ())
+        bad = [n for n in names if n not in tasks]
+        if bad:
+            raise ValueError(f"{path}: multimodal.{section} names unknown task(s) {', '.join(bad)}")
+        multimodal[str(section)] = tuple(names)
+    _LOADED[key] = TaskSet(str(path), tasks, defaults, multimodal)
     return _LOADED[key]
 
 
