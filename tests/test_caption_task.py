@@ -74,7 +74,7 @@ def test_a_caption_kind_declared_only_in_a_copied_tasks_yaml_is_planned_trained_
     lines = [shlex.split(x) for x in out.read_text().splitlines() if not x.startswith("#")]
     assert [x[x.index("--baseline") + 1] for x in lines if "--baseline" in x] == list(CaptionTask.baselines)
     mconf = tmp_path / "metrics.yaml"
-    mconf.write_text("metrics: [bleu4, rouge_l, cider_d]\nptb_tokenizer: false\n")
+    mconf.write_text("metrics: [bleu4, rouge_l, cider_d]\ntokenization: char\n")
     for x in lines:
         x[x.index("--metrics_config") + 1] = str(mconf)
         x[x.index("--sets") + 1] = "test"

@@ -178,7 +178,7 @@ def _run(exp: Path, tag, head, task, seed, protocol, modality="speech", extra=No
          "classes": list(get_task(task).classes), "modality": modality, "ua": wf1, "wa": wf1, "macro_f1": wf1,
          "weighted_f1": wf1, "num_utts": 10}
     if modality == "fusion":
-        m.update(algo=head, fusion_level="utterance", stream_upstreams={"speech": "egemaps", "text": "tb"},
+        m.update(head="fusion", algo=head, fusion_level="utterance", stream_upstreams={"speech": "egemaps", "text": "tb"},
                  stream_modalities={"speech": "speech", "text": "text"})
     (d / "decode_test" / "metrics.json").write_text(json.dumps(m))
     conf = {"protocol": protocol, "max_epochs": 100, "patience": None if protocol == "official" else 20,

@@ -98,7 +98,7 @@ def test_the_multimodal_tables_take_their_tasks_from_the_tasks_yaml(tmp_path):
     tasks_conf.write_text(yaml.safe_dump(doc, sort_keys=False))
     fused = {"tag": "fusion_a+b", "head": "fusion", "algo": "attention", "task": "valence", "kind": "continuous",
              "modality": "fusion", "f1_weighted": 0.6, "acc2": 0.6, "mae": 0.8, "pearson": 0.2, "ccc": 0.1,
-             "num_utts": 10, "stream_upstreams": {"speech": "a", "text": "b"},
+             "num_utts": 10, "stream_upstreams": {"speech": "a", "text": "b"}, "exp_dir": str(tmp_path / "run"), "seed": 1,
              "stream_modalities": {"speech": "speech", "text": "text"}}
     single = {**fused, "tag": "a", "head": "superb", "modality": "speech", "stream_upstreams": None, "algo": None,
               "upstream": "a"}

@@ -101,8 +101,8 @@ def protocol_overrides(protocol: Mapping | None, family: str, default_name: str)
     if protocol is None:
         return []
     items = dict(protocol["train"])
-    if family == "fusion":
-        items.update(protocol["fusion"])
+    # a family with a section of its own (fusion) adds it; the others have only the common ``train``
+    items.update((protocol.get(family) or {}) if family in PROTOCOL_SECTIONS else {})
     if protocol["name"] != default_name:
         items["protocol"] = protocol["name"]
     # a string stays as it is when it reads back as itself (protocol=official), anything else as JSON (YAML)
