@@ -54,3 +54,15 @@ def small_release(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mini_small") / "release"
     make_mini_corpus(out, seed=0, scale=MINI_SCALE, progress=False)
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for a test (the machine is shared: one thread is faster than two contended ones for
+    tiny models), restored after it."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,13 +21,7 @@ P, R, B2 = 1.0, 4 / 6, 1.2 ** 2
 ROUGE = (1 + B2) * P * R / (R + B2 * P)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared: faster than two contended threads for tiny models
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _conf(**kw):

@@ -21,13 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HYP, REF = "男性大声地说话。", "一位男性大声地说话。"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _conf(**kw):

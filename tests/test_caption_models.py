@@ -12,13 +12,7 @@ from etser.caption.train import DEFAULTS, load_config
 from tests.helpers_caption import caption_for, tiny_decoder_dir
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the machine is shared: one thread is faster than two contended ones for these tiny models
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

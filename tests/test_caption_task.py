@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from etser.caption.score import main as score_main
@@ -24,12 +23,7 @@ TINY = ["decoder_conf.d_model=32", "decoder_conf.ffn_dim=64", "decoder_conf.num_
         "adaptor_conf.hidden_dim=32", "batch_size=8", "max_epochs=2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tasks_with_pitch(tmp_path: Path) -> Path:

@@ -20,12 +20,7 @@ TINY = ["decoder_conf.d_model=32", "decoder_conf.ffn_dim=64", "decoder_conf.num_
         "adaptor_conf.hidden_dim=32", "optim_conf.lr=3.0e-3", "batch_size=8"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared: faster than two contended threads for tiny models
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mconf():
