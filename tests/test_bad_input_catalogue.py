@@ -23,6 +23,7 @@ import pytest
 import soundfile as sf
 
 from etser.datadir import read_table
+from etser.features.upstream import config_tag
 from tests.helpers_disk import full_disk_after
 from tests.helpers_faults import make_workdir, run_recipe
 from tests.helpers_release import rel_path, write_utterance
@@ -108,7 +109,9 @@ def recipe(tmp_path_factory):
     w = make_workdir(top / "my experiments")
     r = run_recipe(w, "--db_root", db, "--stop_stage", 2, *UPSTREAM)
     assert r.returncode == 0, r.stderr[-4000:]
-    [tag] = list((w / "dump").iterdir())
+    # stage 2 also extracts the captioner's upstream; the cases are read from the named one's dump
+    tag = w / "dump" / config_tag(UPSTREAM[1], w / "conf" / "upstream")
+    assert tag.is_dir(), sorted(p.name for p in (w / "dump").iterdir())
     with contextlib.chdir(w):  # the scp names its arks relative to the working directory
         feats = {k: np.array(v) for k, v in kaldiio.load_scp(str(tag / "train" / "pooled_mean.scp")).items()}
     return {"dir": w, "db": db, "stdout": r.stdout, "stderr": r.stderr, "feats": feats, "tag": tag}

@@ -126,8 +126,8 @@ def test_a_continuous_task_from_a_copied_tasks_yaml_runs_with_the_superb_head(co
     w, _ = copied_repo
     tasks_conf = w / "my_tasks.yaml"
     text = (w / "conf" / "tasks.yaml").read_text()
-    assert "\ndefaults:" in text
-    tasks_conf.write_text(text.replace("\ndefaults:", AROUSAL_YAML + "\ndefaults:", 1))
+    assert "\nmultimodal:" in text  # the section after tasks: the new task ends the tasks list
+    tasks_conf.write_text(text.replace("\nmultimodal:", "\n" + AROUSAL_YAML + "multimodal:", 1))
     r = run_recipe(w, "--stage", "3", "--upstreams", SPEECH_UP, "--heads", "superb", "--tasks", "arousal",
                    "--tasks_conf", tasks_conf, "--seeds", "1", "--nj", "2", "--fusion", "",
                    "--expdir", "exp_arousal", timeout=600)
