@@ -8,7 +8,10 @@ with ``trust_remote_code`` from local files (nothing is downloaded):
   order of the real ``tokenization_baichuan.py``); rotary tables (``cos_cached``/``sin_cached``,
   non-persistent buffers) built at construction from ``inv_freq``; the model registered for
   ``AutoModelForCausalLM`` only; BOS prepended.
-- ChatGLM2-6B: a config class that does not set ``use_cache`` (read by the forward when not passed); the
+- ChatGLM2-6B (as first published): a config class that does not set ``use_cache`` (read by the forward
+  when not passed) nor ``max_length`` (read by the model's constructor: transformers 4 set it on every
+  config); a model that never calls ``post_init()``; a tokenizer that calls the parent constructor before
+  building its SentencePiece wrapper and whose ``_pad`` predates the ``padding_side`` argument; the
   ``[gMASK]``, ``sop`` prefix from ``get_prefix_tokens()`` with ids past the SentencePiece vocabulary and no
   special-tokens mask of its own; hidden states laid out (T, B, D); ``AutoModel`` mapped to the
   conditional-generation class.
@@ -358,10 +361,11 @@ class ChatGLMModel(ChatGLMPreTrainedModel):
 
 class ChatGLMForConditionalGeneration(ChatGLMPreTrainedModel):
     def __init__(self, config, empty_init=True, device=None):
+        # as first published: reads transformers 4's config.max_length, never calls post_init()
         super().__init__(config)
+        self.max_sequence_length = config.max_length
         self.transformer = ChatGLMModel(config, empty_init=empty_init, device=device)
         self.output_layer = nn.Linear(config.hidden_size, config.padded_vocab_size, bias=False)
-        self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, use_cache=None, output_hidden_states=None, **kw):
         use_cache = use_cache if use_cache is not None else self.config.use_cache
@@ -377,6 +381,7 @@ import os
 
 from sentencepiece import SentencePieceProcessor
 from transformers import PreTrainedTokenizer
+from transformers.utils import PaddingStrategy
 
 
 class SPTokenizer:
@@ -409,13 +414,14 @@ class ChatGLMTokenizer(PreTrainedTokenizer):
     model_input_names = ["input_ids", "attention_mask", "position_ids"]
 
     def __init__(self, vocab_file, padding_side="left", clean_up_tokenization_spaces=False, **kwargs):
+        # the parent constructor first, the SentencePiece wrapper after it (as first published)
+        super().__init__(padding_side=padding_side, clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+                         **kwargs)
         self.name = "GLMTokenizer"
         self.vocab_file = vocab_file
         self.tokenizer = SPTokenizer(vocab_file)
         self.special_tokens = {"<bos>": self.tokenizer.bos_id, "<eos>": self.tokenizer.eos_id,
                                "<pad>": self.tokenizer.pad_id}
-        super().__init__(padding_side=padding_side, clean_up_tokenization_spaces=clean_up_tokenization_spaces,
-                         **kwargs)
 
     def get_command(self, token):
         if token in self.special_tokens:
@@ -477,6 +483,28 @@ class ChatGLMTokenizer(PreTrainedTokenizer):
         if token_ids_1 is not None:
             token_ids_0 = token_ids_0 + token_ids_1 + [self.get_command("<eos>")]
         return token_ids_0
+
+    def _pad(self, encoded_inputs, max_length=None, padding_strategy=PaddingStrategy.DO_NOT_PAD,
+             pad_to_multiple_of=None, return_attention_mask=None):
+        # written before transformers passed padding_side: left padding only, position_ids made here
+        assert self.padding_side == "left"
+        required_input = encoded_inputs[self.model_input_names[0]]
+        seq_length = len(required_input)
+        if padding_strategy == PaddingStrategy.LONGEST:
+            max_length = len(required_input)
+        if max_length is not None and pad_to_multiple_of is not None and (max_length % pad_to_multiple_of != 0):
+            max_length = ((max_length // pad_to_multiple_of) + 1) * pad_to_multiple_of
+        needs_to_be_padded = padding_strategy != PaddingStrategy.DO_NOT_PAD and len(required_input) != max_length
+        if "attention_mask" not in encoded_inputs:
+            encoded_inputs["attention_mask"] = [1] * seq_length
+        if "position_ids" not in encoded_inputs:
+            encoded_inputs["position_ids"] = list(range(seq_length))
+        if needs_to_be_padded:
+            difference = max_length - len(required_input)
+            encoded_inputs["attention_mask"] = [0] * difference + encoded_inputs["attention_mask"]
+            encoded_inputs["position_ids"] = [0] * difference + encoded_inputs["position_ids"]
+            encoded_inputs[self.model_input_names[0]] = [self.pad_token_id] * difference + required_input
+        return encoded_inputs
 '''
 
 
@@ -541,7 +569,11 @@ def tiny_chatglm2(folder: Path, seed: int = 0) -> Path:
     cfg_cls = _remote_class(folder, "configuration_chatglm.ChatGLMConfig")
     model_cls = _remote_class(folder, "modeling_chatglm.ChatGLMForConditionalGeneration")
     torch.manual_seed(seed)
-    model = model_cls(cfg_cls(padded_vocab_size=104), empty_init=False)
+    cfg = cfg_cls(padded_vocab_size=104)
+    cfg.max_length = 20  # built here as under transformers 4, which set it; config.json will not hold it
+    model = model_cls(cfg, empty_init=False)
+    model.post_init()
+    del cfg.max_length  # not saved (transformers 5 refuses generation parameters on a config)
     auto = {"AutoConfig": "configuration_chatglm.ChatGLMConfig",
             "AutoModel": "modeling_chatglm.ChatGLMForConditionalGeneration",
             "AutoModelForCausalLM": "modeling_chatglm.ChatGLMForConditionalGeneration"}
@@ -563,6 +595,7 @@ def direct_features(folder: Path, kind: str, text: str) -> np.ndarray:
     model_ref = conf["auto_map"]["AutoModelForCausalLM"]
     cfg = cfg_cls(**{k: v for k, v in conf.items() if k not in ("auto_map", "architectures", "model_type")})
     cfg.use_cache = False
+    cfg.max_length = 20  # transformers 4's default, which ChatGLM2's constructor reads
     model = _remote_class(folder, model_ref)(cfg)
     state = {}
     for f in sorted(folder.glob("*.safetensors")):

@@ -16,14 +16,18 @@ Two built-in encoders (``name:`` in a ``modality: text`` config), or ``factory:`
   Applied at load time so that the remote-code checkpoints of the paper's best text rows give correct
   features on the pinned transformers 5 (each recorded in ``info["load_fixes"]`` when it was needed):
 
-  * a remote SentencePiece tokenizer that calls its parent constructor before loading its model
-    (Baichuan-7B's: the parent asks for the vocabulary, which fails) is constructed with the SentencePiece
-    model loaded first (huggingface/transformers#27171);
+  * a remote tokenizer that calls its parent constructor before loading its SentencePiece model (Baichuan-7B,
+    ChatGLM2-6B as first published: the parent asks for the vocabulary, which fails) is built with the parent
+    constructor run last, as their later revisions do (huggingface/transformers#27171);
+  * a remote tokenizer's ``_pad`` without the ``padding_side`` argument that transformers now passes (ChatGLM2)
+    accepts it;
+  * a remote model that reads transformers 4's config defaults while being built (ChatGLM2: ``max_length``)
+    gets them, and one that never calls ``post_init()`` (ChatGLM2) has it called after its constructor;
   * rotary tables built at construction as non-persistent buffers (Baichuan-7B's ``cos_cached`` /
     ``sin_cached``) are not in the checkpoint and hold uninitialised memory after ``from_pretrained``:
     they are rebuilt from the loaded ``inv_freq`` (output NaN otherwise);
-  * ``config.use_cache`` is set to False: transformers 5 no longer keeps it on the config, and ChatGLM2's
-    forward reads it (AttributeError otherwise); features need no cache;
+  * ``config.use_cache`` is set to False before the model is built: transformers 5 no longer keeps it on the
+    config, and ChatGLM2's forward reads it (AttributeError otherwise); features need no cache;
   * the hidden-state layout is decided by the model type: ChatGLM's is (T, B, D), every other (B, T, D)
     (guessing from the shapes is wrong when the batch size equals the padded length).
 - ``char_ngram``: no download; TF-IDF of character n-grams fitted on the TRAIN transcripts only, reduced by
@@ -109,38 +113,142 @@ def _remote_tokenizer_class(path: Path):
     return get_class_from_dynamic_module(ref, str(path)) if ref else None
 
 
-def _sentencepiece_first(cls):
-    """``cls`` with its SentencePiece model loaded before its own constructor runs, so that the parent
-    constructor (which asks for the vocabulary) finds it; the original constructor then loads it again."""
+def _parent_constructor_last(cls):
+    """``cls`` with its parent's constructor run after its own body rather than where it calls it.
 
-    class SentencePieceFirst(cls):
-        def __init__(self, vocab_file, *args, sp_model_kwargs=None, **kwargs):
-            import sentencepiece as spm
+    Remote tokenizers written for transformers < 4.34 call the parent constructor first and load their
+    SentencePiece model after it; the parent now asks for the vocabulary at once, which needs that model
+    (Baichuan-7B's ``sp_model``, ChatGLM2's ``tokenizer``).  Running the parent last is what their later hub
+    revisions do by hand.  A class in between (``Deferred``) records the call: the MRO is ``cls``,
+    ``Deferred``, then ``cls``'s parent, so ``super().__init__`` inside ``cls`` reaches the recorder."""
+    parent = cls.__mro__[1]
 
-            self.sp_model = spm.SentencePieceProcessor(**(sp_model_kwargs or {}))
-            self.sp_model.Load(str(vocab_file))
-            super().__init__(vocab_file, *args, sp_model_kwargs=sp_model_kwargs, **kwargs)
+    class Deferred(parent):
+        def __init__(self, *args, **kwargs):
+            self._deferred_parent_init = (args, kwargs)
 
-    SentencePieceFirst.__name__ = SentencePieceFirst.__qualname__ = cls.__name__
-    return SentencePieceFirst
+    class ParentConstructorLast(cls, Deferred):
+        def __init__(self, *args, **kwargs):
+            cls.__init__(self, *args, **kwargs)
+            a, kw = self.__dict__.pop("_deferred_parent_init")
+            parent.__init__(self, *a, **kw)
+
+    ParentConstructorLast.__name__ = ParentConstructorLast.__qualname__ = cls.__name__
+    return ParentConstructorLast
+
+
+def _pad_without_padding_side(cls):
+    """``cls`` whose ``_pad`` takes the ``padding_side`` argument that transformers now passes on every call;
+    written before it existed (ChatGLM2's), the old ``_pad`` reads ``self.padding_side`` instead."""
+
+    class PadSide(cls):
+        def _pad(self, *args, padding_side=None, **kwargs):
+            if padding_side not in (None, self.padding_side):
+                raise UpstreamError(f"{cls.__name__}._pad pads on the {self.padding_side}, not the "
+                                    f"{padding_side}, and cannot be told otherwise")
+            return cls._pad(self, *args, **kwargs)
+
+    PadSide.__name__ = PadSide.__qualname__ = cls.__name__
+    return PadSide
+
+
+def _missing_attribute(e: AttributeError) -> str | None:
+    import re
+
+    if getattr(e, "name", None):
+        return e.name
+    m = re.search(r"has no attribute '(\w+)'", str(e))
+    return m.group(1) if m else None
 
 
 def load_tokenizer(path: Path, remote: bool) -> tuple:
-    """(tokenizer, fix applied or None)."""
+    """(tokenizer, fixes applied): a remote tokenizer's class is adapted where it predates the pinned
+    transformers (see the module's docstring)."""
+    import inspect
+
     from transformers import AutoTokenizer
 
+    cls = _remote_tokenizer_class(path) if remote else None
+    old_pad = cls is not None and "_pad" in vars(cls) and \
+        "padding_side" not in inspect.signature(cls._pad).parameters
+
+    def build(c):
+        if c is None:
+            return AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
+        return (_pad_without_padding_side(c) if old_pad else c).from_pretrained(path)
+
+    fixes = []
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=remote), None
+        tok = build(cls if old_pad else None)
     except (TypeError, AttributeError) as e:
-        cls = _remote_tokenizer_class(path) if remote else None
-        if cls is None or not (path / cls.vocab_files_names.get("vocab_file", "")).is_file():
+        if cls is None:
             raise
         try:
-            tok = _sentencepiece_first(cls).from_pretrained(path)
+            tok = build(_parent_constructor_last(cls))
         except Exception:
             raise e from None
-        return tok, (f"{cls.__name__}: SentencePiece model loaded before the parent constructor "
-                     f"(as built: {type(e).__name__}: {e})")
+        fixes.append(f"{cls.__name__}: the parent constructor run after the tokenizer's own (as written: "
+                     f"{type(e).__name__}: {e})")
+    if old_pad:
+        fixes.append(f"{cls.__name__}._pad: padding_side accepted (the tokenizer's own padding side is used)")
+    return tok, fixes
+
+
+# transformers 4 set these on every config (generation defaults); remote models of that time read them
+# while being built (ChatGLM2: ``config.max_length``).  The values are transformers 4's; features never generate.
+LEGACY_CONFIG_DEFAULTS = {"max_length": 20, "min_length": 0}
+
+
+def _post_init_after(cls):
+    """``cls`` whose constructor ends with ``post_init()``, which loading now relies on (it sets up
+    ``all_tied_weights_keys``); remote models of transformers 4's time often never called it (ChatGLM2)."""
+
+    class PostInit(cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if not hasattr(self, "all_tied_weights_keys"):
+                self.post_init()
+
+    PostInit.__name__ = PostInit.__qualname__ = cls.__name__
+    return PostInit
+
+
+def load_model(path: Path, dtype, remote: bool, args: dict) -> tuple:
+    """(model, fixes applied).  ``AutoModel``, or the causal-LM class where a remote checkpoint registers only
+    that (Baichuan-7B); a remote model written for transformers 4 gets its config's old defaults and its
+    ``post_init()`` (each recorded)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=remote)
+    config.use_cache = False  # transformers 5 drops it from the config; ChatGLM2's forward reads it
+    auto, model_cls, fixes = AutoModel, None, []
+    for _ in range(len(LEGACY_CONFIG_DEFAULTS) + 3):
+        try:
+            return (model_cls or auto).from_pretrained(path, config=config, dtype=dtype, trust_remote_code=remote,
+                                                       **args), fixes
+        except ValueError as e:
+            if "Unrecognized configuration class" not in str(e) or auto is AutoModelForCausalLM:
+                raise
+            auto = AutoModelForCausalLM
+        except AttributeError as e:
+            name = _missing_attribute(e)
+            if not remote:
+                raise
+            if name in LEGACY_CONFIG_DEFAULTS and isinstance(getattr(e, "obj", config), PretrainedConfig) \
+                    and not hasattr(config, name):
+                setattr(config, name, LEGACY_CONFIG_DEFAULTS[name])
+                fixes.append(f"config.{name} = {LEGACY_CONFIG_DEFAULTS[name]} (transformers 4's default; the "
+                             f"model reads it while being built)")
+            elif name == "all_tied_weights_keys" and model_cls is None:
+                ref = (getattr(config, "auto_map", None) or {}).get(auto.__name__)
+                if not ref:
+                    raise
+                model_cls = _post_init_after(get_class_from_dynamic_module(ref, str(path)))
+                fixes.append(f"{model_cls.__name__}: post_init() called after its constructor (it does not call it)")
+            else:
+                raise
+    raise UpstreamError(f"hf_text: {path}: the model still fails to load after {fixes}")
 
 
 def rebuild_rotary_tables(model) -> int:
@@ -176,7 +284,6 @@ class HFTextEncoder:
     def __init__(self, cfg: dict, device: str = "cpu"):
         import torch
         import transformers
-        from transformers import AutoModel
 
         path = Path(cfg["ckpt"])
         check_hf_dir(path, cfg, ("config.json",))
@@ -190,22 +297,13 @@ class HFTextEncoder:
             if cls is None or not hasattr(cls, "from_pretrained"):
                 raise UpstreamError(f"hf_text: args.tokenizer_class {tok_class!r} is not a transformers "
                                     "tokenizer class")
-            self.tokenizer, tok_fix = cls.from_pretrained(path), None
+            self.tokenizer, fixes = cls.from_pretrained(path), []
         else:
-            self.tokenizer, tok_fix = load_tokenizer(path, remote)
-        dtype = torch_dtype(cfg["dtype"], device)
-        try:
-            self.model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=remote, **args)
-        except ValueError as e:  # remote-code LMs that register only a causal-LM class (Baichuan-7B)
-            if "Unrecognized configuration class" not in str(e):
-                raise
-            from transformers import AutoModelForCausalLM
-
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=remote, **args)
+            self.tokenizer, fixes = load_tokenizer(path, remote)
+        self.model, model_fixes = load_model(path, torch_dtype(cfg["dtype"], device), remote, args)
         self.model.to(self.device).eval()
         mc = self.model.config
-        mc.use_cache = False  # transformers 5 drops it from the config; ChatGLM2's forward reads it
-        fixes = [tok_fix] if tok_fix else []
+        fixes += model_fixes
         rebuilt = rebuild_rotary_tables(self.model)
         if rebuilt:
             fixes.append(f"rotary tables of {rebuilt} modules rebuilt from inv_freq after loading")
