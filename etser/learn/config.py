@@ -21,12 +21,7 @@ def load_config(path: Path | None, overrides: Sequence[str], defaults: Mapping) 
     a mapping in the file is merged into the default mapping of its key."""
     conf = copy.deepcopy(dict(defaults))
     if path is not None:
-        loaded = read_yaml(path) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of options")
-        unknown = sorted(set(loaded) - set(defaults))
-        if unknown:
-            raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
+        loaded = read_mapping(path, defaults, "option")
         for k, v in loaded.items():
             conf[k] = {**conf[k], **v} if isinstance(conf[k], dict) and isinstance(v, dict) else v
     for item in overrides:
@@ -42,6 +37,17 @@ def load_config(path: Path | None, overrides: Sequence[str], defaults: Mapping) 
         node[leaf] = parse_yaml(value, f"--conf {item!r}")
     check_choice(conf, "optim", OPTIMIZER_NAMES)
     return conf
+
+
+def read_mapping(path: Path, known: Sequence[str], what: str) -> dict:
+    """A YAML file holding a mapping whose keys are all in ``known`` (an empty file is an empty mapping)."""
+    doc = read_yaml(path) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a mapping of {what}s ({', '.join(known)})")
+    unknown = sorted(set(doc) - set(known))
+    if unknown:
+        raise ValueError(f"{path}: unknown {what}(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return doc
 
 
 def check_choice(conf: Mapping, key: str, choices: Sequence[str]) -> None:
@@ -70,12 +76,7 @@ def load_protocol(path: Path) -> dict:
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
         raise FileNotFoundError(f"{path} not found: no such protocol; known: {', '.join(known) or '(none)'}")
-    doc = read_yaml(path) or {}
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a mapping ({', '.join(PROTOCOL_SECTIONS)})")
-    unknown = sorted(set(doc) - set(PROTOCOL_SECTIONS))
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(PROTOCOL_SECTIONS)}")
+    doc = read_mapping(path, PROTOCOL_SECTIONS, "key")
     if doc.get("name") != path.stem:
         raise ValueError(f"{path}: name must be {path.stem!r} (the file's name), got {doc.get('name')!r}")
     if not isinstance(doc.get("version"), int) or isinstance(doc.get("version"), bool):
