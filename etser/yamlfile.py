@@ -8,7 +8,7 @@ ValueError that names the file and the line (or the option), not a bare Construc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -18,6 +18,21 @@ def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     with open(path, encoding="utf-8") as f:
         return _load(f, str(path), "file")
+
+
+def read_mapping(path: str | Path, known: Sequence[str], what: str, renamed: Mapping[str, str] | None = None) -> dict:
+    """A YAML file of ``what``s: a mapping whose keys are all in ``known`` (an empty file is an empty mapping);
+    a key of ``renamed`` is refused saying what replaced it."""
+    doc = read_yaml(path) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a mapping of {what}s ({', '.join(known)})")
+    moved = [f"{k} was replaced by {renamed[k]}" for k in doc if k in (renamed or {})]
+    if moved:
+        raise ValueError(f"{path}: " + "; ".join(moved))
+    unknown = sorted(set(doc) - set(known))
+    if unknown:
+        raise ValueError(f"{path}: unknown {what}(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return doc
 
 
 def parse_yaml(text: str, where: str) -> Any:

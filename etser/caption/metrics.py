@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from etser.caption.text import segment, metric_unit
-from etser.yamlfile import read_yaml
+from etser.yamlfile import read_mapping
 
 LOG = logging.getLogger("etser.caption.metrics")
 ALL_METRICS = ("bleu4", "rouge_l", "meteor", "cider_d", "spider", "fense", "bertscore", "clapscore")
@@ -58,13 +58,7 @@ RENAMED = {"segment_zh": "tokenization (char | jieba | ptb | whitespace | auto; 
 def load_metrics_config(path: Path | None) -> dict:
     conf = json.loads(json.dumps(DEFAULTS))
     if path is not None:
-        loaded = read_yaml(path) or {}
-        renamed = [f"{k} was replaced by {RENAMED[k]}" for k in loaded if k in RENAMED]
-        if renamed:
-            raise ValueError(f"{path}: " + "; ".join(renamed))
-        unknown = sorted(set(loaded) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+        loaded = read_mapping(path, DEFAULTS, "option", RENAMED)
         for k, v in loaded.items():
             conf[k] = {**conf[k], **v} if isinstance(conf[k], dict) and isinstance(v, dict) else v
     bad = [m for m in conf["metrics"] if m not in ALL_METRICS]

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from etser.yamlfile import parse_yaml, read_yaml
+from etser.yamlfile import parse_yaml, read_mapping
 
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")   # torch.optim classes of etser.learn.loop
 
@@ -37,17 +37,6 @@ def load_config(path: Path | None, overrides: Sequence[str], defaults: Mapping) 
         node[leaf] = parse_yaml(value, f"--conf {item!r}")
     check_choice(conf, "optim", OPTIMIZER_NAMES)
     return conf
-
-
-def read_mapping(path: Path, known: Sequence[str], what: str) -> dict:
-    """A YAML file holding a mapping whose keys are all in ``known`` (an empty file is an empty mapping)."""
-    doc = read_yaml(path) or {}
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a mapping of {what}s ({', '.join(known)})")
-    unknown = sorted(set(doc) - set(known))
-    if unknown:
-        raise ValueError(f"{path}: unknown {what}(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return doc
 
 
 def check_choice(conf: Mapping, key: str, choices: Sequence[str]) -> None:
