@@ -187,3 +187,36 @@ def test_changed_captions_features_or_config_retrain_or_refuse(tmp_path, repo_ro
           seed=1)
     assert "its inputs changed: config: changed" in caplog.text
     assert json.loads((exp / "done").read_text())["best_epoch"] in (1, 2)
+
+
+def test_average_last_decodes_the_mean_of_the_last_epochs(tmp_path, repo_root):
+    from etser.caption.decode import load_trained
+
+    dd, fd = make_caption_corpus(tmp_path, sizes={"train": 16, "val": 6}, kinds=("style",))
+    conf = load_config(repo_root / "conf/caption/transformer.yaml",
+                       TINY + ["max_epochs=4", "keep_checkpoints=3", "average_last=3"])
+    summary = train(conf, "style", dd, fd, tmp_path / "exp", seed=1)
+    assert summary["averaged_epochs"] == [2, 3, 4]
+    epochs = [torch.load(tmp_path / "exp" / "checkpoints" / f"epoch{e}.pt", weights_only=True)["model"]
+              for e in (2, 3, 4)]
+    best = torch.load(tmp_path / "exp" / "best.pt", weights_only=True)
+    assert best["averaged_epochs"] == [2, 3, 4] and best["epoch"] == 4
+    moved = 0
+    for k, v in best["model"].items():
+        if v.is_floating_point():
+            mean = (epochs[0][k].double() + epochs[1][k].double() + epochs[2][k].double()) / 3
+            assert torch.equal(v, mean.to(v.dtype)), k
+            moved += not torch.equal(v, epochs[2][k])
+    assert moved, "the mean equals the last epoch: nothing was averaged"
+    # scoring and inference load it like any best.pt; its val row is the averaged model's own
+    model, info = load_trained(tmp_path / "exp")
+    assert info["epoch"] == 4 and "val_rouge_l" in info["val"]
+    assert "the mean of epochs [2, 3, 4]" in (tmp_path / "exp" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [(["average_last=3"], "at most keep_checkpoints (2)"),
+                                            (["average_last=1"], "an integer from 2"),
+                                            (["average_last=true"], "got True")])
+def test_average_last_is_checked_with_the_config(repo_root, extra, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(repo_root / "conf/caption/transformer.yaml", TINY + extra)

@@ -32,6 +32,8 @@ DEFAULTS = {
                                    # the caption task kind's default (etser.tasks.caption)
     "decode_conf": {"num_beams": 3, "max_len": 40, "length_penalty": 1.0},
     "keep_checkpoints": 2,
+    "average_last": None,          # N: the model decoded is the mean of the last N epochs' weights (not the best
+                                   # epoch on val); needs keep_checkpoints >= N
     "preload_frames_gb": 2.0,      # hold a set's frames in memory up to this size, else read them per batch
     "train_set": "train",
     "valid_set": "val",
@@ -47,6 +49,12 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> dict:
         from etser.tasks.caption import CaptionTask
 
         CaptionTask.select_metric(conf["select_metric"])
+    n = conf["average_last"]
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 2 or n > int(conf["max_epochs"])
+                          or n > int(conf["keep_checkpoints"])):
+        raise ValueError(f"{path or 'caption config'}: average_last must be null or an integer from 2 to max_epochs "
+                         f"({conf['max_epochs']}) and at most keep_checkpoints ({conf['keep_checkpoints']}), "
+                         f"got {n!r}")
     check_decoder_dir(conf)
     return conf
 

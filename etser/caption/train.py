@@ -36,6 +36,7 @@ from etser.caption.text import Tokenizer
 from etser.cli import str2bool
 from etser.featset import features_record, read_meta
 from etser.learn import loop
+from etser.learn.checkpoint import atomic_save, average_epochs
 from etser.learn.loop import config_hash
 from etser.runtime import peak_rss_mb, pick_device, set_threads
 
@@ -156,13 +157,24 @@ def _train(conf, task, chash, meta, data_dir, feats_dir, exp_dir, seed, device, 
         LOG.info("resumed from %s (epoch %d done; best epoch %d)", last_path, state["epoch"], state["best_epoch"])
     state = loop.run_epochs(fit, exp_dir, chash, shuffle, state, device, conf["max_epochs"], conf["patience"],
                             conf["keep_checkpoints"], LOG.info)
+    averaged = None
+    if conf["average_last"]:
+        # the decoded model: the mean of the last N epochs' weights, which varies less over seeds than the epoch
+        # that one noisy val score picks; its own val row is recorded
+        weights, averaged = average_epochs(exp_dir, conf["average_last"])
+        model.load_state_dict(weights, strict=False)
+        row, _ = validate()
+        atomic_save({"model": weights, "epoch": averaged[-1], "averaged_epochs": averaged, "val": row,
+                     "info": info}, exp_dir / "best.pt")
+        LOG.info("best.pt: the mean of epochs %s (val %s)", averaged,
+                 " ".join(f"{k} {v:.4f}" for k, v in row.items()))
     note = model.truncation_note()
     if note:
         LOG.warning("%s", note)
     seconds = time.monotonic() - t_start
     summary = loop.write_done(exp_dir, {
         "best_epoch": state["best_epoch"], "epochs": state["epoch"], "stopped": state["stopped"],
-        "select_metric": metric,
+        "select_metric": metric, "averaged_epochs": averaged,
         "best_val": state["history"][state["best_epoch"] - 1] if state["best_epoch"] else None,
         "truncated_train_captions": state["truncated"], "config_hash": chash, "seconds_last_run": round(seconds, 2)})
     LOG.info("%s: %d epochs (%s), best epoch %d; %.1f s, %.0f train captions/s, peak RSS %.0f MB", exp_dir,

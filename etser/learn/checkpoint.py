@@ -73,6 +73,20 @@ def load_epoch(path: Path) -> dict:
     return read_checkpoint(path, "cpu")
 
 
+def average_epochs(exp_dir: Path, n: int) -> tuple[dict, list[int]]:
+    """The element-wise mean of the model weights of the last ``n`` epoch checkpoints (summed in float64, then
+    cast to each weight's dtype; a non-float buffer is the last epoch's), and those epochs.  Fewer than ``n``
+    checkpoints is an error naming the exp dir."""
+    epochs = list_epochs(exp_dir)[-int(n):]
+    if len(epochs) < int(n):
+        raise ValueError(f"{exp_dir}: averaging the last {n} epochs needs {n} epoch checkpoints, found "
+                         f"{len(epochs)} (keep_checkpoints must be at least average_last)")
+    states = [load_epoch(p)["model"] for _, p in epochs]
+    avg = {k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+           for k, v in states[-1].items()}
+    return avg, [e for e, _ in epochs]
+
+
 def prune_epochs(exp_dir: Path, keep: int) -> None:
     for _, old in list_epochs(exp_dir)[:-max(1, int(keep))]:
         old.unlink()
