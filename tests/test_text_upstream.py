@@ -290,3 +290,13 @@ def test_remote_code_causal_lm_only_when_the_config_says_so(tmp_path):
     assert meta["encoder"]["model_class"] == "TinyRemoteLM"
     nf = {u: int(v) for u, v in read_table(tmp_path / "yes" / "utt2num_frames").items()}
     assert nf == {u: len(t) for u, t in TEXTS.items()}
+
+
+def test_args_naming_config_attributes_reach_the_config(tmp_path):
+    """``args`` go to the model's from_pretrained: one naming a config attribute overrides it there."""
+    from etser.features.text_encoders import HFTextEncoder
+
+    ckpt = tiny_bert(tmp_path / "bert")
+    cfg = load_config(_conf(tmp_path, ckpt, args={"hidden_dropout_prob": 0.0, "layer_norm_eps": 1e-3}))
+    enc = HFTextEncoder(cfg)
+    assert enc.model.config.hidden_dropout_prob == 0.0 and enc.model.config.layer_norm_eps == 1e-3

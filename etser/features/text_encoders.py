@@ -220,13 +220,15 @@ def load_model(path: Path, dtype, remote: bool, args: dict) -> tuple:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    config = AutoConfig.from_pretrained(path, trust_remote_code=remote)
+    # as from_pretrained does itself: args naming config attributes override them, the rest go to the model
+    config, model_args = AutoConfig.from_pretrained(path, trust_remote_code=remote, return_unused_kwargs=True,
+                                                    **args)
     config.use_cache = False  # transformers 5 drops it from the config; ChatGLM2's forward reads it
     auto, model_cls, fixes = AutoModel, None, []
     for _ in range(len(LEGACY_CONFIG_DEFAULTS) + 3):
         try:
             return (model_cls or auto).from_pretrained(path, config=config, dtype=dtype, trust_remote_code=remote,
-                                                       **args), fixes
+                                                       **model_args), fixes
         except ValueError as e:
             if "Unrecognized configuration class" not in str(e) or auto is AutoModelForCausalLM:
                 raise
