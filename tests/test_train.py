@@ -248,3 +248,24 @@ def test_half_trained_dir_with_another_config_is_refused_untouched_or_restarted(
     assert train.main(other) == 0
     assert "retraining from scratch, its inputs changed: config: changed" in caplog.text
     assert (exp / "config.yaml").read_text() != before
+
+
+@pytest.mark.parametrize("head,conf", [
+    ("paper", ["max_epochs=4"]),                                   # adam, weight decay, dropout
+    ("superb", ["max_epochs=4"]),
+    ("superb", ["max_epochs=4", "optim=adamw", "optim_conf.weight_decay=0.01"]),
+    ("superb", ["max_epochs=4", "optim=sgd", "optim_conf={lr: 0.01, momentum: 0.9}"]),
+])
+def test_multi_tensor_optimizer_update_gives_the_per_tensor_weights(corpus, tmp_path, head, conf):
+    # the trainer asks for torch's multi-tensor update, for speed only: every weight must be the per-tensor one's
+    from etser.learn.loop import make_optimizer
+    assert make_optimizer("adam", torch.nn.Linear(2, 2).parameters(), {"lr": 0.1}).defaults["foreach"] is True
+    data_dir, feats_dir = corpus
+    runs = {}
+    for name, extra in (("foreach", []), ("loop", ["optim_conf.foreach=false"])):
+        assert train.main(_args(data_dir, feats_dir, tmp_path / name, head=head, conf=conf + extra)) == 0
+        runs[name] = _best_state(tmp_path / name)
+    assert runs["foreach"].keys() == runs["loop"].keys()
+    assert all(torch.equal(runs["foreach"][k], runs["loop"][k]) for k in runs["loop"])
+    # the default is not written into the config (its hash names the training: no finished run is redone)
+    assert "foreach" not in (tmp_path / "foreach" / "config.yaml").read_text()
