@@ -147,3 +147,46 @@ def test_global_normalisation_standardises_with_training_stats_and_keeps_loudnes
     assert "adaptor.feat_mean" in trainable_state(torch.nn.ModuleDict({"adaptor": a}))
     with pytest.raises(ValueError, match="normalize must be"):
         Adaptor(2, 3, 4, normalize="frame")
+
+
+def test_stats_token_statistics_ignore_padding_and_delta_follows_the_rate():
+    from etser.models.decoders import utterance_stats
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([6, 3, 1])
+    x = torch.randn(3, 6, 2, generator=g) * (torch.arange(6)[None] < lengths[:, None])[..., None]
+    mean, std, delta = utterance_stats(x, lengths, ("mean", "std", "delta"))
+    for b, n in enumerate(lengths.tolist()):
+        v = x[b, :n]
+        assert torch.allclose(mean[b], v.mean(0), atol=1e-6)
+        assert torch.allclose(std[b], v.std(0, unbiased=False), atol=1e-5)
+        want = (v[1:] - v[:-1]).abs().mean(0) if n > 1 else torch.zeros(2)
+        assert torch.allclose(delta[b], want, atol=1e-6)
+    # the same up-and-down contour at twice the rate: the same mean and std, twice the delta
+    slow = torch.tensor([0., 0., 1., 1.] * 4)[None, :, None]
+    fast = torch.tensor([0., 1.] * 8)[None, :, None]
+    n16 = torch.tensor([16])
+    (ms, ss, ds), (mf, sf, df) = (utterance_stats(v, n16, ("mean", "std", "delta")) for v in (slow, fast))
+    assert torch.equal(ms, mf) and torch.equal(ss, sf) and df.item() > 1.9 * ds.item()
+
+
+@pytest.mark.parametrize("stats,width", [(True, 2), ([], None), (False, None), (["mean", "std", "delta"], 3),
+                                         (["delta"], 1)])
+def test_stats_token_config_sets_the_memory_vector(stats, width):
+    tok = Tokenizer.build([caption_for(p, s, v, "en") for p in range(2) for s in range(3) for v in range(2)])
+    conf = _conf("transformer", decoder_conf={"d_model": 32, "nhead": 2, "num_layers": 1, "ffn_dim": 64,
+                                              "stats_token": stats})
+    model = ScratchCaptioner(conf, 2, 8, tok).eval()
+    frames, lengths = _batch(1)
+    mem, mask = model._memory(frames, lengths)
+    if width is None:
+        assert model.stats is None
+    else:
+        assert model.stats.in_features == width * 8
+        assert mask[:, 0].all()      # the statistics vector leads the memory
+    assert len(model.generate(frames, lengths, num_beams=2, max_len=4)) == len(lengths)
+
+
+def test_unknown_stats_token_statistic_is_refused():
+    tok = Tokenizer.build(["a b"])
+    with pytest.raises(ValueError, match="stats_token must be true, false or a list of mean, std, delta"):
+        ScratchCaptioner(_conf("transformer", decoder_conf={"stats_token": ["median"]}), 2, 8, tok)

@@ -108,6 +108,25 @@ def fixed_prefix(mem: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
     return torch.stack(out)
 
 
+STATS = ("mean", "std", "delta")
+DEFAULT_STATS = ("mean", "std")   # stats_token: true
+
+
+def utterance_stats(x: torch.Tensor, lengths: torch.Tensor, names: Sequence[str]) -> list[torch.Tensor]:
+    """Per utterance of (B, T, D) frames that are zero past each length: the (B, D) statistics ``names`` (mean,
+    std over time; delta: mean absolute difference of consecutive frames)."""
+    n = lengths.to(x.device).clamp(min=1)[:, None].float()
+    mean = x.sum(1) / n
+    out = {"mean": mean}
+    if "std" in names:
+        out["std"] = ((x * x).sum(1) / n - mean * mean).clamp(min=0).sqrt()
+    if "delta" in names:
+        pairs = torch.arange(x.shape[1] - 1, device=x.device)[None] < (lengths.to(x.device)[:, None] - 1)
+        diff = (x[:, 1:] - x[:, :-1]).abs() * pairs[..., None]
+        out["delta"] = diff.sum(1) / (n - 1).clamp(min=1)
+    return [out[k] for k in names]
+
+
 def _sinusoid(length: int, dim: int, device) -> torch.Tensor:
     pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
     div = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
@@ -145,9 +164,16 @@ class ScratchCaptioner(nn.Module):
         self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(
             d, int(dc.get("nhead", 4)), int(dc.get("ffn_dim", 4 * d)), float(dc.get("dropout", 0.1)),
             batch_first=True, norm_first=True), n_enc, enable_nested_tensor=False) if n_enc else None
-        # stats_token: one more memory vector, the time mean and std of the normalised frames (what the
-        # nearest-utterance baseline compares, and it also sees the frames)
-        self.stats = nn.Linear(2 * dim, d) if dc.get("stats_token") else None
+        # stats_token: one more memory vector of utterance statistics of the normalised frames: true or [mean,
+        # std] (what the nearest-utterance baseline compares), and delta, the mean absolute change from one frame
+        # to the next (how fast pitch and loudness move: the speaking rate, which time means barely show)
+        st = dc.get("stats_token")
+        self.stat_names = DEFAULT_STATS if st is True else tuple(st or ())
+        unknown = [n for n in self.stat_names if n not in STATS]
+        if unknown or (st is not None and not isinstance(st, (bool, list, tuple))):
+            raise ValueError(f"decoder_conf.stats_token must be true, false or a list of {', '.join(STATS)}; "
+                             f"got {st!r}")
+        self.stats = nn.Linear(len(self.stat_names) * dim, d) if self.stat_names else None
         self.label_smoothing = float(dc.get("label_smoothing", 0.0))
 
     def encode_targets(self, captions: Sequence[str]) -> list[list[int]]:
@@ -168,10 +194,7 @@ class ScratchCaptioner(nn.Module):
         mem, mask = self.adaptor.project(x, lengths)
         mem = mem + _sinusoid(mem.shape[1], self.d, mem.device)
         if self.stats is not None:
-            n = lengths.to(x.device).clamp(min=1)[:, None].float()
-            mean = x.sum(1) / n
-            var = (x * x).sum(1) / n - mean * mean
-            g = self.stats(torch.cat([mean, var.clamp(min=0).sqrt()], -1))
+            g = self.stats(torch.cat(utterance_stats(x, lengths, self.stat_names), -1))
             mem = torch.cat([g[:, None], mem], 1)
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
         if self.encoder is not None:
