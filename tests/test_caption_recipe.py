@@ -40,7 +40,8 @@ def _workdir(path):
     (path / "conf" / "upstream" / "fbank_frames.yaml").write_text(FRAMES_CONF)
     shutil.copytree(ROOT / "conf" / "caption", path / "conf" / "caption")
     conf = yaml.safe_load((ROOT / "conf" / "caption" / "transformer.yaml").read_text())
-    conf.update(max_epochs=4, patience=None, decoder_conf={**conf["decoder_conf"], "d_model": 64, "ffn_dim": 128},
+    # 4 epochs, the last 3 averaged (the committed config averages too)
+    conf.update(max_epochs=4, patience=None, average_last=3, keep_checkpoints=3, decoder_conf={**conf["decoder_conf"], "d_model": 64, "ffn_dim": 128},
                 adaptor_conf={**conf["adaptor_conf"], "hidden_dim": 64, "downsample": 8})
     (path / "conf" / "caption" / "transformer.yaml").write_text(yaml.safe_dump(conf))
     metrics = yaml.safe_load((ROOT / "conf" / "caption" / "metrics.yaml").read_text())

@@ -20,7 +20,7 @@ from tests.helpers_feats import make_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["decoder_conf.d_model=32", "decoder_conf.ffn_dim=64", "decoder_conf.num_layers=1", "decoder_conf.nhead=2",
-        "adaptor_conf.hidden_dim=32", "batch_size=8", "max_epochs=2"]
+        "adaptor_conf.hidden_dim=32", "batch_size=8", "max_epochs=2", "average_last=null"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -16,8 +16,9 @@ from etser.caption.train import load_config, main as train_main, train
 from etser.datadir import read_table, write_table
 from tests.helpers_caption import make_caption_corpus, tiny_decoder_dir
 
+# a small decoder decoding its best epoch (tests of averaging set average_last themselves)
 TINY = ["decoder_conf.d_model=32", "decoder_conf.ffn_dim=64", "decoder_conf.num_layers=1", "decoder_conf.nhead=2",
-        "adaptor_conf.hidden_dim=32", "optim_conf.lr=3.0e-3", "batch_size=8"]
+        "adaptor_conf.hidden_dim=32", "optim_conf.lr=3.0e-3", "batch_size=8", "average_last=null"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -189,13 +190,18 @@ def test_changed_captions_features_or_config_retrain_or_refuse(tmp_path, repo_ro
     assert json.loads((exp / "done").read_text())["best_epoch"] in (1, 2)
 
 
-def test_average_last_decodes_the_mean_of_the_last_epochs(tmp_path, repo_root):
+def test_average_last_decodes_the_mean_of_the_last_epochs(tmp_path, repo_root, monkeypatch):
+    from etser.caption import train as train_module
     from etser.caption.decode import load_trained
 
     dd, fd = make_caption_corpus(tmp_path, sizes={"train": 16, "val": 6}, kinds=("style",))
     conf = load_config(repo_root / "conf/caption/transformer.yaml",
                        TINY + ["max_epochs=4", "keep_checkpoints=3", "average_last=3"])
+    # the averaged epochs are pruned once done (to the last); kept here to check the mean against them
+    pruned = []
+    monkeypatch.setattr(train_module, "prune_epochs", lambda d, keep: pruned.append((d, keep)))
     summary = train(conf, "style", dd, fd, tmp_path / "exp", seed=1)
+    assert pruned == [(tmp_path / "exp", 1)]
     assert summary["averaged_epochs"] == [2, 3, 4]
     epochs = [torch.load(tmp_path / "exp" / "checkpoints" / f"epoch{e}.pt", weights_only=True)["model"]
               for e in (2, 3, 4)]
@@ -214,9 +220,23 @@ def test_average_last_decodes_the_mean_of_the_last_epochs(tmp_path, repo_root):
     assert "the mean of epochs [2, 3, 4]" in (tmp_path / "exp" / "train.log").read_text()
 
 
-@pytest.mark.parametrize("extra, message", [(["average_last=3"], "at most keep_checkpoints (2)"),
+@pytest.mark.parametrize("extra, message", [(["keep_checkpoints=2", "average_last=3"], "at most keep_checkpoints (2)"),
+                                            (["average_last=10", "max_epochs=8"], "from 2 to max_epochs (8)"),
                                             (["average_last=1"], "an integer from 2"),
                                             (["average_last=true"], "got True")])
 def test_average_last_is_checked_with_the_config(repo_root, extra, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(repo_root / "conf/caption/transformer.yaml", TINY + extra)
+
+
+def test_averaged_training_keeps_only_its_last_epoch_checkpoint(tmp_path, repo_root):
+    dd, fd = make_caption_corpus(tmp_path, sizes={"train": 16, "val": 6}, kinds=("style",))
+    conf = load_config(repo_root / "conf/caption/transformer.yaml",
+                       TINY + ["max_epochs=3", "keep_checkpoints=3", "average_last=2"])
+    train(conf, "style", dd, fd, tmp_path / "exp", seed=1)
+    assert sorted(p.name for p in (tmp_path / "exp" / "checkpoints").iterdir()) == ["epoch3.pt"]
+    # a rerun finds the training done and keeps best.pt, the mean of epochs 2 and 3
+    before = (tmp_path / "exp" / "best.pt").read_bytes()
+    train(conf, "style", dd, fd, tmp_path / "exp", seed=1)
+    assert (tmp_path / "exp" / "best.pt").read_bytes() == before
+    assert torch.load(tmp_path / "exp" / "best.pt", weights_only=True)["averaged_epochs"] == [2, 3]

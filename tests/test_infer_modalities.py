@@ -59,8 +59,8 @@ def workdir(small_release, tmp_path_factory):
             exp[name] = Path(f"exp/{up}/superb/{task}")
             train(superb, task, Path("data"), Path("dump") / up, exp[name], 1)
         cap = caption_config(ROOT / "conf/caption/transformer.yaml",
-                             ["max_epochs=8", "select_metric=val_loss", "decode_conf.num_beams=1",
-                              "decode_conf.max_len=8"])
+                             ["max_epochs=8", "average_last=4", "keep_checkpoints=4", "select_metric=val_loss",
+                              "decode_conf.num_beams=1", "decode_conf.max_len=8"])
         exp["caption"] = Path("exp/caption/fbank_no_cmvn/transformer/style")
         train_caption(cap, "style", Path("data"), Path("dump/fbank_no_cmvn"), exp["caption"], 1,
                       command="python -m etser.caption.train --feats_dir dump/fbank_no_cmvn --kind style")

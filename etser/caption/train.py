@@ -36,7 +36,7 @@ from etser.caption.text import Tokenizer
 from etser.cli import str2bool
 from etser.featset import features_record, read_meta
 from etser.learn import loop
-from etser.learn.checkpoint import atomic_save, average_epochs
+from etser.learn.checkpoint import atomic_save, average_epochs, prune_epochs
 from etser.learn.loop import config_hash
 from etser.runtime import peak_rss_mb, pick_device, set_threads
 
@@ -177,6 +177,10 @@ def _train(conf, task, chash, meta, data_dir, feats_dir, exp_dir, seed, device, 
         "select_metric": metric, "averaged_epochs": averaged,
         "best_val": state["history"][state["best_epoch"] - 1] if state["best_epoch"] else None,
         "truncated_train_captions": state["truncated"], "config_hash": chash, "seconds_last_run": round(seconds, 2)})
+    if averaged:
+        # best.pt holds the mean; the other epochs were kept only to make it (each with the optimizer state: 8 MB
+        # for the committed decoder); the last one stays, it names the config a rerun is compared with
+        prune_epochs(exp_dir, 1)
     LOG.info("%s: %d epochs (%s), best epoch %d; %.1f s, %.0f train captions/s, peak RSS %.0f MB", exp_dir,
              state["epoch"], state["stopped"], state["best_epoch"], seconds,
              len(tr) * (state["epoch"] - state["first_epoch"]) / max(seconds, 1e-9), peak_rss_mb())
