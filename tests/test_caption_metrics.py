@@ -176,6 +176,7 @@ def test_caption_table_from_an_exp_tree(tmp_path):
         (d / "metrics.json").write_text(json.dumps({"kind": kind, "decoder": dec, "set": "test", "seed": 1,
                                                     "num_utts": 3, "notes": {"segmentation": "jieba"},
                                                     "scores": {"bleu4": b}}))
+    assert "`transformer` decoded the best epoch on val." in caption_table(tmp_path, heading=True)
     text = caption_table(tmp_path)
     lines = text.splitlines()
     # kinds in the order speaker, style, emotion, overall

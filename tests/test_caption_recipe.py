@@ -75,6 +75,9 @@ def test_stages_1_to_5_write_the_caption_table(recipe):
     m = json.loads((_exp(w, "style") / "decode_test" / "metrics.json").read_text())
     assert m["kind"] == "style" and m["set"] == "test" and m["num_utts"] > 10 and m["tag"].startswith("fbank_frames_")
     assert f"| style | transformer | 1 | {m['scores']['bleu4']:.3f} | {m['scores']['rouge_l']:.3f} |" in text
+    # what was decoded is said over the table: the mean of the last 3 of 4 epochs (this recipe's config)
+    assert m["averaged_epochs"] == [2, 3, 4] and m["best_epoch"] == 4
+    assert "`transformer` decoded the mean of the weights of epochs 2-4." in text
     hyp_ref = (_exp(w, "style") / "decode_test" / "hyp_ref.txt").read_text().splitlines()
     assert len(hyp_ref) == m["num_utts"] + 1 and all(len(line.split("\t")) == 3 for line in hyp_ref[1:])
     # captioning only (--tasks caption): no classifier was trained

@@ -36,7 +36,8 @@ def load_trained(exp_dir: Path, device: str = "cpu"):
     tok = Tokenizer.load(Path(exp_dir) / "tokenizer.json") if decoder_class(conf).own_tokenizer else None
     model = build_model(conf, len(info["layers"]), info["dim"], tok)
     model.load_state_dict(best["model"], strict=not conf["freeze_decoder"])
-    return model.to(device).eval(), {**info, "epoch": best["epoch"], "val": best["val"]}
+    return model.to(device).eval(), {**info, "epoch": best["epoch"], "val": best["val"],
+                                     "averaged_epochs": best.get("averaged_epochs")}
 
 
 def quiet_transformers() -> None:

@@ -83,7 +83,8 @@ def score_exp(exp_dir: Path, sets: Sequence[str], data_dir: Path, feats_dir: Pat
         refs = read_references(Path(data_dir) / s, task, cs)
         res = task.metrics(hyps, refs, mconf, _wavs(Path(data_dir) / s, cs.utts), device)
         meta = {"kind": info["kind"], "decoder": conf["decoder"], "set": s, "seed": info["seed"],
-                "exp_dir": str(exp_dir), "tag": Path(feats_dir).name, "best_epoch": info["epoch"], "decode": dc,
+                "exp_dir": str(exp_dir), "tag": Path(feats_dir).name, "best_epoch": info["epoch"],
+                "averaged_epochs": info.get("averaged_epochs"), "decode": dc,
                 "counts": cs.counts}
         m = write_decode(Path(exp_dir) / f"decode_{s}", cs.utts, hyps, refs, res, meta)
         sec = time.monotonic() - t0
