@@ -78,6 +78,19 @@ def test_dead_worker_raises_naming_the_utterance_without_hanging():
     assert time.monotonic() - t0 < 60
 
 
+def _items_then_pause(n: int):
+    yield 5                  # the worker dies on it
+    time.sleep(3)            # ... before the next item is queued: the pool is broken when it is submitted
+    yield from range(n)
+
+
+def test_worker_dying_before_the_next_item_is_queued_is_named_too():
+    # a worker death seen by the pool's submit (not by a result) gets the same message, naming the waiting item
+    with pytest.raises(RuntimeError, match=r"utterance u5: a decoding worker process died"):
+        for _ in load_in_workers(_items_then_pause(4), _die_on, num_workers=1, describe=lambda x: f"utterance u{x}"):
+            pass
+
+
 def test_decode_error_names_utterance_and_file(tmp_path):
     wav = write_wavs(tmp_path / "audio", 6, bad=3)
     items = sorted(wav.items())

@@ -82,7 +82,13 @@ def load_in_workers(items: Iterable, load: Callable = load_utt, num_workers: int
     pending: deque = deque()
     try:
         for item in items:
-            pending.append((item, pool.submit(load, item)))
+            try:
+                fut = pool.submit(load, item)
+            except BrokenProcessPool as e:
+                # a worker died before this item could be queued: name the oldest item still waiting
+                first = pending[0][0] if pending else item
+                raise _worker_died(describe(first), max(len(pending) - 1, 0)) from e
+            pending.append((item, fut))
             if len(pending) >= depth:
                 yield _next(pending, describe)
         while pending:
@@ -107,6 +113,10 @@ def _next(pending: deque, describe: Callable[[object], str]):
     try:
         return item, fut.result()
     except BrokenProcessPool as e:
-        raise RuntimeError(f"{describe(item)}: a decoding worker process died (killed, out of memory or a crash in "
-                           f"the decoder) while this utterance or one of the {len(pending)} queued after it was "
-                           "being loaded; rerun with --num_workers 0 to find which file") from e
+        raise _worker_died(describe(item), len(pending)) from e
+
+
+def _worker_died(what: str, queued: int) -> RuntimeError:
+    return RuntimeError(f"{what}: a decoding worker process died (killed, out of memory or a crash in the decoder) "
+                        f"while this utterance or one of the {queued} queued after it was being loaded; rerun with "
+                        "--num_workers 0 to find which file")
