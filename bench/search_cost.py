@@ -11,7 +11,8 @@ stopping (the same 100 epochs as a draw), the paper head's defaults and the fixe
 Input: a stage-2 dump and its data dir (``--feats_dir dump/<tag> --data_dir data``), or without them a synthetic
 corpus shaped like a HuBERT-Base dump (13 layers x 768 dims; ``--num_train`` train utterances, a quarter as
 many val).  Prints per head: epochs, seconds (the fastest of ``--repeats``: a shared machine's neighbours slow
-single runs by up to a third), per epoch; then the ratios paper/superb (whole training and per epoch), one torch thread each.
+single runs by up to a third), per epoch; then the ratios paper/superb (whole training and per epoch), one torch
+thread each.
 
   bench/search_cost.py [--feats_dir dump/hubert_base_X --data_dir data] [--task speech_four] [--num_train 1000]
 """

@@ -186,7 +186,8 @@ def test_stats_token_config_sets_the_memory_vector(stats, width):
     assert len(model.generate(frames, lengths, num_beams=2, max_len=4)) == len(lengths)
 
 
-def test_unknown_stats_token_statistic_is_refused():
+@pytest.mark.parametrize("stats", [["median"], 5, "mean"])
+def test_unknown_stats_token_statistic_is_refused(stats):
     tok = Tokenizer.build(["a b"])
     with pytest.raises(ValueError, match="stats_token must be true, false or a list of mean, std, delta"):
-        ScratchCaptioner(_conf("transformer", decoder_conf={"stats_token": ["median"]}), 2, 8, tok)
+        ScratchCaptioner(_conf("transformer", decoder_conf={"stats_token": stats}), 2, 8, tok)

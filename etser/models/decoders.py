@@ -168,11 +168,10 @@ class ScratchCaptioner(nn.Module):
         # std] (what the nearest-utterance baseline compares), and delta, the mean absolute change from one frame
         # to the next (how fast pitch and loudness move: the speaking rate, which time means barely show)
         st = dc.get("stats_token")
-        self.stat_names = DEFAULT_STATS if st is True else tuple(st or ())
-        unknown = [n for n in self.stat_names if n not in STATS]
-        if unknown or (st is not None and not isinstance(st, (bool, list, tuple))):
+        if not (st is None or isinstance(st, bool) or isinstance(st, (list, tuple)) and set(st) <= set(STATS)):
             raise ValueError(f"decoder_conf.stats_token must be true, false or a list of {', '.join(STATS)}; "
                              f"got {st!r}")
+        self.stat_names = DEFAULT_STATS if st is True else tuple(st or ())
         self.stats = nn.Linear(len(self.stat_names) * dim, d) if self.stat_names else None
         self.label_smoothing = float(dc.get("label_smoothing", 0.0))
 
